@@ -1,0 +1,184 @@
+import path from "node:path";
+
+/**
+ * Every setting of the environment. `readEnvironmentOptions` maps the documented
+ * environment variables onto this; `compileOptions` fills defaults and validates.
+ * Library code receives the compiled, read-only result and never reads process.env.
+ */
+export interface EnvironmentOptions {
+  /** PostgreSQL URL. @default an embedded PostgreSQL under `${dataDir}/postgres` */
+  databaseUrl?: string;
+  /** Port of the management API (gRPC, gRPC-Web, Connect). 0 picks a free port. @default 8002 */
+  httpPort?: number;
+  /** Address the management API binds. @default "0.0.0.0" */
+  httpHost?: string;
+  /** host:port of core; instances get it as RUNTARA_CORE_ADDR. @default "127.0.0.1:8001" */
+  coreAddr?: string;
+  /** Run core in this process (bound on coreAddr). @default true */
+  embedCore?: boolean;
+  /** Root of images, run directories and the embedded database. @default ".data" */
+  dataDir?: string;
+  /** Passed to instances as RUNTARA_SKIP_CERT_VERIFICATION=true. @default false */
+  skipCertVerification?: boolean;
+  /** Maximum pooled database connections. @default 20 */
+  dbPoolSize?: number;
+  /** Default execution timeout of an instance, in seconds. @default 300 */
+  executionTimeoutSecs?: number;
+  /** "runc", "crun" or a path; auto-detected when unset. */
+  ociRuntime?: string;
+  /** Container networking. @default "host" */
+  networkMode?: "host" | "none";
+  /** Origins allowed to call from a browser; "*" allows any. @default [] */
+  corsOrigins?: readonly string[];
+  /** Largest checkpoint state, event payload, input or output, in bytes. @default 16 MiB */
+  maxPayloadBytes?: number;
+  /** pino level. @default "info" */
+  logLevel?: string;
+  /** How long SIGTERM waits for in-flight calls before closing connections. @default 10000 */
+  shutdownGraceMs?: number;
+}
+
+export type CompiledOptions = Readonly<Required<Omit<EnvironmentOptions, "databaseUrl" | "ociRuntime">>> & {
+  readonly databaseUrl: string | undefined;
+  readonly ociRuntime: string | undefined;
+  readonly coreHost: string;
+  readonly corePort: number;
+};
+
+const defaults = {
+  httpPort: 8002,
+  httpHost: "0.0.0.0",
+  coreAddr: "127.0.0.1:8001",
+  embedCore: true,
+  dataDir: ".data",
+  skipCertVerification: false,
+  dbPoolSize: 20,
+  executionTimeoutSecs: 300,
+  networkMode: "host",
+  corsOrigins: [],
+  maxPayloadBytes: 16 * 1024 * 1024,
+  logLevel: "info",
+  shutdownGraceMs: 10_000,
+} satisfies Omit<Required<EnvironmentOptions>, "databaseUrl" | "ociRuntime">;
+
+/** A configuration value that cannot be used; the message names the variable or option. */
+export class ConfigError extends Error {}
+
+const LOG_LEVELS = new Set(["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
+
+export function compileOptions(options: EnvironmentOptions = {}): CompiledOptions {
+  const o = { ...defaults, ...stripUndefined(options) };
+  const port = (name: string, v: number, allowZero: boolean) => {
+    if (!Number.isInteger(v) || v < (allowZero ? 0 : 1) || v > 65535) {
+      throw new ConfigError(`${name} must be a port number (${allowZero ? 0 : 1}-65535), got ${v}`);
+    }
+    return v;
+  };
+  port("httpPort", o.httpPort, true);
+  const [coreHost, corePort] = splitHostPort("coreAddr", o.coreAddr);
+  positiveInt("dbPoolSize", o.dbPoolSize);
+  positiveInt("executionTimeoutSecs", o.executionTimeoutSecs);
+  positiveInt("maxPayloadBytes", o.maxPayloadBytes);
+  if (!Number.isInteger(o.shutdownGraceMs) || o.shutdownGraceMs < 0) {
+    throw new ConfigError(`shutdownGraceMs must be a non-negative integer, got ${o.shutdownGraceMs}`);
+  }
+  if (o.networkMode !== "host" && o.networkMode !== "none") {
+    throw new ConfigError(`networkMode must be "host" or "none", got ${String(o.networkMode)}`);
+  }
+  if (!LOG_LEVELS.has(o.logLevel)) throw new ConfigError(`logLevel must be one of ${[...LOG_LEVELS].join(", ")}`);
+  if (o.dataDir === "") throw new ConfigError("dataDir must not be empty");
+  return Object.freeze({
+    ...o,
+    dataDir: path.resolve(o.dataDir),
+    corsOrigins: Object.freeze([...o.corsOrigins]),
+    databaseUrl: options.databaseUrl,
+    ociRuntime: options.ociRuntime,
+    coreHost,
+    corePort,
+  });
+}
+
+function positiveInt(name: string, v: number) {
+  if (!Number.isInteger(v) || v < 1) throw new ConfigError(`${name} must be a positive integer, got ${v}`);
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+export function splitHostPort(name: string, addr: string): [string, number] {
+  const m = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(addr);
+  const portNumber = m ? Number(m[2]) : NaN;
+  if (!m || portNumber < 1 || portNumber > 65535) {
+    throw new ConfigError(`${name} must be host:port (e.g. 127.0.0.1:8001), got "${addr}"`);
+  }
+  return [m[1]!.replace(/^\[|\]$/g, ""), portNumber];
+}
+
+/** Maps environment variables (SPEC §8) to options. Invalid values throw, naming the variable. */
+export function readEnvironmentOptions(env: NodeJS.ProcessEnv): EnvironmentOptions {
+  const str = (name: string) => {
+    const v = env[name];
+    return v === undefined || v === "" ? undefined : v;
+  };
+  const int = (name: string, min: number, max = Number.MAX_SAFE_INTEGER) => {
+    const v = str(name);
+    if (v === undefined) return undefined;
+    if (!/^\d+$/.test(v) || Number(v) < min || Number(v) > max) {
+      throw new ConfigError(`${name} must be an integer between ${min} and ${max}, got "${v}"`);
+    }
+    return Number(v);
+  };
+  const bool = (name: string) => {
+    const v = str(name)?.toLowerCase();
+    if (v === undefined) return undefined;
+    if (["1", "true", "yes", "on"].includes(v)) return true;
+    if (["0", "false", "no", "off"].includes(v)) return false;
+    throw new ConfigError(`${name} must be true or false, got "${env[name]}"`);
+  };
+  const databaseUrl = str("RUNTARA_ENVIRONMENT_DATABASE_URL") ?? str("RUNTARA_DATABASE_URL");
+  if (databaseUrl !== undefined && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
+    const name = str("RUNTARA_ENVIRONMENT_DATABASE_URL") ? "RUNTARA_ENVIRONMENT_DATABASE_URL" : "RUNTARA_DATABASE_URL";
+    throw new ConfigError(`${name} must be a postgres:// or postgresql:// URL`);
+  }
+  const coreAddr = str("RUNTARA_CORE_ADDR");
+  if (coreAddr !== undefined) {
+    try {
+      splitHostPort("RUNTARA_CORE_ADDR", coreAddr);
+    } catch (e) {
+      throw new ConfigError((e as Error).message);
+    }
+  }
+  const networkMode = str("RUNTARA_NETWORK_MODE");
+  if (networkMode !== undefined && networkMode !== "host" && networkMode !== "none") {
+    throw new ConfigError(`RUNTARA_NETWORK_MODE must be "host" or "none", got "${networkMode}"`);
+  }
+  const logLevel = str("LOG_LEVEL");
+  if (logLevel !== undefined && !LOG_LEVELS.has(logLevel)) {
+    throw new ConfigError(`LOG_LEVEL must be one of ${[...LOG_LEVELS].join(", ")}, got "${logLevel}"`);
+  }
+  const cors = str("RUNTARA_CORS_ORIGINS");
+  const corsOrigins = cors?.split(",").map((s) => s.trim()).filter((s) => s !== "");
+  for (const origin of corsOrigins ?? []) {
+    if (origin !== "*" && !/^https?:\/\/[^/\s]+$/.test(origin)) {
+      throw new ConfigError(`RUNTARA_CORS_ORIGINS entries must be "*" or scheme://host[:port], got "${origin}"`);
+    }
+  }
+  return {
+    databaseUrl,
+    httpPort: int("RUNTARA_ENV_HTTP_PORT", 0, 65535),
+    httpHost: str("RUNTARA_ENV_HTTP_HOST"),
+    coreAddr,
+    embedCore: bool("RUNTARA_EMBED_CORE"),
+    dataDir: str("DATA_DIR"),
+    skipCertVerification: bool("RUNTARA_SKIP_CERT_VERIFICATION"),
+    dbPoolSize: int("RUNTARA_DB_POOL_SIZE", 1, 1000),
+    executionTimeoutSecs: int("EXECUTION_TIMEOUT_SECS", 1),
+    ociRuntime: str("RUNTARA_OCI_RUNTIME"),
+    networkMode: networkMode as "host" | "none" | undefined,
+    corsOrigins,
+    maxPayloadBytes: int("RUNTARA_MAX_PAYLOAD_BYTES", 1),
+    logLevel,
+    shutdownGraceMs: int("RUNTARA_SHUTDOWN_GRACE_MS", 0),
+  };
+}

@@ -1,0 +1,4 @@
+export { createDatabase, type Database } from "./pool.js";
+export { migrate } from "./migrate.js";
+export { startEmbeddedPostgres, type EmbeddedDatabase } from "./embedded.js";
+export { sql } from "slonik";

@@ -1,0 +1,171 @@
+import { mkdir } from "node:fs/promises";
+import type { AddressInfo } from "node:net";
+import { pino, type Logger } from "pino";
+import { sql } from "slonik";
+import { compileOptions, type CompiledOptions, type EnvironmentOptions } from "./config.js";
+import { createDatabase, migrate, startEmbeddedPostgres, type Database, type EmbeddedDatabase } from "./db/index.js";
+import { ImageService, ImageStore } from "./images/index.js";
+import { countActiveInstances } from "./instances/repository.js";
+import type { OnePortServer } from "./server/http.js";
+import { environmentRoutes } from "./server/routes.js";
+import { serve } from "./server/serve.js";
+import { VERSION } from "./version.js";
+
+export interface EnvironmentRuntimeOptions extends EnvironmentOptions {
+  /** Root logger; components log through children of it. @default pino at `logLevel` */
+  logger?: Logger;
+}
+
+type State = "created" | "starting" | "running" | "stopping" | "stopped";
+
+/** Largest image binary accepted by RegisterImageStream. */
+const MAX_IMAGE_BYTES = 8n * 1024n * 1024n * 1024n;
+
+/**
+ * The whole environment in one object: database (external or embedded), migrations, the
+ * management API on one port. `start()` resolves once the port is bound and rejects on any
+ * startup failure (after undoing what it had started); `stop()` undoes it in reverse order.
+ */
+export class Environment {
+  readonly options: CompiledOptions;
+  readonly logger: Logger;
+  private state: State = "created";
+  private embedded: EmbeddedDatabase | undefined;
+  private database: Database | undefined;
+  private server: OnePortServer | undefined;
+  private readonly shutdown = new AbortController();
+  private resolvedDatabaseUrl: string | undefined;
+
+  constructor(options: EnvironmentRuntimeOptions = {}) {
+    this.options = compileOptions(options);
+    this.logger = options.logger ?? pino({ level: this.options.logLevel });
+  }
+
+  /** Where the management API listens (after start). */
+  get address(): AddressInfo {
+    if (!this.server) throw new Error("environment is not started");
+    return this.server.address;
+  }
+
+  /** The database in use (after start): the configured URL or the embedded one. */
+  get databaseUrl(): string {
+    if (this.resolvedDatabaseUrl === undefined) throw new Error("environment is not started");
+    return this.resolvedDatabaseUrl;
+  }
+
+  get db(): Database {
+    if (!this.database) throw new Error("environment is not started");
+    return this.database;
+  }
+
+  async start(): Promise<void> {
+    if (this.state !== "created") throw new Error(`cannot start an environment that is ${this.state}`);
+    this.state = "starting";
+    const o = this.options;
+    try {
+      await mkdir(o.dataDir, { recursive: true });
+      if (o.databaseUrl === undefined) {
+        this.embedded = await startEmbeddedPostgres(o.dataDir, this.logger);
+        this.resolvedDatabaseUrl = this.embedded.url;
+        this.logger.info({ database: "embedded", dataDir: o.dataDir }, "using embedded PostgreSQL");
+      } else {
+        this.resolvedDatabaseUrl = o.databaseUrl;
+        this.logger.info({ database: "external", host: redactedHost(o.databaseUrl) }, "using external PostgreSQL");
+      }
+      await migrate(this.resolvedDatabaseUrl, this.logger);
+      const db = await createDatabase({ url: this.resolvedDatabaseUrl, poolSize: o.dbPoolSize, logger: this.logger });
+      this.database = db;
+
+      const store = new ImageStore(o.dataDir);
+      await store.clearStaging();
+      const images = new ImageService(db, store, this.logger.child({ component: "images" }), MAX_IMAGE_BYTES);
+      const startedAtMs = Date.now();
+      const routes = environmentRoutes({
+        images,
+        probes: {
+          version: VERSION,
+          startedAtMs,
+          database: () => ping(db),
+          // Core arrives with its own issue; until then the management API stands alone.
+          core: async () => true,
+          activeInstances: () => countActiveInstances(db),
+        },
+      });
+      this.server = await serve({
+        routes,
+        port: o.httpPort,
+        host: o.httpHost,
+        corsOrigins: o.corsOrigins,
+        logger: this.logger.child({ component: "rpc" }),
+        readMaxBytes: 64 * 1024 * 1024,
+        shutdownSignal: this.shutdown.signal,
+      });
+      this.state = "running";
+      this.logger.info({ port: this.server.address.port, host: o.httpHost, version: VERSION }, "environment listening");
+    } catch (e) {
+      await this.release();
+      this.state = "stopped";
+      throw e;
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.state === "stopped" || this.state === "stopping") return;
+    this.state = "stopping";
+    await this.release();
+    this.state = "stopped";
+    this.logger.info("environment stopped");
+  }
+
+  /** Stops accepting, drains in-flight calls, closes the pool, stops embedded PostgreSQL. */
+  private async release() {
+    const errors: unknown[] = [];
+    const attempt = async (what: string, fn: () => Promise<void>) => {
+      try {
+        await fn();
+      } catch (e) {
+        errors.push(e);
+        this.logger.error({ err: e }, `could not ${what}`);
+      }
+    };
+    if (this.server) {
+      const server = this.server;
+      await attempt("close the server", async () => {
+        const closing = server.close(this.options.shutdownGraceMs);
+        // Server streams (watches) end when the grace period runs out.
+        setTimeout(() => this.shutdown.abort(), this.options.shutdownGraceMs).unref();
+        await closing;
+        this.shutdown.abort();
+      });
+    }
+    if (this.database) {
+      const db = this.database;
+      await attempt("close the database pool", () => db.end());
+    }
+    if (this.embedded) {
+      const embedded = this.embedded;
+      await attempt("stop embedded PostgreSQL", () => embedded.stop());
+    }
+    this.server = undefined;
+    this.database = undefined;
+    this.embedded = undefined;
+  }
+}
+
+async function ping(db: Database): Promise<boolean> {
+  try {
+    await db.oneFirst(sql.unsafe`SELECT 1`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function redactedHost(url: string): string {
+  try {
+    const u = new URL(url);
+    return `${u.hostname}:${u.port || 5432}${u.pathname}`;
+  } catch {
+    return "(unparsable url)";
+  }
+}

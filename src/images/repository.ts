@@ -1,0 +1,113 @@
+import { sql, UniqueIntegrityConstraintViolationError, type DatabasePool, type DatabaseTransactionConnection } from "slonik";
+import { z } from "zod";
+import { AlreadyExists } from "../errors.js";
+import type { Image, NewImage } from "./types.js";
+
+type Db = DatabasePool | DatabaseTransactionConnection;
+
+const imageRow = z
+  .object({
+    image_id: z.string(),
+    tenant_id: z.string(),
+    name: z.string(),
+    description: z.string(),
+    runner_type: z.enum(["oci", "native", "wasm"]),
+    metadata: z.record(z.unknown()).nullable(),
+    size_bytes: z.bigint(),
+    sha256: z.string(),
+    created_at: z.number(),
+  })
+  .transform(
+    (r): Image => ({
+      imageId: r.image_id,
+      tenantId: r.tenant_id,
+      name: r.name,
+      description: r.description,
+      runnerType: r.runner_type,
+      metadata: r.metadata,
+      sizeBytes: r.size_bytes,
+      sha256: r.sha256,
+      createdAtMs: r.created_at,
+    }),
+  );
+
+const columns = sql.fragment`image_id, tenant_id, name, description, runner_type, metadata, size_bytes, sha256, created_at`;
+
+export async function insertImage(
+  db: Db,
+  imageId: string,
+  image: NewImage,
+  sizeBytes: bigint,
+  sha256: string,
+): Promise<Image> {
+  try {
+    return await db.one(sql.type(imageRow)`
+      INSERT INTO images (image_id, tenant_id, name, description, runner_type, metadata, size_bytes, sha256)
+      VALUES (${imageId}, ${image.tenantId}, ${image.name}, ${image.description}, ${image.runnerType},
+              ${image.metadata === undefined ? null : sql.jsonb(image.metadata as never)}, ${sizeBytes}, ${sha256})
+      RETURNING ${columns}`);
+  } catch (e) {
+    if (e instanceof UniqueIntegrityConstraintViolationError && e.constraint === "images_tenant_name_key") {
+      throw new AlreadyExists(`image "${image.name}" already exists for tenant "${image.tenantId}"`);
+    }
+    throw e;
+  }
+}
+
+export async function findImage(db: Db, tenantId: string, imageId: string): Promise<Image | null> {
+  return db.maybeOne(sql.type(imageRow)`
+    SELECT ${columns} FROM images WHERE image_id = ${imageId} AND tenant_id = ${tenantId}`);
+}
+
+/** Escapes LIKE wildcards so a name prefix matches literally. */
+function likePrefix(prefix: string): string {
+  return prefix.replace(/[\\%_]/g, (c) => `\\${c}`) + "%";
+}
+
+export interface ImageListQuery {
+  tenantId: string;
+  namePrefix: string;
+  limit: number;
+  offset: number;
+  /** Keyset: only names after this one. */
+  afterName: string | undefined;
+}
+
+/** One page ordered by name (unique per tenant), plus one extra row to detect a next page. */
+export async function listImages(db: Db, q: ImageListQuery): Promise<Image[]> {
+  const filters = [sql.fragment`tenant_id = ${q.tenantId}`];
+  if (q.namePrefix !== "") filters.push(sql.fragment`name LIKE ${likePrefix(q.namePrefix)}`);
+  if (q.afterName !== undefined) filters.push(sql.fragment`name > ${q.afterName}`);
+  const rows = await db.any(sql.type(imageRow)`
+    SELECT ${columns} FROM images
+    WHERE ${sql.join(filters, sql.fragment` AND `)}
+    ORDER BY name
+    LIMIT ${q.limit + 1} OFFSET ${q.offset}`);
+  return [...rows];
+}
+
+export async function countImages(db: Db, tenantId: string, namePrefix: string): Promise<bigint> {
+  const filters = [sql.fragment`tenant_id = ${tenantId}`];
+  if (namePrefix !== "") filters.push(sql.fragment`name LIKE ${likePrefix(namePrefix)}`);
+  return db.oneFirst(sql.type(z.object({ count: z.bigint() }))`
+    SELECT count(*) AS count FROM images WHERE ${sql.join(filters, sql.fragment` AND `)}`);
+}
+
+export type DeleteOutcome = "deleted" | "not_found" | "in_use";
+
+/**
+ * Deletes the tenant's image unless a non-terminal instance uses it, in one statement; a
+ * second cheap query tells "not found" from "in use" when nothing was deleted.
+ */
+export async function deleteImage(db: Db, tenantId: string, imageId: string): Promise<DeleteOutcome> {
+  const deleted = await db.maybeOneFirst(sql.type(z.object({ image_id: z.string() }))`
+    DELETE FROM images
+    WHERE image_id = ${imageId} AND tenant_id = ${tenantId}
+      AND NOT EXISTS (
+        SELECT 1 FROM instances
+        WHERE image_id = ${imageId} AND status IN ('pending', 'running', 'suspended'))
+    RETURNING image_id`);
+  if (deleted !== null) return "deleted";
+  const exists = await db.exists(sql.unsafe`SELECT 1 FROM images WHERE image_id = ${imageId} AND tenant_id = ${tenantId}`);
+  return exists ? "in_use" : "not_found";
+}

@@ -1,0 +1,132 @@
+import { randomUUID } from "node:crypto";
+import type { DatabasePool } from "slonik";
+import type { Logger } from "pino";
+import { FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted } from "../errors.js";
+import * as repo from "./repository.js";
+import type { ImageStore, StagedUpload } from "./storage.js";
+import type { Image, ImagePage, NewImage } from "./types.js";
+
+export interface ImageUpload extends NewImage {
+  /** Exact size the client announced. */
+  binarySize: bigint;
+  /** Expected lower-case hex SHA-256, if the client supplied one. */
+  sha256: string | undefined;
+}
+
+export interface ImageListRequest {
+  tenantId: string;
+  namePrefix: string;
+  limit: number;
+  offset: number;
+  pageToken: string;
+}
+
+export class ImageService {
+  constructor(
+    private readonly db: DatabasePool,
+    private readonly store: ImageStore,
+    private readonly logger: Logger,
+    private readonly maxImageBytes: bigint,
+  ) {}
+
+  /** Registers an image whose bytes are already in memory (the unary RPC). */
+  register(image: NewImage, binary: Uint8Array, sha256: string | undefined): Promise<Image> {
+    return this.registerStream({ ...image, binarySize: BigInt(binary.byteLength), sha256 }, [binary]);
+  }
+
+  /**
+   * Streams chunks to a staged file (constant memory), verifies size and checksum, renames
+   * the files into place and inserts the row. On any failure, including the client going
+   * away mid-stream, the staged or renamed files are removed and no row exists.
+   */
+  async registerStream(upload: ImageUpload, chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<Image> {
+    if (upload.binarySize > this.maxImageBytes) {
+      throw new ResourceExhausted(`binary_size: ${upload.binarySize} bytes exceeds the limit of ${this.maxImageBytes} bytes`);
+    }
+    const staged = await this.store.stage();
+    let committedId: string | undefined;
+    try {
+      for await (const chunk of chunks) {
+        if (staged.size + BigInt(chunk.byteLength) > upload.binarySize) {
+          throw new InvalidArgument("binary_size", `received more than the declared ${upload.binarySize} bytes`);
+        }
+        await staged.write(chunk);
+      }
+      if (staged.size !== upload.binarySize) {
+        throw new InvalidArgument("binary_size", `declared ${upload.binarySize} bytes but received ${staged.size}`);
+      }
+      if (staged.size === 0n) throw new InvalidArgument("binary", "is required (empty)");
+      const digest = await staged.finish();
+      if (upload.sha256 !== undefined && upload.sha256 !== digest) {
+        throw new InvalidArgument("sha256", `checksum mismatch: expected ${upload.sha256}, got ${digest}`);
+      }
+      const imageId = randomUUID();
+      await staged.commit(imageId, upload.runnerType);
+      committedId = imageId;
+      const image = await repo.insertImage(this.db, imageId, upload, staged.size, digest);
+      this.logger.info({ imageId, tenantId: image.tenantId, name: image.name, sizeBytes: image.sizeBytes }, "image registered");
+      return image;
+    } catch (e) {
+      await this.discard(staged, committedId);
+      throw e;
+    }
+  }
+
+  private async discard(staged: StagedUpload, committedId: string | undefined) {
+    try {
+      await staged.abort();
+      if (committedId !== undefined) await this.store.remove(committedId);
+    } catch (cleanupError) {
+      this.logger.error({ err: cleanupError, imageId: committedId }, "could not remove files of a failed upload");
+    }
+  }
+
+  async get(tenantId: string, imageId: string): Promise<Image> {
+    const image = await repo.findImage(this.db, tenantId, imageId);
+    if (image === null) throw new NotFound(`image ${imageId} not found`);
+    return image;
+  }
+
+  async list(req: ImageListRequest): Promise<ImagePage> {
+    const afterName = req.pageToken === "" ? undefined : decodePageToken(req.pageToken);
+    if (afterName !== undefined && req.offset !== 0) {
+      throw new InvalidArgument("offset", "cannot be combined with page_token");
+    }
+    const query = { tenantId: req.tenantId, namePrefix: req.namePrefix, limit: req.limit, offset: req.offset, afterName };
+    const [rows, totalCount] = await Promise.all([
+      repo.listImages(this.db, query),
+      repo.countImages(this.db, req.tenantId, req.namePrefix),
+    ]);
+    const images = rows.slice(0, req.limit);
+    const last = images[images.length - 1];
+    const nextPageToken = rows.length > req.limit && last ? encodePageToken(last.name) : "";
+    return { images, nextPageToken, totalCount };
+  }
+
+  async delete(tenantId: string, imageId: string): Promise<void> {
+    const outcome = await repo.deleteImage(this.db, tenantId, imageId);
+    if (outcome === "not_found") throw new NotFound(`image ${imageId} not found`);
+    if (outcome === "in_use") {
+      throw new FailedPrecondition(`image ${imageId} is used by a pending, running or suspended instance`);
+    }
+    await this.store.remove(imageId);
+    this.logger.info({ imageId, tenantId }, "image deleted");
+  }
+}
+
+/** Opaque keyset token: the last name of the previous page. */
+function encodePageToken(name: string): string {
+  return Buffer.from(JSON.stringify({ n: name })).toString("base64url");
+}
+
+function decodePageToken(token: string): string {
+  try {
+    const parsed: unknown = JSON.parse(Buffer.from(token, "base64url").toString("utf8"));
+    if (parsed && typeof parsed === "object" && typeof (parsed as { n?: unknown }).n === "string") {
+      return (parsed as { n: string }).n;
+    }
+  } catch {
+    // fall through: any undecodable token is the client's error
+  }
+  throw new InvalidArgument("page_token", "is not a token returned by this API");
+}

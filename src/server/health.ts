@@ -1,0 +1,37 @@
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import { Health, HealthCheckResponse_ServingStatus as Status } from "../../gen/grpc/health/v1/health_pb.js";
+
+/**
+ * grpc.health.v1.Health. The overall service ("") and every served service report SERVING
+ * while `probe()` (database reachability) succeeds, NOT_SERVING otherwise.
+ */
+export function healthService(serviceNames: readonly string[], probe: () => Promise<boolean>): ServiceImpl<typeof Health> {
+  const known = new Set(["", ...serviceNames]);
+  const statusOf = async (service: string) => {
+    if (!known.has(service)) return undefined;
+    return (await probe()) ? Status.SERVING : Status.NOT_SERVING;
+  };
+  return {
+    async check(req) {
+      const status = await statusOf(req.service);
+      if (status === undefined) throw new ConnectError(`unknown service ${req.service}`, Code.NotFound);
+      return { status };
+    },
+    async *watch(req, ctx) {
+      let last: Status | undefined;
+      while (!ctx.signal.aborted) {
+        const status = (await statusOf(req.service)) ?? Status.SERVICE_UNKNOWN;
+        if (status !== last) yield { status };
+        last = status;
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, 5_000);
+          ctx.signal.addEventListener("abort", () => (clearTimeout(t), resolve()), { once: true });
+        });
+      }
+    },
+    async list() {
+      const up = (await probe()) ? Status.SERVING : Status.NOT_SERVING;
+      return { statuses: Object.fromEntries([...known].map((name) => [name, { status: up }])) };
+    },
+  };
+}

@@ -1,0 +1,55 @@
+import { randomUUID } from "node:crypto";
+import { Code, type Interceptor, type StreamResponse } from "@connectrpc/connect";
+import type { Logger } from "pino";
+import { toConnectError } from "./errors.js";
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/**
+ * One log line per RPC (method, code, duration, request id) and the error-to-code mapping,
+ * for unary and streaming calls alike. A client-supplied x-request-id is echoed when sane.
+ */
+export function observeCalls(logger: Logger): Interceptor {
+  return (next) => async (req) => {
+    const started = performance.now();
+    const supplied = req.header.get("x-request-id");
+    const requestId = supplied && REQUEST_ID.test(supplied) ? supplied : randomUUID();
+    const method = `${req.service.typeName}/${req.method.name}`;
+    const log = (error?: unknown) => {
+      const ms = Math.round((performance.now() - started) * 100) / 100;
+      if (error === undefined) {
+        logger.info({ method, code: "Ok", ms, requestId }, "rpc");
+        return;
+      }
+      const mapped = toConnectError(error);
+      const code = Code[mapped.code] ?? String(mapped.code);
+      if (mapped.code === Code.Internal || mapped.code === Code.Unknown) {
+        logger.error({ method, code, ms, requestId, err: mapped.cause ?? mapped }, "rpc failed");
+      } else {
+        logger.info({ method, code, ms, requestId, detail: mapped.rawMessage }, "rpc");
+      }
+      return mapped;
+    };
+    let res;
+    try {
+      res = await next(req);
+    } catch (e) {
+      throw log(e);
+    }
+    res.header.set("x-request-id", requestId);
+    if (!res.stream) {
+      log();
+      return res;
+    }
+    const messages = res.message;
+    async function* observed() {
+      try {
+        yield* messages;
+      } catch (e) {
+        throw log(e);
+      }
+      log();
+    }
+    return { ...res, message: observed() } as StreamResponse;
+  };
+}

@@ -1,0 +1,25 @@
+import type { ConnectRouter } from "@connectrpc/connect";
+import { EnvironmentService } from "../../gen/runtara/environment/v1/environment_pb.js";
+import { Health } from "../../gen/grpc/health/v1/health_pb.js";
+import type { ImageService } from "../images/index.js";
+import { healthHandler, type HealthProbes } from "./environment-handlers.js";
+import { healthService } from "./health.js";
+import { imageHandlers } from "./image-handlers.js";
+import { registerReflection } from "./reflection.js";
+
+export interface EnvironmentRoutesDeps {
+  images: ImageService;
+  probes: HealthProbes;
+}
+
+/** Every service served on the management port. Unimplemented RPCs answer UNIMPLEMENTED. */
+export function environmentRoutes(deps: EnvironmentRoutesDeps) {
+  return (router: ConnectRouter) => {
+    router.service(EnvironmentService, {
+      ...healthHandler(deps.probes),
+      ...imageHandlers(deps.images),
+    });
+    router.service(Health, healthService([EnvironmentService.typeName], deps.probes.database));
+    registerReflection(router, [EnvironmentService, Health]);
+  };
+}

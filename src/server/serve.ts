@@ -1,0 +1,29 @@
+import type { ConnectRouter } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import type { Logger } from "pino";
+import { withCors } from "./cors.js";
+import { listenOnePort, type OnePortServer } from "./http.js";
+import { observeCalls } from "./interceptors.js";
+
+export interface ServeOptions {
+  routes: (router: ConnectRouter) => void;
+  port: number;
+  host: string;
+  corsOrigins: readonly string[];
+  logger: Logger;
+  /** Largest single message accepted (stream messages count one by one). */
+  readMaxBytes: number;
+  /** Aborted when the server shuts down; ends server streams so close() can finish. */
+  shutdownSignal: AbortSignal;
+}
+
+/** gRPC, gRPC-Web and Connect (JSON and binary) over HTTP/1.1 and h2c on one port. */
+export function serve(options: ServeOptions): Promise<OnePortServer> {
+  const handler = connectNodeAdapter({
+    routes: options.routes,
+    interceptors: [observeCalls(options.logger)],
+    readMaxBytes: options.readMaxBytes,
+    shutdownSignal: options.shutdownSignal,
+  });
+  return listenOnePort(withCors(options.corsOrigins, handler), options.port, options.host);
+}
