@@ -75,7 +75,8 @@ export function compileOptions(options: EnvironmentOptions = {}): CompiledOption
     return v;
   };
   port("httpPort", o.httpPort, true);
-  const [coreHost, corePort] = splitHostPort("coreAddr", o.coreAddr);
+  // Port 0 (a free port) only makes sense for an embedded core, e.g. in tests.
+  const [coreHost, corePort] = splitHostPort("coreAddr", o.coreAddr, o.embedCore);
   positiveInt("dbPoolSize", o.dbPoolSize);
   positiveInt("executionTimeoutSecs", o.executionTimeoutSecs);
   positiveInt("maxPayloadBytes", o.maxPayloadBytes);
@@ -106,10 +107,10 @@ function stripUndefined<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
-export function splitHostPort(name: string, addr: string): [string, number] {
+export function splitHostPort(name: string, addr: string, allowZeroPort = false): [string, number] {
   const m = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(addr);
   const portNumber = m ? Number(m[2]) : NaN;
-  if (!m || portNumber < 1 || portNumber > 65535) {
+  if (!m || portNumber < (allowZeroPort ? 0 : 1) || portNumber > 65535) {
     throw new ConfigError(`${name} must be host:port (e.g. 127.0.0.1:8001), got "${addr}"`);
   }
   return [m[1]!.replace(/^\[|\]$/g, ""), portNumber];

@@ -3,7 +3,10 @@ import type { AddressInfo } from "node:net";
 import { pino, type Logger } from "pino";
 import { sql } from "slonik";
 import { compileOptions, type CompiledOptions, type EnvironmentOptions } from "./config.js";
-import { createDatabase, migrate, startEmbeddedPostgres, type Database, type EmbeddedDatabase } from "./db/index.js";
+import { CoreRuntime } from "./core/runtime.js";
+import { Tokens } from "./core/tokens.js";
+import { createDatabase, Listener, migrate, startEmbeddedPostgres, type Database, type EmbeddedDatabase } from "./db/index.js";
+import { CoreGateway } from "./instances/core-gateway.js";
 import { ImageService, ImageStore } from "./images/index.js";
 import { countActiveInstances } from "./instances/repository.js";
 import type { OnePortServer } from "./server/http.js";
@@ -33,6 +36,10 @@ export class Environment {
   private embedded: EmbeddedDatabase | undefined;
   private database: Database | undefined;
   private server: OnePortServer | undefined;
+  private listener: Listener | undefined;
+  private core: CoreRuntime | undefined;
+  private gateway: CoreGateway | undefined;
+  private tokenSet: Tokens | undefined;
   private readonly shutdown = new AbortController();
   private resolvedDatabaseUrl: string | undefined;
 
@@ -51,6 +58,17 @@ export class Environment {
   get databaseUrl(): string {
     if (this.resolvedDatabaseUrl === undefined) throw new Error("environment is not started");
     return this.resolvedDatabaseUrl;
+  }
+
+  /** Where the embedded core listens (after start; only when embedCore). */
+  get coreAddress(): AddressInfo | undefined {
+    return this.core?.address;
+  }
+
+  /** Token helpers (after start): tests and tools act as an instance with them. */
+  get tokens(): Tokens {
+    if (!this.tokenSet) throw new Error("environment is not started");
+    return this.tokenSet;
   }
 
   get db(): Database {
@@ -75,6 +93,23 @@ export class Environment {
       await migrate(this.resolvedDatabaseUrl, this.logger);
       const db = await createDatabase({ url: this.resolvedDatabaseUrl, poolSize: o.dbPoolSize, logger: this.logger });
       this.database = db;
+      this.listener = new Listener(this.resolvedDatabaseUrl, this.logger.child({ component: "listener" }));
+      await this.listener.start();
+      const tokens = await Tokens.load(db);
+      this.tokenSet = tokens;
+      if (o.embedCore) {
+        this.core = new CoreRuntime(db, this.listener, tokens, this.logger, {
+          host: o.coreHost,
+          port: o.corePort,
+          maxPayloadBytes: o.maxPayloadBytes,
+          corsOrigins: o.corsOrigins,
+          shutdownGraceMs: o.shutdownGraceMs,
+        });
+        await this.core.start();
+      }
+      const coreAddr = this.core ? `${o.coreHost}:${this.core.address.port}` : o.coreAddr;
+      const gateway = new CoreGateway(coreAddr, tokens.managementToken());
+      this.gateway = gateway;
 
       const store = new ImageStore(o.dataDir);
       await store.clearStaging();
@@ -82,12 +117,12 @@ export class Environment {
       const startedAtMs = Date.now();
       const routes = environmentRoutes({
         images,
+        core: gateway,
         probes: {
           version: VERSION,
           startedAtMs,
           database: () => ping(db),
-          // Core arrives with its own issue; until then the management API stands alone.
-          core: async () => true,
+          core: () => gateway.reachable(),
           activeInstances: () => countActiveInstances(db),
         },
       });
@@ -138,6 +173,15 @@ export class Environment {
         this.shutdown.abort();
       });
     }
+    this.gateway?.close();
+    if (this.core) {
+      const core = this.core;
+      await attempt("stop core", () => core.stop());
+    }
+    if (this.listener) {
+      const listener = this.listener;
+      await attempt("stop the listener", () => listener.stop());
+    }
     if (this.database) {
       const db = this.database;
       await attempt("close the database pool", () => db.end());
@@ -147,6 +191,9 @@ export class Environment {
       await attempt("stop embedded PostgreSQL", () => embedded.stop());
     }
     this.server = undefined;
+    this.core = undefined;
+    this.listener = undefined;
+    this.gateway = undefined;
     this.database = undefined;
     this.embedded = undefined;
   }

@@ -1,12 +1,19 @@
-import { randomBytes } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
+import { createHash, randomBytes } from "node:crypto";
+import { mkdtemp, readdir, rm } from "node:fs/promises";
+import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import pg from "pg";
 import { pino } from "pino";
-import { createClient, type Client, type Transport } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
+import { InstanceService } from "../gen/runtara/core/v1/instance_pb.js";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
-import { EnvironmentService } from "../gen/runtara/environment/v1/environment_pb.js";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import {
+  EnvironmentService,
+  type ImageUploadHeaderSchema,
+  type RegisterImageStreamRequestSchema,
+} from "../gen/runtara/environment/v1/environment_pb.js";
 import { Environment, type EnvironmentRuntimeOptions } from "../src/environment.js";
 import { startEmbeddedPostgres, type EmbeddedDatabase } from "../src/db/index.js";
 
@@ -86,6 +93,7 @@ export async function startEnvironment(options: EnvironmentRuntimeOptions = {}):
     dataDir,
     httpPort: 0,
     httpHost: "127.0.0.1",
+    coreAddr: "127.0.0.1:0",
     logger: pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" }),
     shutdownGraceMs: 2_000,
     ...options,
@@ -132,4 +140,143 @@ export function transport(baseUrl: string, kind: TransportKind): Transport {
 
 export function environmentClient(baseUrl: string, kind: TransportKind = "connect-binary-h2"): Client<typeof EnvironmentService> {
   return createClient(EnvironmentService, transport(baseUrl, kind));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Image fixtures (appended for the image registry tests and the upload benchmark).
+
+/** Deterministic pseudo-random bytes (fast; not crypto): the same seed gives the same bytes. */
+export function patternBytes(size: number, seed = 1): Uint8Array {
+  const out = new Uint8Array(size);
+  const view = new DataView(out.buffer);
+  let x = (seed * 2654435761) >>> 0 || 1;
+  let i = 0;
+  for (; i + 4 <= size; i += 4) {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    view.setUint32(i, x, true);
+  }
+  for (; i < size; i++) out[i] = (x >>> ((i % 4) * 8)) & 0xff;
+  return out;
+}
+
+export function sha256Hex(...parts: Uint8Array[]): string {
+  const h = createHash("sha256");
+  for (const p of parts) h.update(p);
+  return h.digest("hex");
+}
+
+type UploadHeaderInit = MessageInitShape<typeof ImageUploadHeaderSchema>;
+type StreamMessage = MessageInitShape<typeof RegisterImageStreamRequestSchema>;
+
+/** The messages of a RegisterImageStream call: a header, then the given chunks. */
+export async function* uploadMessages(header: UploadHeaderInit, chunks: Iterable<Uint8Array> | AsyncIterable<Uint8Array>): AsyncGenerator<StreamMessage> {
+  yield { payload: { case: "header", value: header } };
+  for await (const chunk of chunks) yield { payload: { case: "chunk", value: chunk } };
+}
+
+/** Splits bytes into chunks of `size` (the last one may be shorter). */
+export function* chunksOf(bytes: Uint8Array, size: number): Generator<Uint8Array> {
+  for (let i = 0; i < bytes.byteLength; i += size) yield bytes.subarray(i, Math.min(i + size, bytes.byteLength));
+}
+
+/**
+ * Everything under DATA_DIR/images, as relative paths (directories end with "/"). A clean
+ * registry with no images is exactly [".staging/"].
+ */
+export async function imageTree(dataDir: string): Promise<string[]> {
+  const root = path.join(dataDir, "images");
+  const out: string[] = [];
+  const walk = async (dir: string, rel: string) => {
+    let entries;
+    try {
+      entries = await readdir(dir, { withFileTypes: true });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "ENOENT") return;
+      throw e;
+    }
+    for (const entry of entries) {
+      const r = rel === "" ? entry.name : `${rel}/${entry.name}`;
+      if (entry.isDirectory()) {
+        out.push(`${r}/`);
+        await walk(path.join(dir, entry.name), r);
+      } else {
+        out.push(r);
+      }
+    }
+  };
+  await walk(root, "");
+  return out.sort();
+}
+
+/** Polls `check` until it returns true or `timeoutMs` passes; returns the last result. */
+export async function eventually(check: () => Promise<boolean>, timeoutMs = 5_000, intervalMs = 50): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return true;
+    if (Date.now() >= deadline) return false;
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
+
+/** A TCP port that was free a moment ago on 127.0.0.1. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Awaits `call`, asserting it fails with `code` and (when given) a message containing each of `mentions`. */
+export async function rejectsWithCode(call: Promise<unknown>, code: Code, ...mentions: string[]): Promise<ConnectError> {
+  try {
+    await call;
+  } catch (e) {
+    const err = ConnectError.from(e);
+    if (err.code !== code) {
+      throw new Error(`expected ${Code[code]}, got ${Code[err.code]}: ${err.rawMessage}`, { cause: e });
+    }
+    for (const m of mentions) {
+      if (!err.rawMessage.includes(m)) throw new Error(`expected the message to mention "${m}", got: ${err.rawMessage}`);
+    }
+    return err;
+  }
+  throw new Error(`expected ${Code[code]}, but the call succeeded`);
+}
+
+/** A client acting as one instance (bearer token of `instanceId`, or `token` when given). */
+export function instanceClient(t: TestEnvironment, instanceId: string, token?: string) {
+  const bearer = token ?? t.env.tokens.instanceToken(instanceId);
+  const auth: Interceptor = (next) => (req) => {
+    req.header.set("authorization", `Bearer ${bearer}`);
+    return next(req);
+  };
+  const address = t.env.coreAddress;
+  if (!address) throw new Error("core is not embedded in this test environment");
+  return createClient(InstanceService, createConnectTransport({ baseUrl: `http://127.0.0.1:${address.port}`, httpVersion: "2", interceptors: [auth] }));
+}
+
+/**
+ * Inserts an instance row the way StartInstance does before launching (test fixture for
+ * driving InstanceService without a runner).
+ */
+export async function insertInstance(
+  t: TestEnvironment,
+  opts: { tenantId?: string; instanceId?: string; input?: unknown; status?: string } = {},
+): Promise<string> {
+  const instanceId = opts.instanceId ?? `inst-${randomBytes(6).toString("hex")}`;
+  await t.query(`INSERT INTO instances (instance_id, tenant_id, status, input) VALUES ($1, $2, $3, $4)`, [
+    instanceId,
+    opts.tenantId ?? "tenant-a",
+    opts.status ?? "pending",
+    Buffer.from(JSON.stringify(opts.input ?? {})),
+  ]);
+  return instanceId;
 }

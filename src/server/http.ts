@@ -20,6 +20,10 @@ export async function listenOnePort(handler: Handler, port: number, host: string
   // Long uploads must not be cut off by Node's default 5-minute request timeout.
   h1.requestTimeout = 0;
   h1.keepAliveTimeout = 5_000;
+  // h1 never listens itself (sockets are handed to it), so Node never starts its connection
+  // tracking, which is what closeIdleConnections() and the headers timeout rely on; without it
+  // an idle keep-alive client held close() open for the whole grace period.
+  h1.emit("listening");
   const h2 = http2.createServer({}, handler as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void);
   const sockets = new Set<net.Socket>();
   const sessions = new Set<http2.Http2Session>();
@@ -55,7 +59,8 @@ export async function listenOnePort(handler: Handler, port: number, host: string
     address: server.address() as net.AddressInfo,
     async close(graceMs) {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      h1.closeIdleConnections();
+      // Closes idle keep-alive connections and stops h1's connection-checking timer.
+      h1.close(() => {});
       for (const session of sessions) session.close(); // GOAWAY: finish open streams, no new ones
       const deadline = setTimeout(() => {
         for (const socket of sockets) socket.destroy();

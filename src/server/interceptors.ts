@@ -22,6 +22,9 @@ export function observeCalls(logger: Logger): Interceptor {
         return;
       }
       const mapped = toConnectError(error);
+      // Errors carry the request id too (response headers, or trailers for gRPC), so a
+      // failed call can be found in the log.
+      mapped.metadata.set("x-request-id", requestId);
       const code = Code[mapped.code] ?? String(mapped.code);
       if (mapped.code === Code.Internal || mapped.code === Code.Unknown) {
         logger.error({ method, code, ms, requestId, err: mapped.cause ?? mapped }, "rpc failed");

@@ -2,13 +2,16 @@ import type { ConnectRouter } from "@connectrpc/connect";
 import { EnvironmentService } from "../../gen/runtara/environment/v1/environment_pb.js";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import type { ImageService } from "../images/index.js";
+import type { CoreGateway } from "../instances/core-gateway.js";
 import { healthHandler, type HealthProbes } from "./environment-handlers.js";
 import { healthService } from "./health.js";
 import { imageHandlers } from "./image-handlers.js";
 import { registerReflection } from "./reflection.js";
+import { signalHandlers } from "./signal-handlers.js";
 
 export interface EnvironmentRoutesDeps {
   images: ImageService;
+  core: CoreGateway;
   probes: HealthProbes;
 }
 
@@ -18,6 +21,7 @@ export function environmentRoutes(deps: EnvironmentRoutesDeps) {
     router.service(EnvironmentService, {
       ...healthHandler(deps.probes),
       ...imageHandlers(deps.images),
+      ...signalHandlers(deps.core),
     });
     router.service(Health, healthService([EnvironmentService.typeName], deps.probes.database));
     registerReflection(router, [EnvironmentService, Health]);

@@ -1,0 +1,342 @@
+import { sql, type DatabasePool, type DatabaseTransactionConnection } from "slonik";
+import { z } from "zod";
+import {
+  SIGNAL_KINDS,
+  STATUSES,
+  type CheckpointSummary,
+  type CustomSignal,
+  type InstanceEvent,
+  type PendingSignal,
+  type SignalKind,
+  type Status,
+} from "./types.js";
+
+/**
+ * Core's SQL: one exported function per statement. Every status change is one guarded
+ * UPDATE (`WHERE status = ANY(allowed)`); lifecycle events are written in the same statement
+ * through a CTE, so they exist exactly when the transition applied.
+ */
+type Db = DatabasePool | DatabaseTransactionConnection;
+
+const status = z.enum(STATUSES);
+const signalKind = z.enum(SIGNAL_KINDS);
+const bytes = z.instanceof(Buffer);
+
+const signalColumns = z.object({
+  signal_type: signalKind.nullable(),
+  signal_payload: bytes.nullable(),
+  signal_created_at: z.number().nullable(),
+});
+type SignalColumns = z.infer<typeof signalColumns>;
+
+export function toSignal(r: SignalColumns): PendingSignal | undefined {
+  return r.signal_type === null
+    ? undefined
+    : { type: r.signal_type, payload: r.signal_payload ?? Buffer.alloc(0), createdAtMs: r.signal_created_at ?? 0 };
+}
+
+/** Subselects returning the pending instance-wide signal as three columns. */
+const pendingSignalSelect = (instanceId: string) => sql.fragment`
+  (SELECT signal_type FROM pending_signals WHERE instance_id = ${instanceId}) AS signal_type,
+  (SELECT payload FROM pending_signals WHERE instance_id = ${instanceId}) AS signal_payload,
+  (SELECT created_at FROM pending_signals WHERE instance_id = ${instanceId}) AS signal_created_at`;
+
+/** Current status and tenant; refreshes the heartbeat of a running instance. */
+export async function touch(db: Db, instanceId: string) {
+  return db.maybeOne(sql.type(z.object({ status, tenant_id: z.string(), input: bytes.nullable() }))`
+    UPDATE instances SET heartbeat_at = CASE WHEN status = 'running' THEN now() ELSE heartbeat_at END
+    WHERE instance_id = ${instanceId}
+    RETURNING status, tenant_id, input`);
+}
+
+export async function currentStatus(db: Db, instanceId: string): Promise<Status | null> {
+  return db.maybeOneFirst(sql.type(z.object({ status }))`SELECT status FROM instances WHERE instance_id = ${instanceId}`);
+}
+
+/** PENDING|RUNNING|SUSPENDED -> RUNNING (first start or relaunch). */
+export async function register(db: Db, instanceId: string, checkpointId: string) {
+  return db.maybeOne(sql.type(z.object({ status, tenant_id: z.string(), input: bytes.nullable() }).merge(signalColumns))`
+    WITH u AS (
+      UPDATE instances
+      SET status = 'running', started_at = now(), heartbeat_at = now(), finished_at = NULL,
+          termination_reason = NULL, sleep_until = NULL, exit_code = NULL
+      WHERE instance_id = ${instanceId} AND status IN ('pending', 'running', 'suspended')
+      RETURNING status, tenant_id, input
+    ), e AS (
+      INSERT INTO instance_events (instance_id, event_type, checkpoint_id)
+      SELECT ${instanceId}, 'registered', ${checkpointId} FROM u
+    )
+    SELECT u.status, u.tenant_id, u.input, ${pendingSignalSelect(instanceId)} FROM u`);
+}
+
+export async function findCheckpoint(db: Db, instanceId: string, checkpointId: string) {
+  return db.maybeOne(sql.type(z.object({ state: bytes, created_at: z.number(), size_bytes: z.bigint() }))`
+    SELECT state, created_at, octet_length(state)::bigint AS size_bytes FROM checkpoints
+    WHERE instance_id = ${instanceId} AND checkpoint_id = ${checkpointId}`);
+}
+
+/**
+ * First write wins, atomically: inserts unless the id exists (ON CONFLICT DO NOTHING) and,
+ * in the same statement, refreshes the heartbeat and returns pending signals. `stored` is
+ * the existing state when the insert did nothing; it can be null when a concurrent writer
+ * committed after this statement's snapshot, and the caller then re-reads.
+ */
+export async function saveCheckpoint(db: Db, instanceId: string, checkpointId: string, state: Uint8Array) {
+  return db.one(sql.type(
+    z
+      .object({ running: z.boolean(), inserted: z.boolean(), stored: bytes.nullable(), status: status.nullable() })
+      .merge(signalColumns)
+      .merge(z.object({ custom_payload: bytes.nullable(), custom_created_at: z.number().nullable() })),
+  )`
+    WITH inst AS (
+      UPDATE instances SET heartbeat_at = now(), checkpoint_id = ${checkpointId}
+      WHERE instance_id = ${instanceId} AND status = 'running'
+      RETURNING instance_id
+    ), ins AS (
+      INSERT INTO checkpoints (instance_id, checkpoint_id, state)
+      SELECT instance_id, ${checkpointId}, ${sql.binary(Buffer.from(state.buffer, state.byteOffset, state.byteLength))} FROM inst
+      ON CONFLICT (instance_id, checkpoint_id) DO NOTHING
+      RETURNING 1
+    )
+    SELECT
+      EXISTS (SELECT 1 FROM inst) AS running,
+      EXISTS (SELECT 1 FROM ins) AS inserted,
+      (SELECT state FROM checkpoints WHERE instance_id = ${instanceId} AND checkpoint_id = ${checkpointId}) AS stored,
+      (SELECT status FROM instances WHERE instance_id = ${instanceId}) AS status,
+      ${pendingSignalSelect(instanceId)},
+      (SELECT payload FROM custom_signals WHERE instance_id = ${instanceId} AND checkpoint_id = ${checkpointId}) AS custom_payload,
+      (SELECT created_at FROM custom_signals WHERE instance_id = ${instanceId} AND checkpoint_id = ${checkpointId}) AS custom_created_at`);
+}
+
+/** RUNNING -> SUSPENDED(sleeping) with the checkpoint (first write wins) and wake time. */
+export async function sleep(db: Db, instanceId: string, checkpointId: string, state: Uint8Array, wakeAtMs: number) {
+  return db.maybeOne(sql.type(z.object({ sleep_until: z.number() }))`
+    WITH u AS (
+      UPDATE instances
+      SET status = 'suspended', termination_reason = 'sleeping', sleep_until = to_timestamp(${wakeAtMs} / 1000.0),
+          checkpoint_id = ${checkpointId}, heartbeat_at = now(), finished_at = NULL
+      WHERE instance_id = ${instanceId} AND status = 'running'
+        AND NOT EXISTS (SELECT 1 FROM pending_signals WHERE instance_id = ${instanceId} AND signal_type = 'cancel')
+      RETURNING instance_id, sleep_until
+    ), c AS (
+      INSERT INTO checkpoints (instance_id, checkpoint_id, state)
+      SELECT instance_id, ${checkpointId}, ${sql.binary(Buffer.from(state.buffer, state.byteOffset, state.byteLength))} FROM u
+      ON CONFLICT (instance_id, checkpoint_id) DO NOTHING
+    ), e AS (
+      INSERT INTO instance_events (instance_id, event_type, checkpoint_id, payload)
+      SELECT instance_id, 'sleep', ${checkpointId}, convert_to(json_build_object('wake_at_ms', ${wakeAtMs}::bigint)::text, 'UTF8') FROM u
+    )
+    SELECT sleep_until FROM u`);
+}
+
+export async function pendingSignal(db: Db, instanceId: string): Promise<PendingSignal | undefined> {
+  const row = await db.one(sql.type(signalColumns)`SELECT ${pendingSignalSelect(instanceId)}`);
+  return toSignal(row);
+}
+
+const customRow = z
+  .object({ checkpoint_id: z.string(), payload: bytes, created_at: z.number() })
+  .transform((r): CustomSignal => ({ checkpointId: r.checkpoint_id, payload: r.payload, createdAtMs: r.created_at }));
+
+export async function customSignal(db: Db, instanceId: string, checkpointId: string): Promise<CustomSignal | null> {
+  return db.maybeOne(sql.type(customRow)`
+    SELECT checkpoint_id, payload, created_at FROM custom_signals
+    WHERE instance_id = ${instanceId} AND checkpoint_id = ${checkpointId}`);
+}
+
+export async function customSignals(db: Db, instanceId: string): Promise<readonly CustomSignal[]> {
+  return db.any(sql.type(customRow)`
+    SELECT checkpoint_id, payload, created_at FROM custom_signals
+    WHERE instance_id = ${instanceId} ORDER BY created_at, checkpoint_id`);
+}
+
+const transitionFor: Record<SignalKind, ReturnType<typeof sql.fragment>> = {
+  cancel: sql.fragment`status = 'cancelled', termination_reason = 'cancelled', finished_at = now(), sleep_until = NULL`,
+  pause: sql.fragment`status = 'suspended', termination_reason = 'paused', sleep_until = NULL`,
+  resume: sql.fragment`status = status`,
+};
+const allowedFrom: Record<SignalKind, ReturnType<typeof sql.fragment>> = {
+  cancel: sql.fragment`('pending', 'running', 'suspended')`,
+  pause: sql.fragment`('running')`,
+  resume: sql.fragment`('pending', 'running', 'suspended')`,
+};
+
+/**
+ * Acknowledges the pending signal of exactly this type and applies its transition in one
+ * statement: CANCEL -> CANCELLED, PAUSE -> SUSPENDED(paused), RESUME -> no change.
+ */
+export async function ackSignal(db: Db, instanceId: string, kind: SignalKind) {
+  return db.one(sql.type(z.object({ acked: z.boolean(), status: status.nullable(), pending: signalKind.nullable() }))`
+    WITH s AS (
+      DELETE FROM pending_signals WHERE instance_id = ${instanceId} AND signal_type = ${kind}
+      RETURNING instance_id
+    ), u AS (
+      UPDATE instances SET ${transitionFor[kind]}
+      WHERE instance_id IN (SELECT instance_id FROM s) AND status IN ${allowedFrom[kind]}
+      RETURNING status
+    ), e AS (
+      INSERT INTO instance_events (instance_id, event_type, subtype)
+      SELECT instance_id, 'acknowledged', ${kind} FROM s
+    )
+    SELECT EXISTS (SELECT 1 FROM s) AS acked,
+      COALESCE((SELECT status FROM u), (SELECT status FROM instances WHERE instance_id = ${instanceId})) AS status,
+      (SELECT signal_type FROM pending_signals WHERE instance_id = ${instanceId}) AS pending`);
+}
+
+export async function ackCustomSignal(db: Db, instanceId: string, checkpointId: string): Promise<boolean> {
+  const row = await db.maybeOne(sql.unsafe`
+    DELETE FROM custom_signals WHERE instance_id = ${instanceId} AND checkpoint_id = ${checkpointId} RETURNING 1`);
+  return row !== null;
+}
+
+export async function emitEvent(db: Db, instanceId: string, subtype: string, checkpointId: string, payload: Uint8Array | null) {
+  return db.maybeOneFirst(sql.type(z.object({ id: z.bigint() }))`
+    INSERT INTO instance_events (instance_id, event_type, subtype, checkpoint_id, payload)
+    SELECT instance_id, 'custom', ${subtype}, ${checkpointId}, ${payload === null ? null : sql.binary(Buffer.from(payload))}
+    FROM instances WHERE instance_id = ${instanceId} AND status IN ('pending', 'running', 'suspended')
+    RETURNING id`);
+}
+
+/** RUNNING -> COMPLETED / FAILED. Returns the status afterwards and whether it applied. */
+export async function finish(
+  db: Db,
+  instanceId: string,
+  outcome: { kind: "completed"; output: Uint8Array | null } | { kind: "failed"; error: string },
+) {
+  const set =
+    outcome.kind === "completed"
+      ? sql.fragment`status = 'completed', termination_reason = 'completed', error = NULL,
+          output = ${outcome.output === null ? null : sql.binary(Buffer.from(outcome.output))}`
+      : sql.fragment`status = 'failed', termination_reason = 'application_error', error = ${outcome.error}`;
+  return db.one(sql.type(z.object({ applied: z.boolean(), status: status.nullable() }))`
+    WITH u AS (
+      UPDATE instances SET ${set}, finished_at = now(), heartbeat_at = now(), sleep_until = NULL
+      WHERE instance_id = ${instanceId} AND status = 'running'
+      RETURNING status
+    ), e AS (
+      INSERT INTO instance_events (instance_id, event_type) SELECT ${instanceId}, ${outcome.kind} FROM u
+    )
+    SELECT EXISTS (SELECT 1 FROM u) AS applied,
+      COALESCE((SELECT status FROM u), (SELECT status FROM instances WHERE instance_id = ${instanceId})) AS status`);
+}
+
+// ---- management side (CoreService) ----
+
+export async function tenantStatus(db: Db, tenantId: string, instanceId: string): Promise<Status | null> {
+  return db.maybeOneFirst(sql.type(z.object({ status }))`
+    SELECT status FROM instances WHERE instance_id = ${instanceId} AND tenant_id = ${tenantId}`);
+}
+
+/** Cancels a PENDING or SUSPENDED instance at once (there is no process to acknowledge). */
+export async function cancelIdle(db: Db, tenantId: string, instanceId: string): Promise<boolean> {
+  const row = await db.maybeOne(sql.unsafe`
+    WITH u AS (
+      UPDATE instances
+      SET status = 'cancelled', termination_reason = 'cancelled', finished_at = now(), sleep_until = NULL
+      WHERE instance_id = ${instanceId} AND tenant_id = ${tenantId} AND status IN ('pending', 'suspended')
+      RETURNING instance_id
+    ), d AS (
+      DELETE FROM pending_signals WHERE instance_id IN (SELECT instance_id FROM u)
+    ), e AS (
+      INSERT INTO instance_events (instance_id, event_type, subtype) SELECT instance_id, 'signal', 'cancel' FROM u
+    )
+    SELECT 1 FROM u`);
+  return row !== null;
+}
+
+/**
+ * Stores the signal for a non-terminal instance of the tenant. A pending CANCEL is never
+ * replaced (the conflict update is skipped). Returns the signal pending afterwards, or null
+ * when the instance is missing or terminal.
+ */
+export async function storeSignal(db: Db, tenantId: string, instanceId: string, kind: SignalKind, payload: Uint8Array) {
+  return db.maybeOne(sql.type(z.object({ stored: z.boolean(), pending: signalKind.nullable() }))`
+    WITH target AS (
+      SELECT instance_id FROM instances
+      WHERE instance_id = ${instanceId} AND tenant_id = ${tenantId} AND status IN ('pending', 'running', 'suspended')
+    ), up AS (
+      INSERT INTO pending_signals (instance_id, signal_type, payload, created_at)
+      SELECT instance_id, ${kind}, ${sql.binary(Buffer.from(payload))}, clock_timestamp() FROM target
+      ON CONFLICT (instance_id) DO UPDATE
+        SET signal_type = EXCLUDED.signal_type, payload = EXCLUDED.payload, created_at = EXCLUDED.created_at
+        WHERE pending_signals.signal_type <> 'cancel'
+      RETURNING signal_type
+    ), e AS (
+      INSERT INTO instance_events (instance_id, event_type, subtype) SELECT ${instanceId}, 'signal', ${kind} FROM up
+    )
+    SELECT EXISTS (SELECT 1 FROM up) AS stored,
+      COALESCE((SELECT signal_type FROM up), (SELECT signal_type FROM pending_signals WHERE instance_id = ${instanceId})) AS pending
+    FROM target`);
+}
+
+export async function storeCustomSignal(db: Db, tenantId: string, instanceId: string, checkpointId: string, payload: Uint8Array) {
+  const row = await db.maybeOne(sql.unsafe`
+    INSERT INTO custom_signals (instance_id, checkpoint_id, payload, created_at)
+    SELECT instance_id, ${checkpointId}, ${sql.binary(Buffer.from(payload))}, clock_timestamp() FROM instances
+    WHERE instance_id = ${instanceId} AND tenant_id = ${tenantId} AND status IN ('pending', 'running', 'suspended')
+    ON CONFLICT (instance_id, checkpoint_id) DO UPDATE SET payload = EXCLUDED.payload, created_at = EXCLUDED.created_at
+    RETURNING 1`);
+  return row !== null;
+}
+
+export interface RangeFilter {
+  createdAfterMs: number | undefined;
+  createdBeforeMs: number | undefined;
+}
+
+function rangeFilters(r: RangeFilter) {
+  const f = [];
+  if (r.createdAfterMs !== undefined) f.push(sql.fragment`created_at >= to_timestamp(${r.createdAfterMs} / 1000.0)`);
+  if (r.createdBeforeMs !== undefined) f.push(sql.fragment`created_at < to_timestamp(${r.createdBeforeMs} / 1000.0)`);
+  return f;
+}
+
+export async function listCheckpoints(
+  db: Db,
+  q: RangeFilter & { instanceId: string; checkpointId: string; limit: number; offset: number },
+): Promise<{ items: readonly CheckpointSummary[]; total: bigint }> {
+  const filters = [sql.fragment`instance_id = ${q.instanceId}`, ...rangeFilters(q)];
+  if (q.checkpointId !== "") filters.push(sql.fragment`checkpoint_id = ${q.checkpointId}`);
+  const where = sql.join(filters, sql.fragment` AND `);
+  const [items, total] = await Promise.all([
+    db.any(sql.type(
+      z
+        .object({ checkpoint_id: z.string(), size_bytes: z.bigint(), created_at: z.number() })
+        .transform((r): CheckpointSummary => ({ instanceId: q.instanceId, checkpointId: r.checkpoint_id, sizeBytes: r.size_bytes, createdAtMs: r.created_at })),
+    )`
+      SELECT checkpoint_id, octet_length(state)::bigint AS size_bytes, created_at FROM checkpoints
+      WHERE ${where} ORDER BY created_at DESC, checkpoint_id LIMIT ${q.limit} OFFSET ${q.offset}`),
+    db.oneFirst(sql.type(z.object({ count: z.bigint() }))`SELECT count(*) AS count FROM checkpoints WHERE ${where}`),
+  ]);
+  return { items, total };
+}
+
+export async function listEvents(
+  db: Db,
+  q: RangeFilter & { instanceId: string; eventType: string; subtype: string; limit: number; offset: number; ascending: boolean },
+): Promise<{ items: readonly InstanceEvent[]; total: bigint }> {
+  const filters = [sql.fragment`instance_id = ${q.instanceId}`, ...rangeFilters(q)];
+  if (q.eventType !== "") filters.push(sql.fragment`event_type = ${q.eventType}`);
+  if (q.subtype !== "") filters.push(sql.fragment`subtype = ${q.subtype}`);
+  const where = sql.join(filters, sql.fragment` AND `);
+  const order = q.ascending ? sql.fragment`created_at ASC, id ASC` : sql.fragment`created_at DESC, id DESC`;
+  const [items, total] = await Promise.all([
+    db.any(sql.type(
+      z
+        .object({ id: z.bigint(), event_type: z.string(), subtype: z.string(), checkpoint_id: z.string(), payload: bytes.nullable(), created_at: z.number() })
+        .transform((r): InstanceEvent => ({
+          id: r.id,
+          instanceId: q.instanceId,
+          eventType: r.event_type,
+          subtype: r.subtype,
+          checkpointId: r.checkpoint_id,
+          payload: r.payload ?? Buffer.alloc(0),
+          createdAtMs: r.created_at,
+        })),
+    )`
+      SELECT id, event_type, subtype, checkpoint_id, payload, created_at FROM instance_events
+      WHERE ${where} ORDER BY ${order} LIMIT ${q.limit} OFFSET ${q.offset}`),
+    db.oneFirst(sql.type(z.object({ count: z.bigint() }))`SELECT count(*) AS count FROM instance_events WHERE ${where}`),
+  ]);
+  return { items, total };
+}

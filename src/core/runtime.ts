@@ -1,0 +1,90 @@
+import type { AddressInfo } from "node:net";
+import type { Logger } from "pino";
+import { sql, type DatabasePool } from "slonik";
+import { CoreService } from "../../gen/runtara/core/v1/core_pb.js";
+import { InstanceService } from "../../gen/runtara/core/v1/instance_pb.js";
+import { Health } from "../../gen/grpc/health/v1/health_pb.js";
+import { ChannelHub, type Listener } from "../db/index.js";
+import { coreHandlers } from "../server/core-handlers.js";
+import { healthService } from "../server/health.js";
+import type { OnePortServer } from "../server/http.js";
+import { instanceHandlers } from "../server/instance-handlers.js";
+import { registerReflection } from "../server/reflection.js";
+import { serve } from "../server/serve.js";
+import { VERSION } from "../version.js";
+import { InstanceCore } from "./instance-service.js";
+import { ManagementCore } from "./management-service.js";
+import type { Tokens } from "./tokens.js";
+
+export interface CoreRuntimeOptions {
+  host: string;
+  port: number;
+  maxPayloadBytes: number;
+  corsOrigins: readonly string[];
+  shutdownGraceMs: number;
+}
+
+/**
+ * Core's server (InstanceService + CoreService + health + reflection) on one port. It shares
+ * the database pool and the LISTEN connection with whoever composes it (the environment when
+ * embedded, src/cli/core.ts when standalone).
+ */
+export class CoreRuntime {
+  private server: OnePortServer | undefined;
+  private readonly shutdown = new AbortController();
+
+  constructor(
+    private readonly db: DatabasePool,
+    private readonly listener: Listener,
+    private readonly tokens: Tokens,
+    private readonly logger: Logger,
+    private readonly options: CoreRuntimeOptions,
+  ) {}
+
+  get address(): AddressInfo {
+    if (!this.server) throw new Error("core is not started");
+    return this.server.address;
+  }
+
+  async start(): Promise<void> {
+    const signals = new ChannelHub(this.listener, "runtara_signal");
+    const instances = new InstanceCore(this.db, signals, this.logger.child({ component: "core" }), {
+      maxPayloadBytes: this.options.maxPayloadBytes,
+    });
+    const management = new ManagementCore(this.db, this.logger.child({ component: "core" }));
+    const database = async () => {
+      try {
+        await this.db.oneFirst(sql.unsafe`SELECT 1`);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    this.server = await serve({
+      routes: (router) => {
+        router.service(InstanceService, instanceHandlers(instances, this.tokens));
+        router.service(CoreService, coreHandlers(management, this.tokens, { version: VERSION, startedAtMs: Date.now(), database }));
+        router.service(Health, healthService([InstanceService.typeName, CoreService.typeName], database));
+        registerReflection(router, [InstanceService, CoreService, Health]);
+      },
+      port: this.options.port,
+      host: this.options.host,
+      corsOrigins: this.options.corsOrigins,
+      logger: this.logger.child({ component: "core-rpc" }),
+      // Payload limits are checked by the handlers with a clear message; this only caps
+      // what a single message may make the server buffer.
+      readMaxBytes: this.options.maxPayloadBytes + 1024 * 1024,
+      shutdownSignal: this.shutdown.signal,
+    });
+    this.logger.info({ port: this.server.address.port, host: this.options.host }, "core listening");
+  }
+
+  async stop(): Promise<void> {
+    const server = this.server;
+    this.server = undefined;
+    if (!server) return;
+    // Watch streams never end on their own; end them so the drain can finish.
+    this.shutdown.abort();
+    await server.close(this.options.shutdownGraceMs);
+  }
+}

@@ -1,0 +1,114 @@
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
+import { InstanceService } from "../../gen/runtara/core/v1/instance_pb.js";
+import { SignalType } from "../../gen/runtara/core/v1/types_pb.js";
+import { protoCustomSignal, protoSignal, protoStatus, signalKindFromProto } from "../core/convert.js";
+import type { InstanceCore } from "../core/instance-service.js";
+import type { Tokens } from "../core/tokens.js";
+import { InvalidArgument } from "../errors.js";
+import { boundedText, parseJsonBytes, requireId } from "../validation.js";
+import { toTimestamp } from "./convert.js";
+
+const MAX_SLEEP_MS = 10 * 365 * 24 * 3600 * 1000;
+
+/** InstanceService: authenticate the instance token, validate, call InstanceCore. */
+export function instanceHandlers(core: InstanceCore, tokens: Tokens): ServiceImpl<typeof InstanceService> {
+  const auth = (instanceId: string, ctx: HandlerContext) => {
+    const id = requireId("instance_id", instanceId);
+    tokens.verifyInstance(ctx.requestHeader.get("authorization"), id);
+    return id;
+  };
+  const optionalId = (field: string, v: string) => (v === "" ? "" : requireId(field, v));
+  return {
+    async register(req, ctx) {
+      const id = auth(req.instanceId, ctx);
+      const r = await core.register(id, optionalId("checkpoint_id", req.checkpointId));
+      return {
+        status: protoStatus(r.status),
+        input: r.input,
+        checkpointId: r.checkpointId,
+        found: r.found,
+        state: r.state,
+        signal: protoSignal(r.signal),
+        tenantId: r.tenantId,
+      };
+    },
+    async getInput(req, ctx) {
+      return { input: await core.getInput(auth(req.instanceId, ctx)) };
+    },
+    async heartbeat(req, ctx) {
+      return { signal: protoSignal(await core.heartbeat(auth(req.instanceId, ctx))) };
+    },
+    async saveCheckpoint(req, ctx) {
+      const id = auth(req.instanceId, ctx);
+      const r = await core.saveCheckpoint(id, requireId("checkpoint_id", req.checkpointId), req.state);
+      return { found: r.found, state: r.state, signal: protoSignal(r.signal), customSignal: protoCustomSignal(r.customSignal) };
+    },
+    async getCheckpoint(req, ctx) {
+      const id = auth(req.instanceId, ctx);
+      const cp = await core.getCheckpoint(id, requireId("checkpoint_id", req.checkpointId));
+      return cp === null ? { found: false } : { found: true, state: cp.state, createdAt: toTimestamp(cp.created_at) };
+    },
+    async sleep(req, ctx) {
+      const id = auth(req.instanceId, ctx);
+      const checkpointId = requireId("checkpoint_id", req.checkpointId);
+      let wakeAtMs: number;
+      if (req.wakeAt !== undefined) {
+        wakeAtMs = timestampMs(req.wakeAt);
+        if (!Number.isFinite(wakeAtMs) || wakeAtMs > Date.now() + MAX_SLEEP_MS) throw new InvalidArgument("wake_at", "is out of range");
+      } else {
+        if (req.durationMs < 0n || req.durationMs > BigInt(MAX_SLEEP_MS)) {
+          throw new InvalidArgument("duration_ms", `must be between 0 and ${MAX_SLEEP_MS}`);
+        }
+        wakeAtMs = Date.now() + Number(req.durationMs);
+      }
+      const stored = await core.sleep(id, checkpointId, req.state, wakeAtMs);
+      return { wakeAt: toTimestamp(stored) };
+    },
+    async pollSignal(req, ctx) {
+      const id = auth(req.instanceId, ctx);
+      const r = await core.pollSignal(id, optionalId("checkpoint_id", req.checkpointId));
+      return { signal: protoSignal(r.signal), customSignal: protoCustomSignal(r.customSignal) };
+    },
+    async *watchSignals(req, ctx) {
+      const id = auth(req.instanceId, ctx);
+      for await (const s of core.watchSignals(id, req.includeCustom, ctx.signal)) {
+        yield { signal: protoSignal(s.signal), customSignal: protoCustomSignal(s.customSignal) };
+      }
+    },
+    async ackSignal(req, ctx) {
+      const id = auth(req.instanceId, ctx);
+      if (req.checkpointId !== "") {
+        if (req.signalType !== SignalType.UNSPECIFIED) {
+          throw new InvalidArgument("checkpoint_id", "set either signal_type or checkpoint_id, not both");
+        }
+        const r = await core.ackCustomSignal(id, requireId("checkpoint_id", req.checkpointId));
+        return { applied: r.applied, status: protoStatus(r.status) };
+      }
+      const r = await core.ackSignal(id, signalKindFromProto("signal_type", req.signalType));
+      return { applied: r.applied, status: protoStatus(r.status) };
+    },
+    async emitEvent(req, ctx) {
+      const id = auth(req.instanceId, ctx);
+      parseJsonBytes("payload", req.payload);
+      const eventId = await core.emitEvent(
+        id,
+        requireId("subtype", req.subtype),
+        optionalId("checkpoint_id", req.checkpointId),
+        req.payload,
+      );
+      return { eventId };
+    },
+    async complete(req, ctx) {
+      const id = auth(req.instanceId, ctx);
+      parseJsonBytes("output", req.output);
+      const r = await core.complete(id, req.output);
+      return { applied: r.applied, status: protoStatus(r.status) };
+    },
+    async fail(req, ctx) {
+      const id = auth(req.instanceId, ctx);
+      const r = await core.fail(id, boundedText("error", req.error, 64 * 1024));
+      return { applied: r.applied, status: protoStatus(r.status) };
+    },
+  };
+}

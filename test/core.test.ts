@@ -1,0 +1,325 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { CoreService } from "../gen/runtara/core/v1/core_pb.js";
+import { InstanceStatus, SignalType } from "../gen/runtara/core/v1/types_pb.js";
+import {
+  environmentClient,
+  insertInstance,
+  instanceClient,
+  startEnvironment,
+  stopTestPostgres,
+  type TestEnvironment,
+} from "./helpers.js";
+
+const enc = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
+const dec = (b: Uint8Array) => JSON.parse(new TextDecoder().decode(b)) as unknown;
+
+async function rejects(p: Promise<unknown>, code: Code, pattern?: RegExp) {
+  await assert.rejects(p, (e: unknown) => {
+    const err = ConnectError.from(e);
+    assert.equal(err.code, code, `expected ${Code[code]}, got ${Code[err.code]}: ${err.message}`);
+    if (pattern) assert.match(err.rawMessage, pattern);
+    return true;
+  });
+}
+
+describe("core InstanceService and CoreService", () => {
+  let t: TestEnvironment;
+  before(async () => {
+    t = await startEnvironment({ maxPayloadBytes: 64 * 1024 });
+  });
+  after(async () => {
+    await t.close();
+    await stopTestPostgres();
+  });
+
+  const row = async (id: string) => (await t.query(`SELECT * FROM instances WHERE instance_id = $1`, [id]))[0]!;
+  const count = async (table: string, id: string) =>
+    Number((await t.query(`SELECT count(*)::int AS n FROM ${table} WHERE instance_id = $1`, [id]))[0]!.n);
+
+  it("register -> checkpoints -> complete", async () => {
+    const id = await insertInstance(t, { input: { n: 21 } });
+    const c = instanceClient(t, id);
+    const reg = await c.register({ instanceId: id });
+    assert.equal(reg.status, InstanceStatus.RUNNING);
+    assert.deepEqual(dec(reg.input), { n: 21 });
+    assert.equal(reg.tenantId, "tenant-a");
+    assert.equal((await row(id)).status, "running");
+
+    const first = await c.saveCheckpoint({ instanceId: id, checkpointId: "step-1", state: enc({ v: 1 }) });
+    assert.equal(first.found, false);
+    const replay = await c.saveCheckpoint({ instanceId: id, checkpointId: "step-1", state: enc({ v: 999 }) });
+    assert.equal(replay.found, true);
+    assert.deepEqual(dec(replay.state), { v: 1 });
+    const got = await c.getCheckpoint({ instanceId: id, checkpointId: "step-1" });
+    assert.equal(got.found, true);
+    assert.deepEqual(dec(got.state), { v: 1 });
+
+    const done = await c.complete({ instanceId: id, output: enc({ answer: 42 }) });
+    assert.equal(done.applied, true);
+    assert.equal(done.status, InstanceStatus.COMPLETED);
+    const r = await row(id);
+    assert.equal(r.status, "completed");
+    assert.equal(r.termination_reason, "completed");
+    assert.deepEqual(JSON.parse(r.output.toString()), { answer: 42 });
+    assert.ok(r.finished_at);
+    assert.equal(r.checkpoint_id, "step-1");
+  });
+
+  it("fail -> FAILED application_error", async () => {
+    const id = await insertInstance(t);
+    const c = instanceClient(t, id);
+    await c.register({ instanceId: id });
+    const res = await c.fail({ instanceId: id, error: "boom" });
+    assert.equal(res.applied, true);
+    assert.equal(res.status, InstanceStatus.FAILED);
+    const r = await row(id);
+    assert.equal(r.termination_reason, "application_error");
+    assert.equal(r.error, "boom");
+  });
+
+  it("concurrent SaveCheckpoint of one id: exactly one wins, the rest get its state", async () => {
+    const id = await insertInstance(t);
+    const c = instanceClient(t, id);
+    await c.register({ instanceId: id });
+    const results = await Promise.all(
+      Array.from({ length: 24 }, (_, i) => c.saveCheckpoint({ instanceId: id, checkpointId: "race", state: enc({ writer: i }) })),
+    );
+    const winners = results.filter((r) => !r.found);
+    assert.equal(winners.length, 1);
+    const stored = (await t.query(`SELECT state FROM checkpoints WHERE instance_id = $1 AND checkpoint_id = 'race'`, [id]))[0]!;
+    for (const r of results.filter((x) => x.found)) assert.deepEqual(dec(r.state), JSON.parse(stored.state.toString()));
+    assert.equal(await count("checkpoints", id), 1);
+  });
+
+  it("GetCheckpoint never creates a row", async () => {
+    const id = await insertInstance(t);
+    const c = instanceClient(t, id);
+    await c.register({ instanceId: id });
+    const res = await c.getCheckpoint({ instanceId: id, checkpointId: "missing" });
+    assert.equal(res.found, false);
+    assert.equal(await count("checkpoints", id), 0);
+  });
+
+  it("sleep stores the checkpoint and wake time and suspends (reason sleeping)", async () => {
+    const id = await insertInstance(t);
+    const c = instanceClient(t, id);
+    await c.register({ instanceId: id });
+    const before = Date.now();
+    const res = await c.sleep({ instanceId: id, checkpointId: "sleep:0", state: enc({ wakeAt: 1 }), durationMs: 60_000n });
+    assert.ok(res.wakeAt);
+    const r = await row(id);
+    assert.equal(r.status, "suspended");
+    assert.equal(r.termination_reason, "sleeping");
+    assert.ok(Math.abs(new Date(r.sleep_until).getTime() - (before + 60_000)) < 5_000);
+    assert.equal(await count("checkpoints", id), 1);
+    // A relaunch registers from SUSPENDED and clears the wake time.
+    const reg = await c.register({ instanceId: id, checkpointId: "sleep:0" });
+    assert.equal(reg.found, true);
+    assert.deepEqual(dec(reg.state), { wakeAt: 1 });
+    const after = await row(id);
+    assert.equal(after.status, "running");
+    assert.equal(after.sleep_until, null);
+    assert.equal(after.termination_reason, null);
+  });
+
+  it("CANCEL is not replaced by PAUSE or RESUME, and AckSignal must name it", async () => {
+    const id = await insertInstance(t);
+    const c = instanceClient(t, id);
+    await c.register({ instanceId: id });
+    const env = environmentClient(t.baseUrl);
+    await env.sendSignal({ tenantId: "tenant-a", instanceId: id, signalType: SignalType.CANCEL, payload: enc("stop") });
+    await env.sendSignal({ tenantId: "tenant-a", instanceId: id, signalType: SignalType.PAUSE });
+    await env.sendSignal({ tenantId: "tenant-a", instanceId: id, signalType: SignalType.RESUME });
+    const polled = await c.pollSignal({ instanceId: id });
+    assert.equal(polled.signal?.signalType, SignalType.CANCEL);
+    assert.deepEqual(dec(polled.signal!.payload), "stop");
+    await rejects(c.ackSignal({ instanceId: id, signalType: SignalType.PAUSE }), Code.FailedPrecondition, /CANCEL/);
+    assert.equal((await row(id)).status, "running");
+    const ack = await c.ackSignal({ instanceId: id, signalType: SignalType.CANCEL });
+    assert.equal(ack.applied, true);
+    assert.equal(ack.status, InstanceStatus.CANCELLED);
+    assert.equal((await row(id)).termination_reason, "cancelled");
+    assert.equal(await count("pending_signals", id), 0);
+  });
+
+  it("PAUSE ack suspends (reason paused); a later PAUSE replaces an unacked RESUME", async () => {
+    const id = await insertInstance(t);
+    const c = instanceClient(t, id);
+    await c.register({ instanceId: id });
+    const env = environmentClient(t.baseUrl);
+    await env.sendSignal({ tenantId: "tenant-a", instanceId: id, signalType: SignalType.RESUME });
+    await env.sendSignal({ tenantId: "tenant-a", instanceId: id, signalType: SignalType.PAUSE });
+    const hb = await c.heartbeat({ instanceId: id });
+    assert.equal(hb.signal?.signalType, SignalType.PAUSE);
+    const ack = await c.ackSignal({ instanceId: id, signalType: SignalType.PAUSE });
+    assert.equal(ack.status, InstanceStatus.SUSPENDED);
+    const r = await row(id);
+    assert.equal(r.status, "suspended");
+    assert.equal(r.termination_reason, "paused");
+  });
+
+  it("cancelling a PENDING or SUSPENDED instance is immediate", async () => {
+    const env = environmentClient(t.baseUrl);
+    const pending = await insertInstance(t);
+    const res = await env.sendSignal({ tenantId: "tenant-a", instanceId: pending, signalType: SignalType.CANCEL });
+    assert.equal(res.status, InstanceStatus.CANCELLED);
+    assert.equal((await row(pending)).status, "cancelled");
+    const suspended = await insertInstance(t, { status: "suspended" });
+    await env.sendSignal({ tenantId: "tenant-a", instanceId: suspended, signalType: SignalType.CANCEL });
+    assert.equal((await row(suspended)).status, "cancelled");
+    // ...and its process, if one is relaunched late, cannot register any more.
+    await rejects(instanceClient(t, suspended).register({ instanceId: suspended }), Code.FailedPrecondition, /CANCELLED/);
+  });
+
+  it("custom signals are delivered until acknowledged", async () => {
+    const id = await insertInstance(t);
+    const c = instanceClient(t, id);
+    await c.register({ instanceId: id });
+    const env = environmentClient(t.baseUrl);
+    await env.sendCustomSignal({ tenantId: "tenant-a", instanceId: id, checkpointId: "approval", payload: enc({ ok: true }) });
+    for (let i = 0; i < 2; i++) {
+      const p = await c.pollSignal({ instanceId: id, checkpointId: "approval" });
+      assert.equal(p.customSignal?.checkpointId, "approval");
+      assert.deepEqual(dec(p.customSignal!.payload), { ok: true });
+    }
+    const cp = await c.saveCheckpoint({ instanceId: id, checkpointId: "approval", state: enc(null) });
+    assert.deepEqual(dec(cp.customSignal!.payload), { ok: true });
+    const ack = await c.ackSignal({ instanceId: id, checkpointId: "approval" });
+    assert.equal(ack.applied, true);
+    assert.equal((await c.pollSignal({ instanceId: id, checkpointId: "approval" })).customSignal, undefined);
+  });
+
+  it("WatchSignals pushes a signal the moment it is stored", async () => {
+    const id = await insertInstance(t);
+    const c = instanceClient(t, id);
+    await c.register({ instanceId: id });
+    const abort = new AbortController();
+    const stream = c.watchSignals({ instanceId: id, includeCustom: true }, { signal: abort.signal });
+    const iterator = stream[Symbol.asyncIterator]();
+    const next = iterator.next();
+    await new Promise((r) => setTimeout(r, 200)); // let the subscription start
+    const env = environmentClient(t.baseUrl);
+    const sentAt = Date.now();
+    await env.sendCustomSignal({ tenantId: "tenant-a", instanceId: id, checkpointId: "wait-1", payload: enc(7) });
+    const got = await next;
+    assert.equal(got.done, false);
+    assert.equal(got.value!.customSignal?.checkpointId, "wait-1");
+    await env.sendSignal({ tenantId: "tenant-a", instanceId: id, signalType: SignalType.PAUSE });
+    const second = await iterator.next();
+    assert.equal(second.value!.signal?.signalType, SignalType.PAUSE);
+    assert.ok(Date.now() - sentAt < 5_000);
+    abort.abort();
+  });
+
+  it("terminal instances refuse every transition and nothing changes", async () => {
+    const id = await insertInstance(t);
+    const c = instanceClient(t, id);
+    await c.register({ instanceId: id });
+    await c.complete({ instanceId: id, output: enc(1) });
+    const snapshot = await row(id);
+    await rejects(c.register({ instanceId: id }), Code.FailedPrecondition, /COMPLETED/);
+    await rejects(c.saveCheckpoint({ instanceId: id, checkpointId: "x", state: enc(1) }), Code.FailedPrecondition);
+    await rejects(c.sleep({ instanceId: id, checkpointId: "x", state: enc(1), durationMs: 10n }), Code.FailedPrecondition);
+    await rejects(c.emitEvent({ instanceId: id, subtype: "note", payload: enc(1) }), Code.FailedPrecondition);
+    assert.equal((await c.complete({ instanceId: id, output: enc(2) })).applied, false);
+    assert.equal((await c.fail({ instanceId: id, error: "late" })).applied, false);
+    assert.equal((await c.ackSignal({ instanceId: id, signalType: SignalType.CANCEL })).applied, false);
+    const env = environmentClient(t.baseUrl);
+    await rejects(env.sendSignal({ tenantId: "tenant-a", instanceId: id, signalType: SignalType.CANCEL }), Code.FailedPrecondition);
+    await rejects(env.sendCustomSignal({ tenantId: "tenant-a", instanceId: id, checkpointId: "a", payload: enc(1) }), Code.FailedPrecondition);
+    const now = await row(id);
+    assert.equal(now.status, "completed");
+    assert.deepEqual(now.output, snapshot.output);
+    assert.deepEqual(now.finished_at, snapshot.finished_at);
+    assert.equal(await count("checkpoints", id), 0);
+  });
+
+  it("authentication: wrong, missing and another instance's token are UNAUTHENTICATED", async () => {
+    const a = await insertInstance(t);
+    const b = await insertInstance(t);
+    await rejects(instanceClient(t, a, "not-a-token").register({ instanceId: a }), Code.Unauthenticated);
+    await rejects(instanceClient(t, a, t.env.tokens.instanceToken(b)).register({ instanceId: a }), Code.Unauthenticated);
+    // Acting on another instance with one's own token.
+    await rejects(instanceClient(t, a).complete({ instanceId: b, output: enc(1) }), Code.Unauthenticated);
+    const noAuth = createClient(
+      (await import("../gen/runtara/core/v1/instance_pb.js")).InstanceService,
+      createConnectTransport({ baseUrl: `http://127.0.0.1:${t.env.coreAddress!.port}`, httpVersion: "1.1" }),
+    );
+    await rejects(noAuth.register({ instanceId: a }), Code.Unauthenticated, /missing/);
+    // An instance token cannot call the management service.
+    const mgmt = createClient(
+      CoreService,
+      createConnectTransport({
+        baseUrl: `http://127.0.0.1:${t.env.coreAddress!.port}`,
+        httpVersion: "1.1",
+        interceptors: [(next) => (req) => (req.header.set("authorization", `Bearer ${t.env.tokens.instanceToken(a)}`), next(req))],
+      }),
+    );
+    await rejects(mgmt.sendSignal({ tenantId: "tenant-a", instanceId: b, signalType: SignalType.CANCEL }), Code.Unauthenticated);
+    assert.equal((await row(a)).status, "pending");
+    assert.equal((await row(b)).status, "pending");
+    assert.equal(await count("pending_signals", b), 0);
+  });
+
+  it("bad input: unknown instance, oversize payloads, malformed JSON, bad ids; nothing changes", async () => {
+    await rejects(instanceClient(t, "ghost").register({ instanceId: "ghost" }), Code.NotFound);
+    const id = await insertInstance(t);
+    const c = instanceClient(t, id);
+    await c.register({ instanceId: id });
+    const big = new Uint8Array(64 * 1024 + 1).fill(0x20);
+    await rejects(c.saveCheckpoint({ instanceId: id, checkpointId: "big", state: big }), Code.ResourceExhausted, /state/);
+    await rejects(c.complete({ instanceId: id, output: enc("x".repeat(70_000)) }), Code.ResourceExhausted, /output/);
+    await rejects(c.emitEvent({ instanceId: id, subtype: "s", payload: enc("x".repeat(70_000)) }), Code.ResourceExhausted, /payload/);
+    await rejects(c.complete({ instanceId: id, output: new TextEncoder().encode("{not json") }), Code.InvalidArgument, /output/);
+    await rejects(c.emitEvent({ instanceId: id, subtype: "s", payload: new TextEncoder().encode("nope") }), Code.InvalidArgument, /payload/);
+    await rejects(c.saveCheckpoint({ instanceId: id, checkpointId: "../etc", state: enc(1) }), Code.InvalidArgument, /checkpoint_id/);
+    await rejects(c.saveCheckpoint({ instanceId: id, checkpointId: "", state: enc(1) }), Code.InvalidArgument, /checkpoint_id/);
+    await rejects(c.ackSignal({ instanceId: id }), Code.InvalidArgument, /signal_type/);
+    await rejects(c.sleep({ instanceId: id, checkpointId: "s", durationMs: -1n }), Code.InvalidArgument, /duration_ms/);
+    const env = environmentClient(t.baseUrl);
+    await rejects(env.sendSignal({ tenantId: "tenant-a", instanceId: id }), Code.InvalidArgument, /signal_type/);
+    await rejects(env.sendSignal({ tenantId: "", instanceId: id, signalType: SignalType.CANCEL }), Code.InvalidArgument, /tenant_id/);
+    await rejects(env.sendSignal({ tenantId: "tenant-a", instanceId: "a/b", signalType: SignalType.CANCEL }), Code.InvalidArgument, /instance_id/);
+    const r = await row(id);
+    assert.equal(r.status, "running");
+    assert.equal(await count("checkpoints", id), 0);
+    assert.equal(await count("pending_signals", id), 0);
+    assert.equal(Number((await t.query(`SELECT count(*)::int AS n FROM instance_events WHERE instance_id = $1 AND event_type = 'custom'`, [id]))[0]!.n), 0);
+  });
+
+  it("tenant isolation: another tenant's instance is NOT_FOUND for signals and read views", async () => {
+    const id = await insertInstance(t, { tenantId: "tenant-b" });
+    const c = instanceClient(t, id);
+    await c.register({ instanceId: id });
+    await c.saveCheckpoint({ instanceId: id, checkpointId: "cp", state: enc(1) });
+    const env = environmentClient(t.baseUrl);
+    const other = { tenantId: "tenant-a", instanceId: id };
+    await rejects(env.sendSignal({ ...other, signalType: SignalType.CANCEL }), Code.NotFound);
+    await rejects(env.sendCustomSignal({ ...other, checkpointId: "cp", payload: enc(1) }), Code.NotFound);
+    await rejects(env.listCheckpoints(other), Code.NotFound);
+    await rejects(env.getCheckpoint({ ...other, checkpointId: "cp" }), Code.NotFound);
+    await rejects(env.listEvents(other), Code.NotFound);
+    assert.equal((await row(id)).status, "running");
+    const own = { tenantId: "tenant-b", instanceId: id };
+    const list = await env.listCheckpoints(own);
+    assert.equal(list.totalCount, 1n);
+    assert.equal(list.checkpoints[0]!.checkpointId, "cp");
+    const cp = await env.getCheckpoint({ ...own, checkpointId: "cp" });
+    assert.deepEqual(dec(cp.state), 1);
+    await c.emitEvent({ instanceId: id, subtype: "progress", payload: enc({ pct: 50 }) });
+    const events = await env.listEvents({ ...own, eventType: "custom" });
+    assert.equal(events.totalCount, 1n);
+    assert.equal(events.events[0]!.subtype, "progress");
+    await rejects(env.getCheckpoint({ ...own, checkpointId: "absent" }), Code.NotFound);
+  });
+
+  it("HealthCheck on 8002 reports database and core reachable", async () => {
+    const h = await environmentClient(t.baseUrl).healthCheck({});
+    assert.equal(h.databaseReachable, true);
+    assert.equal(h.coreReachable, true);
+    assert.equal(h.healthy, true);
+  });
+});
