@@ -86,7 +86,10 @@ export interface TestEnvironment {
 
 /** Starts a real Environment on a free port with its own database and data directory. */
 export async function startEnvironment(options: EnvironmentRuntimeOptions = {}): Promise<TestEnvironment> {
-  const database = await freshDatabase();
+  // A caller-supplied database belongs to the caller, who drops it.
+  const database: TestDatabase = options.databaseUrl
+    ? { url: options.databaseUrl, drop: async () => {} }
+    : await freshDatabase();
   const dataDir = await mkdtemp(path.join(tmpdir(), "runtara-test-data-"));
   const env = new Environment({
     databaseUrl: database.url,
