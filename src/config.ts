@@ -1,3 +1,4 @@
+import os from "node:os";
 import path from "node:path";
 
 /**
@@ -36,6 +37,14 @@ export interface EnvironmentOptions {
   logLevel?: string;
   /** How long SIGTERM waits for in-flight calls before closing connections. @default 10000 */
   shutdownGraceMs?: number;
+  /** Identifies this environment process's launches across its restarts. @default the host name */
+  replicaId?: string;
+  /** Memory limit of a container, bytes. @default 512 MiB */
+  memoryLimitBytes?: number;
+  /** CPU limit of a container, in CPUs (fractions allowed). @default 1 */
+  cpuLimit?: number;
+  /** Processes and threads a container may have. @default 512 */
+  pidsLimit?: number;
 }
 
 export type CompiledOptions = Readonly<Required<Omit<EnvironmentOptions, "databaseUrl" | "ociRuntime">>> & {
@@ -59,11 +68,16 @@ const defaults = {
   maxPayloadBytes: 16 * 1024 * 1024,
   logLevel: "info",
   shutdownGraceMs: 10_000,
+  replicaId: os.hostname(),
+  memoryLimitBytes: 512 * 1024 * 1024,
+  cpuLimit: 1,
+  pidsLimit: 512,
 } satisfies Omit<Required<EnvironmentOptions>, "databaseUrl" | "ociRuntime">;
 
 /** A configuration value that cannot be used; the message names the variable or option. */
 export class ConfigError extends Error {}
 
+const REPLICA_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 const LOG_LEVELS = new Set(["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
 
 export function compileOptions(options: EnvironmentOptions = {}): CompiledOptions {
@@ -88,6 +102,10 @@ export function compileOptions(options: EnvironmentOptions = {}): CompiledOption
   }
   if (!LOG_LEVELS.has(o.logLevel)) throw new ConfigError(`logLevel must be one of ${[...LOG_LEVELS].join(", ")}`);
   if (o.dataDir === "") throw new ConfigError("dataDir must not be empty");
+  if (!REPLICA_ID.test(o.replicaId)) throw new ConfigError(`replicaId must match [A-Za-z0-9._:-]{1,128}`);
+  positiveInt("memoryLimitBytes", o.memoryLimitBytes);
+  positiveInt("pidsLimit", o.pidsLimit);
+  if (!(o.cpuLimit > 0 && o.cpuLimit <= 1024)) throw new ConfigError(`cpuLimit must be a number of CPUs in (0, 1024], got ${o.cpuLimit}`);
   return Object.freeze({
     ...o,
     dataDir: path.resolve(o.dataDir),
@@ -130,6 +148,14 @@ export function readEnvironmentOptions(env: NodeJS.ProcessEnv): EnvironmentOptio
     }
     return Number(v);
   };
+  const num = (name: string, min: number, max: number) => {
+    const v = str(name);
+    if (v === undefined) return undefined;
+    if (!/^\d+(\.\d+)?$/.test(v) || Number(v) < min || Number(v) > max) {
+      throw new ConfigError(`${name} must be a number between ${min} and ${max}, got "${v}"`);
+    }
+    return Number(v);
+  };
   const bool = (name: string) => {
     const v = str(name)?.toLowerCase();
     if (v === undefined) return undefined;
@@ -153,6 +179,10 @@ export function readEnvironmentOptions(env: NodeJS.ProcessEnv): EnvironmentOptio
   const networkMode = str("RUNTARA_NETWORK_MODE");
   if (networkMode !== undefined && networkMode !== "host" && networkMode !== "none") {
     throw new ConfigError(`RUNTARA_NETWORK_MODE must be "host" or "none", got "${networkMode}"`);
+  }
+  const replicaId = str("RUNTARA_REPLICA_ID");
+  if (replicaId !== undefined && !REPLICA_ID.test(replicaId)) {
+    throw new ConfigError(`RUNTARA_REPLICA_ID must match [A-Za-z0-9._:-]{1,128}, got "${replicaId}"`);
   }
   const logLevel = str("LOG_LEVEL");
   if (logLevel !== undefined && !LOG_LEVELS.has(logLevel)) {
@@ -181,5 +211,9 @@ export function readEnvironmentOptions(env: NodeJS.ProcessEnv): EnvironmentOptio
     maxPayloadBytes: int("RUNTARA_MAX_PAYLOAD_BYTES", 1),
     logLevel,
     shutdownGraceMs: int("RUNTARA_SHUTDOWN_GRACE_MS", 0),
+    replicaId: str("RUNTARA_REPLICA_ID"),
+    memoryLimitBytes: int("RUNTARA_MEMORY_LIMIT_BYTES", 4 * 1024 * 1024),
+    cpuLimit: num("RUNTARA_CPU_LIMIT", 0.01, 1024),
+    pidsLimit: int("RUNTARA_PIDS_LIMIT", 1, 1_000_000),
   };
 }

@@ -5,10 +5,12 @@ import { sql } from "slonik";
 import { compileOptions, type CompiledOptions, type EnvironmentOptions } from "./config.js";
 import { CoreRuntime } from "./core/runtime.js";
 import { Tokens } from "./core/tokens.js";
-import { createDatabase, Listener, migrate, startEmbeddedPostgres, type Database, type EmbeddedDatabase } from "./db/index.js";
+import { ChannelHub, createDatabase, Listener, migrate, startEmbeddedPostgres, type Database, type EmbeddedDatabase } from "./db/index.js";
 import { CoreGateway } from "./instances/core-gateway.js";
 import { ImageService, ImageStore } from "./images/index.js";
 import { countActiveInstances } from "./instances/repository.js";
+import { InstanceService } from "./instances/service.js";
+import { createRunners } from "./runner/index.js";
 import type { OnePortServer } from "./server/http.js";
 import { environmentRoutes } from "./server/routes.js";
 import { serve } from "./server/serve.js";
@@ -40,6 +42,7 @@ export class Environment {
   private core: CoreRuntime | undefined;
   private gateway: CoreGateway | undefined;
   private tokenSet: Tokens | undefined;
+  private instances: InstanceService | undefined;
   private readonly shutdown = new AbortController();
   private resolvedDatabaseUrl: string | undefined;
 
@@ -114,9 +117,40 @@ export class Environment {
       const store = new ImageStore(o.dataDir);
       await store.clearStaging();
       const images = new ImageService(db, store, this.logger.child({ component: "images" }), MAX_IMAGE_BYTES);
+      const port = this.core ? this.core.address.port : o.corePort;
+      const reachableHost = o.coreHost === "0.0.0.0" || o.coreHost === "::" ? "127.0.0.1" : o.coreHost;
+      const runners = createRunners({
+        oci: { runtime: o.ociRuntime, logger: this.logger.child({ component: "oci-runner" }) },
+      });
+      const instances = new InstanceService(
+        db,
+        runners,
+        store,
+        gateway,
+        tokens,
+        new ChannelHub(this.listener, "runtara_instance"),
+        this.logger.child({ component: "instances" }),
+        {
+          dataDir: o.dataDir,
+          coreAddr: `${reachableHost}:${port}`,
+          skipCertVerification: o.skipCertVerification,
+          networkMode: o.networkMode,
+          replicaId: o.replicaId,
+          limits: {
+            memoryBytes: o.memoryLimitBytes,
+            cpuPeriodUs: 100_000,
+            cpuQuotaUs: Math.round(o.cpuLimit * 100_000),
+            pidsLimit: o.pidsLimit,
+            nofile: 4096,
+          },
+        },
+      );
+      this.instances = instances;
       const startedAtMs = Date.now();
       const routes = environmentRoutes({
         images,
+        instances,
+        defaults: { executionTimeoutSecs: o.executionTimeoutSecs, maxPayloadBytes: o.maxPayloadBytes },
         core: gateway,
         probes: {
           version: VERSION,
@@ -173,6 +207,8 @@ export class Environment {
         this.shutdown.abort();
       });
     }
+    // Workflows keep running: a restart of the environment must not kill them.
+    this.instances?.supervisor.detachAll();
     this.gateway?.close();
     if (this.core) {
       const core = this.core;
@@ -194,6 +230,7 @@ export class Environment {
     this.core = undefined;
     this.listener = undefined;
     this.gateway = undefined;
+    this.instances = undefined;
     this.database = undefined;
     this.embedded = undefined;
   }

@@ -65,7 +65,6 @@ describe("core InstanceService and CoreService", () => {
     assert.equal(r.termination_reason, "completed");
     assert.deepEqual(JSON.parse(r.output.toString()), { answer: 42 });
     assert.ok(r.finished_at);
-    assert.equal(r.checkpoint_id, "step-1");
   });
 
   it("fail -> FAILED application_error", async () => {

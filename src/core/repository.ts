@@ -41,12 +41,19 @@ const pendingSignalSelect = (instanceId: string) => sql.fragment`
   (SELECT payload FROM pending_signals WHERE instance_id = ${instanceId}) AS signal_payload,
   (SELECT created_at FROM pending_signals WHERE instance_id = ${instanceId}) AS signal_created_at`;
 
-/** Current status and tenant; refreshes the heartbeat of a running instance. */
+/**
+ * Refreshes the heartbeat of a running instance when it is older than a second (so a busy
+ * instance does not rewrite its row on every call) and returns status, tenant and input.
+ */
+const heartbeat = (instanceId: string) => sql.fragment`
+  UPDATE instances SET heartbeat_at = now()
+  WHERE instance_id = ${instanceId} AND status = 'running'
+    AND (heartbeat_at IS NULL OR heartbeat_at < now() - interval '1 second')`;
+
 export async function touch(db: Db, instanceId: string) {
   return db.maybeOne(sql.type(z.object({ status, tenant_id: z.string(), input: bytes.nullable() }))`
-    UPDATE instances SET heartbeat_at = CASE WHEN status = 'running' THEN now() ELSE heartbeat_at END
-    WHERE instance_id = ${instanceId}
-    RETURNING status, tenant_id, input`);
+    WITH hb AS (${heartbeat(instanceId)})
+    SELECT status, tenant_id, input FROM instances WHERE instance_id = ${instanceId}`);
 }
 
 export async function currentStatus(db: Db, instanceId: string): Promise<Status | null> {
@@ -79,7 +86,9 @@ export async function findCheckpoint(db: Db, instanceId: string, checkpointId: s
  * First write wins, atomically: inserts unless the id exists (ON CONFLICT DO NOTHING) and,
  * in the same statement, refreshes the heartbeat and returns pending signals. `stored` is
  * the existing state when the insert did nothing; it can be null when a concurrent writer
- * committed after this statement's snapshot, and the caller then re-reads.
+ * committed after this statement's snapshot, and the caller then re-reads. The instance row
+ * is only read (the checkpoint's foreign key locks it against deletion), which keeps this
+ * the cheapest possible write on the hottest path.
  */
 export async function saveCheckpoint(db: Db, instanceId: string, checkpointId: string, state: Uint8Array) {
   return db.one(sql.type(
@@ -89,9 +98,8 @@ export async function saveCheckpoint(db: Db, instanceId: string, checkpointId: s
       .merge(z.object({ custom_payload: bytes.nullable(), custom_created_at: z.number().nullable() })),
   )`
     WITH inst AS (
-      UPDATE instances SET heartbeat_at = now(), checkpoint_id = ${checkpointId}
-      WHERE instance_id = ${instanceId} AND status = 'running'
-      RETURNING instance_id
+      SELECT instance_id FROM instances WHERE instance_id = ${instanceId} AND status = 'running'
+    ), hb AS (${heartbeat(instanceId)}
     ), ins AS (
       INSERT INTO checkpoints (instance_id, checkpoint_id, state)
       SELECT instance_id, ${checkpointId}, ${sql.binary(Buffer.from(state.buffer, state.byteOffset, state.byteLength))} FROM inst

@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
@@ -19,6 +20,8 @@ export interface ServeOptions {
 
 /** gRPC, gRPC-Web and Connect (JSON and binary) over HTTP/1.1 and h2c on one port. */
 export function serve(options: ServeOptions): Promise<OnePortServer> {
+  // Every in-flight call listens on the shutdown signal; many at once is normal.
+  setMaxListeners(0, options.shutdownSignal);
   const handler = connectNodeAdapter({
     routes: options.routes,
     interceptors: [observeCalls(options.logger)],

@@ -1,16 +1,15 @@
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { EnvironmentService } from "../../gen/runtara/environment/v1/environment_pb.js";
-import { signalKindFromProto } from "../core/convert.js";
 import type { CoreGateway } from "../instances/core-gateway.js";
 import { boundedText, nonNegative, pageLimit, requireId } from "../validation.js";
 
 type SignalHandlers = Pick<
   ServiceImpl<typeof EnvironmentService>,
-  "sendSignal" | "sendCustomSignal" | "listCheckpoints" | "getCheckpoint" | "listEvents"
+  "sendCustomSignal" | "listCheckpoints" | "getCheckpoint" | "listEvents"
 >;
 
 /**
- * Signals and read views over core's data: validated here (so errors name the field), then
+ * Custom signals and read views over core's data: validated here (so errors name the field), then
  * forwarded to core through the generated CoreService client. The environment never writes
  * core's tables.
  */
@@ -20,12 +19,6 @@ export function signalHandlers(core: CoreGateway): SignalHandlers {
     instanceId: requireId("instance_id", req.instanceId),
   });
   return {
-    async sendSignal(req) {
-      const t = target(req);
-      signalKindFromProto("signal_type", req.signalType);
-      const res = await core.call((c) => c.sendSignal({ ...t, signalType: req.signalType, payload: req.payload }));
-      return { status: res.status };
-    },
     async sendCustomSignal(req) {
       const t = target(req);
       const checkpointId = requireId("checkpoint_id", req.checkpointId);

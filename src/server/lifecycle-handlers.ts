@@ -1,0 +1,167 @@
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import type { ServiceImpl } from "@connectrpc/connect";
+import { InstanceStatus, TerminationReason } from "../../gen/runtara/core/v1/types_pb.js";
+import {
+  type EnvironmentService,
+  InstanceOrder,
+  type InstanceSchema,
+} from "../../gen/runtara/environment/v1/environment_pb.js";
+import { protoStatus, signalKindFromProto, statusFromProto } from "../core/convert.js";
+import { InvalidArgument } from "../errors.js";
+import type { InstanceService } from "../instances/service.js";
+import type { Instance, TerminationReason as Reason } from "../instances/types.js";
+import type { InstanceOrder as Order } from "../instances/repository.js";
+import { boundedBytes, boundedText, nonNegative, pageLimit, parseJsonBytes, requireId, requireUuid } from "../validation.js";
+import { fromTimestamp, toTimestamp } from "./convert.js";
+
+type LifecycleHandlers = Pick<
+  ServiceImpl<typeof EnvironmentService>,
+  "startInstance" | "stopInstance" | "resumeInstance" | "getInstanceStatus" | "listInstances" | "watchInstance" | "sendSignal"
+>;
+
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
+const MAX_ENV_ENTRIES = 128;
+const MAX_TIMEOUT_SECONDS = 7 * 24 * 3600;
+
+export interface LifecycleDefaults {
+  executionTimeoutSecs: number;
+  maxPayloadBytes: number;
+}
+
+export function lifecycleHandlers(instances: InstanceService, defaults: LifecycleDefaults): LifecycleHandlers {
+  const target = (req: { tenantId: string; instanceId: string }) => ({
+    tenantId: requireId("tenant_id", req.tenantId),
+    instanceId: requireId("instance_id", req.instanceId),
+  });
+  return {
+    async startInstance(req) {
+      const tenantId = requireId("tenant_id", req.tenantId);
+      const imageId = requireUuid("image_id", req.imageId);
+      const instanceId = req.instanceId === "" ? undefined : requireId("instance_id", req.instanceId);
+      const input = boundedBytes("input", req.input, defaults.maxPayloadBytes);
+      parseJsonBytes("input", input);
+      const timeoutSeconds = req.timeoutSeconds === undefined ? defaults.executionTimeoutSecs : Number(req.timeoutSeconds);
+      if (req.timeoutSeconds !== undefined && (req.timeoutSeconds < 1n || req.timeoutSeconds > BigInt(MAX_TIMEOUT_SECONDS))) {
+        throw new InvalidArgument("timeout_seconds", `must be between 1 and ${MAX_TIMEOUT_SECONDS}`);
+      }
+      const res = await instances.start({
+        tenantId,
+        imageId,
+        instanceId,
+        input: input.byteLength === 0 ? new TextEncoder().encode("{}") : input,
+        timeoutSeconds,
+        env: validateEnv(req.env),
+      });
+      return { instanceId: res.instanceId, status: protoStatus(res.status) };
+    },
+    async stopInstance(req) {
+      const t = target(req);
+      const grace = req.gracePeriodSeconds === undefined ? 5 : Number(req.gracePeriodSeconds);
+      if (grace < 0 || grace > 3600) throw new InvalidArgument("grace_period_seconds", "must be between 0 and 3600");
+      const status = await instances.stop(t.tenantId, t.instanceId, grace, boundedText("reason", req.reason, 1024));
+      return { status: protoStatus(status) };
+    },
+    async resumeInstance(req) {
+      const t = target(req);
+      return { status: protoStatus(await instances.resume(t.tenantId, t.instanceId)) };
+    },
+    async getInstanceStatus(req) {
+      const t = target(req);
+      return { instance: toProtoInstance(await instances.get(t.tenantId, t.instanceId)) };
+    },
+    async listInstances(req) {
+      const page = await instances.list({
+        tenantId: requireId("tenant_id", req.tenantId),
+        status: req.status === InstanceStatus.UNSPECIFIED ? undefined : statusFromProto("status", req.status),
+        imageId: req.imageId === "" ? undefined : requireUuid("image_id", req.imageId),
+        imageNamePrefix: boundedText("image_name_prefix", req.imageNamePrefix, 256),
+        createdAfterMs: fromTimestamp(req.createdAfter),
+        createdBeforeMs: fromTimestamp(req.createdBefore),
+        finishedAfterMs: fromTimestamp(req.finishedAfter),
+        finishedBeforeMs: fromTimestamp(req.finishedBefore),
+        order: orderOf(req.orderBy),
+        limit: pageLimit("limit", req.limit),
+        offset: nonNegative("offset", req.offset),
+        pageToken: boundedText("page_token", req.pageToken, 1024),
+      });
+      return { instances: page.instances.map(toProtoInstance), nextPageToken: page.nextPageToken, totalCount: page.totalCount };
+    },
+    async *watchInstance(req, ctx) {
+      const t = target(req);
+      for await (const instance of instances.watch(t.tenantId, t.instanceId, ctx.signal)) {
+        yield { instance: toProtoInstance(instance) };
+      }
+    },
+    async sendSignal(req) {
+      const t = target(req);
+      const payload = boundedBytes("payload", req.payload, 1024 * 1024);
+      signalKindFromProto("signal_type", req.signalType);
+      return { status: await instances.sendSignal(t.tenantId, t.instanceId, req.signalType, payload) };
+    },
+  };
+}
+
+function validateEnv(env: Record<string, string>): Record<string, string> {
+  const entries = Object.entries(env);
+  if (entries.length > MAX_ENV_ENTRIES) throw new InvalidArgument("env", `at most ${MAX_ENV_ENTRIES} variables`);
+  for (const [name, value] of entries) {
+    if (!ENV_NAME.test(name)) throw new InvalidArgument("env", `"${name.slice(0, 64)}" is not a valid variable name`);
+    if (name.toUpperCase().startsWith("RUNTARA_")) throw new InvalidArgument("env", `${name} is reserved (RUNTARA_* cannot be overridden)`);
+    if (value.length > 32 * 1024 || value.includes("\0")) throw new InvalidArgument("env", `value of ${name} is too long or contains NUL`);
+  }
+  return Object.fromEntries(entries);
+}
+
+function orderOf(o: InstanceOrder): Order {
+  switch (o) {
+    case InstanceOrder.UNSPECIFIED:
+    case InstanceOrder.CREATED_DESC:
+      return "created_desc";
+    case InstanceOrder.CREATED_ASC:
+      return "created_asc";
+    case InstanceOrder.FINISHED_DESC:
+      return "finished_desc";
+    case InstanceOrder.FINISHED_ASC:
+      return "finished_asc";
+    default:
+      throw new InvalidArgument("order_by", `unknown order ${String(o)}`);
+  }
+}
+
+const reasons: Record<Reason, TerminationReason> = {
+  completed: TerminationReason.COMPLETED,
+  application_error: TerminationReason.APPLICATION_ERROR,
+  crashed: TerminationReason.CRASHED,
+  timeout: TerminationReason.TIMEOUT,
+  heartbeat_timeout: TerminationReason.HEARTBEAT_TIMEOUT,
+  cancelled: TerminationReason.CANCELLED,
+  paused: TerminationReason.PAUSED,
+  sleeping: TerminationReason.SLEEPING,
+  orphaned: TerminationReason.ORPHANED,
+  launch_failed: TerminationReason.LAUNCH_FAILED,
+};
+
+export function toProtoInstance(i: Instance): MessageInitShape<typeof InstanceSchema> {
+  return {
+    instanceId: i.instanceId,
+    tenantId: i.tenantId,
+    imageId: i.imageId ?? "",
+    imageName: i.imageName,
+    status: protoStatus(i.status),
+    terminationReason: i.terminationReason === null ? TerminationReason.UNSPECIFIED : reasons[i.terminationReason],
+    exitCode: i.exitCode ?? undefined,
+    checkpointId: i.checkpointId ?? "",
+    createdAt: toTimestamp(i.createdAtMs),
+    startedAt: toTimestamp(i.startedAtMs),
+    finishedAt: toTimestamp(i.finishedAtMs),
+    heartbeatAt: toTimestamp(i.heartbeatAtMs),
+    wakeAt: toTimestamp(i.wakeAtMs),
+    input: i.input ?? new Uint8Array(),
+    output: i.output ?? new Uint8Array(),
+    error: i.error ?? "",
+    stderr: i.stderr ?? "",
+    memoryPeakBytes: i.memoryPeakBytes ?? undefined,
+    cpuUsageUsec: i.cpuUsageUsec ?? undefined,
+    timeoutSeconds: BigInt(i.timeoutSeconds),
+  };
+}
