@@ -208,7 +208,7 @@ export class Environment {
       });
     }
     // Workflows keep running: a restart of the environment must not kill them.
-    this.instances?.supervisor.detachAll();
+    this.instances?.detachAll();
     this.gateway?.close();
     if (this.core) {
       const core = this.core;

@@ -198,8 +198,9 @@ describe("core InstanceService and CoreService", () => {
     const abort = new AbortController();
     const stream = c.watchSignals({ instanceId: id, includeCustom: true }, { signal: abort.signal });
     const iterator = stream[Symbol.asyncIterator]();
+    const opened = await iterator.next();
+    assert.equal(opened.value!.signal, undefined, "the first message only says the stream is open");
     const next = iterator.next();
-    await new Promise((r) => setTimeout(r, 200)); // let the subscription start
     const env = environmentClient(t.baseUrl);
     const sentAt = Date.now();
     await env.sendCustomSignal({ tenantId: "tenant-a", instanceId: id, checkpointId: "wait-1", payload: enc(7) });

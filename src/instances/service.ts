@@ -140,6 +140,16 @@ export class InstanceService {
     return (await repo.markCancelled(this.db, tenantId, instanceId)) ?? "cancelled";
   }
 
+  /**
+   * Stops watching every process without touching it (environment shutdown): the workflows
+   * keep running and nothing of theirs holds this process's event loop open any more.
+   */
+  detachAll(): void {
+    this.supervisor.detachAll();
+    this.runners.oci.detachAll();
+    this.runners.native.detachAll();
+  }
+
   async get(tenantId: string, instanceId: string): Promise<Instance> {
     const instance = await repo.findInstance(this.db, tenantId, instanceId);
     if (instance === null) throw new NotFound(`instance ${instanceId} not found`);

@@ -72,6 +72,9 @@ export function instanceHandlers(core: InstanceCore, tokens: Tokens): ServiceImp
     },
     async *watchSignals(req, ctx) {
       const id = auth(req.instanceId, ctx);
+      // An empty first message tells the client the stream is open (connect-node sends no
+      // response headers before the first message).
+      yield {};
       for await (const s of core.watchSignals(id, req.includeCustom, ctx.signal)) {
         yield { signal: protoSignal(s.signal), customSignal: protoCustomSignal(s.customSignal) };
       }

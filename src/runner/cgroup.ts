@@ -1,0 +1,113 @@
+import { readFile, rmdir } from "node:fs/promises";
+import { setTimeout as sleep } from "node:timers/promises";
+import type { ExitMetrics } from "./types.js";
+
+/**
+ * Where the cgroup hierarchies are mounted, and which one answers for memory and CPU.
+ * Handles cgroup v1, hybrid (v1 controllers + an empty unified hierarchy, as on this host)
+ * and pure v2.
+ */
+export interface CgroupLayout {
+  /** Mount points of every cgroup hierarchy (v1 and v2); a container has a directory in each. */
+  hierarchies: string[];
+  memory: { dir: string; v2: boolean } | undefined;
+  cpu: { dir: string; v2: boolean } | undefined;
+}
+
+export async function detectCgroupLayout(): Promise<CgroupLayout> {
+  const info = await readFile("/proc/self/mountinfo", "utf8");
+  const hierarchies: string[] = [];
+  let memory: CgroupLayout["memory"];
+  let cpu: CgroupLayout["cpu"];
+  let unified: string | undefined;
+  for (const line of info.split("\n")) {
+    // id parent maj:min root mountpoint options [optional...] - fstype source superoptions
+    const sep = line.indexOf(" - ");
+    if (sep < 0) continue;
+    const left = line.slice(0, sep).split(" ");
+    const [fstype, , superOptions = ""] = line.slice(sep + 3).split(" ");
+    const mountPoint = left[4]?.replace(/\\040/g, " ");
+    if (mountPoint === undefined) continue;
+    if (fstype === "cgroup") {
+      hierarchies.push(mountPoint);
+      const opts = superOptions.split(",");
+      if (opts.includes("memory")) memory = { dir: mountPoint, v2: false };
+      if (opts.includes("cpuacct")) cpu = { dir: mountPoint, v2: false };
+    } else if (fstype === "cgroup2") {
+      hierarchies.push(mountPoint);
+      unified = mountPoint;
+    }
+  }
+  if (unified !== undefined) {
+    // In hybrid mode the unified hierarchy has no controllers; use it only for what v1 lacks.
+    const controllers = (await readFile(`${unified}/cgroup.controllers`, "utf8").catch(() => "")).split(/\s+/);
+    if (!memory && controllers.includes("memory")) memory = { dir: unified, v2: true };
+    if (!cpu) cpu = { dir: unified, v2: true }; // cpu.stat usage_usec exists without the cpu controller
+  }
+  return { hierarchies, memory, cpu };
+}
+
+/**
+ * Reads peak memory and total CPU time of the cgroup at `relPath` (absolute within each
+ * hierarchy, e.g. "/runtara/runtara-abc"). Missing files leave the field undefined.
+ */
+export async function readCgroupMetrics(layout: CgroupLayout, relPath: string): Promise<ExitMetrics> {
+  const metrics: ExitMetrics = { memoryPeakBytes: undefined, cpuUsageUsec: undefined };
+  if (layout.memory) {
+    const file = layout.memory.v2 ? "memory.peak" : "memory.max_usage_in_bytes";
+    const v = await readBigInt(`${layout.memory.dir}${relPath}/${file}`);
+    if (v !== undefined) metrics.memoryPeakBytes = v;
+  }
+  if (layout.cpu) {
+    if (layout.cpu.v2) {
+      const stat = await readFile(`${layout.cpu.dir}${relPath}/cpu.stat`, "utf8").catch(() => "");
+      const m = /^usage_usec (\d+)$/m.exec(stat);
+      if (m) metrics.cpuUsageUsec = BigInt(m[1]!);
+    } else {
+      const ns = await readBigInt(`${layout.cpu.dir}${relPath}/cpuacct.usage`);
+      if (ns !== undefined) metrics.cpuUsageUsec = ns / 1000n;
+    }
+  }
+  return metrics;
+}
+
+/**
+ * Removes `relPath` (and any of the given child directories still there) in every hierarchy.
+ * A cgroup whose last process is still exiting answers EBUSY for a moment, so that is retried.
+ * Returns the directories that could not be removed.
+ */
+export async function removeCgroup(layout: CgroupLayout, relPath: string, children: readonly string[] = []): Promise<string[]> {
+  const failed: string[] = [];
+  await Promise.all(
+    layout.hierarchies.map(async (h) => {
+      for (const dir of [...children.map((c) => `${h}${relPath}/${c}`), `${h}${relPath}`]) {
+        const err = await rmdirRetrying(dir);
+        if (err) failed.push(`${dir}: ${err}`);
+      }
+    }),
+  );
+  return failed;
+}
+
+async function rmdirRetrying(dir: string): Promise<string | undefined> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await rmdir(dir);
+      return undefined;
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === "ENOENT") return undefined;
+      if (code !== "EBUSY" || attempt >= 20) return code ?? String(e);
+      await sleep(Math.min(5 * 2 ** attempt, 100));
+    }
+  }
+}
+
+async function readBigInt(file: string): Promise<bigint | undefined> {
+  try {
+    const text = (await readFile(file, "utf8")).trim();
+    return /^\d+$/.test(text) ? BigInt(text) : undefined;
+  } catch {
+    return undefined;
+  }
+}

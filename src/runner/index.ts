@@ -1,0 +1,66 @@
+/**
+ * Runners: launch an instance's process (an OCI container or a native child), observe its
+ * exit, stop it. Knows nothing about the database or the RPC layer; `src/instances` turns
+ * what it reports into guarded writes. WASM is not a runner here: callers answer
+ * FAILED_PRECONDITION ("wasm runner not available yet") before reaching this module.
+ */
+import { NativeRunner, type NativeRunnerOptions } from "./native.js";
+import { OciRunner, type OciRunnerOptions } from "./oci.js";
+import type { Runner, RunnerKindName, RunningProcess, StopSignal } from "./types.js";
+
+export type {
+  AdoptSpec,
+  ExitInfo,
+  ExitMetrics,
+  LaunchSpec,
+  ResourceLimits,
+  Runner,
+  RunnerKindName,
+  RunningProcess,
+  StopSignal,
+} from "./types.js";
+export { DEFAULT_LIMITS } from "./types.js";
+export { LaunchError, RuntimeUnavailable, type LaunchErrorReason } from "./errors.js";
+export { OciRunner, type OciRunnerOptions, type RuntimeInfo } from "./oci.js";
+export { NativeRunner, type NativeRunnerOptions } from "./native.js";
+export { containerIdFor, instanceIdOfContainer } from "./oci-spec.js";
+export { isSameProcess, readProcessStartTime, watchPid } from "./proc.js";
+export { STDERR_TAIL_BYTES } from "./logs.js";
+
+export interface RunnersOptions {
+  oci?: OciRunnerOptions;
+  native?: NativeRunnerOptions;
+}
+
+export interface Runners {
+  oci: OciRunner;
+  native: NativeRunner;
+  runnerFor(kind: RunnerKindName): Runner;
+}
+
+/**
+ * Both runners. Nothing is probed here (no work in constructors): the OCI runtime is found on
+ * the first launch, or earlier with `await runners.oci.runtime()`, which rejects with
+ * `RuntimeUnavailable` on a host without a usable runc/crun — launches then reject the same way.
+ */
+export function createRunners(options: RunnersOptions = {}): Runners {
+  const oci = new OciRunner(options.oci);
+  const native = new NativeRunner(options.native);
+  return {
+    oci,
+    native,
+    runnerFor: (kind) => (kind === "oci" ? oci : native),
+  };
+}
+
+/**
+ * Asks the process to stop, then insists: SIGTERM, up to `graceMs` for it to exit, then
+ * SIGKILL. Resolves with how it ended.
+ */
+export async function stopWithGrace(proc: RunningProcess, graceMs: number): Promise<Awaited<RunningProcess["exited"]>> {
+  const exitedWithin = (ms: number) =>
+    Promise.race([proc.exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), ms).unref())]);
+  await proc.stop("SIGTERM" satisfies StopSignal);
+  if (!(await exitedWithin(graceMs))) await proc.stop("SIGKILL");
+  return proc.exited;
+}

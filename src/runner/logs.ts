@@ -1,0 +1,129 @@
+import { constants, fstatSync, openSync, readSync, closeSync, type Stats } from "node:fs";
+import path from "node:path";
+import { LaunchError } from "./errors.js";
+
+/** How much of stderr an exit reports. */
+export const STDERR_TAIL_BYTES = 64 * 1024;
+
+/**
+ * The output files of one run, opened by us and handed to the process as file descriptors (no
+ * pipes, so the process never blocks on us). Opened with O_NOFOLLOW and O_APPEND: the run
+ * directory is writable by the workflow (it is `/data`), so a symlink planted by a previous run
+ * must not redirect our writes or reads to a host file. A relaunch appends; `stderrStart`
+ * marks where this run's stderr begins, so the tail is this run's alone.
+ */
+export class RunLogs {
+  private closed = false;
+
+  private constructor(
+    readonly stdoutFd: number,
+    readonly stderrFd: number,
+    readonly stderrStart: number,
+  ) {}
+
+  static open(runDir: string): RunLogs {
+    // O_RDWR so the tail can be read back through the same descriptor (pread ignores
+    // O_APPEND), even if the workflow renames or replaces the path meanwhile. O_NONBLOCK so a
+    // FIFO planted at the path cannot hang the open; it is then refused as not a regular file.
+    const flags =
+      constants.O_RDWR | constants.O_CREAT | constants.O_APPEND | constants.O_NOFOLLOW | constants.O_NONBLOCK;
+    const stdoutFd = openSync(path.join(runDir, "stdout.log"), flags, 0o644);
+    let stderrFd = -1;
+    try {
+      fstatRegular(stdoutFd);
+      stderrFd = openSync(path.join(runDir, "stderr.log"), flags, 0o644);
+      return new RunLogs(stdoutFd, stderrFd, fstatRegular(stderrFd).size);
+    } catch (e) {
+      closeSync(stdoutFd);
+      if (stderrFd >= 0) closeSync(stderrFd);
+      throw e;
+    }
+  }
+
+  /** This run's last `maxBytes` of stderr, read through our own descriptor. */
+  stderrTail(maxBytes = STDERR_TAIL_BYTES): string {
+    if (this.closed) return "";
+    return readTail(this.stderrFd, this.stderrStart, maxBytes);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    closeSync(this.stdoutFd);
+    closeSync(this.stderrFd);
+  }
+}
+
+/** RunLogs.open, failing as a LaunchError (say, the workflow left a directory at stderr.log). */
+export function openLogs(runDir: string): RunLogs {
+  try {
+    return RunLogs.open(runDir);
+  } catch (e) {
+    throw new LaunchError("spawn_failed", `cannot open the log files in ${runDir}: ${(e as Error).message}`, "", { cause: e });
+  }
+}
+
+/** Tail of a run directory's stderr.log for a process we did not open it for (adoption). */
+export function readStderrTailOfRunDir(runDir: string, maxBytes = STDERR_TAIL_BYTES): string {
+  let fd: number;
+  try {
+    fd = openSync(path.join(runDir, "stderr.log"), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch {
+    return "";
+  }
+  try {
+    if (!fstatSync(fd).isFile()) return "";
+    return readTail(fd, 0, maxBytes);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function fstatRegular(fd: number): Stats {
+  const st = fstatSync(fd);
+  if (!st.isFile()) throw new Error("a log file in the run directory is not a regular file");
+  return st;
+}
+
+/** Reads bytes [max(from, size - maxBytes), size) of a readable fd and decodes them. */
+function readTail(fd: number, from: number, maxBytes: number): string {
+  let size: number;
+  try {
+    size = fstatSync(fd).size;
+  } catch {
+    return "";
+  }
+  const start = Math.max(from, size - maxBytes);
+  if (size <= start) return "";
+  const buf = Buffer.alloc(size - start);
+  let got = 0;
+  while (got < buf.length) {
+    const n = readSync(fd, buf, got, buf.length - got, start + got);
+    if (n === 0) break;
+    got += n;
+  }
+  return decodeUtf8Slice(buf.subarray(0, got), start > from);
+}
+
+/**
+ * Decodes a slice of a UTF-8 stream. When the slice was cut from a longer stream, leading
+ * continuation bytes (10xxxxxx) belong to a character that started before the cut and are
+ * dropped; an incomplete character at the very end (a write cut short) is dropped too, so the
+ * result never holds a replacement character that was not in the output.
+ */
+export function decodeUtf8Slice(bytes: Uint8Array, cutAtStart: boolean): string {
+  let begin = 0;
+  if (cutAtStart) {
+    while (begin < bytes.length && begin < 3 && (bytes[begin]! & 0xc0) === 0x80) begin++;
+  }
+  let end = bytes.length;
+  // Walk back over at most 3 continuation bytes to the last lead byte; drop it if incomplete.
+  let i = end - 1;
+  while (i >= begin && end - i <= 3 && (bytes[i]! & 0xc0) === 0x80) i--;
+  if (i >= begin) {
+    const lead = bytes[i]!;
+    const need = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc0 ? 2 : 1;
+    if (end - i < need) end = i;
+  }
+  return Buffer.from(bytes.buffer, bytes.byteOffset + begin, end - begin).toString("utf8");
+}

@@ -1,0 +1,511 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { constants, watch, type FSWatcher } from "node:fs";
+import { mkdir, mkdtemp, open, rename, rm, stat, unlink, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { execa } from "execa";
+import type { Logger } from "pino";
+import { detectCgroupLayout, readCgroupMetrics, removeCgroup, type CgroupLayout } from "./cgroup.js";
+import { LaunchError, RuntimeUnavailable } from "./errors.js";
+import { neverSettles, requireExecutable, type Holder } from "./common.js";
+import { openLogs, readStderrTailOfRunDir } from "./logs.js";
+import { buildOciConfig, containerIdFor } from "./oci-spec.js";
+import { isSameProcess, readProcStat, readProcStatSync, watchPid } from "./proc.js";
+import { validateSpec } from "./spec.js";
+import { NO_METRICS, type AdoptSpec, type ExitInfo, type ExitMetrics, type LaunchSpec, type Runner, type RunningProcess, type StopSignal } from "./types.js";
+
+export interface OciRunnerOptions {
+  /**
+   * "runc", "crun" or a path to either (`RUNTARA_OCI_RUNTIME`). When unset, crun then runc
+   * are probed and the first that can actually run a container wins (crun 1.8 refuses hybrid
+   * cgroup hosts, which `--version` does not reveal). An explicit runtime is probed too, so a
+   * misconfiguration surfaces as `RuntimeUnavailable` naming it.
+   */
+  runtime?: string;
+  /** The runtime's state directory (`--root`). @default the runtime's own (/run/runc, /run/crun) */
+  stateRoot?: string;
+  /** cgroup under which each container gets `<containerId>/ctr`. @default "/runtara" */
+  cgroupParent?: string;
+  /** Install the seccomp deny-list. @default true */
+  seccomp?: boolean;
+  /** How long the runtime may take to start a container. @default 30000 */
+  startTimeoutMs?: number;
+  /** Poll interval for adopted containers (not our children, so no exit event). @default 1000 */
+  adoptPollMs?: number;
+  logger?: Logger;
+}
+
+export interface RuntimeInfo {
+  /** The command as given or found ("runc", "crun", "/usr/local/bin/runc"). */
+  command: string;
+  flavor: "runc" | "crun";
+  /** First line of `--version`. */
+  version: string;
+  /** State directory, if known: where `<containerId>` exists while a container does. */
+  stateRoot: string | undefined;
+}
+
+/** Name of the pid file `runc run --pid-file` writes once the container process is running. */
+const PID_FILE = "init.pid";
+/** Leaf cgroup the runtime creates and deletes; its parent (ours) keeps the totals. */
+const LEAF = "ctr";
+
+/**
+ * The OCI runner. Each launch is `<runtime> run --bundle <runDir> --pid-file <runDir>/init.pid
+ * <id>` as our child, in its own session: the runtime stays in the foreground, its exit event
+ * is the container's end and its exit code the container process's (128+n when killed by
+ * signal n). The bundle directory is the run directory: config.json there points `root.path`
+ * at the image's read-only rootfs.
+ *
+ * pid / startTime: once the runtime has written the pid file the container process is running;
+ * its pid (checked to be the runtime's child, since the file lives in the container-writable
+ * /data) and its start time from /proc identify the workflow itself, which lives exactly as
+ * long as the container.
+ *
+ * Metrics without a race: the runtime deletes the container's cgroup as it exits, so the
+ * container is placed one level down, at `<cgroupParent>/<containerId>/ctr`. cgroup memory
+ * peak and CPU usage are hierarchical, so the parent directory — which only we remove — still
+ * holds the container's totals after the runtime is gone. We read them, then remove it.
+ *
+ * Notes: runc sets HOME=/ when the spec has no HOME (the only variable not from spec.env);
+ * the cgroupfs driver is used (no --systemd-cgroup).
+ */
+export class OciRunner implements Runner {
+  readonly kind = "oci" as const;
+  private readonly cgroupParent: string;
+  private readonly seccomp: boolean;
+  private readonly startTimeoutMs: number;
+  private readonly adoptPollMs: number;
+  private readonly logger: Logger | undefined;
+  private runtimeInfo: Promise<RuntimeInfo> | undefined;
+  private cgroups: Promise<CgroupLayout> | undefined;
+  private readonly preparedRootfs = new Set<string>();
+  /** Active processes: the runtime child of a launch, the poll of an adoption. */
+  private readonly active = new Map<RunningProcess, Holder>();
+
+  constructor(private readonly options: OciRunnerOptions = {}) {
+    this.cgroupParent = (options.cgroupParent ?? "/runtara").replace(/\/+$/, "");
+    if (!this.cgroupParent.startsWith("/") || this.cgroupParent.includes("..")) {
+      throw new RangeError(`cgroupParent must be an absolute cgroup path, got ${JSON.stringify(options.cgroupParent)}`);
+    }
+    this.seccomp = options.seccomp ?? true;
+    this.startTimeoutMs = options.startTimeoutMs ?? 30_000;
+    this.adoptPollMs = options.adoptPollMs ?? 1_000;
+    this.logger = options.logger;
+  }
+
+  activeCount(): number {
+    return this.active.size;
+  }
+
+  /**
+   * Finds and probes the runtime (once; a failure is not cached, so installing runc later
+   * fixes launches without a restart). Rejects with `RuntimeUnavailable`.
+   */
+  runtime(): Promise<RuntimeInfo> {
+    if (!this.runtimeInfo) {
+      const p = this.detectRuntime();
+      this.runtimeInfo = p;
+      p.catch(() => {
+        if (this.runtimeInfo === p) this.runtimeInfo = undefined;
+      });
+    }
+    return this.runtimeInfo;
+  }
+
+  async launch(spec: LaunchSpec): Promise<RunningProcess> {
+    validateSpec(spec);
+    if (spec.bundlePath === undefined) throw new LaunchError("invalid_spec", `instance ${spec.instanceId}: an OCI launch needs the image bundle path`);
+    const rt = await this.runtime();
+    const layout = await this.cgroupLayout();
+    const rootfs = path.resolve(spec.bundlePath, "rootfs");
+    await requireExecutable(path.join(rootfs, "binary"), `image ${spec.imageId ?? "?"} bundle`);
+    await this.prepareRootfs(rootfs);
+
+    const containerId = containerIdFor(spec.instanceId);
+    const cgroupRel = `${this.cgroupParent}/${containerId}`;
+    await this.clearStale(rt, layout, containerId, cgroupRel);
+
+    const config = buildOciConfig({
+      rootfs,
+      args: ["/binary"],
+      env: spec.env,
+      hostname: spec.instanceId.slice(0, 63).replaceAll(":", "-"),
+      dataDir: spec.runDir,
+      cgroupsPath: `${cgroupRel}/${LEAF}`,
+      limits: spec.limits,
+      networkMode: spec.networkMode,
+      seccomp: this.seccomp,
+    });
+    await writeFileReplacing(path.join(spec.runDir, "config.json"), JSON.stringify(config));
+    const pidFile = path.join(spec.runDir, PID_FILE);
+    await unlink(pidFile).catch(ignoreEnoent);
+
+    const logs = openLogs(spec.runDir);
+    const launchedAtMs = Date.now();
+    const t0 = performance.now();
+    const log = this.logger?.child({ instanceId: spec.instanceId, tenantId: spec.tenantId, containerId });
+    let child: ChildProcess;
+    try {
+      child = spawn(rt.command, [...this.globalArgs(), "run", "--bundle", spec.runDir, "--pid-file", pidFile, containerId], {
+        // Own session: a Ctrl-C or SIGTERM aimed at the environment's process group must not
+        // be forwarded by the runtime to the workflow (restarts never kill workflows).
+        detached: true,
+        stdio: ["ignore", logs.stdoutFd, logs.stderrFd],
+      });
+    } catch (e) {
+      logs.close();
+      throw new LaunchError("spawn_failed", `could not start ${rt.command}: ${(e as Error).message}`, "", { cause: e });
+    }
+    // Until the event loop turns, libuv cannot reap the child, so this read cannot miss it.
+    const runtimeStat = child.pid !== undefined ? readProcStatSync(child.pid) : null;
+
+    let resolveExit!: (info: ExitInfo) => void;
+    const exited = new Promise<ExitInfo>((r) => (resolveExit = r));
+    let finished = false;
+    const childExit = new Promise<{ code: number | null; signal: NodeJS.Signals | null; error?: Error }>((resolve) => {
+      child.once("error", (error) => resolve({ code: null, signal: null, error }));
+      child.once("exit", (code, signal) => resolve({ code, signal }));
+    });
+
+    let outcome = await waitForStart(spec.runDir, pidFile, child.pid, childExit, this.startTimeoutMs);
+    const finish = async (): Promise<ExitInfo> => {
+      const { code, signal, error } = await childExit;
+      // The runtime is gone; if it did not tear the container down (it was killed, or it
+      // failed half-way), force it. Then read the totals and remove our cgroup directory.
+      if (await this.containerExists(rt, containerId)) {
+        const r = await this.exec(rt, ["delete", "--force", containerId]);
+        if (r.failed) log?.warn({ stderr: r.stderr }, "could not delete the container");
+      }
+      const metrics = await readCgroupMetrics(layout, cgroupRel).catch((): ExitMetrics => ({ ...NO_METRICS }));
+      const leftover = await removeCgroup(layout, cgroupRel, [LEAF]);
+      if (leftover.length > 0) log?.warn({ leftover }, "could not remove the container's cgroup");
+      const stderrTail = logs.stderrTail();
+      logs.close();
+      if (error) log?.warn({ err: error }, "runtime process error");
+      return { exitCode: code, signal, stderrTail, metrics };
+    };
+
+    // A pid file can still have appeared between the last check and the exit event.
+    if (outcome === "exited") outcome = (await readInitPid(pidFile, child.pid)) ?? "exited";
+    if (outcome === "exited" || outcome === "timeout") {
+      if (outcome === "timeout") {
+        log?.warn({ timeoutMs: this.startTimeoutMs }, "container did not start in time; killing the runtime");
+        try {
+          process.kill(-child.pid!, "SIGKILL");
+        } catch {
+          // already gone
+        }
+      }
+      const info = await finish();
+      const { error } = await childExit;
+      if (error) {
+        throw new LaunchError("spawn_failed", `could not start ${rt.command}: ${error.message}`, info.stderrTail, { cause: error });
+      }
+      if (outcome === "timeout") {
+        throw new LaunchError("start_timeout", `container ${containerId} did not start within ${this.startTimeoutMs} ms`, info.stderrTail);
+      }
+      throw new LaunchError(
+        "start_failed",
+        `${rt.flavor} could not start container ${containerId} (exit ${info.exitCode ?? info.signal}): ${lastLine(info.stderrTail)}`,
+        info.stderrTail,
+      );
+    }
+
+    // The pid file exists, so the container process ran. If it already exited (and was reaped
+    // by the runtime) its start time is gone; the runtime's own (pid, start time) stands in —
+    // it lives until the container is torn down, which is then moments away.
+    const pid = outcome.pid ?? child.pid!;
+    const startTime = outcome.pid !== undefined ? outcome.startTime : (runtimeStat?.startTime ?? 0n);
+    const proc: RunningProcess = {
+      kind: "oci",
+      instanceId: spec.instanceId,
+      pid,
+      startTime,
+      containerId,
+      launchedAtMs,
+      launchMs: performance.now() - t0,
+      exited,
+      stop: (signal) => (finished ? Promise.resolve() : this.signal(rt, containerId, signal, pid, startTime)),
+    };
+    this.active.set(proc, { child });
+    void finish().then((info) => {
+      finished = true;
+      this.active.delete(proc);
+      resolveExit(info);
+    });
+    log?.debug({ pid, launchMs: proc.launchMs }, "container started");
+    return proc;
+  }
+
+  async adopt(spec: AdoptSpec): Promise<RunningProcess> {
+    if (spec.containerId === undefined) throw new RangeError(`instance ${spec.instanceId}: adopting a container needs its container id`);
+    const containerId = spec.containerId;
+    const rt = await this.runtime();
+    const layout = await this.cgroupLayout();
+    const cgroupRel = `${this.cgroupParent}/${containerId}`;
+    const abort = new AbortController();
+    let finished = false;
+    const exited = (async (): Promise<ExitInfo> => {
+      await watchPid(spec.pid, spec.startTime, { intervalMs: this.adoptPollMs, signal: abort.signal }).catch(() => neverSettles());
+      if (await this.containerExists(rt, containerId)) await this.exec(rt, ["delete", "--force", containerId]);
+      const metrics = await readCgroupMetrics(layout, cgroupRel).catch((): ExitMetrics => ({ ...NO_METRICS }));
+      await removeCgroup(layout, cgroupRel, [LEAF]);
+      return { exitCode: null, signal: null, stderrTail: readStderrTailOfRunDir(spec.runDir), metrics };
+    })();
+    const proc: RunningProcess = {
+      kind: "oci",
+      instanceId: spec.instanceId,
+      pid: spec.pid,
+      startTime: spec.startTime,
+      containerId,
+      launchedAtMs: Date.now(),
+      launchMs: 0,
+      exited,
+      stop: (signal) => (finished ? Promise.resolve() : this.signal(rt, containerId, signal, spec.pid, spec.startTime)),
+    };
+    this.active.set(proc, { abort });
+    void exited.then(() => {
+      finished = true;
+      this.active.delete(proc);
+    });
+    return proc;
+  }
+
+  detachAll(): void {
+    for (const { child, abort } of this.active.values()) {
+      child?.unref();
+      abort?.abort();
+    }
+  }
+
+  /** `<runtime> kill`; falls back to signalling the container's init directly if that fails. */
+  private async signal(rt: RuntimeInfo, containerId: string, signal: StopSignal, pid: number, startTime: bigint): Promise<void> {
+    const r = await this.exec(rt, ["kill", containerId, signal === "SIGKILL" ? "KILL" : "TERM"]);
+    if (!r.failed) return;
+    if (await isSameProcess(pid, startTime)) {
+      process.kill(pid, signal);
+      return;
+    }
+    // Not running any more: the container is stopped or already deleted; nothing to signal.
+  }
+
+  private async detectRuntime(): Promise<RuntimeInfo> {
+    const candidates = this.options.runtime !== undefined ? [this.options.runtime] : ["crun", "runc"];
+    const problems: string[] = [];
+    for (const command of candidates) {
+      const v = await execa(command, ["--version"], { reject: false, timeout: 10_000, stdin: "ignore" });
+      if (v.failed) {
+        problems.push(v.code === "ENOENT" ? `${command} is not installed` : `${command} --version failed: ${v.shortMessage}`);
+        continue;
+      }
+      const version = v.stdout.split("\n")[0] ?? "";
+      const flavor: "runc" | "crun" = /^crun\b/.test(version) ? "crun" : "runc";
+      const info: RuntimeInfo = {
+        command,
+        flavor,
+        version,
+        stateRoot: this.options.stateRoot ?? (process.getuid?.() === 0 ? `/run/${flavor}` : undefined),
+      };
+      const problem = await this.probe(info);
+      if (problem === undefined) {
+        this.logger?.info({ runtime: command, version }, "OCI runtime selected");
+        return info;
+      }
+      problems.push(`${command}: ${problem}`);
+    }
+    throw new RuntimeUnavailable(candidates.join(", "), problems.join("; "));
+  }
+
+  /**
+   * Runs a container whose executable does not exist. A runtime that gets as far as exec
+   * (and names our path in its complaint) can set up namespaces, cgroups and mounts here;
+   * one that fails earlier (crun 1.8: "cgroups in hybrid mode not supported") cannot.
+   * Returns undefined when usable, else the runtime's message.
+   */
+  private async probe(rt: RuntimeInfo): Promise<string | undefined> {
+    const layout = await this.cgroupLayout();
+    const dir = await mkdtemp(path.join(tmpdir(), "runtara-oci-probe-"));
+    const id = `runtara_probe_${randomBytes(6).toString("hex")}`;
+    const cgroupRel = `${this.cgroupParent}/${id}`;
+    const marker = "/runtara-probe-exec";
+    try {
+      await mkdir(path.join(dir, "rootfs"));
+      await this.prepareRootfs(path.join(dir, "rootfs"));
+      const config = buildOciConfig({
+        rootfs: path.join(dir, "rootfs"),
+        args: [marker],
+        env: {},
+        hostname: "probe",
+        cgroupsPath: `${cgroupRel}/${LEAF}`,
+        limits: { memoryBytes: 64 * 1024 * 1024, cpuQuotaUs: 100_000, cpuPeriodUs: 100_000, pidsLimit: 16, nofile: 64 },
+        networkMode: "none",
+        seccomp: this.seccomp,
+      });
+      await writeFile(path.join(dir, "config.json"), JSON.stringify(config));
+      const r = await this.exec(rt, ["run", "--bundle", dir, id], 15_000);
+      const said = `${r.stderr}\n${r.stdout}`.trim();
+      if (r.exitCode !== 0 && said.includes(marker)) return undefined;
+      return lastLine(said) || `exit ${r.exitCode ?? r.signal}`;
+    } finally {
+      await this.exec(rt, ["delete", "--force", id]);
+      await removeCgroup(layout, cgroupRel, [LEAF]);
+      await rm(dir, { recursive: true, force: true });
+      this.preparedRootfs.delete(path.join(dir, "rootfs"));
+    }
+  }
+
+  private cgroupLayout(): Promise<CgroupLayout> {
+    this.cgroups ??= detectCgroupLayout();
+    return this.cgroups;
+  }
+
+  /**
+   * A container with this id left by an earlier run of the instance (the environment died
+   * before deleting it): delete it when stopped, refuse when it is still running. Also removes
+   * a stale cgroup directory, whose counters would otherwise be added to this run's.
+   */
+  private async clearStale(rt: RuntimeInfo, layout: CgroupLayout, containerId: string, cgroupRel: string): Promise<void> {
+    if (await this.containerExists(rt, containerId)) {
+      const s = await this.exec(rt, ["state", containerId]);
+      let status = "unknown";
+      try {
+        status = (JSON.parse(s.stdout) as { status?: string }).status ?? status;
+      } catch {
+        // state failed: the container vanished meanwhile, or its state is corrupt; delete decides
+      }
+      if (status === "running" || status === "created" || status === "paused") {
+        throw new LaunchError("already_running", `container ${containerId} already exists and is ${status}`);
+      }
+      await this.exec(rt, ["delete", "--force", containerId]);
+    }
+    const left = await removeCgroup(layout, cgroupRel, [LEAF]);
+    if (left.length > 0) throw new LaunchError("already_running", `cgroup of container ${containerId} is still in use: ${left.join(", ")}`);
+  }
+
+  /** Whether the runtime still holds state for the id; unknown state root → assume yes. */
+  private async containerExists(rt: RuntimeInfo, containerId: string): Promise<boolean> {
+    if (rt.stateRoot === undefined) return true;
+    try {
+      await stat(path.join(rt.stateRoot, containerId));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Mount points the runtime needs in the read-only root (it would otherwise create them in
+   * the image directory itself on the first launch, racing concurrent launches). Idempotent and
+   * best-effort: a rootfs where this fails (say `tmp` is a file) fails in the runtime instead,
+   * with its own clear message.
+   */
+  private async prepareRootfs(rootfs: string): Promise<void> {
+    if (this.preparedRootfs.has(rootfs)) return;
+    let complete = true;
+    for (const d of ["proc", "dev", "data", "tmp", "etc"]) {
+      await mkdir(path.join(rootfs, d), { mode: 0o755 }).catch((e: NodeJS.ErrnoException) => {
+        if (e.code !== "EEXIST") complete = false;
+      });
+    }
+    for (const f of ["etc/hosts", "etc/resolv.conf"]) {
+      await open(path.join(rootfs, f), constants.O_WRONLY | constants.O_CREAT | constants.O_NOFOLLOW, 0o644).then(
+        (h) => h.close(),
+        () => (complete = false),
+      );
+    }
+    if (complete) this.preparedRootfs.add(rootfs);
+  }
+
+  private globalArgs(): string[] {
+    return this.options.stateRoot !== undefined ? ["--root", this.options.stateRoot] : [];
+  }
+
+  private exec(rt: RuntimeInfo, args: string[], timeout = 10_000) {
+    return execa(rt.command, [...this.globalArgs(), ...args], { reject: false, timeout, stdin: "ignore" });
+  }
+}
+
+/**
+ * Waits until the runtime has written the pid file (the container process is running), the
+ * runtime exited, or the timeout passed. inotify on the run directory, not polling.
+ */
+async function waitForStart(
+  runDir: string,
+  pidFile: string,
+  runtimePid: number | undefined,
+  runtimeExit: Promise<unknown>,
+  timeoutMs: number,
+): Promise<InitPid | "exited" | "timeout"> {
+  let watcher: FSWatcher | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await new Promise<InitPid | "exited" | "timeout">((resolve) => {
+      const check = () => void readInitPid(pidFile, runtimePid).then((found) => found && resolve(found));
+      try {
+        watcher = watch(runDir, (_event, name) => {
+          if (name === PID_FILE) check();
+        });
+        watcher.on("error", () => {}); // the run dir vanished: the runtime's exit decides
+      } catch {
+        // No inotify watch available: the runtime's exit or the timeout still settles this.
+      }
+      check();
+      void runtimeExit.then(() => resolve("exited"));
+      timer = setTimeout(() => resolve("timeout"), timeoutMs);
+    });
+  } finally {
+    watcher?.close();
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Reads the pid file runc writes once the container process runs; null while it is absent.
+ * The file sits in the container's /data, so its pid is trusted only if that process is the
+ * runtime's child (the container's init); otherwise (forged, or init already exited and the
+ * pid reused) the caller falls back to the runtime's own pid.
+ */
+async function readInitPid(pidFile: string, runtimePid: number | undefined): Promise<InitPid | null> {
+  let text: string;
+  try {
+    // O_NOFOLLOW: never follow a link planted in the run directory.
+    const h = await open(pidFile, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    try {
+      text = await h.readFile("utf8");
+    } finally {
+      await h.close();
+    }
+  } catch {
+    return null;
+  }
+  if (!/^\d+\s*$/.test(text)) return null; // not (fully) written yet
+  const pid = Number(text.trim());
+  const st = await readProcStat(pid);
+  return st !== null && st.ppid === runtimePid && runtimePid !== undefined ? { pid, startTime: st.startTime } : { pid: undefined };
+}
+
+type InitPid = { pid: number; startTime: bigint } | { pid: undefined };
+
+/** Writes via a new temporary file renamed over the target, so a planted symlink is replaced, not followed. */
+async function writeFileReplacing(file: string, data: string): Promise<void> {
+  const tmp = `${file}.${randomBytes(6).toString("hex")}.tmp`;
+  const h = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o644);
+  try {
+    await h.writeFile(data);
+  } finally {
+    await h.close();
+  }
+  await rename(tmp, file);
+}
+
+function ignoreEnoent(e: unknown): void {
+  if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+}
+
+function lastLine(text: string): string {
+  const lines = text.trim().split("\n");
+  return (lines[lines.length - 1] ?? "").slice(0, 500);
+}
+

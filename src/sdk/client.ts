@@ -1,0 +1,74 @@
+import { Code, ConnectError, createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { InstanceService } from "../../gen/runtara/core/v1/instance_pb.js";
+import type { RuntimeSettings } from "./settings.js";
+import { backoff, delay } from "./timers.js";
+
+export type InstanceClient = Client<typeof InstanceService>;
+
+/** Adds `authorization: Bearer <RUNTARA_INSTANCE_TOKEN>` to every call. */
+export function bearerInterceptor(token: string): Interceptor {
+  return (next) => async (req) => {
+    req.header.set("authorization", `Bearer ${token}`);
+    return await next(req);
+  };
+}
+
+/**
+ * Retries unary calls that fail with UNAVAILABLE (core restarting, connection refused)
+ * until the call's own deadline, so a short core outage does not fail a workflow. Every
+ * InstanceService call tolerates a repeat: checkpoints are first-write-wins, and the
+ * status-changing calls are guarded and report `applied`. Streams are not retried here;
+ * the signal watcher reconnects on its own.
+ */
+export function retryUnavailableInterceptor(initialMs = 100, maxMs = 2_000): Interceptor {
+  return (next) => async (req) => {
+    if (req.stream) return await next(req);
+    // Stop retrying before the call's deadline, so the caller sees the real cause
+    // ("connection refused") rather than a bare deadline_exceeded.
+    const timeoutMs = Number(req.header.get("connect-timeout-ms"));
+    const deadline = timeoutMs > 0 ? Date.now() + timeoutMs : Number.POSITIVE_INFINITY;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await next(req);
+      } catch (err) {
+        if (!(err instanceof ConnectError) || err.code !== Code.Unavailable || req.signal.aborted) throw err;
+        const wait = backoff(attempt, initialMs, maxMs);
+        if (Date.now() + wait + 100 >= deadline) throw err;
+        try {
+          await delay(wait, { signal: req.signal });
+        } catch {
+          throw err; // aborted while waiting: report the last real failure
+        }
+      }
+    }
+  };
+}
+
+/**
+ * h2c (or h2 over TLS) to core: one connection carries the WatchSignals stream and every
+ * unary call. Pings detect a dead connection under an idle watch stream.
+ */
+export function createInstanceTransport(settings: RuntimeSettings): Transport {
+  return createConnectTransport({
+    baseUrl: settings.coreUrl,
+    httpVersion: "2",
+    useBinaryFormat: true,
+    defaultTimeoutMs: settings.requestTimeoutMs,
+    pingIntervalMs: 15_000,
+    pingTimeoutMs: 10_000,
+    interceptors: [bearerInterceptor(settings.token), retryUnavailableInterceptor()],
+    ...(settings.skipCertVerification && settings.coreUrl.startsWith("https:")
+      ? { nodeOptions: { rejectUnauthorized: false } }
+      : {}),
+  });
+}
+
+export function createInstanceClient(transport: Transport): InstanceClient {
+  return createClient(InstanceService, transport);
+}
+
+/** True for a refusal because the instance is in the wrong state for the call. */
+export function isFailedPrecondition(err: unknown): boolean {
+  return err instanceof ConnectError && err.code === Code.FailedPrecondition;
+}
