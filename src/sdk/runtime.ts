@@ -293,8 +293,10 @@ export class WorkflowRuntime<I = unknown> implements WorkflowContext<I>, SignalS
       });
       this.onSignal(saved.signal);
       if (saved.found) value = decodeJson(saved.state, `checkpoint "${key}"`) ?? null;
-      // Acknowledge only after the payload is durable: at-least-once, never lost.
-      await this.ackCustom(name, "warn");
+      // Acknowledge only after the payload is durable: at-least-once, never lost. The workflow
+      // need not wait for the acknowledgement (replays read the checkpoint), which saves a
+      // round trip on every signal.
+      void this.ackCustom(name, "warn");
     }
     if (typeof signal !== "string" && signal.parse) return signal.parse(value);
     return value as T;
