@@ -45,6 +45,10 @@ export interface EnvironmentOptions {
   cpuLimit?: number;
   /** Processes and threads a container may have. @default 512 */
   pidsLimit?: number;
+  /** Safety-net query interval of the wake scheduler, ms (timers and NOTIFY do the precise work). @default 5000 */
+  wakeReconcileIntervalMs?: number;
+  /** Launch attempts of a wake before the instance is FAILED (launch_failed). @default 3 */
+  wakeMaxAttempts?: number;
 }
 
 export type CompiledOptions = Readonly<Required<Omit<EnvironmentOptions, "databaseUrl" | "ociRuntime">>> & {
@@ -72,6 +76,8 @@ const defaults = {
   memoryLimitBytes: 512 * 1024 * 1024,
   cpuLimit: 1,
   pidsLimit: 512,
+  wakeReconcileIntervalMs: 5_000,
+  wakeMaxAttempts: 3,
 } satisfies Omit<Required<EnvironmentOptions>, "databaseUrl" | "ociRuntime">;
 
 /** A configuration value that cannot be used; the message names the variable or option. */
@@ -105,6 +111,8 @@ export function compileOptions(options: EnvironmentOptions = {}): CompiledOption
   if (!REPLICA_ID.test(o.replicaId)) throw new ConfigError(`replicaId must match [A-Za-z0-9._:-]{1,128}`);
   positiveInt("memoryLimitBytes", o.memoryLimitBytes);
   positiveInt("pidsLimit", o.pidsLimit);
+  positiveInt("wakeReconcileIntervalMs", o.wakeReconcileIntervalMs);
+  positiveInt("wakeMaxAttempts", o.wakeMaxAttempts);
   if (!(o.cpuLimit > 0 && o.cpuLimit <= 1024)) throw new ConfigError(`cpuLimit must be a number of CPUs in (0, 1024], got ${o.cpuLimit}`);
   return Object.freeze({
     ...o,
@@ -215,5 +223,7 @@ export function readEnvironmentOptions(env: NodeJS.ProcessEnv): EnvironmentOptio
     memoryLimitBytes: int("RUNTARA_MEMORY_LIMIT_BYTES", 4 * 1024 * 1024),
     cpuLimit: num("RUNTARA_CPU_LIMIT", 0.01, 1024),
     pidsLimit: int("RUNTARA_PIDS_LIMIT", 1, 1_000_000),
+    wakeReconcileIntervalMs: int("RUNTARA_WAKE_RECONCILE_INTERVAL_MS", 100, 3_600_000),
+    wakeMaxAttempts: int("RUNTARA_WAKE_MAX_ATTEMPTS", 1, 100),
   };
 }

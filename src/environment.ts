@@ -11,6 +11,7 @@ import { ImageService, ImageStore } from "./images/index.js";
 import { countActiveInstances } from "./instances/repository.js";
 import { InstanceService } from "./instances/service.js";
 import { createRunners } from "./runner/index.js";
+import { WakeScheduler } from "./scheduler/wake-scheduler.js";
 import type { OnePortServer } from "./server/http.js";
 import { environmentRoutes } from "./server/routes.js";
 import { serve } from "./server/serve.js";
@@ -43,6 +44,7 @@ export class Environment {
   private gateway: CoreGateway | undefined;
   private tokenSet: Tokens | undefined;
   private instances: InstanceService | undefined;
+  private wakes: WakeScheduler | undefined;
   private readonly shutdown = new AbortController();
   private resolvedDatabaseUrl: string | undefined;
 
@@ -169,6 +171,14 @@ export class Environment {
         readMaxBytes: 64 * 1024 * 1024,
         shutdownSignal: this.shutdown.signal,
       });
+      this.wakes = new WakeScheduler(
+        db,
+        this.listener,
+        (claimed) => instances.wake(claimed.target, claimed.attempt, o.wakeMaxAttempts),
+        this.logger.child({ component: "wake-scheduler" }),
+        { reconcileIntervalMs: o.wakeReconcileIntervalMs, batchSize: 100 },
+      );
+      this.wakes.start();
       this.state = "running";
       this.logger.info({ port: this.server.address.port, host: o.httpHost, version: VERSION }, "environment listening");
     } catch (e) {
@@ -197,6 +207,10 @@ export class Environment {
         this.logger.error({ err: e }, `could not ${what}`);
       }
     };
+    if (this.wakes) {
+      const wakes = this.wakes;
+      await attempt("stop the wake scheduler", () => wakes.stop());
+    }
     if (this.server) {
       const server = this.server;
       await attempt("close the server", async () => {
@@ -227,6 +241,7 @@ export class Environment {
       await attempt("stop embedded PostgreSQL", () => embedded.stop());
     }
     this.server = undefined;
+    this.wakes = undefined;
     this.core = undefined;
     this.listener = undefined;
     this.gateway = undefined;

@@ -114,7 +114,10 @@ describe("core InstanceService and CoreService", () => {
     assert.equal(r.termination_reason, "sleeping");
     assert.ok(Math.abs(new Date(r.sleep_until).getTime() - (before + 60_000)) < 5_000);
     assert.equal(await count("checkpoints", id), 1);
-    // A relaunch registers from SUSPENDED and clears the wake time.
+    // A suspended instance cannot be revived by a stray process...
+    await rejects(c.register({ instanceId: id }), Code.FailedPrecondition, /SUSPENDED/);
+    // ...only by a relaunch, which the environment moves to PENDING first (as the wake does).
+    await t.query(`UPDATE instances SET status = 'pending', sleep_until = NULL WHERE instance_id = $1`, [id]);
     const reg = await c.register({ instanceId: id, checkpointId: "sleep:0" });
     assert.equal(reg.found, true);
     assert.deepEqual(dec(reg.state), { wakeAt: 1 });

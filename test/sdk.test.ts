@@ -59,7 +59,9 @@ describe("workflow SDK in real child processes", () => {
     assert.ok(slept.sleep_until);
     const wakeAt = new Date(slept.sleep_until).getTime();
     await new Promise((r) => setTimeout(r, Math.max(0, wakeAt - Date.now())));
-    // The wake (done by the scheduler in production) relaunches from the sleep's checkpoint.
+    // The wake (done by the scheduler in production) moves it to PENDING and relaunches it
+    // from the sleep's checkpoint.
+    await t.query(`UPDATE instances SET status = 'pending', sleep_until = NULL WHERE instance_id = $1`, [id]);
     const second = await run("multi-step-sleep.ts", id, slept.checkpoint_id);
     assert.equal(second.exitCode, 0, second.stderr);
     const done = await row(id);
@@ -115,6 +117,7 @@ describe("workflow SDK in real child processes", () => {
     assert.equal(r.termination_reason, "paused");
     // A signal sent while it is suspended waits for the next run.
     await env.sendCustomSignal({ tenantId: "tenant-a", instanceId: id, checkpointId: "approval", payload: enc({ approved: false }) });
+    await t.query(`UPDATE instances SET status = 'pending' WHERE instance_id = $1`, [id]); // as ResumeInstance does
     const resumed = await run("wait-for-signal.ts", id, r.checkpoint_id ?? undefined);
     assert.equal(resumed.exitCode, 0, resumed.stderr);
     assert.equal((await row(id)).status, "completed");

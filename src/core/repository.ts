@@ -60,14 +60,17 @@ export async function currentStatus(db: Db, instanceId: string): Promise<Status 
   return db.maybeOneFirst(sql.type(z.object({ status }))`SELECT status FROM instances WHERE instance_id = ${instanceId}`);
 }
 
-/** PENDING|RUNNING|SUSPENDED -> RUNNING (first start or relaunch). */
+/**
+ * PENDING|RUNNING -> RUNNING (first start, or a relaunch: resume and wake move SUSPENDED to
+ * PENDING before launching, so a stray old process cannot revive a suspended instance).
+ */
 export async function register(db: Db, instanceId: string, checkpointId: string) {
   return db.maybeOne(sql.type(z.object({ status, tenant_id: z.string(), input: bytes.nullable() }).merge(signalColumns))`
     WITH u AS (
       UPDATE instances
       SET status = 'running', started_at = now(), heartbeat_at = now(), finished_at = NULL,
-          termination_reason = NULL, sleep_until = NULL, exit_code = NULL
-      WHERE instance_id = ${instanceId} AND status IN ('pending', 'running', 'suspended')
+          termination_reason = NULL, sleep_until = NULL, exit_code = NULL, launch_attempts = 0
+      WHERE instance_id = ${instanceId} AND status IN ('pending', 'running')
       RETURNING status, tenant_id, input
     ), e AS (
       INSERT INTO instance_events (instance_id, event_type, checkpoint_id)

@@ -308,3 +308,51 @@ export async function countInstances(db: Db, q: InstanceListQuery): Promise<bigi
   return db.oneFirst(sql.type(z.object({ count: z.bigint() }))`
     SELECT count(*) AS count FROM instances WHERE ${sql.join(listFilters({ ...q, after: undefined }), sql.fragment` AND `)}`);
 }
+
+/**
+ * Claims due sleepers in one statement: SKIP LOCKED so several environments on one database
+ * never claim the same row, and SUSPENDED -> PENDING (wake time cleared) so each wake fires
+ * exactly once. A relaunch that dies before registering is then settled as crashed.
+ */
+export interface ClaimedWake {
+  target: LaunchTarget;
+  attempt: number;
+  wakeAtMs: number;
+}
+
+export async function claimDueWakes(db: Db, limit: number): Promise<readonly ClaimedWake[]> {
+  const row = launchRow.innerType().extend({ launch_attempts: z.number(), sleep_until: z.number() });
+  const rows = await db.any(sql.type(row)`
+    WITH due AS (
+      SELECT instance_id, sleep_until FROM instances
+      WHERE status = 'suspended' AND sleep_until IS NOT NULL AND sleep_until <= now() AND image_id IS NOT NULL
+      ORDER BY sleep_until
+      LIMIT ${limit}
+      FOR UPDATE SKIP LOCKED
+    ), u AS (
+      UPDATE instances i
+      SET status = 'pending', termination_reason = NULL, launch_attempts = i.launch_attempts + 1,
+          sleep_until = NULL
+      FROM due WHERE i.instance_id = due.instance_id
+      RETURNING i.instance_id, i.tenant_id, i.image_id, i.timeout_seconds, i.checkpoint_id, i.env, i.launch_attempts,
+        due.sleep_until
+    )
+    SELECT u.instance_id, u.tenant_id, u.image_id::text, img.runner_type, u.timeout_seconds, u.checkpoint_id, u.env,
+      u.launch_attempts, u.sleep_until
+    FROM u JOIN images img ON img.image_id = u.image_id`);
+  return rows.map((r) => ({ target: launchRow.parse(r), attempt: r.launch_attempts, wakeAtMs: r.sleep_until }));
+}
+
+/** PENDING (a failed wake launch) -> SUSPENDED(sleeping) again, due after `delayMs`. */
+export async function rescheduleWake(db: Db, instanceId: string, delayMs: number): Promise<void> {
+  await db.query(sql.unsafe`
+    UPDATE instances
+    SET status = 'suspended', termination_reason = 'sleeping', sleep_until = now() + ${delayMs} * interval '1 millisecond'
+    WHERE instance_id = ${instanceId} AND status = 'pending'`);
+}
+
+/** The earliest wake time of any sleeper, or null. Served by the partial index on sleepers. */
+export async function nextWakeAt(db: Db): Promise<number | null> {
+  return db.oneFirst(sql.type(z.object({ next: z.number().nullable() }))`
+    SELECT min(sleep_until) AS next FROM instances WHERE status = 'suspended' AND sleep_until IS NOT NULL`);
+}

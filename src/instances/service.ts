@@ -200,36 +200,10 @@ export class InstanceService {
     return this.runners.runnerFor(kind);
   }
 
+  /** Launches; a failure settles the instance as FAILED (launch_failed) and is reported. */
   private async launch(target: LaunchTarget): Promise<void> {
-    const runDir = path.join(this.options.dataDir, "runs", target.tenantId, target.instanceId);
     try {
-      const runner = await this.checkRunnable(target.runnerType);
-      await mkdir(runDir, { recursive: true });
-      const deadlineMs = Date.now() + target.timeoutSeconds * 1000;
-      const process = await runner.launch({
-        instanceId: target.instanceId,
-        tenantId: target.tenantId,
-        binaryPath: this.images.binaryPath(target.imageId),
-        bundlePath: this.images.bundlePath(target.imageId),
-        runDir,
-        env: this.instanceEnv(target),
-        networkMode: this.options.networkMode,
-        limits: this.options.limits,
-      });
-      // Registered before tracking: a process that exits at once must find its row to delete.
-      await repo.insertRunningProcess(this.db, {
-        instanceId: target.instanceId,
-        runner: runner.kind,
-        containerId: process.containerId ?? "",
-        pid: process.pid,
-        processStartTime: process.startTime,
-        replicaId: this.options.replicaId,
-        host: os.hostname(),
-        runDir,
-        deadlineMs,
-      });
-      this.supervisor.track(target.instanceId, process, deadlineMs);
-      this.logger.info({ instanceId: target.instanceId, pid: process.pid, runner: runner.kind, launchMs: process.launchMs }, "instance launched");
+      await this.spawn(target);
     } catch (e) {
       const message = e instanceof Error ? e.message : String(e);
       await repo.markLaunchFailed(this.db, target.instanceId, `launch failed: ${message}`);
@@ -237,6 +211,58 @@ export class InstanceService {
       if (e instanceof FailedPrecondition) throw e;
       throw new FailedPrecondition(`launch failed: ${message} (instance ${target.instanceId} is FAILED, launch_failed)`);
     }
+  }
+
+  /**
+   * Relaunches an instance the wake scheduler claimed (it is PENDING now). A failed launch is
+   * retried with backoff (back to SUSPENDED with a later wake time); after `maxAttempts` the
+   * instance is FAILED (launch_failed).
+   */
+  async wake(target: LaunchTarget, attempt: number, maxAttempts: number): Promise<void> {
+    try {
+      await this.spawn(target);
+    } catch (e) {
+      const message = e instanceof Error ? e.message : String(e);
+      if (attempt >= maxAttempts) {
+        await repo.markLaunchFailed(this.db, target.instanceId, `launch failed after ${attempt} attempts: ${message}`);
+        this.logger.error({ err: e, instanceId: target.instanceId, attempt }, "wake failed for good");
+        return;
+      }
+      const delayMs = Math.min(1_000 * 2 ** (attempt - 1), 60_000);
+      await repo.rescheduleWake(this.db, target.instanceId, delayMs);
+      this.logger.warn({ err: e, instanceId: target.instanceId, attempt, delayMs }, "wake launch failed; retrying later");
+    }
+  }
+
+  private async spawn(target: LaunchTarget): Promise<void> {
+    const runDir = path.join(this.options.dataDir, "runs", target.tenantId, target.instanceId);
+    const runner = await this.checkRunnable(target.runnerType);
+    await mkdir(runDir, { recursive: true });
+    const deadlineMs = Date.now() + target.timeoutSeconds * 1000;
+    const process = await runner.launch({
+      instanceId: target.instanceId,
+      tenantId: target.tenantId,
+      binaryPath: this.images.binaryPath(target.imageId),
+      bundlePath: this.images.bundlePath(target.imageId),
+      runDir,
+      env: this.instanceEnv(target),
+      networkMode: this.options.networkMode,
+      limits: this.options.limits,
+    });
+    // Registered before tracking: a process that exits at once must find its row to delete.
+    await repo.insertRunningProcess(this.db, {
+      instanceId: target.instanceId,
+      runner: runner.kind,
+      containerId: process.containerId ?? "",
+      pid: process.pid,
+      processStartTime: process.startTime,
+      replicaId: this.options.replicaId,
+      host: os.hostname(),
+      runDir,
+      deadlineMs,
+    });
+    this.supervisor.track(target.instanceId, process, deadlineMs);
+    this.logger.info({ instanceId: target.instanceId, pid: process.pid, runner: runner.kind, launchMs: process.launchMs }, "instance launched");
   }
 
   /** Exactly the variables of SPEC §4 plus the caller's env; nothing leaks from this process. */

@@ -630,8 +630,9 @@ export const FailResponseSchema: GenMessage<FailResponse> = /*@__PURE__*/
  */
 export const InstanceService: GenService<{
   /**
-   * Marks the instance RUNNING (from PENDING, or from SUSPENDED on a relaunch) and returns
-   * its input and the checkpoint to resume from. FAILED_PRECONDITION for terminal instances.
+   * Marks the instance RUNNING (from PENDING: a first start, or a relaunch that the
+   * environment moved from SUSPENDED to PENDING) and returns its input and the checkpoint to
+   * resume from. FAILED_PRECONDITION for terminal or SUSPENDED instances.
    *
    * @generated from rpc runtara.core.v1.InstanceService.Register
    */
