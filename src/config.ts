@@ -49,6 +49,10 @@ export interface EnvironmentOptions {
   wakeReconcileIntervalMs?: number;
   /** Launch attempts of a wake before the instance is FAILED (launch_failed). @default 3 */
   wakeMaxAttempts?: number;
+  /** A RUNNING instance silent this long is killed and FAILED (heartbeat_timeout), ms. @default 120000 */
+  heartbeatTimeoutMs?: number;
+  /** How often the heartbeat monitor checks, ms. @default 15000 */
+  heartbeatCheckIntervalMs?: number;
 }
 
 export type CompiledOptions = Readonly<Required<Omit<EnvironmentOptions, "databaseUrl" | "ociRuntime">>> & {
@@ -78,6 +82,8 @@ const defaults = {
   pidsLimit: 512,
   wakeReconcileIntervalMs: 5_000,
   wakeMaxAttempts: 3,
+  heartbeatTimeoutMs: 120_000,
+  heartbeatCheckIntervalMs: 15_000,
 } satisfies Omit<Required<EnvironmentOptions>, "databaseUrl" | "ociRuntime">;
 
 /** A configuration value that cannot be used; the message names the variable or option. */
@@ -113,6 +119,8 @@ export function compileOptions(options: EnvironmentOptions = {}): CompiledOption
   positiveInt("pidsLimit", o.pidsLimit);
   positiveInt("wakeReconcileIntervalMs", o.wakeReconcileIntervalMs);
   positiveInt("wakeMaxAttempts", o.wakeMaxAttempts);
+  positiveInt("heartbeatTimeoutMs", o.heartbeatTimeoutMs);
+  positiveInt("heartbeatCheckIntervalMs", o.heartbeatCheckIntervalMs);
   if (!(o.cpuLimit > 0 && o.cpuLimit <= 1024)) throw new ConfigError(`cpuLimit must be a number of CPUs in (0, 1024], got ${o.cpuLimit}`);
   return Object.freeze({
     ...o,
@@ -155,6 +163,10 @@ export function readEnvironmentOptions(env: NodeJS.ProcessEnv): EnvironmentOptio
       throw new ConfigError(`${name} must be an integer between ${min} and ${max}, got "${v}"`);
     }
     return Number(v);
+  };
+  const seconds = (name: string, min: number, max: number) => {
+    const v = int(name, min, max);
+    return v === undefined ? undefined : v * 1000;
   };
   const num = (name: string, min: number, max: number) => {
     const v = str(name);
@@ -225,5 +237,7 @@ export function readEnvironmentOptions(env: NodeJS.ProcessEnv): EnvironmentOptio
     pidsLimit: int("RUNTARA_PIDS_LIMIT", 1, 1_000_000),
     wakeReconcileIntervalMs: int("RUNTARA_WAKE_RECONCILE_INTERVAL_MS", 100, 3_600_000),
     wakeMaxAttempts: int("RUNTARA_WAKE_MAX_ATTEMPTS", 1, 100),
+    heartbeatTimeoutMs: seconds("RUNTARA_HEARTBEAT_TIMEOUT_SECS", 1, 86_400),
+    heartbeatCheckIntervalMs: seconds("RUNTARA_HEARTBEAT_CHECK_INTERVAL_SECS", 1, 3_600),
   };
 }

@@ -11,6 +11,7 @@ import { ImageService, ImageStore } from "./images/index.js";
 import { countActiveInstances } from "./instances/repository.js";
 import { InstanceService } from "./instances/service.js";
 import { createRunners } from "./runner/index.js";
+import { HeartbeatMonitor } from "./scheduler/heartbeat-monitor.js";
 import { WakeScheduler } from "./scheduler/wake-scheduler.js";
 import type { OnePortServer } from "./server/http.js";
 import { environmentRoutes } from "./server/routes.js";
@@ -45,6 +46,7 @@ export class Environment {
   private tokenSet: Tokens | undefined;
   private instances: InstanceService | undefined;
   private wakes: WakeScheduler | undefined;
+  private heartbeats: HeartbeatMonitor | undefined;
   private readonly shutdown = new AbortController();
   private resolvedDatabaseUrl: string | undefined;
 
@@ -148,6 +150,7 @@ export class Environment {
         },
       );
       this.instances = instances;
+      await instances.recover();
       const startedAtMs = Date.now();
       const routes = environmentRoutes({
         images,
@@ -179,6 +182,12 @@ export class Environment {
         { reconcileIntervalMs: o.wakeReconcileIntervalMs, batchSize: 100 },
       );
       this.wakes.start();
+      this.heartbeats = new HeartbeatMonitor(
+        (timeoutMs) => instances.enforceHeartbeats(timeoutMs),
+        this.logger.child({ component: "heartbeat-monitor" }),
+        { timeoutMs: o.heartbeatTimeoutMs, intervalMs: o.heartbeatCheckIntervalMs },
+      );
+      this.heartbeats.start();
       this.state = "running";
       this.logger.info({ port: this.server.address.port, host: o.httpHost, version: VERSION }, "environment listening");
     } catch (e) {
@@ -207,6 +216,10 @@ export class Environment {
         this.logger.error({ err: e }, `could not ${what}`);
       }
     };
+    if (this.heartbeats) {
+      const heartbeats = this.heartbeats;
+      await attempt("stop the heartbeat monitor", () => heartbeats.stop());
+    }
     if (this.wakes) {
       const wakes = this.wakes;
       await attempt("stop the wake scheduler", () => wakes.stop());
@@ -242,6 +255,7 @@ export class Environment {
     }
     this.server = undefined;
     this.wakes = undefined;
+    this.heartbeats = undefined;
     this.core = undefined;
     this.listener = undefined;
     this.gateway = undefined;

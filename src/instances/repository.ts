@@ -356,3 +356,57 @@ export async function nextWakeAt(db: Db): Promise<number | null> {
   return db.oneFirst(sql.type(z.object({ next: z.number().nullable() }))`
     SELECT min(sleep_until) AS next FROM instances WHERE status = 'suspended' AND sleep_until IS NOT NULL`);
 }
+
+const processRow = z
+  .object({
+    instance_id: z.string(),
+    runner: z.enum(["oci", "native"]),
+    container_id: z.string(),
+    pid: z.number(),
+    process_start_time: z.bigint(),
+    run_dir: z.string(),
+    deadline: z.number(),
+  })
+  .transform((r) => ({
+    instanceId: r.instance_id,
+    runner: r.runner,
+    containerId: r.container_id,
+    pid: r.pid,
+    startTime: r.process_start_time,
+    runDir: r.run_dir,
+    deadlineMs: r.deadline,
+  }));
+
+/** Processes a previous run of this replica launched on this host (restart recovery). */
+export async function processesOf(db: Db, host: string, replicaId: string) {
+  return db.any(sql.type(processRow)`
+    SELECT instance_id, runner, container_id, pid, process_start_time, run_dir, deadline
+    FROM running_processes WHERE host = ${host} AND replica_id = ${replicaId}`);
+}
+
+/** RUNNING instances of this replica whose heartbeat is older than the timeout. */
+export async function staleOwnedInstances(db: Db, host: string, replicaId: string, timeoutMs: number): Promise<readonly string[]> {
+  return db.anyFirst(sql.type(z.object({ instance_id: z.string() }))`
+    SELECT i.instance_id FROM instances i JOIN running_processes p ON p.instance_id = i.instance_id
+    WHERE i.status = 'running' AND p.host = ${host} AND p.replica_id = ${replicaId}
+      AND i.heartbeat_at < now() - ${timeoutMs} * interval '1 millisecond'`);
+}
+
+/**
+ * RUNNING -> FAILED(orphaned): silent past the heartbeat timeout with no environment tracking
+ * a process for it, or silent past twice the timeout although a (dead) replica still lists
+ * one. One guarded statement, safe to run from every replica.
+ */
+export async function failOrphans(db: Db, timeoutMs: number): Promise<readonly string[]> {
+  return db.anyFirst(sql.type(z.object({ instance_id: z.string() }))`
+    UPDATE instances i
+    SET status = 'failed', termination_reason = 'orphaned', finished_at = now(),
+        error = 'no environment process tracks this instance and it stopped sending heartbeats'
+    WHERE i.status = 'running'
+      AND (
+        (i.heartbeat_at < now() - ${timeoutMs} * interval '1 millisecond'
+          AND NOT EXISTS (SELECT 1 FROM running_processes p WHERE p.instance_id = i.instance_id))
+        OR i.heartbeat_at < now() - ${2 * timeoutMs} * interval '1 millisecond'
+      )
+    RETURNING i.instance_id`);
+}

@@ -11,7 +11,7 @@ import type { ChannelHub } from "../db/index.js";
 import { FailedPrecondition, InvalidArgument, NotFound } from "../errors.js";
 import type { ImageStore, RunnerKind } from "../images/index.js";
 import { findImage } from "../images/repository.js";
-import type { ResourceLimits, Runner, Runners } from "../runner/index.js";
+import { isSameProcess, type ResourceLimits, type Runner, type Runners } from "../runner/index.js";
 import type { CoreGateway } from "./core-gateway.js";
 import * as repo from "./repository.js";
 import { Supervisor } from "./supervisor.js";
@@ -138,6 +138,55 @@ export class InstanceService {
       this.logger.warn({ instanceId }, "instance has no process on this replica; forcing CANCELLED");
     }
     return (await repo.markCancelled(this.db, tenantId, instanceId)) ?? "cancelled";
+  }
+
+  /**
+   * Restart recovery: adopts the processes an earlier run of this replica launched on this
+   * host. Each is recognised by pid AND process start time (a reused pid is never mistaken),
+   * and watched again (exit, timeout); one that is gone is settled from the database status
+   * like any exit (crashed if it never reported). Healthy workflows are never killed.
+   */
+  async recover(): Promise<{ adopted: number; gone: number }> {
+    const rows = await repo.processesOf(this.db, os.hostname(), this.options.replicaId);
+    let adopted = 0;
+    let gone = 0;
+    for (const r of rows) {
+      const proc = await this.runners.runnerFor(r.runner).adopt({
+        instanceId: r.instanceId,
+        pid: r.pid,
+        startTime: r.startTime,
+        containerId: r.containerId === "" ? undefined : r.containerId,
+        runDir: r.runDir,
+      });
+      if (proc === null) {
+        // Gone while nobody watched: settle it from the database status like any exit.
+        gone++;
+        await repo.recordRunEnd(this.db, r.instanceId, { exitCode: null, stderrTail: "", memoryPeakBytes: undefined, cpuUsageUsec: undefined, verdict: "crashed" });
+        await repo.deleteRunningProcess(this.db, r.instanceId, r.pid);
+        continue;
+      }
+      if (await isSameProcess(r.pid, r.startTime)) adopted++;
+      else gone++;
+      this.supervisor.track(r.instanceId, proc, r.deadlineMs);
+    }
+    if (rows.length > 0) this.logger.info({ adopted, gone }, "recovered processes of the previous run");
+    return { adopted, gone };
+  }
+
+  /**
+   * Heartbeat check: kills this replica's RUNNING instances that have been silent longer
+   * than the timeout (FAILED heartbeat_timeout), and fails orphans cluster-wide.
+   */
+  async enforceHeartbeats(timeoutMs: number): Promise<void> {
+    const stale = await repo.staleOwnedInstances(this.db, os.hostname(), this.options.replicaId, timeoutMs);
+    await Promise.all(
+      stale.map(async (instanceId) => {
+        this.logger.warn({ instanceId, timeoutMs }, "no heartbeat: killing the instance");
+        await this.supervisor.stop(instanceId, 0, "heartbeat_timeout");
+      }),
+    );
+    const orphans = await repo.failOrphans(this.db, timeoutMs);
+    for (const instanceId of orphans) this.logger.warn({ instanceId }, "instance orphaned: FAILED");
   }
 
   /**

@@ -1,0 +1,154 @@
+import assert from "node:assert/strict";
+import { readFile } from "node:fs/promises";
+import net from "node:net";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { after, before, describe, it } from "node:test";
+import { execa, type ResultPromise } from "execa";
+import { InstanceStatus, TerminationReason } from "../gen/runtara/core/v1/types_pb.js";
+import { RunnerType } from "../gen/runtara/environment/v1/environment_pb.js";
+import { buildFixtures } from "./fixtures/build.js";
+import { environmentClient, freshDatabase, startEnvironment, stopTestPostgres, type TestDatabase } from "./helpers.js";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import pg from "pg";
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const TENANT = "tenant-sup";
+
+const freePort = () =>
+  new Promise<number>((resolve) => {
+    const s = net.createServer().listen(0, "127.0.0.1", () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+async function waitFor(cond: () => Promise<boolean>, ms = 30_000) {
+  const deadline = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error("condition not met in time");
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe("supervision", () => {
+  after(stopTestPostgres);
+
+  it("an instance that stops heartbeating is killed and FAILED heartbeat_timeout; an untracked silent one is orphaned", async () => {
+    const t = await startEnvironment({ heartbeatTimeoutMs: 2_000, heartbeatCheckIntervalMs: 500 });
+    try {
+      const env = environmentClient(t.baseUrl);
+      const binary = await readFile((await buildFixtures()).workflow);
+      const { imageId } = await env.registerImage({ tenantId: TENANT, name: "wf", binary, runnerType: RunnerType.NATIVE });
+      const { instanceId } = await env.startInstance({ tenantId: TENANT, imageId, env: { WORKFLOW_MODE: "hang" } });
+      const pid = (await t.query(`SELECT pid FROM running_processes WHERE instance_id = $1`, [instanceId]))[0]!.pid as number;
+      // An instance no environment tracks, silent for a while.
+      await t.query(
+        `INSERT INTO instances (instance_id, tenant_id, status, heartbeat_at, started_at) VALUES ('orphan-1', $1, 'running', now() - interval '1 minute', now() - interval '1 minute')`,
+        [TENANT],
+      );
+      await waitFor(async () => (await env.getInstanceStatus({ tenantId: TENANT, instanceId })).instance!.status === InstanceStatus.FAILED);
+      const s = (await env.getInstanceStatus({ tenantId: TENANT, instanceId })).instance!;
+      assert.equal(s.terminationReason, TerminationReason.HEARTBEAT_TIMEOUT);
+      await waitFor(async () => !alive(pid), 5_000);
+      await waitFor(async () => (await env.getInstanceStatus({ tenantId: TENANT, instanceId: "orphan-1" })).instance!.status === InstanceStatus.FAILED);
+      assert.equal((await env.getInstanceStatus({ tenantId: TENANT, instanceId: "orphan-1" })).instance!.terminationReason, TerminationReason.ORPHANED);
+    } finally {
+      await t.close();
+    }
+  });
+
+  describe("kill -9 of the environment process", () => {
+    let db: TestDatabase;
+    let dataDir: string;
+    let port: number;
+    let corePort: number;
+    let child: ResultPromise | undefined;
+
+    const startCli = async () => {
+      const proc = execa(process.execPath, ["--import", "tsx", path.join(root, "src/cli/environment.ts")], {
+        cwd: root,
+        reject: false,
+        env: {
+          RUNTARA_DATABASE_URL: db.url,
+          DATA_DIR: dataDir,
+          RUNTARA_ENV_HTTP_PORT: String(port),
+          RUNTARA_CORE_ADDR: `127.0.0.1:${corePort}`,
+          RUNTARA_REPLICA_ID: "recovery-test",
+          RUNTARA_WAKE_RECONCILE_INTERVAL_MS: "500",
+          LOG_LEVEL: "info",
+        },
+      });
+      await new Promise<void>((resolve, reject) => {
+        const onData = (d: Buffer) => d.toString().includes("environment listening") && resolve();
+        proc.stdout?.on("data", onData);
+        void proc.then((r) => reject(new Error(`environment exited early: ${r.stderr}`)));
+      });
+      child = proc;
+      // Wrapped: an execa subprocess is thenable, so returning it would await its exit.
+      return { proc };
+    };
+
+    before(async () => {
+      db = await freshDatabase();
+      dataDir = await mkdtemp(path.join(tmpdir(), "runtara-recovery-"));
+      port = await freePort();
+      corePort = await freePort();
+    });
+    after(async () => {
+      child?.kill("SIGTERM");
+      await child;
+      await db.drop();
+      await rm(dataDir, { recursive: true, force: true });
+    });
+
+    it("running instances are adopted and complete, due sleepers wake, nothing runs twice", async () => {
+      const { proc: first } = await startCli();
+      const env = environmentClient(`http://127.0.0.1:${port}`);
+      const binary = await readFile((await buildFixtures()).workflow);
+      const { imageId } = await env.registerImage({ tenantId: TENANT, name: "wf", binary, runnerType: RunnerType.NATIVE });
+      const running = await Promise.all(
+        [0, 1, 2].map(async () => (await env.startInstance({ tenantId: TENANT, imageId, env: { WORKFLOW_MODE: "slow", SLOW_MS: "6000" } })).instanceId),
+      );
+      const sleeping = (await env.startInstance({ tenantId: TENANT, imageId, env: { WORKFLOW_MODE: "sleep", SLEEP_MS: "1500" } })).instanceId;
+      const pool = new pg.Pool({ connectionString: db.url, max: 2 });
+      try {
+        const statusOf = async (id: string) => (await pool.query(`SELECT status FROM instances WHERE instance_id = $1`, [id])).rows[0]!.status as string;
+        await waitFor(async () => (await Promise.all(running.map(statusOf))).every((s) => s === "running"));
+        await waitFor(async () => (await statusOf(sleeping)) === "suspended");
+        const pids = (await pool.query(`SELECT pid FROM running_processes WHERE instance_id = ANY($1)`, [running])).rows.map((r) => r.pid as number);
+        assert.equal(pids.length, 3);
+
+        first.kill("SIGKILL");
+        await first;
+        assert.ok(pids.every(alive), "the workflows survive the environment's death");
+        await new Promise((r) => setTimeout(r, 1_500)); // the sleeper comes due while nobody runs
+
+        await startCli();
+        for (const id of [...running, sleeping]) {
+          await waitFor(async () => (await statusOf(id)) === "completed", 30_000);
+        }
+        const registered = await pool.query(
+          `SELECT instance_id, count(*)::int AS n FROM instance_events WHERE event_type = 'registered' AND instance_id = ANY($1) GROUP BY instance_id`,
+          [[...running, sleeping]],
+        );
+        const counts = Object.fromEntries(registered.rows.map((r) => [r.instance_id, r.n]));
+        for (const id of running) assert.equal(counts[id], 1, "a running instance was not started again");
+        assert.equal(counts[sleeping], 2, "the sleeper ran once before and once after its wake");
+        await waitFor(async () => (await pool.query(`SELECT 1 FROM running_processes`)).rowCount === 0, 10_000);
+      } finally {
+        await pool.end();
+      }
+    });
+  });
+});
