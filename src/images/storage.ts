@@ -53,11 +53,23 @@ export class ImageStore {
   }
 }
 
-/** An upload being written: bytes are hashed and counted as they are written. */
+/** Bytes handed to the file system but not yet written, per upload (bounds memory). */
+const MAX_BYTES_IN_FLIGHT = 8 * 1024 * 1024;
+
+/**
+ * An upload being written: bytes are hashed and counted as they arrive. Writes are positional
+ * and pipelined (up to MAX_BYTES_IN_FLIGHT outstanding), so receiving the next chunk overlaps
+ * with writing the previous ones instead of the network waiting for the disk after every
+ * chunk; memory stays bounded because write() waits once that much is outstanding.
+ */
 export class StagedUpload {
   private readonly hash: Hash = createHash("sha256");
   private written = 0n;
+  private position = 0;
   private closed = false;
+  private inFlightBytes = 0;
+  private readonly inFlight = new Set<Promise<void>>();
+  private failure: unknown;
 
   constructor(
     private readonly dir: string,
@@ -69,14 +81,50 @@ export class StagedUpload {
     return this.written;
   }
 
+  /**
+   * Queues `chunk` to be written; resolves once it is queued (waiting while too much is in
+   * flight). The caller must not modify `chunk` afterwards. A failed write surfaces here or
+   * in finish().
+   */
   async write(chunk: Uint8Array): Promise<void> {
+    this.throwIfFailed();
+    if (chunk.byteLength === 0) return;
     this.hash.update(chunk);
     this.written += BigInt(chunk.byteLength);
+    const position = this.position;
+    this.position += chunk.byteLength;
+    this.inFlightBytes += chunk.byteLength;
+    const pending: Promise<void> = this.writeAt(chunk, position).then(
+      () => {
+        this.inFlightBytes -= chunk.byteLength;
+        this.inFlight.delete(pending);
+      },
+      (e: unknown) => {
+        this.failure ??= e;
+        this.inFlightBytes -= chunk.byteLength;
+        this.inFlight.delete(pending);
+      },
+    );
+    this.inFlight.add(pending);
+    while (this.inFlightBytes > MAX_BYTES_IN_FLIGHT && this.failure === undefined) await Promise.race(this.inFlight);
+    this.throwIfFailed();
+  }
+
+  private async writeAt(chunk: Uint8Array, position: number) {
     let offset = 0;
     while (offset < chunk.byteLength) {
-      const { bytesWritten } = await this.file.write(chunk, offset, chunk.byteLength - offset);
+      const { bytesWritten } = await this.file.write(chunk, offset, chunk.byteLength - offset, position + offset);
       offset += bytesWritten;
     }
+  }
+
+  private async drain() {
+    while (this.inFlight.size > 0) await Promise.all(this.inFlight);
+    this.throwIfFailed();
+  }
+
+  private throwIfFailed() {
+    if (this.failure !== undefined) throw this.failure;
   }
 
   /** Closes the file and returns the lower-case hex SHA-256 of everything written. */
@@ -102,9 +150,14 @@ export class StagedUpload {
     await rm(this.dir, { recursive: true, force: true });
   }
 
+  /** Waits for every queued write, then closes the file (once). */
   private async close() {
     if (this.closed) return;
     this.closed = true;
-    await this.file.close();
+    try {
+      await this.drain();
+    } finally {
+      await this.file.close();
+    }
   }
 }
