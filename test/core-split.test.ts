@@ -1,20 +1,11 @@
 import assert from "node:assert/strict";
-import net from "node:net";
 import { after, before, describe, it } from "node:test";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { pino } from "pino";
 import { InstanceStatus, SignalType } from "../gen/runtara/core/v1/types_pb.js";
 import { StandaloneCore } from "../src/core/standalone.js";
-import { environmentClient, freshDatabase, insertInstance, startEnvironment, stopTestPostgres, type TestDatabase, type TestEnvironment } from "./helpers.js";
+import { environmentClient, freePort, freshDatabase, insertInstance, startEnvironment, stopTestPostgres, type TestDatabase, type TestEnvironment } from "./helpers.js";
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, "127.0.0.1", () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 describe("environment with core in another process (RUNTARA_EMBED_CORE=false)", () => {
   let db: TestDatabase;

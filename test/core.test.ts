@@ -8,6 +8,7 @@ import {
   environmentClient,
   insertInstance,
   instanceClient,
+  rejectsWithCode as rejects,
   startEnvironment,
   stopTestPostgres,
   type TestEnvironment,
@@ -16,14 +17,6 @@ import {
 const enc = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
 const dec = (b: Uint8Array) => JSON.parse(new TextDecoder().decode(b)) as unknown;
 
-async function rejects(p: Promise<unknown>, code: Code, pattern?: RegExp) {
-  await assert.rejects(p, (e: unknown) => {
-    const err = ConnectError.from(e);
-    assert.equal(err.code, code, `expected ${Code[code]}, got ${Code[err.code]}: ${err.message}`);
-    if (pattern) assert.match(err.rawMessage, pattern);
-    return true;
-  });
-}
 
 describe("core InstanceService and CoreService", () => {
   let t: TestEnvironment;

@@ -225,6 +225,21 @@ export async function eventually(check: () => Promise<boolean>, timeoutMs = 5_00
   }
 }
 
+/** Like `eventually`, but a timeout is an error. */
+export async function waitUntil(check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
+  if (!(await eventually(check, timeoutMs))) throw new Error(`condition not met within ${timeoutMs} ms`);
+}
+
+/** Whether a process with this pid exists (signal 0). */
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** A TCP port that was free a moment ago on 127.0.0.1. */
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -237,8 +252,8 @@ export function freePort(): Promise<number> {
   });
 }
 
-/** Awaits `call`, asserting it fails with `code` and (when given) a message containing each of `mentions`. */
-export async function rejectsWithCode(call: Promise<unknown>, code: Code, ...mentions: string[]): Promise<ConnectError> {
+/** Awaits `call`, asserting it fails with `code` and (when given) a message containing or matching each of `mentions`. */
+export async function rejectsWithCode(call: Promise<unknown>, code: Code, ...mentions: (string | RegExp)[]): Promise<ConnectError> {
   try {
     await call;
   } catch (e) {
@@ -247,7 +262,8 @@ export async function rejectsWithCode(call: Promise<unknown>, code: Code, ...men
       throw new Error(`expected ${Code[code]}, got ${Code[err.code]}: ${err.rawMessage}`, { cause: e });
     }
     for (const m of mentions) {
-      if (!err.rawMessage.includes(m)) throw new Error(`expected the message to mention "${m}", got: ${err.rawMessage}`);
+      const found = typeof m === "string" ? err.rawMessage.includes(m) : m.test(err.rawMessage);
+      if (!found) throw new Error(`expected the message to mention ${String(m)}, got: ${err.rawMessage}`);
     }
     return err;
   }

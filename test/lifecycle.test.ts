@@ -1,33 +1,17 @@
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import { after, before, describe, it } from "node:test";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import { execa } from "execa";
 import { InstanceStatus, SignalType, TerminationReason } from "../gen/runtara/core/v1/types_pb.js";
 import { RunnerType } from "../gen/runtara/environment/v1/environment_pb.js";
 import { buildFixtures } from "./fixtures/build.js";
-import { environmentClient, startEnvironment, stopTestPostgres, type TestEnvironment } from "./helpers.js";
+import { environmentClient, isAlive as alive, rejectsWithCode as rejects, startEnvironment, stopTestPostgres, waitUntil as waitFor, type TestEnvironment } from "./helpers.js";
 
 const TENANT = "tenant-life";
 const dec = (b: Uint8Array) => JSON.parse(new TextDecoder().decode(b)) as unknown;
 
-async function rejects(p: Promise<unknown>, code: Code, pattern?: RegExp) {
-  await assert.rejects(p, (e: unknown) => {
-    const err = ConnectError.from(e);
-    assert.equal(err.code, code, `expected ${Code[code]}, got ${Code[err.code]}: ${err.message}`);
-    if (pattern) assert.match(err.rawMessage, pattern);
-    return true;
-  });
-}
 
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 describe("instance lifecycle with real runners", () => {
   let t: TestEnvironment;
@@ -266,10 +250,3 @@ describe("instance lifecycle with real runners", () => {
   });
 });
 
-async function waitFor(cond: () => Promise<boolean>, timeoutMs = 30_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error("condition not met in time");
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}

@@ -4,7 +4,7 @@ import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
 import { execa, type ResultPromise } from "execa";
 import { SignalType } from "../gen/runtara/core/v1/types_pb.js";
-import { environmentClient, insertInstance, startEnvironment, stopTestPostgres, type TestEnvironment } from "./helpers.js";
+import { environmentClient, insertInstance, startEnvironment, stopTestPostgres, waitUntil as waitFor, type TestEnvironment } from "./helpers.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const enc = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
@@ -41,13 +41,6 @@ describe("workflow SDK in real child processes", () => {
   }
 
   const row = async (id: string) => (await t.query(`SELECT * FROM instances WHERE instance_id = $1`, [id]))[0]!;
-  const waitFor = async (cond: () => Promise<boolean>, ms = 30_000) => {
-    const deadline = Date.now() + ms;
-    while (!(await cond())) {
-      if (Date.now() > deadline) throw new Error("condition not met in time");
-      await new Promise((r) => setTimeout(r, 25));
-    }
-  };
 
   it("durable sleep: the first run checkpoints, sleeps and exits; the relaunch replays and completes", async () => {
     const id = await insertInstance(t, { input: { values: [1, 2] } });

@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
-import net from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
@@ -8,7 +7,7 @@ import { execa, type ResultPromise } from "execa";
 import { InstanceStatus, TerminationReason } from "../gen/runtara/core/v1/types_pb.js";
 import { RunnerType } from "../gen/runtara/environment/v1/environment_pb.js";
 import { buildFixtures } from "./fixtures/build.js";
-import { environmentClient, freshDatabase, startEnvironment, stopTestPostgres, type TestDatabase } from "./helpers.js";
+import { environmentClient, freePort, freshDatabase, isAlive as alive, startEnvironment, stopTestPostgres, waitUntil as waitFor, type TestDatabase } from "./helpers.js";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import pg from "pg";
@@ -16,30 +15,8 @@ import pg from "pg";
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const TENANT = "tenant-sup";
 
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const s = net.createServer().listen(0, "127.0.0.1", () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
 
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
-async function waitFor(cond: () => Promise<boolean>, ms = 30_000) {
-  const deadline = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error("condition not met in time");
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 describe("supervision", () => {
   after(stopTestPostgres);
