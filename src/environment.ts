@@ -5,7 +5,7 @@ import { sql } from "slonik";
 import { compileOptions, type CompiledOptions, type EnvironmentOptions } from "./config.js";
 import { CoreRuntime } from "./core/runtime.js";
 import { Tokens } from "./core/tokens.js";
-import { ChannelHub, createDatabase, Listener, migrate, startEmbeddedPostgres, type Database, type EmbeddedDatabase } from "./db/index.js";
+import { ChannelHub, createDatabase, Listener, migrate, startEmbeddedPostgres, type Database } from "./db/index.js";
 import { CoreGateway } from "./instances/core-gateway.js";
 import { ImageService, ImageStore } from "./images/index.js";
 import { countActiveInstances } from "./instances/repository.js";
@@ -37,16 +37,12 @@ export class Environment {
   readonly options: CompiledOptions;
   readonly logger: Logger;
   private state: State = "created";
-  private embedded: EmbeddedDatabase | undefined;
   private database: Database | undefined;
   private server: OnePortServer | undefined;
-  private listener: Listener | undefined;
   private core: CoreRuntime | undefined;
-  private gateway: CoreGateway | undefined;
   private tokenSet: Tokens | undefined;
-  private instances: InstanceService | undefined;
-  private wakes: WakeScheduler | undefined;
-  private heartbeats: HeartbeatMonitor | undefined;
+  /** What start() brought up, undone in reverse order by stop() (or a failed start). */
+  private readonly teardown: { what: string; run: () => Promise<void> | void }[] = [];
   private readonly shutdown = new AbortController();
   private resolvedDatabaseUrl: string | undefined;
 
@@ -90,8 +86,9 @@ export class Environment {
     try {
       await mkdir(o.dataDir, { recursive: true });
       if (o.databaseUrl === undefined) {
-        this.embedded = await startEmbeddedPostgres(o.dataDir, this.logger);
-        this.resolvedDatabaseUrl = this.embedded.url;
+        const embedded = await startEmbeddedPostgres(o.dataDir, this.logger);
+        this.onStop("stop embedded PostgreSQL", () => embedded.stop());
+        this.resolvedDatabaseUrl = embedded.url;
         this.logger.info({ database: "embedded", dataDir: o.dataDir }, "using embedded PostgreSQL");
       } else {
         this.resolvedDatabaseUrl = o.databaseUrl;
@@ -100,23 +97,27 @@ export class Environment {
       await migrate(this.resolvedDatabaseUrl, this.logger);
       const db = await createDatabase({ url: this.resolvedDatabaseUrl, poolSize: o.dbPoolSize, logger: this.logger });
       this.database = db;
-      this.listener = new Listener(this.resolvedDatabaseUrl, this.logger.child({ component: "listener" }));
-      await this.listener.start();
+      this.onStop("close the database pool", () => db.end());
+      const listener = new Listener(this.resolvedDatabaseUrl, this.logger.child({ component: "listener" }));
+      await listener.start();
+      this.onStop("stop the listener", () => listener.stop());
       const tokens = await Tokens.load(db);
       this.tokenSet = tokens;
       if (o.embedCore) {
-        this.core = new CoreRuntime(db, this.listener, tokens, this.logger, {
+        const core = new CoreRuntime(db, listener, tokens, this.logger, {
           host: o.coreHost,
           port: o.corePort,
           maxPayloadBytes: o.maxPayloadBytes,
           corsOrigins: o.corsOrigins,
           shutdownGraceMs: o.shutdownGraceMs,
         });
-        await this.core.start();
+        await core.start();
+        this.core = core;
+        this.onStop("stop core", () => core.stop());
       }
       const coreAddr = this.core ? `${o.coreHost}:${this.core.address.port}` : o.coreAddr;
       const gateway = new CoreGateway(coreAddr, tokens.managementToken());
-      this.gateway = gateway;
+      this.onStop("close the core client", () => gateway.close());
 
       const store = new ImageStore(o.dataDir);
       await store.clearStaging();
@@ -132,7 +133,7 @@ export class Environment {
         store,
         gateway,
         tokens,
-        new ChannelHub(this.listener, "runtara_instance"),
+        new ChannelHub(listener, "runtara_instance"),
         this.logger.child({ component: "instances" }),
         {
           dataDir: o.dataDir,
@@ -149,7 +150,8 @@ export class Environment {
           },
         },
       );
-      this.instances = instances;
+      // Workflows keep running: a restart of the environment must not kill them.
+      this.onStop("detach from the workflows", () => instances.detachAll());
       await instances.recover();
       const startedAtMs = Date.now();
       const routes = environmentRoutes({
@@ -165,7 +167,7 @@ export class Environment {
           activeInstances: () => countActiveInstances(db),
         },
       });
-      this.server = await serve({
+      const server = await serve({
         routes,
         port: o.httpPort,
         host: o.httpHost,
@@ -174,22 +176,32 @@ export class Environment {
         readMaxBytes: 64 * 1024 * 1024,
         shutdownSignal: this.shutdown.signal,
       });
-      this.wakes = new WakeScheduler(
+      this.server = server;
+      this.onStop("close the server", async () => {
+        const closing = server.close(o.shutdownGraceMs);
+        // Server streams (watches) end when the grace period runs out.
+        setTimeout(() => this.shutdown.abort(), o.shutdownGraceMs).unref();
+        await closing;
+        this.shutdown.abort();
+      });
+      const wakes = new WakeScheduler(
         db,
-        this.listener,
+        listener,
         (claimed) => instances.wake(claimed.target, claimed.attempt, o.wakeMaxAttempts),
         this.logger.child({ component: "wake-scheduler" }),
         { reconcileIntervalMs: o.wakeReconcileIntervalMs, batchSize: 100 },
       );
-      this.wakes.start();
-      this.heartbeats = new HeartbeatMonitor(
+      wakes.start();
+      this.onStop("stop the wake scheduler", () => wakes.stop());
+      const heartbeats = new HeartbeatMonitor(
         (timeoutMs) => instances.enforceHeartbeats(timeoutMs),
         this.logger.child({ component: "heartbeat-monitor" }),
         { timeoutMs: o.heartbeatTimeoutMs, intervalMs: o.heartbeatCheckIntervalMs },
       );
-      this.heartbeats.start();
+      heartbeats.start();
+      this.onStop("stop the heartbeat monitor", () => heartbeats.stop());
       this.state = "running";
-      this.logger.info({ port: this.server.address.port, host: o.httpHost, version: VERSION }, "environment listening");
+      this.logger.info({ port: server.address.port, host: o.httpHost, version: VERSION }, "environment listening");
     } catch (e) {
       await this.release();
       this.state = "stopped";
@@ -205,63 +217,26 @@ export class Environment {
     this.logger.info("environment stopped");
   }
 
-  /** Stops accepting, drains in-flight calls, closes the pool, stops embedded PostgreSQL. */
+  private onStop(what: string, run: () => Promise<void> | void) {
+    this.teardown.push({ what, run });
+  }
+
+  /**
+   * Undoes start() in reverse: workers stop claiming, the server stops accepting and drains,
+   * workflows are detached (never killed), core stops, then the listener, the pool and the
+   * embedded PostgreSQL. A step that fails is logged and the rest still run.
+   */
   private async release() {
-    const errors: unknown[] = [];
-    const attempt = async (what: string, fn: () => Promise<void>) => {
+    for (let step = this.teardown.pop(); step !== undefined; step = this.teardown.pop()) {
       try {
-        await fn();
+        await step.run();
       } catch (e) {
-        errors.push(e);
-        this.logger.error({ err: e }, `could not ${what}`);
+        this.logger.error({ err: e }, `could not ${step.what}`);
       }
-    };
-    if (this.heartbeats) {
-      const heartbeats = this.heartbeats;
-      await attempt("stop the heartbeat monitor", () => heartbeats.stop());
-    }
-    if (this.wakes) {
-      const wakes = this.wakes;
-      await attempt("stop the wake scheduler", () => wakes.stop());
-    }
-    if (this.server) {
-      const server = this.server;
-      await attempt("close the server", async () => {
-        const closing = server.close(this.options.shutdownGraceMs);
-        // Server streams (watches) end when the grace period runs out.
-        setTimeout(() => this.shutdown.abort(), this.options.shutdownGraceMs).unref();
-        await closing;
-        this.shutdown.abort();
-      });
-    }
-    // Workflows keep running: a restart of the environment must not kill them.
-    this.instances?.detachAll();
-    this.gateway?.close();
-    if (this.core) {
-      const core = this.core;
-      await attempt("stop core", () => core.stop());
-    }
-    if (this.listener) {
-      const listener = this.listener;
-      await attempt("stop the listener", () => listener.stop());
-    }
-    if (this.database) {
-      const db = this.database;
-      await attempt("close the database pool", () => db.end());
-    }
-    if (this.embedded) {
-      const embedded = this.embedded;
-      await attempt("stop embedded PostgreSQL", () => embedded.stop());
     }
     this.server = undefined;
-    this.wakes = undefined;
-    this.heartbeats = undefined;
     this.core = undefined;
-    this.listener = undefined;
-    this.gateway = undefined;
-    this.instances = undefined;
     this.database = undefined;
-    this.embedded = undefined;
   }
 }
 
