@@ -49,15 +49,18 @@ export interface EnvironmentOptions {
   wakeReconcileIntervalMs?: number;
   /** Launch attempts of a wake before the instance is FAILED (launch_failed). @default 3 */
   wakeMaxAttempts?: number;
+  /** File of `<tenant_id> <key>` lines; when set, the key decides the tenant of every call. */
+  apiKeysFile?: string;
   /** A RUNNING instance silent this long is killed and FAILED (heartbeat_timeout), ms. @default 120000 */
   heartbeatTimeoutMs?: number;
   /** How often the heartbeat monitor checks, ms. @default 15000 */
   heartbeatCheckIntervalMs?: number;
 }
 
-export type CompiledOptions = Readonly<Required<Omit<EnvironmentOptions, "databaseUrl" | "ociRuntime">>> & {
+export type CompiledOptions = Readonly<Required<Omit<EnvironmentOptions, "databaseUrl" | "ociRuntime" | "apiKeysFile">>> & {
   readonly databaseUrl: string | undefined;
   readonly ociRuntime: string | undefined;
+  readonly apiKeysFile: string | undefined;
   readonly coreHost: string;
   readonly corePort: number;
 };
@@ -84,7 +87,7 @@ const defaults = {
   wakeMaxAttempts: 3,
   heartbeatTimeoutMs: 120_000,
   heartbeatCheckIntervalMs: 15_000,
-} satisfies Omit<Required<EnvironmentOptions>, "databaseUrl" | "ociRuntime">;
+} satisfies Omit<Required<EnvironmentOptions>, "databaseUrl" | "ociRuntime" | "apiKeysFile">;
 
 /** A configuration value that cannot be used; the message names the variable or option. */
 export class ConfigError extends Error {}
@@ -128,6 +131,7 @@ export function compileOptions(options: EnvironmentOptions = {}): CompiledOption
     corsOrigins: Object.freeze([...o.corsOrigins]),
     databaseUrl: options.databaseUrl,
     ociRuntime: options.ociRuntime,
+    apiKeysFile: options.apiKeysFile,
     coreHost,
     corePort,
   });
@@ -237,6 +241,7 @@ export function readEnvironmentOptions(env: NodeJS.ProcessEnv): EnvironmentOptio
     pidsLimit: int("RUNTARA_PIDS_LIMIT", 1, 1_000_000),
     wakeReconcileIntervalMs: int("RUNTARA_WAKE_RECONCILE_INTERVAL_MS", 100, 3_600_000),
     wakeMaxAttempts: int("RUNTARA_WAKE_MAX_ATTEMPTS", 1, 100),
+    apiKeysFile: str("RUNTARA_API_KEYS_FILE"),
     heartbeatTimeoutMs: seconds("RUNTARA_HEARTBEAT_TIMEOUT_SECS", 1, 86_400),
     heartbeatCheckIntervalMs: seconds("RUNTARA_HEARTBEAT_CHECK_INTERVAL_SECS", 1, 3_600),
   };

@@ -14,6 +14,7 @@ import { createRunners } from "./runner/index.js";
 import { HeartbeatMonitor } from "./scheduler/heartbeat-monitor.js";
 import { WakeScheduler } from "./scheduler/wake-scheduler.js";
 import type { OnePortServer } from "./server/http.js";
+import { apiKeyAuth, loadApiKeys } from "./server/api-keys.js";
 import { environmentRoutes } from "./server/routes.js";
 import { serve } from "./server/serve.js";
 import { VERSION } from "./version.js";
@@ -84,6 +85,7 @@ export class Environment {
     this.state = "starting";
     const o = this.options;
     try {
+      const apiKeys = o.apiKeysFile === undefined ? undefined : await loadApiKeys(o.apiKeysFile);
       await mkdir(o.dataDir, { recursive: true });
       if (o.databaseUrl === undefined) {
         const embedded = await startEmbeddedPostgres(o.dataDir, this.logger);
@@ -169,6 +171,7 @@ export class Environment {
       });
       const server = await serve({
         routes,
+        interceptors: apiKeys ? [apiKeyAuth(apiKeys)] : [],
         port: o.httpPort,
         host: o.httpHost,
         corsOrigins: o.corsOrigins,

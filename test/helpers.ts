@@ -101,7 +101,13 @@ export async function startEnvironment(options: EnvironmentRuntimeOptions = {}):
     shutdownGraceMs: 2_000,
     ...options,
   });
-  await env.start();
+  try {
+    await env.start();
+  } catch (e) {
+    await database.drop();
+    await rm(dataDir, { recursive: true, force: true });
+    throw e;
+  }
   const pool = new pg.Pool({ connectionString: database.url, max: 2 });
   return {
     env,

@@ -1,5 +1,5 @@
 import { setMaxListeners } from "node:events";
-import type { ConnectRouter } from "@connectrpc/connect";
+import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
 import { withCors } from "./cors.js";
@@ -16,6 +16,8 @@ export interface ServeOptions {
   readMaxBytes: number;
   /** Aborted when the server shuts down; ends server streams so close() can finish. */
   shutdownSignal: AbortSignal;
+  /** Interceptors after logging/error mapping (e.g. API-key auth). */
+  interceptors?: Interceptor[];
 }
 
 /** gRPC, gRPC-Web and Connect (JSON and binary) over HTTP/1.1 and h2c on one port. */
@@ -24,7 +26,7 @@ export function serve(options: ServeOptions): Promise<OnePortServer> {
   setMaxListeners(0, options.shutdownSignal);
   const handler = connectNodeAdapter({
     routes: options.routes,
-    interceptors: [observeCalls(options.logger)],
+    interceptors: [observeCalls(options.logger), ...(options.interceptors ?? [])],
     readMaxBytes: options.readMaxBytes,
     shutdownSignal: options.shutdownSignal,
   });
