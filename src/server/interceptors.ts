@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { Code, type Interceptor, type StreamResponse } from "@connectrpc/connect";
+import { Code, ConnectError, type Interceptor, type StreamResponse } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { toConnectError } from "./errors.js";
 
@@ -46,12 +46,18 @@ export function observeCalls(logger: Logger): Interceptor {
     }
     const messages = res.message;
     async function* observed() {
+      let settled = false;
       try {
         yield* messages;
+        settled = true;
+        log();
       } catch (e) {
+        settled = true;
         throw log(e);
+      } finally {
+        // The client went away (or the server shut down) mid-stream: still one line.
+        if (!settled) log(new ConnectError("stream ended by the client", Code.Canceled));
       }
-      log();
     }
     return { ...res, message: observed() } as StreamResponse;
   };
