@@ -1,4 +1,5 @@
 import os from "node:os";
+import { compileCleanupOptions, readCleanupOptions, type CleanupOptions } from "./scheduler/cleanup-config.js";
 import path from "node:path";
 
 /**
@@ -6,7 +7,7 @@ import path from "node:path";
  * environment variables onto this; `compileOptions` fills defaults and validates.
  * Library code receives the compiled, read-only result and never reads process.env.
  */
-export interface EnvironmentOptions {
+export interface EnvironmentOptions extends CleanupOptions {
   /** PostgreSQL URL. @default an embedded PostgreSQL under `${dataDir}/postgres` */
   databaseUrl?: string;
   /** Port of the management API (gRPC, gRPC-Web, Connect). 0 picks a free port. @default 8002 */
@@ -87,7 +88,7 @@ const defaults = {
   wakeMaxAttempts: 3,
   heartbeatTimeoutMs: 120_000,
   heartbeatCheckIntervalMs: 15_000,
-} satisfies Omit<Required<EnvironmentOptions>, "databaseUrl" | "ociRuntime" | "apiKeysFile">;
+} satisfies Omit<Required<EnvironmentOptions>, "databaseUrl" | "ociRuntime" | "apiKeysFile" | keyof CleanupOptions>;
 
 /** A configuration value that cannot be used; the message names the variable or option. */
 export class ConfigError extends Error {}
@@ -127,6 +128,7 @@ export function compileOptions(options: EnvironmentOptions = {}): CompiledOption
   if (!(o.cpuLimit > 0 && o.cpuLimit <= 1024)) throw new ConfigError(`cpuLimit must be a number of CPUs in (0, 1024], got ${o.cpuLimit}`);
   return Object.freeze({
     ...o,
+    ...compileCleanupOptions(options),
     dataDir: path.resolve(o.dataDir),
     corsOrigins: Object.freeze([...o.corsOrigins]),
     databaseUrl: options.databaseUrl,
@@ -244,5 +246,6 @@ export function readEnvironmentOptions(env: NodeJS.ProcessEnv): EnvironmentOptio
     apiKeysFile: str("RUNTARA_API_KEYS_FILE"),
     heartbeatTimeoutMs: seconds("RUNTARA_HEARTBEAT_TIMEOUT_SECS", 1, 86_400),
     heartbeatCheckIntervalMs: seconds("RUNTARA_HEARTBEAT_CHECK_INTERVAL_SECS", 1, 3_600),
+    ...readCleanupOptions(env),
   };
 }

@@ -11,6 +11,9 @@ import { ImageService, ImageStore } from "./images/index.js";
 import { countActiveInstances } from "./instances/repository.js";
 import { InstanceService } from "./instances/service.js";
 import { createRunners } from "./runner/index.js";
+import { DatabaseCleanup } from "./scheduler/cleanup-database.js";
+import { ImageCleanup } from "./scheduler/cleanup-images.js";
+import { RunDirCleanup } from "./scheduler/cleanup-runs.js";
 import { HeartbeatMonitor } from "./scheduler/heartbeat-monitor.js";
 import { WakeScheduler } from "./scheduler/wake-scheduler.js";
 import type { OnePortServer } from "./server/http.js";
@@ -203,6 +206,28 @@ export class Environment {
       );
       heartbeats.start();
       this.onStop("stop the heartbeat monitor", () => heartbeats.stop());
+      const runCleanup = new RunDirCleanup(db, o.dataDir, this.logger.child({ component: "run-cleanup" }), {
+        maxAgeMs: o.runCleanupMaxAgeMs,
+        intervalMs: o.runCleanupIntervalMs,
+      });
+      runCleanup.start();
+      this.onStop("stop the run directory cleanup", () => runCleanup.stop());
+      const dbCleanup = new DatabaseCleanup(db, o.dataDir, this.logger.child({ component: "db-cleanup" }), {
+        enabled: o.dbCleanupEnabled,
+        intervalMs: o.dbCleanupIntervalMs,
+        maxAgeMs: o.dbCleanupMaxAgeMs,
+        batchSize: o.dbCleanupBatchSize,
+      });
+      dbCleanup.start();
+      this.onStop("stop the database cleanup", () => dbCleanup.stop());
+      const imageCleanup = new ImageCleanup(db, o.dataDir, this.logger.child({ component: "image-cleanup" }), {
+        enabled: o.imageCleanupEnabled,
+        intervalMs: o.imageCleanupIntervalMs,
+        maxAgeMs: o.imageCleanupMaxAgeMs,
+        batchSize: o.imageCleanupBatchSize,
+      });
+      imageCleanup.start();
+      this.onStop("stop the image cleanup", () => imageCleanup.stop());
       this.state = "running";
       this.logger.info({ port: server.address.port, host: o.httpHost, version: VERSION }, "environment listening");
     } catch (e) {
