@@ -1,5 +1,8 @@
 /** Small helpers shared by the benchmarks: percentiles, rates and ratio lines. */
 
+import { createRequire, syncBuiltinESMExports } from "node:module";
+import path from "node:path";
+
 export function percentile(sortedMs: readonly number[], p: number): number {
   if (sortedMs.length === 0) return NaN;
   const i = Math.min(sortedMs.length - 1, Math.max(0, Math.ceil((p / 100) * sortedMs.length) - 1));
@@ -20,8 +23,9 @@ export function summarize(samplesMs: readonly number[]): LatencySummary {
 
 export const fmt = (n: number, digits = 2) => (Number.isFinite(n) ? n.toFixed(digits) : "n/a");
 
-export function printLatency(label: string, s: LatencySummary): void {
-  console.log(`${label.padEnd(28)} n=${s.count}  p50=${fmt(s.p50)} ms  p99=${fmt(s.p99)} ms  max=${fmt(s.max)} ms`);
+/** One line of latency figures; `extra` (say, a rate) is appended, `width` pads the label. */
+export function printLatency(label: string, s: LatencySummary, extra = "", width = 28): void {
+  console.log(`${label.padEnd(width)} n=${s.count}  p50=${fmt(s.p50)} ms  p99=${fmt(s.p99)} ms  max=${fmt(s.max)} ms${extra ? `  ${extra}` : ""}`);
 }
 
 /** Runs `task` `total` times with `concurrency` workers; returns each duration in ms and the wall time. */
@@ -77,4 +81,65 @@ export function sampleRss(intervalMs = 20): { stop(): { beforeBytes: number; max
       return { beforeBytes, maxBytes, growthBytes: maxBytes - beforeBytes };
     },
   };
+}
+
+/** Operations per second for `count` operations over `wallMs`. */
+export const perSec = (count: number, wallMs: number) => count / (wallMs / 1000);
+
+export interface SpawnBlocking {
+  /** Samples (ms the synchronous spawn() call took) by tag, since the last take(). */
+  take(): Map<string, number[]>;
+  /** Puts the original child_process.spawn back. */
+  restore(): void;
+}
+
+/**
+ * Measures how long each child_process.spawn() call blocks the event loop (fork/exec happen
+ * synchronously inside it), for every caller in this process — execa and ESM modules that
+ * imported `spawn` by name included (syncBuiltinESMExports updates their live bindings).
+ * Samples are tagged by `tagOf`, by default the program's base name plus, for runc/crun, its
+ * subcommand ("runc run", "runc delete", "binary").
+ */
+export function instrumentSpawn(
+  tagOf: (file: string, args: readonly string[]) => string = (file, args) => {
+    const verb = args.find((a) => /^[a-z]+$/.test(a)); // "run", "delete" (skips "--root <dir>")
+    return file.includes("runc") || file.includes("crun") ? `${path.basename(file)} ${verb ?? ""}`.trim() : path.basename(file);
+  },
+): SpawnBlocking {
+  const cp = createRequire(import.meta.url)("node:child_process") as typeof import("node:child_process");
+  const original = cp.spawn;
+  let samples = new Map<string, number[]>();
+  const wrapped = function (this: unknown, file: string, ...rest: unknown[]) {
+    const args = Array.isArray(rest[0]) ? (rest[0] as string[]) : [];
+    const t0 = performance.now();
+    try {
+      return (original as (...a: unknown[]) => unknown).call(this, file, ...rest);
+    } finally {
+      const ms = performance.now() - t0;
+      const tag = tagOf(file, args);
+      const list = samples.get(tag);
+      if (list) list.push(ms);
+      else samples.set(tag, [ms]);
+    }
+  };
+  cp.spawn = wrapped as typeof cp.spawn;
+  syncBuiltinESMExports();
+  return {
+    take() {
+      const out = samples;
+      samples = new Map();
+      return out;
+    },
+    restore() {
+      cp.spawn = original;
+      syncBuiltinESMExports();
+    },
+  };
+}
+
+/** "label  p50 (api) / p50 (bare) = 1.23 (target <= 1.5) ok" style comparison of two figures. */
+export function ratioLine(label: string, numerator: number, denominator: number, target?: { op: ">=" | "<="; value: number }): string {
+  const ratio = numerator / denominator;
+  if (target === undefined) return `${label.padEnd(36)} ${fmt(ratio)}`;
+  return targetLine(label, ratio, target.op, target.value);
 }
