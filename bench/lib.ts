@@ -93,33 +93,51 @@ export interface SpawnBlocking {
   restore(): void;
 }
 
+/** One spawn() call as `instrumentSpawn` saw it. */
+export interface SpawnCall {
+  file: string;
+  args: readonly string[];
+  /** The spawn options (env, stdio, ...), if any were passed. */
+  options: { env?: Record<string, string | undefined> } | undefined;
+  tag: string;
+  /** performance.now() when spawn() was called. */
+  calledAt: number;
+  /** How long the call blocked the event loop, ms. */
+  blockedMs: number;
+}
+
+const defaultSpawnTag = (file: string, args: readonly string[]) => {
+  const verb = args.find((a) => /^[a-z]+$/.test(a)); // "run", "delete" (skips "--root <dir>")
+  return file.includes("runc") || file.includes("crun") ? `${path.basename(file)} ${verb ?? ""}`.trim() : path.basename(file);
+};
+
 /**
- * Measures how long each child_process.spawn() call blocks the event loop (fork/exec happen
- * synchronously inside it), for every caller in this process — execa and ESM modules that
- * imported `spawn` by name included (syncBuiltinESMExports updates their live bindings).
+ * Measures how long each child_process.spawn() call blocks the event loop (libuv forks and
+ * waits for the exec inside it), for every caller in this process — execa and ESM modules
+ * that imported `spawn` by name included (syncBuiltinESMExports updates their live bindings).
  * Samples are tagged by `tagOf`, by default the program's base name plus, for runc/crun, its
- * subcommand ("runc run", "runc delete", "binary").
+ * subcommand ("runc run", "runc delete", "binary"); `onSpawn` sees every call.
  */
 export function instrumentSpawn(
-  tagOf: (file: string, args: readonly string[]) => string = (file, args) => {
-    const verb = args.find((a) => /^[a-z]+$/.test(a)); // "run", "delete" (skips "--root <dir>")
-    return file.includes("runc") || file.includes("crun") ? `${path.basename(file)} ${verb ?? ""}`.trim() : path.basename(file);
-  },
+  opts: { tagOf?: (file: string, args: readonly string[]) => string; onSpawn?: (call: SpawnCall) => void } = {},
 ): SpawnBlocking {
+  const tagOf = opts.tagOf ?? defaultSpawnTag;
   const cp = createRequire(import.meta.url)("node:child_process") as typeof import("node:child_process");
   const original = cp.spawn;
   let samples = new Map<string, number[]>();
   const wrapped = function (this: unknown, file: string, ...rest: unknown[]) {
     const args = Array.isArray(rest[0]) ? (rest[0] as string[]) : [];
-    const t0 = performance.now();
+    const options = (Array.isArray(rest[0]) ? rest[1] : rest[0]) as SpawnCall["options"];
+    const calledAt = performance.now();
     try {
       return (original as (...a: unknown[]) => unknown).call(this, file, ...rest);
     } finally {
-      const ms = performance.now() - t0;
+      const blockedMs = performance.now() - calledAt;
       const tag = tagOf(file, args);
       const list = samples.get(tag);
-      if (list) list.push(ms);
-      else samples.set(tag, [ms]);
+      if (list) list.push(blockedMs);
+      else samples.set(tag, [blockedMs]);
+      opts.onSpawn?.({ file, args, options, tag, calledAt, blockedMs });
     }
   };
   cp.spawn = wrapped as typeof cp.spawn;

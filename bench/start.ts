@@ -17,31 +17,42 @@
  * one phase's exits do not load the next. All processes, core, the environment and this client
  * share one Node process (one event loop), as in a deployment with the core embedded.
  *
- * Counts (env): BENCH_NATIVE_STARTS (c=16, default 400), BENCH_NATIVE_STARTS_SERIAL (c=1,
- * default 100), BENCH_OCI_STARTS (default 160), BENCH_OCI_STARTS_SERIAL (default 40),
+ * Besides p50/p99/max and starts/s (starts / wall time of the phase, a worker being busy until
+ * its instance registered and, for StartInstance, the RPC answered) it prints, per path: the
+ * p50 of each segment of a start (before spawn() | spawn() blocking the loop | until core's
+ * Register statement began, from instances.started_at | until the NOTIFY arrived here), the
+ * event-loop utilization and CPU of this process per start, how long every spawn() call
+ * blocked the loop (libuv fork()s the whole process, so it grows with RSS), and the latency
+ * of a trivial RPC issued every BENCH_PROBE_INTERVAL_MS (50) during the phase.
+ *
+ * Counts (env): BENCH_NATIVE_STARTS (c=16, default 480), BENCH_NATIVE_STARTS_SERIAL (c=1,
+ * default 150), BENCH_OCI_STARTS (default 192), BENCH_OCI_STARTS_SERIAL (default 50),
  * BENCH_CONCURRENCY (default 16), BENCH_RUNNERS ("native,oci"), BENCH_WARMUP (per path, 8).
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { copyFile, mkdir, mkdtemp, open, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { cpus, loadavg, tmpdir } from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { execa } from "execa";
 import pg from "pg";
+import { createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { RunnerType } from "../gen/runtara/environment/v1/environment_pb.js";
 import { detectCgroupLayout, removeCgroup } from "../src/runner/cgroup.js";
-import { buildOciConfig } from "../src/runner/oci-spec.js";
+import { buildOciConfig, instanceIdOfContainer } from "../src/runner/oci-spec.js";
 import { OciRunner, type RuntimeInfo } from "../src/runner/oci.js";
 import { buildFixtures } from "../test/fixtures/build.js";
 import { environmentClient, insertInstance, isAlive, startEnvironment, stopTestPostgres, type TestEnvironment } from "../test/helpers.js";
-import { fmt, instrumentSpawn, perSec, printLatency, ratioLine, runConcurrent, summarize, targetLine } from "./lib.js";
+import { fmt, instrumentSpawn, MiB, type SpawnCall, perSec, printLatency, ratioLine, runConcurrent, summarize, targetLine } from "./lib.js";
 
 const num = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
 const CONCURRENCY = num("BENCH_CONCURRENCY", 16);
 const COUNTS = {
-  native: { serial: num("BENCH_NATIVE_STARTS_SERIAL", 100), parallel: num("BENCH_NATIVE_STARTS", 400) },
-  oci: { serial: num("BENCH_OCI_STARTS_SERIAL", 40), parallel: num("BENCH_OCI_STARTS", 160) },
+  native: { serial: num("BENCH_NATIVE_STARTS_SERIAL", 150), parallel: num("BENCH_NATIVE_STARTS", 480) },
+  oci: { serial: num("BENCH_OCI_STARTS_SERIAL", 50), parallel: num("BENCH_OCI_STARTS", 192) },
 };
 const RUNNERS = (process.env.BENCH_RUNNERS ?? "native,oci").split(",").map((s) => s.trim()) as ("native" | "oci")[];
 const WARMUP = num("BENCH_WARMUP", 8);
@@ -49,9 +60,19 @@ const TENANT = "tenant-bench";
 const MODE = { WORKFLOW_MODE: "complete" }; // register, save a checkpoint, complete, exit 0
 const REGISTER_TIMEOUT_MS = 60_000;
 const BARE_CGROUP_PARENT = "/runtara-bench";
+const PROBE_MS = num("BENCH_PROBE_INTERVAL_MS", 50);
 
 // Before anything spawns: every spawn() in this process (runners, execa, the bare paths) is timed.
-const spawnBlocking = instrumentSpawn();
+// Each launch's own spawn() call, by instance id, for the per-start breakdown.
+const spawnsById = new Map<string, SpawnCall>();
+const spawnBlocking = instrumentSpawn({
+  onSpawn(call) {
+    const fromEnv = call.options?.env?.RUNTARA_INSTANCE_ID;
+    const container = call.tag.endsWith(" run") ? call.args[call.args.length - 1] : undefined;
+    const id = fromEnv ?? (container === undefined ? undefined : (instanceIdOfContainer(container) ?? container.replace(/^rtbench-/, "")));
+    if (id !== undefined) spawnsById.set(id, call);
+  },
+});
 
 /** Resolves when an instance's first status change (its Register) is NOTIFYed. */
 class RegisterWatch {
@@ -91,15 +112,67 @@ class RegisterWatch {
   }
 }
 
+/**
+ * API responsiveness: one trivial RPC (grpc.health Check on the environment's port) every
+ * PROBE_MS, one at a time, during every measured phase of both paths alike. What a client
+ * of the API waits while starts are going on (a spawn() blocks every request behind it).
+ */
+class Prober {
+  private samples: number[] = [];
+  private running = false;
+  private loop: Promise<void> = Promise.resolve();
+  private readonly health;
+
+  constructor(baseUrl: string) {
+    this.health = createClient(Health, createConnectTransport({ baseUrl, httpVersion: "2" }));
+  }
+
+  async once(): Promise<number> {
+    const t0 = performance.now();
+    await this.health.check({ service: "" });
+    return performance.now() - t0;
+  }
+
+  start(): void {
+    this.samples = [];
+    this.running = true;
+    this.loop = (async () => {
+      while (this.running) {
+        this.samples.push(await this.once());
+        await sleep(PROBE_MS);
+      }
+    })();
+  }
+
+  async stop(): Promise<number[]> {
+    this.running = false;
+    await this.loop;
+    return this.samples;
+  }
+}
+
 interface PathRun {
   /** Launch start -> Register seen, ms. */
   registeredMs: number[];
   /** StartInstance path only: launch start -> RPC answered, ms. */
   rpcMs: number[];
+  /** performance.now() at each start's launch and at its Register NOTIFY, by instance id. */
+  times: Map<string, { launchedAt: number; registeredAt?: number }>;
+  /** Segments of each start, ms (see `breakdown`). */
+  beforeSpawnMs: number[];
+  spawnMs: number[];
+  toRegisterSqlMs: number[];
+  toNotifyMs: number[];
   wallMs: number;
   /** Event-loop utilization of this process during the phase (0..1). */
   elu: number;
+  /** CPU time of this process (all threads) from the first start until the phase drained, ms. */
+  cpuMs: number;
+  /** Trivial-RPC latencies measured during the phase (see Prober). */
+  probeMs: number[];
   spawns: Map<string, number[]>;
+  /** Largest resident set size of this process seen at a phase end (fork() cost grows with it). */
+  rssBytes: number;
 }
 
 interface StartPath {
@@ -131,8 +204,11 @@ function apiPath(t: TestEnvironment, watch: RegisterWatch, imageId: string, labe
     async start(instanceId, run) {
       const registered = watch.expect(instanceId);
       const t0 = performance.now();
+      const rec: { launchedAt: number; registeredAt?: number } = { launchedAt: t0 };
+      run.times.set(instanceId, rec);
       const rpc = env.startInstance({ tenantId: TENANT, imageId, instanceId, env: MODE }).then(() => run.rpcMs.push(performance.now() - t0));
       const [at] = await Promise.all([registered, rpc]);
+      rec.registeredAt = at;
       run.registeredMs.push(at - t0);
     },
     async drain(ids) {
@@ -189,10 +265,13 @@ function exitOf(child: ChildProcess, what: string): Promise<void> {
 async function bareStart(watch: RegisterWatch, instanceId: string, exits: Map<string, Promise<void>>, run: PathRun, launch: () => Promise<ChildProcess>) {
   const registered = watch.expect(instanceId);
   const t0 = performance.now();
+  const rec: { launchedAt: number; registeredAt?: number } = { launchedAt: t0 };
+  run.times.set(instanceId, rec);
   const child = await launch();
   const exit = exitOf(child, `bare process of ${instanceId}`);
   exits.set(instanceId, exit.catch(() => {}));
   const at = await Promise.race([registered, exit.then(() => registered)]);
+  rec.registeredAt = at;
   run.registeredMs.push(at - t0);
 }
 
@@ -281,20 +360,68 @@ function bareRuncPath(t: TestEnvironment, watch: RegisterWatch, oci: BareOci, ch
 }
 
 function emptyRun(): PathRun {
-  return { registeredMs: [], rpcMs: [], wallMs: 0, elu: 0, spawns: new Map() };
+  return {
+    registeredMs: [],
+    rpcMs: [],
+    times: new Map(),
+    beforeSpawnMs: [],
+    spawnMs: [],
+    toRegisterSqlMs: [],
+    toNotifyMs: [],
+    wallMs: 0,
+    elu: 0,
+    cpuMs: 0,
+    probeMs: [],
+    spawns: new Map(),
+    rssBytes: 0,
+  };
 }
 
 /** One measured phase of `ids.length` starts at `concurrency`, accumulated into `into`. */
-async function phase(p: StartPath, count: number, concurrency: number, into: PathRun): Promise<void> {
+async function phase(t: TestEnvironment, p: StartPath, count: number, concurrency: number, into: PathRun): Promise<void> {
   const ids = await p.prepare(count);
   spawnBlocking.take();
+  spawnsById.clear();
   const elu0 = performance.eventLoopUtilization();
+  const cpu0 = process.cpuUsage();
+  prober.start();
   const r = await runConcurrent(ids.length, concurrency, (i) => p.start(ids[i]!, into));
+  into.probeMs.push(...(await prober.stop()));
   const elu = performance.eventLoopUtilization(elu0);
   into.elu = (into.elu * into.wallMs + elu.utilization * r.wallMs) / (into.wallMs + r.wallMs);
   into.wallMs += r.wallMs;
-  for (const [tag, samples] of spawnBlocking.take()) into.spawns.set(tag, [...(into.spawns.get(tag) ?? []), ...samples]);
+  into.rssBytes = Math.max(into.rssBytes, process.memoryUsage.rss());
   await p.drain(ids);
+  const cpu = process.cpuUsage(cpu0);
+  into.cpuMs += (cpu.user + cpu.system) / 1000;
+  for (const [tag, samples] of spawnBlocking.take()) into.spawns.set(tag, [...(into.spawns.get(tag) ?? []), ...samples]);
+  // Where each start's time went, on one clock: the launch's spawn() call (seen by the
+  // instrumentation), core's Register statement (instances.started_at = now(), converted from
+  // the host's wall clock) and the NOTIFY's arrival here.
+  const rows = await t.query<{ id: string; at: number }>(
+    `SELECT instance_id AS id, extract(epoch FROM started_at)::float8 * 1000 AS at FROM instances WHERE instance_id = ANY($1)`,
+    [ids],
+  );
+  for (const row of rows) {
+    const rec = into.times.get(row.id);
+    const sp = spawnsById.get(row.id);
+    if (!rec || rec.registeredAt === undefined || !sp) continue;
+    const sqlAt = row.at - performance.timeOrigin;
+    into.beforeSpawnMs.push(sp.calledAt - rec.launchedAt);
+    into.spawnMs.push(sp.blockedMs);
+    into.toRegisterSqlMs.push(sqlAt - (sp.calledAt + sp.blockedMs));
+    into.toNotifyMs.push(rec.registeredAt - sqlAt);
+  }
+}
+
+/** p50 of each segment of a start, and what the run cost this process. */
+function breakdown(run: PathRun): string {
+  const p50 = (xs: number[]) => fmt(summarize(xs).p50);
+  return (
+    `    p50 segments: before spawn() ${p50(run.beforeSpawnMs)} | spawn() blocks ${p50(run.spawnMs)} | ` +
+    `-> Register SQL ${p50(run.toRegisterSqlMs)} | -> NOTIFY seen ${p50(run.toNotifyMs)} ms; ` +
+    `loop busy ${fmt(100 * run.elu, 0)}%, CPU of this process ${fmt(run.cpuMs / run.registeredMs.length)} ms/start`
+  );
 }
 
 function printSpawns(label: string, run: PathRun): void {
@@ -303,7 +430,7 @@ function printSpawns(label: string, run: PathRun): void {
     const total = samples.reduce((a, b) => a + b, 0);
     console.log(
       `    spawn() blocked the loop [${label}: ${tag}] n=${s.count} p50=${fmt(s.p50)} ms p99=${fmt(s.p99)} ms max=${fmt(s.max)} ms, ` +
-        `total ${fmt(total, 0)} ms = ${fmt((100 * total) / run.wallMs, 1)}% of the phase wall`,
+        `total ${fmt(total, 0)} ms = ${fmt((100 * total) / run.wallMs, 1)}% of the phase wall (process RSS ${fmt(run.rssBytes / MiB, 0)} MiB)`,
     );
   }
 }
@@ -315,18 +442,18 @@ interface PairResult {
   bare: PathRun;
 }
 
-async function measurePair(runner: string, api: StartPath, bare: StartPath, count: number, concurrency: number): Promise<PairResult> {
+async function measurePair(t: TestEnvironment, runner: string, api: StartPath, bare: StartPath, count: number, concurrency: number): Promise<PairResult> {
   // Warm-up (not recorded): connections, plans, the runtime probe, page cache.
   const scratch = emptyRun();
-  await phase(api, WARMUP, Math.min(WARMUP, concurrency), scratch);
-  await phase(bare, WARMUP, Math.min(WARMUP, concurrency), scratch);
+  await phase(t, api, WARMUP, Math.min(WARMUP, concurrency), scratch);
+  await phase(t, bare, WARMUP, Math.min(WARMUP, concurrency), scratch);
   const a = emptyRun();
   const b = emptyRun();
   const half = Math.ceil(count / 2);
-  await phase(api, half, concurrency, a);
-  await phase(bare, half, concurrency, b);
-  await phase(bare, count - half, concurrency, b);
-  await phase(api, count - half, concurrency, a);
+  await phase(t, api, half, concurrency, a);
+  await phase(t, bare, half, concurrency, b);
+  await phase(t, bare, count - half, concurrency, b);
+  await phase(t, api, count - half, concurrency, a);
   return { runner, concurrency, api: a, bare: b };
 }
 
@@ -337,14 +464,20 @@ function report(r: PairResult, apiLabel: string, bareLabel: string): void {
   const bareRate = perSec(r.bare.registeredMs.length, r.bare.wallMs);
   console.log(`\n${r.runner}, concurrency ${r.concurrency}`);
   const w = 40;
-  printLatency(`  ${apiLabel}`, api, `${fmt(apiRate, 1)} starts/s  loop busy ${fmt(100 * r.api.elu, 0)}%`, w);
-  printLatency(`  StartInstance RPC answered`, summarize(r.api.rpcMs), "", w);
-  printLatency(`  ${bareLabel}`, bare, `${fmt(bareRate, 1)} starts/s  loop busy ${fmt(100 * r.bare.elu, 0)}%`, w);
+  printLatency(`  ${apiLabel}`, api, `${fmt(apiRate, 1)} starts/s`, w);
+  printLatency(`    StartInstance RPC answered`, summarize(r.api.rpcMs), "", w);
+  console.log(breakdown(r.api));
+  printLatency(`  ${bareLabel}`, bare, `${fmt(bareRate, 1)} starts/s`, w);
+  console.log(breakdown(r.bare));
   console.log(`  ${ratioLine("ratio p50 StartInstance / bare", api.p50, bare.p50, { op: "<=", value: 1.5 })}`);
   console.log(`  ${ratioLine("ratio starts/s StartInstance / bare", apiRate, bareRate)}`);
   if (r.runner === "native" && r.concurrency > 1) console.log(`  ${targetLine("native starts/s via StartInstance", apiRate, ">=", 200)}`);
+  printLatency(`  trivial RPC during StartInstance runs`, summarize(r.api.probeMs), "", w);
+  printLatency(`  trivial RPC during bare runs`, summarize(r.bare.probeMs), "", w);
   printSpawns("StartInstance", r.api);
   printSpawns("bare", r.bare);
+  const meanSpawn = r.api.spawnMs.reduce((a, b) => a + b, 0) / r.api.spawnMs.length;
+  console.log(`    spawn() alone would cap this event loop at ${fmt(1000 / meanSpawn, 0)} starts/s (mean block ${fmt(meanSpawn)} ms per launch)`);
 }
 
 /** Containers, processes and cgroups of the bare OCI path: none may be left. */
@@ -386,6 +519,7 @@ const fixtures = await buildFixtures();
 const rt = RUNNERS.includes("oci") ? await new OciRunner().runtime() : undefined;
 const t = await startEnvironment(rt ? { ociRuntime: rt.command } : {});
 const children = new Set<ChildProcess>();
+const prober = new Prober(t.baseUrl);
 let oci: BareOci | undefined;
 let watch: RegisterWatch | undefined;
 try {
@@ -396,6 +530,10 @@ try {
     `start latency: StartInstance on 8002 -> Register seen by core (LISTEN runtara_instance), WORKFLOW_MODE=complete; ` +
       `${RUNNERS.join(" + ")}, concurrency 1 and ${CONCURRENCY}${rt ? `; OCI runtime ${rt.version}` : ""}`,
   );
+  console.log(`${cpus().length} CPUs; load average before: ${loadavg().map((l) => fmt(l)).join(" ")} (the machine is shared: other processes skew both paths alike)`);
+  const idle: number[] = [];
+  for (let i = 0; i < 100; i++) idle.push(await prober.once());
+  printLatency("trivial RPC, idle environment", summarize(idle), "", 40);
   const results: PairResult[] = [];
   for (const runner of RUNNERS) {
     const runnerType = runner === "oci" ? RunnerType.OCI : RunnerType.NATIVE;
@@ -413,12 +551,13 @@ try {
       [COUNTS[runner].serial, 1],
       [COUNTS[runner].parallel, CONCURRENCY],
     ] as const) {
-      const r = await measurePair(runner, api, bare, count, concurrency);
+      const r = await measurePair(t, runner, api, bare, count, concurrency);
       results.push(r);
       report(r, apiLabel, bare.label);
     }
   }
-  console.log(`\nsummary (p50 ratio target <= 1.5; native target >= 200 starts/s)`);
+  console.log(`\nload average after: ${loadavg().map((l) => fmt(l)).join(" ")}`);
+  console.log(`summary (p50 ratio target <= 1.5; native target >= 200 starts/s)`);
   for (const r of results) {
     const api = summarize(r.api.registeredMs);
     const bare = summarize(r.bare.registeredMs);
