@@ -1,4 +1,5 @@
 import os from "node:os";
+import { ConfigError, envReader } from "./env-vars.js";
 import { compileCleanupOptions, readCleanupOptions, type CleanupOptions } from "./scheduler/cleanup-config.js";
 import path from "node:path";
 
@@ -90,8 +91,7 @@ const defaults = {
   heartbeatCheckIntervalMs: 15_000,
 } satisfies Omit<Required<EnvironmentOptions>, "databaseUrl" | "ociRuntime" | "apiKeysFile" | keyof CleanupOptions>;
 
-/** A configuration value that cannot be used; the message names the variable or option. */
-export class ConfigError extends Error {}
+export { ConfigError };
 
 const REPLICA_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 const LOG_LEVELS = new Set(["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
@@ -158,36 +158,10 @@ export function splitHostPort(name: string, addr: string, allowZeroPort = false)
 
 /** Maps environment variables (SPEC §8) to options. Invalid values throw, naming the variable. */
 export function readEnvironmentOptions(env: NodeJS.ProcessEnv): EnvironmentOptions {
-  const str = (name: string) => {
-    const v = env[name];
-    return v === undefined || v === "" ? undefined : v;
-  };
-  const int = (name: string, min: number, max = Number.MAX_SAFE_INTEGER) => {
-    const v = str(name);
-    if (v === undefined) return undefined;
-    if (!/^\d+$/.test(v) || Number(v) < min || Number(v) > max) {
-      throw new ConfigError(`${name} must be an integer between ${min} and ${max}, got "${v}"`);
-    }
-    return Number(v);
-  };
+  const { str, int, num, bool } = envReader(env);
   const seconds = (name: string, min: number, max: number) => {
     const v = int(name, min, max);
     return v === undefined ? undefined : v * 1000;
-  };
-  const num = (name: string, min: number, max: number) => {
-    const v = str(name);
-    if (v === undefined) return undefined;
-    if (!/^\d+(\.\d+)?$/.test(v) || Number(v) < min || Number(v) > max) {
-      throw new ConfigError(`${name} must be a number between ${min} and ${max}, got "${v}"`);
-    }
-    return Number(v);
-  };
-  const bool = (name: string) => {
-    const v = str(name)?.toLowerCase();
-    if (v === undefined) return undefined;
-    if (["1", "true", "yes", "on"].includes(v)) return true;
-    if (["0", "false", "no", "off"].includes(v)) return false;
-    throw new ConfigError(`${name} must be true or false, got "${env[name]}"`);
   };
   const databaseUrl = str("RUNTARA_ENVIRONMENT_DATABASE_URL") ?? str("RUNTARA_DATABASE_URL");
   if (databaseUrl !== undefined && !/^postgres(ql)?:\/\//.test(databaseUrl)) {

@@ -1,4 +1,4 @@
-import { ConfigError } from "../config.js";
+import { ConfigError, envReader } from "../env-vars.js";
 
 // NOTE: src/config.ts is meant to import this module (for EnvironmentOptions and
 // readEnvironmentOptions) while this module imports ConfigError from it. That cycle is safe
@@ -84,24 +84,10 @@ export const cleanupVariables = {
  * (the reference's weak spot: "unparsable numeric worker values fall back to defaults").
  */
 export function readCleanupOptions(env: NodeJS.ProcessEnv): CleanupOptions {
-  const str = (name: string) => {
-    const v = env[name];
-    return v === undefined || v === "" ? undefined : v.trim();
-  };
+  const { int: integer, bool } = envReader(env);
   const int = (name: string, min: number, max: number, unitMs: number) => {
-    const v = str(name);
-    if (v === undefined) return undefined;
-    if (!/^\d+$/.test(v) || Number(v) < min || Number(v) > max) {
-      throw new ConfigError(`${name} must be an integer between ${min} and ${max}, got "${env[name]}"`);
-    }
-    return Number(v) * unitMs;
-  };
-  const bool = (name: string) => {
-    const v = str(name)?.toLowerCase();
-    if (v === undefined) return undefined;
-    if (["1", "true", "yes", "on"].includes(v)) return true;
-    if (["0", "false", "no", "off"].includes(v)) return false;
-    throw new ConfigError(`${name} must be true or false, got "${env[name]}"`);
+    const v = integer(name, min, max);
+    return v === undefined ? undefined : v * unitMs;
   };
   const v = cleanupVariables;
   return {
