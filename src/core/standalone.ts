@@ -1,6 +1,6 @@
 import type { AddressInfo } from "node:net";
 import { pino, type Logger } from "pino";
-import { compileOptions, type CompiledOptions, type EnvironmentOptions } from "../config.js";
+import { ConfigError, compileOptions, type CompiledOptions, type EnvironmentOptions } from "../config.js";
 import { createDatabase, Listener, migrate, type Database } from "../db/index.js";
 import { CoreRuntime } from "./runtime.js";
 import { Tokens } from "./tokens.js";
@@ -13,12 +13,17 @@ import { Tokens } from "./tokens.js";
 export class StandaloneCore {
   readonly options: CompiledOptions;
   readonly logger: Logger;
+  private readonly databaseUrl: string;
   private db: Database | undefined;
   private listener: Listener | undefined;
   private runtime: CoreRuntime | undefined;
 
   constructor(options: EnvironmentOptions & { logger?: Logger }) {
     this.options = compileOptions(options);
+    if (this.options.databaseUrl === undefined) {
+      throw new ConfigError("RUNTARA_DATABASE_URL (or RUNTARA_ENVIRONMENT_DATABASE_URL) is required to run core on its own");
+    }
+    this.databaseUrl = this.options.databaseUrl;
     this.logger = options.logger ?? pino({ level: this.options.logLevel });
   }
 
@@ -29,10 +34,7 @@ export class StandaloneCore {
 
   async start(): Promise<void> {
     const o = this.options;
-    const url = o.databaseUrl;
-    if (url === undefined) {
-      throw new Error("RUNTARA_DATABASE_URL (or RUNTARA_ENVIRONMENT_DATABASE_URL) is required to run core on its own");
-    }
+    const url = this.databaseUrl;
     try {
       await migrate(url, this.logger);
       this.db = await createDatabase({ url, poolSize: o.dbPoolSize, logger: this.logger });
