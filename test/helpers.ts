@@ -1,3 +1,5 @@
+import { fileURLToPath } from "node:url";
+import { spawn, type ChildProcess } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtemp, readdir, rm } from "node:fs/promises";
 import net from "node:net";
@@ -304,4 +306,52 @@ export async function insertInstance(
     Buffer.from(JSON.stringify(opts.input ?? {})),
   ]);
   return instanceId;
+}
+
+export interface Cli {
+  child: ChildProcess;
+  stdout(): string;
+  stderr(): string;
+  /** Resolves with the exit code (or the signal name) once the process is gone and its output read. */
+  exited: Promise<number | string>;
+  /** Resolves when stdout contains `text`; rejects if the process exits first. */
+  waitFor(text: string, timeoutMs?: number): Promise<void>;
+}
+
+/** Starts the CLI exactly as `npm start` does, with only the given variables (plus PATH/HOME). */
+export function startCli(vars: Record<string, string>): Cli {
+  const child = spawn(process.execPath, ["--import", "tsx", "src/cli/environment.ts"], {
+    cwd: path.resolve(path.dirname(fileURLToPath(import.meta.url)), ".."),
+    env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root", ...vars },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let out = "";
+  let err = "";
+  child.stdout!.setEncoding("utf8").on("data", (d: string) => (out += d));
+  child.stderr!.setEncoding("utf8").on("data", (d: string) => (err += d));
+  const exited = new Promise<number | string>((resolve) => child.once("close", (code, signal) => resolve(code ?? signal ?? -1)));
+  return {
+    child,
+    stdout: () => out,
+    stderr: () => err,
+    exited,
+    waitFor(text, timeoutMs = 30_000) {
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no "${text}" within ${timeoutMs} ms; stdout: ${out}\nstderr: ${err}`)), timeoutMs);
+        const check = () => {
+          if (out.includes(text)) {
+            clearTimeout(timer);
+            child.stdout!.off("data", check);
+            resolve();
+          }
+        };
+        child.stdout!.on("data", check);
+        check();
+        exited.then((code) => {
+          clearTimeout(timer);
+          if (!out.includes(text)) reject(new Error(`exited (${code}) before "${text}"; stdout: ${out}\nstderr: ${err}`));
+        });
+      });
+    },
+  };
 }

@@ -1,10 +1,9 @@
 import assert from "node:assert/strict";
-import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { execFile } from "node:child_process";
 import { chmod, mkdtemp, rm } from "node:fs/promises";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { after, describe, it } from "node:test";
 import { pino } from "pino";
@@ -17,64 +16,17 @@ import {
   freshDatabase,
   patternBytes,
   sha256Hex,
+  startCli,
   startEnvironment,
   stopTestPostgres,
+  type Cli,
   type TransportKind,
 } from "./helpers.js";
 
 const run = promisify(execFile);
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const ENV = "runtara.environment.v1.EnvironmentService";
 
 after(() => stopTestPostgres());
-
-interface Cli {
-  child: ChildProcess;
-  stdout(): string;
-  stderr(): string;
-  /** Resolves with the exit code (or the signal name) once the process is gone and its output read. */
-  exited: Promise<number | string>;
-  /** Resolves when stdout contains `text`; rejects if the process exits first. */
-  waitFor(text: string, timeoutMs?: number): Promise<void>;
-}
-
-/** Starts the CLI exactly as `npm start` does, with only the given variables (plus PATH/HOME). */
-function startCli(vars: Record<string, string>): Cli {
-  const child = spawn(process.execPath, ["--import", "tsx", "src/cli/environment.ts"], {
-    cwd: ROOT,
-    env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root", ...vars },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let out = "";
-  let err = "";
-  child.stdout!.setEncoding("utf8").on("data", (d: string) => (out += d));
-  child.stderr!.setEncoding("utf8").on("data", (d: string) => (err += d));
-  const exited = new Promise<number | string>((resolve) => child.once("close", (code, signal) => resolve(code ?? signal ?? -1)));
-  return {
-    child,
-    stdout: () => out,
-    stderr: () => err,
-    exited,
-    waitFor(text, timeoutMs = 30_000) {
-      return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`no "${text}" within ${timeoutMs} ms; stdout: ${out}\nstderr: ${err}`)), timeoutMs);
-        const check = () => {
-          if (out.includes(text)) {
-            clearTimeout(timer);
-            child.stdout!.off("data", check);
-            resolve();
-          }
-        };
-        child.stdout!.on("data", check);
-        check();
-        exited.then((code) => {
-          clearTimeout(timer);
-          if (!out.includes(text)) reject(new Error(`exited (${code}) before "${text}"; stdout: ${out}\nstderr: ${err}`));
-        });
-      });
-    },
-  };
-}
 
 /** Waits for exit, failing (and killing the process) after `ms`. */
 async function exitWithin(cli: Cli, ms: number): Promise<number | string> {

@@ -1,18 +1,25 @@
 import assert from "node:assert/strict";
-import { readFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
-import { execa, type ResultPromise } from "execa";
 import { InstanceStatus, TerminationReason } from "../gen/runtara/core/v1/types_pb.js";
 import { RunnerType } from "../gen/runtara/environment/v1/environment_pb.js";
 import { buildFixtures } from "./fixtures/build.js";
-import { environmentClient, freePort, freshDatabase, isAlive as alive, startEnvironment, stopTestPostgres, waitUntil as waitFor, type TestDatabase } from "./helpers.js";
-import { mkdtemp, rm } from "node:fs/promises";
+import {
+  environmentClient,
+  freePort,
+  freshDatabase,
+  isAlive as alive,
+  startCli,
+  startEnvironment,
+  stopTestPostgres,
+  waitUntil as waitFor,
+  type Cli,
+  type TestDatabase,
+} from "./helpers.js";
 import { tmpdir } from "node:os";
 import pg from "pg";
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const TENANT = "tenant-sup";
 
 
@@ -50,30 +57,20 @@ describe("supervision", () => {
     let dataDir: string;
     let port: number;
     let corePort: number;
-    let child: ResultPromise | undefined;
+    let current: Cli | undefined;
 
-    const startCli = async () => {
-      const proc = execa(process.execPath, ["--import", "tsx", path.join(root, "src/cli/environment.ts")], {
-        cwd: root,
-        reject: false,
-        env: {
-          RUNTARA_DATABASE_URL: db.url,
-          DATA_DIR: dataDir,
-          RUNTARA_ENV_HTTP_PORT: String(port),
-          RUNTARA_CORE_ADDR: `127.0.0.1:${corePort}`,
-          RUNTARA_REPLICA_ID: "recovery-test",
-          RUNTARA_WAKE_RECONCILE_INTERVAL_MS: "500",
-          LOG_LEVEL: "info",
-        },
+    const launch = async () => {
+      const cli = startCli({
+        RUNTARA_DATABASE_URL: db.url,
+        DATA_DIR: dataDir,
+        RUNTARA_ENV_HTTP_PORT: String(port),
+        RUNTARA_CORE_ADDR: `127.0.0.1:${corePort}`,
+        RUNTARA_REPLICA_ID: "recovery-test",
+        RUNTARA_WAKE_RECONCILE_INTERVAL_MS: "500",
       });
-      await new Promise<void>((resolve, reject) => {
-        const onData = (d: Buffer) => d.toString().includes("environment listening") && resolve();
-        proc.stdout?.on("data", onData);
-        void proc.then((r) => reject(new Error(`environment exited early: ${r.stderr}`)));
-      });
-      child = proc;
-      // Wrapped: an execa subprocess is thenable, so returning it would await its exit.
-      return { proc };
+      current = cli;
+      await cli.waitFor("environment listening");
+      return cli;
     };
 
     before(async () => {
@@ -83,14 +80,14 @@ describe("supervision", () => {
       corePort = await freePort();
     });
     after(async () => {
-      child?.kill("SIGTERM");
-      await child;
+      current?.child.kill("SIGTERM");
+      await current?.exited;
       await db.drop();
       await rm(dataDir, { recursive: true, force: true });
     });
 
     it("running instances are adopted and complete, due sleepers wake, nothing runs twice", async () => {
-      const { proc: first } = await startCli();
+      const first = await launch();
       const env = environmentClient(`http://127.0.0.1:${port}`);
       const binary = await readFile((await buildFixtures()).workflow);
       const { imageId } = await env.registerImage({ tenantId: TENANT, name: "wf", binary, runnerType: RunnerType.NATIVE });
@@ -106,12 +103,12 @@ describe("supervision", () => {
         const pids = (await pool.query(`SELECT pid FROM running_processes WHERE instance_id = ANY($1)`, [running])).rows.map((r) => r.pid as number);
         assert.equal(pids.length, 3);
 
-        first.kill("SIGKILL");
-        await first;
+        first.child.kill("SIGKILL");
+        await first.exited;
         assert.ok(pids.every(alive), "the workflows survive the environment's death");
         await new Promise((r) => setTimeout(r, 1_500)); // the sleeper comes due while nobody runs
 
-        await startCli();
+        await launch();
         for (const id of [...running, sleeping]) {
           await waitFor(async () => (await statusOf(id)) === "completed", 30_000);
         }
