@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { Code, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { CoreService } from "../gen/runtara/core/v1/core_pb.js";
 import { InstanceStatus, SignalType } from "../gen/runtara/core/v1/types_pb.js";

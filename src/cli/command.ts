@@ -1,4 +1,5 @@
-import type { Logger } from "pino";
+import { pino, type Logger } from "pino";
+import { ConfigError, readEnvironmentOptions, type EnvironmentOptions } from "../config.js";
 
 interface Runnable {
   start(): Promise<void>;
@@ -6,10 +7,32 @@ interface Runnable {
 }
 
 /**
+ * The whole life of a command: options from the environment variables (an invalid one
+ * exits 2 naming it), build the target, run it until a signal stops it.
+ */
+export async function runCommand(
+  name: string,
+  create: (options: EnvironmentOptions & { logger: Logger }) => Runnable & { logger: Logger },
+): Promise<void> {
+  let target: Runnable & { logger: Logger };
+  try {
+    const options = readEnvironmentOptions(process.env);
+    target = create({ ...options, logger: pino({ level: options.logLevel ?? "info" }) });
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      process.stderr.write(`${name}: invalid configuration: ${e.message}\n`);
+      process.exit(2);
+    }
+    throw e;
+  }
+  await runUntilSignalled(target, target.logger);
+}
+
+/**
  * Starts `target` and stops it on SIGINT/SIGTERM: the first signal stops gracefully, a second
  * one exits at once. The only place that installs signal handlers or calls process.exit.
  */
-export async function runUntilSignalled(target: Runnable, logger: Logger): Promise<void> {
+async function runUntilSignalled(target: Runnable, logger: Logger): Promise<void> {
   try {
     await target.start();
   } catch (e) {
