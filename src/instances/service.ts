@@ -18,6 +18,7 @@ import { Supervisor } from "./supervisor.js";
 import type { Instance, LaunchTarget } from "./types.js";
 import { type InstanceStatus, SignalType } from "../../gen/runtara/core/v1/types_pb.js";
 import { protoStatus } from "../core/convert.js";
+import { tenantStatus } from "../core/repository.js";
 
 export interface InstanceServiceOptions {
   dataDir: string;
@@ -331,8 +332,9 @@ export class InstanceService {
     return env;
   }
 
+  /** Just the status: the full row would also read input and output (up to 16 MiB each). */
   private statusOf(tenantId: string, instanceId: string): Promise<Status | null> {
-    return repo.findInstance(this.db, tenantId, instanceId).then((i) => i?.status ?? null);
+    return tenantStatus(this.db, tenantId, instanceId);
   }
 
   private async waitForTerminal(tenantId: string, instanceId: string, ms: number): Promise<boolean> {
