@@ -57,6 +57,19 @@ export interface EnvironmentOptions extends CleanupOptions {
   heartbeatTimeoutMs?: number;
   /** How often the heartbeat monitor checks, ms. @default 15000 */
   heartbeatCheckIntervalMs?: number;
+  /** Largest image RegisterImageStream accepts, bytes. @default 8 GiB */
+  maxImageBytes?: number;
+  /**
+   * Largest single message the management API reads (a unary request, or one message of a
+   * stream), bytes; RegisterImage's own limit is 16 MiB of binary. @default 64 MiB
+   */
+  maxRequestBytes?: number;
+  /** Due sleepers claimed per wake statement. @default 100 */
+  wakeBatchSize?: number;
+  /** RLIMIT_NOFILE of a container (soft = hard). @default 4096 */
+  nofileLimit?: number;
+  /** CPU bandwidth period of a container, µs; `cpuLimit` CPUs of time per period. @default 100000 */
+  cpuPeriodUs?: number;
 }
 
 export type CompiledOptions = Readonly<Required<Omit<EnvironmentOptions, "databaseUrl" | "ociRuntime" | "apiKeysFile">>> & {
@@ -89,6 +102,11 @@ const defaults = {
   wakeMaxAttempts: 3,
   heartbeatTimeoutMs: 120_000,
   heartbeatCheckIntervalMs: 15_000,
+  maxImageBytes: 8 * 1024 * 1024 * 1024,
+  maxRequestBytes: 64 * 1024 * 1024,
+  wakeBatchSize: 100,
+  nofileLimit: 4096,
+  cpuPeriodUs: 100_000,
 } satisfies Omit<Required<EnvironmentOptions>, "databaseUrl" | "ociRuntime" | "apiKeysFile" | keyof CleanupOptions>;
 
 export { ConfigError };
@@ -126,6 +144,11 @@ export function compileOptions(options: EnvironmentOptions = {}): CompiledOption
   positiveInt("heartbeatTimeoutMs", o.heartbeatTimeoutMs);
   positiveInt("heartbeatCheckIntervalMs", o.heartbeatCheckIntervalMs);
   if (!(o.cpuLimit > 0 && o.cpuLimit <= 1024)) throw new ConfigError(`cpuLimit must be a number of CPUs in (0, 1024], got ${o.cpuLimit}`);
+  boundedInt("maxImageBytes", o.maxImageBytes, 1, 1024 ** 4);
+  boundedInt("maxRequestBytes", o.maxRequestBytes, 1024 * 1024, 1024 ** 3);
+  boundedInt("wakeBatchSize", o.wakeBatchSize, 1, 10_000);
+  boundedInt("nofileLimit", o.nofileLimit, 64, 1_048_576);
+  boundedInt("cpuPeriodUs", o.cpuPeriodUs, 1_000, 1_000_000);
   return Object.freeze({
     ...o,
     ...compileCleanupOptions(options),
@@ -137,6 +160,10 @@ export function compileOptions(options: EnvironmentOptions = {}): CompiledOption
     coreHost,
     corePort,
   });
+}
+
+function boundedInt(name: string, v: number, min: number, max: number) {
+  if (!Number.isInteger(v) || v < min || v > max) throw new ConfigError(`${name} must be an integer in [${min}, ${max}], got ${v}`);
 }
 
 function positiveInt(name: string, v: number) {
@@ -220,6 +247,10 @@ export function readEnvironmentOptions(env: NodeJS.ProcessEnv): EnvironmentOptio
     apiKeysFile: str("RUNTARA_API_KEYS_FILE"),
     heartbeatTimeoutMs: seconds("RUNTARA_HEARTBEAT_TIMEOUT_SECS", 1, 86_400),
     heartbeatCheckIntervalMs: seconds("RUNTARA_HEARTBEAT_CHECK_INTERVAL_SECS", 1, 3_600),
+    maxImageBytes: int("RUNTARA_MAX_IMAGE_BYTES", 1, 1024 ** 4),
+    maxRequestBytes: int("RUNTARA_MAX_REQUEST_BYTES", 1024 * 1024, 1024 ** 3),
+    wakeBatchSize: int("RUNTARA_WAKE_BATCH_SIZE", 1, 10_000),
+    nofileLimit: int("RUNTARA_NOFILE_LIMIT", 64, 1_048_576),
     ...readCleanupOptions(env),
   };
 }

@@ -1,15 +1,12 @@
 import { mkdir } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
 import { pino, type Logger } from "pino";
-import { sql } from "slonik";
 import { compileOptions, type CompiledOptions, type EnvironmentOptions } from "./config.js";
 import { CoreRuntime } from "./core/runtime.js";
-import { Tokens } from "./core/tokens.js";
 import { ChannelHub, createDatabase, Listener, migrate, startEmbeddedPostgres, type Database } from "./db/index.js";
-import { CoreGateway } from "./instances/core-gateway.js";
 import { ImageService, ImageStore } from "./images/index.js";
-import { countActiveInstances } from "./instances/repository.js";
-import { InstanceService } from "./instances/service.js";
+import { CoreGateway, InstanceManager, Launcher, SignalService, Supervisor } from "./instances/index.js";
+import { Tokens } from "./lifecycle/index.js";
 import { createRunners } from "./runner/index.js";
 import { DatabaseCleanup } from "./scheduler/cleanup-database.js";
 import { ImageCleanup } from "./scheduler/cleanup-images.js";
@@ -17,271 +14,269 @@ import { RunDirCleanup } from "./scheduler/cleanup-runs.js";
 import { HeartbeatMonitor } from "./scheduler/heartbeat-monitor.js";
 import { WakeScheduler } from "./scheduler/wake-scheduler.js";
 import type { OnePortServer } from "./server/http.js";
-import { apiKeyAuth, loadApiKeys } from "./server/api-keys.js";
+import { apiKeyAuth, loadApiKeys, type ApiKeys } from "./server/api-keys.js";
 import { environmentRoutes } from "./server/routes.js";
 import { serve } from "./server/serve.js";
+import { Startup } from "./startup.js";
 import { VERSION } from "./version.js";
+import { containerLimits, databasePing, instanceCoreAddr, redactedDatabaseHost } from "./wiring.js";
 
 export interface EnvironmentRuntimeOptions extends EnvironmentOptions {
   /** Root logger; components log through children of it. @default pino at `logLevel` */
   logger?: Logger;
 }
 
-type State = "created" | "starting" | "running" | "stopping" | "stopped";
-
-/** Largest image binary accepted by RegisterImageStream. */
-const MAX_IMAGE_BYTES = 8n * 1024n * 1024n * 1024n;
+/** What start() brought up; tests and tools read it through the getters. */
+interface Running {
+  databaseUrl: string;
+  db: Database;
+  tokens: Tokens;
+  core: CoreRuntime | undefined;
+  server: OnePortServer;
+}
 
 /**
- * The whole environment in one object: database (external or embedded), migrations, the
- * management API on one port. `start()` resolves once the port is bound and rejects on any
- * startup failure (after undoing what it had started); `stop()` undoes it in reverse order.
+ * The whole environment in one object: database (external or embedded), migrations, core
+ * (embedded unless configured apart), the management API on one port, and the background
+ * workers. `start()` resolves once the port is bound and rejects on any startup failure
+ * (after undoing what it had started); `stop()` undoes it in reverse order, and may be called
+ * at any time, also while start() is still running.
  */
 export class Environment {
   readonly options: CompiledOptions;
   readonly logger: Logger;
-  private state: State = "created";
-  private database: Database | undefined;
-  private server: OnePortServer | undefined;
-  private core: CoreRuntime | undefined;
-  private tokenSet: Tokens | undefined;
-  /** What start() brought up, undone in reverse order by stop() (or a failed start). */
-  private readonly teardown: { what: string; run: () => Promise<void> | void }[] = [];
-  private readonly shutdown = new AbortController();
-  private resolvedDatabaseUrl: string | undefined;
+  private readonly startup: Startup;
+  private running: Partial<Running> = {};
 
   constructor(options: EnvironmentRuntimeOptions = {}) {
     this.options = compileOptions(options);
     this.logger = options.logger ?? pino({ level: this.options.logLevel });
+    this.startup = new Startup(this.logger);
   }
 
   /** Where the management API listens (after start). */
   get address(): AddressInfo {
-    if (!this.server) throw new Error("environment is not started");
-    return this.server.address;
+    return this.started("server").address;
   }
 
   /** The database in use (after start): the configured URL or the embedded one. */
   get databaseUrl(): string {
-    if (this.resolvedDatabaseUrl === undefined) throw new Error("environment is not started");
-    return this.resolvedDatabaseUrl;
+    return this.started("databaseUrl");
   }
 
   /** Where the embedded core listens (after start; only when embedCore). */
   get coreAddress(): AddressInfo | undefined {
-    return this.core?.address;
+    return this.running.core?.address;
   }
 
   /** Token helpers (after start): tests and tools act as an instance with them. */
   get tokens(): Tokens {
-    if (!this.tokenSet) throw new Error("environment is not started");
-    return this.tokenSet;
+    return this.started("tokens");
   }
 
   get db(): Database {
-    if (!this.database) throw new Error("environment is not started");
-    return this.database;
+    return this.started("db");
   }
 
-  async start(): Promise<void> {
-    if (this.state !== "created") throw new Error(`cannot start an environment that is ${this.state}`);
-    this.state = "starting";
-    const o = this.options;
-    try {
-      const apiKeys = o.apiKeysFile === undefined ? undefined : await loadApiKeys(o.apiKeysFile);
-      await mkdir(o.dataDir, { recursive: true });
-      if (o.databaseUrl === undefined) {
-        const embedded = await startEmbeddedPostgres(o.dataDir, this.logger);
-        this.onStop("stop embedded PostgreSQL", () => embedded.stop());
-        this.resolvedDatabaseUrl = embedded.url;
-        this.logger.info({ database: "embedded", dataDir: o.dataDir }, "using embedded PostgreSQL");
-      } else {
-        this.resolvedDatabaseUrl = o.databaseUrl;
-        this.logger.info({ database: "external", host: redactedHost(o.databaseUrl) }, "using external PostgreSQL");
-      }
-      await migrate(this.resolvedDatabaseUrl, this.logger);
-      const db = await createDatabase({ url: this.resolvedDatabaseUrl, poolSize: o.dbPoolSize, logger: this.logger });
-      this.database = db;
-      this.onStop("close the database pool", () => db.end());
-      const listener = new Listener(this.resolvedDatabaseUrl, this.logger.child({ component: "listener" }));
-      await listener.start();
-      this.onStop("stop the listener", () => listener.stop());
-      const tokens = await Tokens.load(db);
-      this.tokenSet = tokens;
-      if (o.embedCore) {
-        const core = new CoreRuntime(db, listener, tokens, this.logger, {
-          host: o.coreHost,
-          port: o.corePort,
-          maxPayloadBytes: o.maxPayloadBytes,
-          corsOrigins: o.corsOrigins,
-          shutdownGraceMs: o.shutdownGraceMs,
-        });
-        await core.start();
-        this.core = core;
-        this.onStop("stop core", () => core.stop());
-      }
-      const coreAddr = this.core ? `${o.coreHost}:${this.core.address.port}` : o.coreAddr;
-      const gateway = new CoreGateway(coreAddr, tokens.managementToken());
-      this.onStop("close the core client", () => gateway.close());
-
-      const store = new ImageStore(o.dataDir);
-      await store.clearStaging();
-      const images = new ImageService(db, store, this.logger.child({ component: "images" }), MAX_IMAGE_BYTES);
-      const port = this.core ? this.core.address.port : o.corePort;
-      const reachableHost = o.coreHost === "0.0.0.0" || o.coreHost === "::" ? "127.0.0.1" : o.coreHost;
-      const runners = createRunners({
-        oci: { runtime: o.ociRuntime, logger: this.logger.child({ component: "oci-runner" }) },
-      });
-      const instances = new InstanceService(
-        db,
-        runners,
-        store,
-        gateway,
-        tokens,
-        new ChannelHub(listener, "runtara_instance"),
-        this.logger.child({ component: "instances" }),
-        {
-          dataDir: o.dataDir,
-          coreAddr: `${reachableHost}:${port}`,
-          skipCertVerification: o.skipCertVerification,
-          networkMode: o.networkMode,
-          replicaId: o.replicaId,
-          limits: {
-            memoryBytes: o.memoryLimitBytes,
-            cpuPeriodUs: 100_000,
-            cpuQuotaUs: Math.round(o.cpuLimit * 100_000),
-            pidsLimit: o.pidsLimit,
-            nofile: 4096,
-          },
-        },
-      );
-      // Workflows keep running: a restart of the environment must not kill them.
-      this.onStop("detach from the workflows", () => instances.detachAll());
-      await instances.recover();
-      const startedAtMs = Date.now();
-      const routes = environmentRoutes({
-        images,
-        instances,
-        defaults: { executionTimeoutSecs: o.executionTimeoutSecs, maxPayloadBytes: o.maxPayloadBytes },
-        core: gateway,
-        probes: {
-          version: VERSION,
-          startedAtMs,
-          database: () => ping(db),
-          core: () => gateway.reachable(),
-          activeInstances: () => countActiveInstances(db),
-        },
-      });
-      const server = await serve({
-        routes,
-        interceptors: apiKeys ? [apiKeyAuth(apiKeys)] : [],
-        port: o.httpPort,
-        host: o.httpHost,
-        corsOrigins: o.corsOrigins,
-        logger: this.logger.child({ component: "rpc" }),
-        readMaxBytes: 64 * 1024 * 1024,
-        shutdownSignal: this.shutdown.signal,
-      });
-      this.server = server;
-      this.onStop("close the server", async () => {
-        const closing = server.close(o.shutdownGraceMs);
-        // Server streams (watches) end when the grace period runs out.
-        setTimeout(() => this.shutdown.abort(), o.shutdownGraceMs).unref();
-        await closing;
-        this.shutdown.abort();
-      });
-      const wakes = new WakeScheduler(
-        db,
-        listener,
-        (claimed) => instances.wake(claimed.target, claimed.attempt, o.wakeMaxAttempts),
-        this.logger.child({ component: "wake-scheduler" }),
-        { reconcileIntervalMs: o.wakeReconcileIntervalMs, batchSize: 100 },
-      );
-      wakes.start();
-      this.onStop("stop the wake scheduler", () => wakes.stop());
-      const heartbeats = new HeartbeatMonitor(
-        (timeoutMs) => instances.enforceHeartbeats(timeoutMs),
-        this.logger.child({ component: "heartbeat-monitor" }),
-        { timeoutMs: o.heartbeatTimeoutMs, intervalMs: o.heartbeatCheckIntervalMs },
-      );
-      heartbeats.start();
-      this.onStop("stop the heartbeat monitor", () => heartbeats.stop());
-      const runCleanup = new RunDirCleanup(db, o.dataDir, this.logger.child({ component: "run-cleanup" }), {
-        maxAgeMs: o.runCleanupMaxAgeMs,
-        intervalMs: o.runCleanupIntervalMs,
-      });
-      runCleanup.start();
-      this.onStop("stop the run directory cleanup", () => runCleanup.stop());
-      const dbCleanup = new DatabaseCleanup(db, o.dataDir, this.logger.child({ component: "db-cleanup" }), {
-        enabled: o.dbCleanupEnabled,
-        intervalMs: o.dbCleanupIntervalMs,
-        maxAgeMs: o.dbCleanupMaxAgeMs,
-        batchSize: o.dbCleanupBatchSize,
-      });
-      dbCleanup.start();
-      this.onStop("stop the database cleanup", () => dbCleanup.stop());
-      const imageCleanup = new ImageCleanup(db, o.dataDir, this.logger.child({ component: "image-cleanup" }), {
-        enabled: o.imageCleanupEnabled,
-        intervalMs: o.imageCleanupIntervalMs,
-        maxAgeMs: o.imageCleanupMaxAgeMs,
-        batchSize: o.imageCleanupBatchSize,
-      });
-      imageCleanup.start();
-      this.onStop("stop the image cleanup", () => imageCleanup.stop());
-      this.state = "running";
-      this.logger.info({ port: server.address.port, host: o.httpHost, version: VERSION }, "environment listening");
-    } catch (e) {
-      await this.release();
-      this.state = "stopped";
-      throw e;
-    }
+  start(): Promise<void> {
+    return this.startup.start(() => this.startSequence());
   }
 
   async stop(): Promise<void> {
-    if (this.state === "stopped" || this.state === "stopping") return;
-    this.state = "stopping";
-    await this.release();
-    this.state = "stopped";
+    await this.startup.stop();
+    this.running = {};
     this.logger.info("environment stopped");
   }
 
-  private onStop(what: string, run: () => Promise<void> | void) {
-    this.teardown.push({ what, run });
-  }
-
   /**
-   * Undoes start() in reverse: workers stop claiming, the server stops accepting and drains,
-   * workflows are detached (never killed), core stops, then the listener, the pool and the
-   * embedded PostgreSQL. A step that fails is logged and the rest still run.
+   * Dependency order: storage, database, core, the environment's services, the API, then the
+   * background workers. Each step registers its undo; stop() runs them in reverse, so workers
+   * stop claiming first, the server drains, workflows are detached (never killed), core stops,
+   * then the listener, the pool and the embedded PostgreSQL.
    */
-  private async release() {
-    for (let step = this.teardown.pop(); step !== undefined; step = this.teardown.pop()) {
-      try {
-        await step.run();
-      } catch (e) {
-        this.logger.error({ err: e }, `could not ${step.what}`);
-      }
+  private async startSequence(): Promise<void> {
+    const o = this.options;
+    const s = this.startup;
+    const apiKeys = o.apiKeysFile === undefined ? undefined : await loadApiKeys(o.apiKeysFile);
+    await mkdir(o.dataDir, { recursive: true });
+    const databaseUrl = await this.startDatabase();
+    await migrate(databaseUrl, this.logger);
+    const db = s.own("close the database pool", await createDatabase({ url: databaseUrl, poolSize: o.dbPoolSize, logger: this.logger }), (d) => d.end());
+    const listener = new Listener(databaseUrl, this.logger.child({ component: "listener" }));
+    await listener.start();
+    s.onStop("stop the listener", () => listener.stop());
+    const tokens = await Tokens.load(db);
+    const core = o.embedCore ? await this.startCore(db, listener, tokens) : undefined;
+    this.running = { databaseUrl, db, tokens, core };
+
+    const gateway = s.own("close the core client", new CoreGateway(core ? `${o.coreHost}:${core.address.port}` : o.coreAddr, tokens.managementToken()), (g) => g.close());
+    const store = new ImageStore(o.dataDir);
+    await store.clearStaging();
+    const images = new ImageService(db, store, this.logger.child({ component: "images" }), BigInt(o.maxImageBytes));
+    const { instances, signals } = this.buildInstances(db, listener, store, gateway, tokens, core);
+    // Workflows keep running: a restart of the environment must not kill them.
+    s.onStop("detach from the workflows", () => instances.detachAll());
+    await instances.recover();
+    s.checkNotStopped();
+
+    this.running.server = await this.startServer({ images, instances, signals, gateway, db, apiKeys });
+    this.startWorkers(db, listener, instances);
+    this.logger.info({ port: this.running.server.address.port, host: o.httpHost, version: VERSION }, "environment listening");
+  }
+
+  private async startDatabase(): Promise<string> {
+    const o = this.options;
+    if (o.databaseUrl !== undefined) {
+      this.logger.info({ database: "external", host: redactedDatabaseHost(o.databaseUrl) }, "using external PostgreSQL");
+      return o.databaseUrl;
     }
-    this.server = undefined;
-    this.core = undefined;
-    this.database = undefined;
+    const embedded = this.startup.own("stop embedded PostgreSQL", await startEmbeddedPostgres(o.dataDir, this.logger), (e) => e.stop());
+    this.logger.info({ database: "embedded", dataDir: o.dataDir }, "using embedded PostgreSQL");
+    return embedded.url;
   }
-}
 
-async function ping(db: Database): Promise<boolean> {
-  try {
-    await db.oneFirst(sql.unsafe`SELECT 1`);
-    return true;
-  } catch {
-    return false;
+  private async startCore(db: Database, listener: Listener, tokens: Tokens): Promise<CoreRuntime> {
+    const o = this.options;
+    const core = new CoreRuntime(db, listener, tokens, this.logger, {
+      host: o.coreHost,
+      port: o.corePort,
+      maxPayloadBytes: o.maxPayloadBytes,
+      corsOrigins: o.corsOrigins,
+      shutdownGraceMs: o.shutdownGraceMs,
+    });
+    await core.start();
+    return this.startup.own("stop core", core, (c) => c.stop());
   }
-}
 
-function redactedHost(url: string): string {
-  try {
-    const u = new URL(url);
-    return `${u.hostname}:${u.port || 5432}${u.pathname}`;
-  } catch {
-    return "(unparsable url)";
+  private buildInstances(db: Database, listener: Listener, store: ImageStore, gateway: CoreGateway, tokens: Tokens, core: CoreRuntime | undefined) {
+    const o = this.options;
+    const runners = createRunners({ oci: { runtime: o.ociRuntime, logger: this.logger.child({ component: "oci-runner" }) } });
+    const supervisor = new Supervisor(db, this.logger.child({ component: "supervisor" }));
+    const launcher = new Launcher({
+      db,
+      runners,
+      images: store,
+      tokens,
+      supervisor,
+      logger: this.logger.child({ component: "launcher" }),
+      options: {
+        dataDir: o.dataDir,
+        coreAddr: instanceCoreAddr(o, core?.address.port),
+        skipCertVerification: o.skipCertVerification,
+        networkMode: o.networkMode,
+        replicaId: o.replicaId,
+        limits: containerLimits(o),
+      },
+    });
+    const instances = new InstanceManager({
+      db,
+      runners,
+      launcher,
+      supervisor,
+      core: gateway,
+      statusChanges: new ChannelHub(listener, "runtara_instance"),
+      logger: this.logger.child({ component: "instances" }),
+      replicaId: o.replicaId,
+    });
+    const signals = new SignalService(gateway, (tenantId, instanceId) => instances.relaunchIfSuspended(tenantId, instanceId));
+    return { instances, signals };
+  }
+
+  private async startServer(deps: {
+    images: ImageService;
+    instances: InstanceManager;
+    signals: SignalService;
+    gateway: CoreGateway;
+    db: Database;
+    apiKeys: ApiKeys | undefined;
+  }): Promise<OnePortServer> {
+    const o = this.options;
+    const shutdown = new AbortController();
+    const server = await serve({
+      routes: environmentRoutes({
+        images: deps.images,
+        instances: deps.instances,
+        signals: deps.signals,
+        defaults: { executionTimeoutSecs: o.executionTimeoutSecs, maxPayloadBytes: o.maxPayloadBytes },
+        probes: {
+          version: VERSION,
+          startedAtMs: Date.now(),
+          database: () => databasePing(deps.db),
+          core: () => deps.gateway.reachable(),
+          activeInstances: () => deps.instances.countActive(),
+        },
+      }),
+      interceptors: deps.apiKeys ? [apiKeyAuth(deps.apiKeys)] : [],
+      port: o.httpPort,
+      host: o.httpHost,
+      corsOrigins: o.corsOrigins,
+      logger: this.logger.child({ component: "rpc" }),
+      readMaxBytes: o.maxRequestBytes,
+      shutdownSignal: shutdown.signal,
+    });
+    this.startup.onStop("close the server", async () => {
+      const closing = server.close(o.shutdownGraceMs);
+      // Server streams (watches) end when the grace period runs out.
+      setTimeout(() => shutdown.abort(), o.shutdownGraceMs).unref();
+      await closing;
+      shutdown.abort();
+    });
+    return server;
+  }
+
+  private startWorkers(db: Database, listener: Listener, instances: InstanceManager): void {
+    const o = this.options;
+    const child = (component: string) => this.logger.child({ component });
+    const workers = [
+      {
+        what: "the wake scheduler",
+        worker: new WakeScheduler(
+          db,
+          listener,
+          (claimed) => instances.wake(claimed.target, claimed.attempt, o.wakeMaxAttempts),
+          child("wake-scheduler"),
+          { reconcileIntervalMs: o.wakeReconcileIntervalMs, batchSize: o.wakeBatchSize },
+        ),
+      },
+      {
+        what: "the heartbeat monitor",
+        worker: new HeartbeatMonitor((timeoutMs) => instances.enforceHeartbeats(timeoutMs), child("heartbeat-monitor"), {
+          timeoutMs: o.heartbeatTimeoutMs,
+          intervalMs: o.heartbeatCheckIntervalMs,
+        }),
+      },
+      {
+        what: "the run directory cleanup",
+        worker: new RunDirCleanup(db, o.dataDir, child("run-cleanup"), { maxAgeMs: o.runCleanupMaxAgeMs, intervalMs: o.runCleanupIntervalMs }),
+      },
+      {
+        what: "the database cleanup",
+        worker: new DatabaseCleanup(db, o.dataDir, child("db-cleanup"), {
+          enabled: o.dbCleanupEnabled,
+          intervalMs: o.dbCleanupIntervalMs,
+          maxAgeMs: o.dbCleanupMaxAgeMs,
+          batchSize: o.dbCleanupBatchSize,
+        }),
+      },
+      {
+        what: "the image cleanup",
+        worker: new ImageCleanup(db, o.dataDir, child("image-cleanup"), {
+          enabled: o.imageCleanupEnabled,
+          intervalMs: o.imageCleanupIntervalMs,
+          maxAgeMs: o.imageCleanupMaxAgeMs,
+          batchSize: o.imageCleanupBatchSize,
+        }),
+      },
+    ];
+    for (const { what, worker } of workers) {
+      worker.start();
+      this.startup.onStop(`stop ${what}`, () => worker.stop());
+    }
+  }
+
+  private started<K extends keyof Running>(key: K): Running[K] {
+    const value = this.running[key];
+    if (value === undefined) throw new Error("environment is not started");
+    return value as Running[K];
   }
 }

@@ -1,20 +1,25 @@
 import { sql, type DatabasePool, type DatabaseTransactionConnection } from "slonik";
 import { z } from "zod";
 import {
+  ACTIVE,
   SIGNAL_KINDS,
   STATUSES,
+  pendingSignalColumns,
+  pendingSignalSelect,
+  refreshHeartbeat,
+  statusList,
+  statusLiteral as is,
+  toPendingSignal,
   type CheckpointSummary,
   type CustomSignal,
   type InstanceEvent,
   type PendingSignal,
   type SignalKind,
-  type Status,
-} from "./types.js";
+} from "../lifecycle/index.js";
 
 /**
- * Core's SQL: one exported function per statement. Every status change is one guarded
- * UPDATE (`WHERE status = ANY(allowed)`); lifecycle events are written in the same statement
- * through a CTE, so they exist exactly when the transition applied.
+ * Core's SQL apart from status changes (those are in src/lifecycle/transitions.ts): heartbeats,
+ * checkpoints, signals, events and the read views, one exported function per statement.
  */
 type Db = DatabasePool | DatabaseTransactionConnection;
 
@@ -22,61 +27,11 @@ const status = z.enum(STATUSES);
 const signalKind = z.enum(SIGNAL_KINDS);
 const bytes = z.instanceof(Buffer);
 
-const signalColumns = z.object({
-  signal_type: signalKind.nullable(),
-  signal_payload: bytes.nullable(),
-  signal_created_at: z.number().nullable(),
-});
-type SignalColumns = z.infer<typeof signalColumns>;
-
-export function toSignal(r: SignalColumns): PendingSignal | undefined {
-  return r.signal_type === null
-    ? undefined
-    : { type: r.signal_type, payload: r.signal_payload ?? Buffer.alloc(0), createdAtMs: r.signal_created_at ?? 0 };
-}
-
-/** Subselects returning the pending instance-wide signal as three columns. */
-const pendingSignalSelect = (instanceId: string) => sql.fragment`
-  (SELECT signal_type FROM pending_signals WHERE instance_id = ${instanceId}) AS signal_type,
-  (SELECT payload FROM pending_signals WHERE instance_id = ${instanceId}) AS signal_payload,
-  (SELECT created_at FROM pending_signals WHERE instance_id = ${instanceId}) AS signal_created_at`;
-
-/**
- * Refreshes the heartbeat of a running instance when it is older than a second (so a busy
- * instance does not rewrite its row on every call) and returns status, tenant and input.
- */
-const heartbeat = (instanceId: string) => sql.fragment`
-  UPDATE instances SET heartbeat_at = now()
-  WHERE instance_id = ${instanceId} AND status = 'running'
-    AND (heartbeat_at IS NULL OR heartbeat_at < now() - interval '1 second')`;
-
+/** Refreshes the heartbeat (src/lifecycle) and returns status, tenant and input. */
 export async function touch(db: Db, instanceId: string) {
   return db.maybeOne(sql.type(z.object({ status, tenant_id: z.string(), input: bytes.nullable() }))`
-    WITH hb AS (${heartbeat(instanceId)})
+    WITH hb AS (${refreshHeartbeat(instanceId)})
     SELECT status, tenant_id, input FROM instances WHERE instance_id = ${instanceId}`);
-}
-
-export async function currentStatus(db: Db, instanceId: string): Promise<Status | null> {
-  return db.maybeOneFirst(sql.type(z.object({ status }))`SELECT status FROM instances WHERE instance_id = ${instanceId}`);
-}
-
-/**
- * PENDING|RUNNING -> RUNNING (first start, or a relaunch: resume and wake move SUSPENDED to
- * PENDING before launching, so a stray old process cannot revive a suspended instance).
- */
-export async function register(db: Db, instanceId: string, checkpointId: string) {
-  return db.maybeOne(sql.type(z.object({ status, tenant_id: z.string(), input: bytes.nullable() }).merge(signalColumns))`
-    WITH u AS (
-      UPDATE instances
-      SET status = 'running', started_at = now(), heartbeat_at = now(), finished_at = NULL,
-          termination_reason = NULL, sleep_until = NULL, exit_code = NULL, launch_attempts = 0
-      WHERE instance_id = ${instanceId} AND status IN ('pending', 'running')
-      RETURNING status, tenant_id, input
-    ), e AS (
-      INSERT INTO instance_events (instance_id, event_type, checkpoint_id)
-      SELECT ${instanceId}, 'registered', ${checkpointId} FROM u
-    )
-    SELECT u.status, u.tenant_id, u.input, ${pendingSignalSelect(instanceId)} FROM u`);
 }
 
 export async function findCheckpoint(db: Db, instanceId: string, checkpointId: string) {
@@ -97,12 +52,12 @@ export async function saveCheckpoint(db: Db, instanceId: string, checkpointId: s
   return db.one(sql.type(
     z
       .object({ running: z.boolean(), inserted: z.boolean(), stored: bytes.nullable(), status: status.nullable() })
-      .merge(signalColumns)
+      .merge(pendingSignalColumns)
       .merge(z.object({ custom_payload: bytes.nullable(), custom_created_at: z.number().nullable() })),
   )`
     WITH inst AS (
-      SELECT instance_id FROM instances WHERE instance_id = ${instanceId} AND status = 'running'
-    ), hb AS (${heartbeat(instanceId)}
+      SELECT instance_id FROM instances WHERE instance_id = ${instanceId} AND status = ${is("running")}
+    ), hb AS (${refreshHeartbeat(instanceId)}
     ), ins AS (
       INSERT INTO checkpoints (instance_id, checkpoint_id, state)
       SELECT instance_id, ${checkpointId}, ${sql.binary(Buffer.from(state.buffer, state.byteOffset, state.byteLength))} FROM inst
@@ -119,30 +74,9 @@ export async function saveCheckpoint(db: Db, instanceId: string, checkpointId: s
       (SELECT created_at FROM custom_signals WHERE instance_id = ${instanceId} AND checkpoint_id = ${checkpointId}) AS custom_created_at`);
 }
 
-/** RUNNING -> SUSPENDED(sleeping) with the checkpoint (first write wins) and wake time. */
-export async function sleep(db: Db, instanceId: string, checkpointId: string, state: Uint8Array, wakeAtMs: number) {
-  return db.maybeOne(sql.type(z.object({ sleep_until: z.number() }))`
-    WITH u AS (
-      UPDATE instances
-      SET status = 'suspended', termination_reason = 'sleeping', sleep_until = to_timestamp(${wakeAtMs} / 1000.0),
-          checkpoint_id = ${checkpointId}, heartbeat_at = now(), finished_at = NULL
-      WHERE instance_id = ${instanceId} AND status = 'running'
-        AND NOT EXISTS (SELECT 1 FROM pending_signals WHERE instance_id = ${instanceId} AND signal_type = 'cancel')
-      RETURNING instance_id, sleep_until
-    ), c AS (
-      INSERT INTO checkpoints (instance_id, checkpoint_id, state)
-      SELECT instance_id, ${checkpointId}, ${sql.binary(Buffer.from(state.buffer, state.byteOffset, state.byteLength))} FROM u
-      ON CONFLICT (instance_id, checkpoint_id) DO NOTHING
-    ), e AS (
-      INSERT INTO instance_events (instance_id, event_type, checkpoint_id, payload)
-      SELECT instance_id, 'sleep', ${checkpointId}, convert_to(json_build_object('wake_at_ms', ${wakeAtMs}::bigint)::text, 'UTF8') FROM u
-    )
-    SELECT sleep_until FROM u`);
-}
-
 export async function pendingSignal(db: Db, instanceId: string): Promise<PendingSignal | undefined> {
-  const row = await db.one(sql.type(signalColumns)`SELECT ${pendingSignalSelect(instanceId)}`);
-  return toSignal(row);
+  const row = await db.one(sql.type(pendingSignalColumns)`SELECT ${pendingSignalSelect(instanceId)}`);
+  return toPendingSignal(row);
 }
 
 const customRow = z
@@ -161,39 +95,6 @@ export async function customSignals(db: Db, instanceId: string): Promise<readonl
     WHERE instance_id = ${instanceId} ORDER BY created_at, checkpoint_id`);
 }
 
-const transitionFor: Record<SignalKind, ReturnType<typeof sql.fragment>> = {
-  cancel: sql.fragment`status = 'cancelled', termination_reason = 'cancelled', finished_at = now(), sleep_until = NULL`,
-  pause: sql.fragment`status = 'suspended', termination_reason = 'paused', sleep_until = NULL`,
-  resume: sql.fragment`status = status`,
-};
-const allowedFrom: Record<SignalKind, ReturnType<typeof sql.fragment>> = {
-  cancel: sql.fragment`('pending', 'running', 'suspended')`,
-  pause: sql.fragment`('running')`,
-  resume: sql.fragment`('pending', 'running', 'suspended')`,
-};
-
-/**
- * Acknowledges the pending signal of exactly this type and applies its transition in one
- * statement: CANCEL -> CANCELLED, PAUSE -> SUSPENDED(paused), RESUME -> no change.
- */
-export async function ackSignal(db: Db, instanceId: string, kind: SignalKind) {
-  return db.one(sql.type(z.object({ acked: z.boolean(), status: status.nullable(), pending: signalKind.nullable() }))`
-    WITH s AS (
-      DELETE FROM pending_signals WHERE instance_id = ${instanceId} AND signal_type = ${kind}
-      RETURNING instance_id
-    ), u AS (
-      UPDATE instances SET ${transitionFor[kind]}
-      WHERE instance_id IN (SELECT instance_id FROM s) AND status IN ${allowedFrom[kind]}
-      RETURNING status
-    ), e AS (
-      INSERT INTO instance_events (instance_id, event_type, subtype)
-      SELECT instance_id, 'acknowledged', ${kind} FROM s
-    )
-    SELECT EXISTS (SELECT 1 FROM s) AS acked,
-      COALESCE((SELECT status FROM u), (SELECT status FROM instances WHERE instance_id = ${instanceId})) AS status,
-      (SELECT signal_type FROM pending_signals WHERE instance_id = ${instanceId}) AS pending`);
-}
-
 export async function ackCustomSignal(db: Db, instanceId: string, checkpointId: string): Promise<boolean> {
   const row = await db.maybeOne(sql.unsafe`
     DELETE FROM custom_signals WHERE instance_id = ${instanceId} AND checkpoint_id = ${checkpointId} RETURNING 1`);
@@ -204,55 +105,8 @@ export async function emitEvent(db: Db, instanceId: string, subtype: string, che
   return db.maybeOneFirst(sql.type(z.object({ id: z.bigint() }))`
     INSERT INTO instance_events (instance_id, event_type, subtype, checkpoint_id, payload)
     SELECT instance_id, 'custom', ${subtype}, ${checkpointId}, ${payload === null ? null : sql.binary(Buffer.from(payload))}
-    FROM instances WHERE instance_id = ${instanceId} AND status IN ('pending', 'running', 'suspended')
+    FROM instances WHERE instance_id = ${instanceId} AND status IN ${statusList(ACTIVE)}
     RETURNING id`);
-}
-
-/** RUNNING -> COMPLETED / FAILED. Returns the status afterwards and whether it applied. */
-export async function finish(
-  db: Db,
-  instanceId: string,
-  outcome: { kind: "completed"; output: Uint8Array | null } | { kind: "failed"; error: string },
-) {
-  const set =
-    outcome.kind === "completed"
-      ? sql.fragment`status = 'completed', termination_reason = 'completed', error = NULL,
-          output = ${outcome.output === null ? null : sql.binary(Buffer.from(outcome.output))}`
-      : sql.fragment`status = 'failed', termination_reason = 'application_error', error = ${outcome.error}`;
-  return db.one(sql.type(z.object({ applied: z.boolean(), status: status.nullable() }))`
-    WITH u AS (
-      UPDATE instances SET ${set}, finished_at = now(), heartbeat_at = now(), sleep_until = NULL
-      WHERE instance_id = ${instanceId} AND status = 'running'
-      RETURNING status
-    ), e AS (
-      INSERT INTO instance_events (instance_id, event_type) SELECT ${instanceId}, ${outcome.kind} FROM u
-    )
-    SELECT EXISTS (SELECT 1 FROM u) AS applied,
-      COALESCE((SELECT status FROM u), (SELECT status FROM instances WHERE instance_id = ${instanceId})) AS status`);
-}
-
-// ---- management side (CoreService) ----
-
-export async function tenantStatus(db: Db, tenantId: string, instanceId: string): Promise<Status | null> {
-  return db.maybeOneFirst(sql.type(z.object({ status }))`
-    SELECT status FROM instances WHERE instance_id = ${instanceId} AND tenant_id = ${tenantId}`);
-}
-
-/** Cancels a PENDING or SUSPENDED instance at once (there is no process to acknowledge). */
-export async function cancelIdle(db: Db, tenantId: string, instanceId: string): Promise<boolean> {
-  const row = await db.maybeOne(sql.unsafe`
-    WITH u AS (
-      UPDATE instances
-      SET status = 'cancelled', termination_reason = 'cancelled', finished_at = now(), sleep_until = NULL
-      WHERE instance_id = ${instanceId} AND tenant_id = ${tenantId} AND status IN ('pending', 'suspended')
-      RETURNING instance_id
-    ), d AS (
-      DELETE FROM pending_signals WHERE instance_id IN (SELECT instance_id FROM u)
-    ), e AS (
-      INSERT INTO instance_events (instance_id, event_type, subtype) SELECT instance_id, 'signal', 'cancel' FROM u
-    )
-    SELECT 1 FROM u`);
-  return row !== null;
 }
 
 /**
@@ -264,7 +118,7 @@ export async function storeSignal(db: Db, tenantId: string, instanceId: string, 
   return db.maybeOne(sql.type(z.object({ stored: z.boolean(), pending: signalKind.nullable() }))`
     WITH target AS (
       SELECT instance_id FROM instances
-      WHERE instance_id = ${instanceId} AND tenant_id = ${tenantId} AND status IN ('pending', 'running', 'suspended')
+      WHERE instance_id = ${instanceId} AND tenant_id = ${tenantId} AND status IN ${statusList(ACTIVE)}
     ), up AS (
       INSERT INTO pending_signals (instance_id, signal_type, payload, created_at)
       SELECT instance_id, ${kind}, ${sql.binary(Buffer.from(payload))}, clock_timestamp() FROM target
@@ -284,7 +138,7 @@ export async function storeCustomSignal(db: Db, tenantId: string, instanceId: st
   const row = await db.maybeOne(sql.unsafe`
     INSERT INTO custom_signals (instance_id, checkpoint_id, payload, created_at)
     SELECT instance_id, ${checkpointId}, ${sql.binary(Buffer.from(payload))}, clock_timestamp() FROM instances
-    WHERE instance_id = ${instanceId} AND tenant_id = ${tenantId} AND status IN ('pending', 'running', 'suspended')
+    WHERE instance_id = ${instanceId} AND tenant_id = ${tenantId} AND status IN ${statusList(ACTIVE)}
     ON CONFLICT (instance_id, checkpoint_id) DO UPDATE SET payload = EXCLUDED.payload, created_at = EXCLUDED.created_at
     RETURNING 1`);
   return row !== null;

@@ -1,6 +1,6 @@
 import type { AddressInfo } from "node:net";
 import type { Logger } from "pino";
-import { sql, type DatabasePool } from "slonik";
+import type { DatabasePool } from "slonik";
 import { CoreService } from "../../gen/runtara/core/v1/core_pb.js";
 import { InstanceService } from "../../gen/runtara/core/v1/instance_pb.js";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
@@ -11,10 +11,11 @@ import type { OnePortServer } from "../server/http.js";
 import { instanceHandlers } from "../server/instance-handlers.js";
 import { registerReflection } from "../server/reflection.js";
 import { serve } from "../server/serve.js";
+import type { Tokens } from "../lifecycle/index.js";
 import { VERSION } from "../version.js";
-import { InstanceCore } from "./instance-service.js";
-import { ManagementCore } from "./management-service.js";
-import type { Tokens } from "./tokens.js";
+import { databasePing } from "../wiring.js";
+import { InstanceCalls } from "./instance-calls.js";
+import { ManagementCalls } from "./management-calls.js";
 
 export interface CoreRuntimeOptions {
   host: string;
@@ -48,18 +49,11 @@ export class CoreRuntime {
 
   async start(): Promise<void> {
     const signals = new ChannelHub(this.listener, "runtara_signal");
-    const instances = new InstanceCore(this.db, signals, this.logger.child({ component: "core" }), {
+    const instances = new InstanceCalls(this.db, signals, this.logger.child({ component: "core" }), {
       maxPayloadBytes: this.options.maxPayloadBytes,
     });
-    const management = new ManagementCore(this.db, this.logger.child({ component: "core" }));
-    const database = async () => {
-      try {
-        await this.db.oneFirst(sql.unsafe`SELECT 1`);
-        return true;
-      } catch {
-        return false;
-      }
-    };
+    const management = new ManagementCalls(this.db, this.logger.child({ component: "core" }));
+    const database = () => databasePing(this.db);
     this.server = await serve({
       routes: (router) => {
         router.service(InstanceService, instanceHandlers(instances, this.tokens));

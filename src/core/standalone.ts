@@ -1,21 +1,21 @@
 import type { AddressInfo } from "node:net";
 import { pino, type Logger } from "pino";
 import { ConfigError, compileOptions, type CompiledOptions, type EnvironmentOptions } from "../config.js";
-import { createDatabase, Listener, migrate, type Database } from "../db/index.js";
+import { createDatabase, Listener, migrate } from "../db/index.js";
+import { Tokens } from "../lifecycle/index.js";
+import { Startup } from "../startup.js";
 import { CoreRuntime } from "./runtime.js";
-import { Tokens } from "./tokens.js";
 
 /**
  * Core on its own (`npm run core`): its own pool and LISTEN connection on the shared
  * database, bound on coreAddr. Needs a database URL: the embedded PostgreSQL belongs to the
- * environment process.
+ * environment process. Starts and stops like the environment (src/startup.ts).
  */
 export class StandaloneCore {
   readonly options: CompiledOptions;
   readonly logger: Logger;
   private readonly databaseUrl: string;
-  private db: Database | undefined;
-  private listener: Listener | undefined;
+  private readonly startup: Startup;
   private runtime: CoreRuntime | undefined;
 
   constructor(options: EnvironmentOptions & { logger?: Logger }) {
@@ -25,6 +25,7 @@ export class StandaloneCore {
     }
     this.databaseUrl = this.options.databaseUrl;
     this.logger = options.logger ?? pino({ level: this.options.logLevel });
+    this.startup = new Startup(this.logger);
   }
 
   get address(): AddressInfo {
@@ -32,35 +33,29 @@ export class StandaloneCore {
     return this.runtime.address;
   }
 
-  async start(): Promise<void> {
-    const o = this.options;
-    const url = this.databaseUrl;
-    try {
-      await migrate(url, this.logger);
-      this.db = await createDatabase({ url, poolSize: o.dbPoolSize, logger: this.logger });
-      this.listener = new Listener(url, this.logger.child({ component: "listener" }));
-      await this.listener.start();
-      const tokens = await Tokens.load(this.db);
-      this.runtime = new CoreRuntime(this.db, this.listener, tokens, this.logger, {
+  start(): Promise<void> {
+    return this.startup.start(async () => {
+      const o = this.options;
+      const s = this.startup;
+      await migrate(this.databaseUrl, this.logger);
+      const db = s.own("close the database pool", await createDatabase({ url: this.databaseUrl, poolSize: o.dbPoolSize, logger: this.logger }), (d) => d.end());
+      const listener = new Listener(this.databaseUrl, this.logger.child({ component: "listener" }));
+      await listener.start();
+      s.onStop("stop the listener", () => listener.stop());
+      const runtime = new CoreRuntime(db, listener, await Tokens.load(db), this.logger, {
         host: o.coreHost,
         port: o.corePort,
         maxPayloadBytes: o.maxPayloadBytes,
         corsOrigins: o.corsOrigins,
         shutdownGraceMs: o.shutdownGraceMs,
       });
-      await this.runtime.start();
-    } catch (e) {
-      await this.stop();
-      throw e;
-    }
+      await runtime.start();
+      this.runtime = s.own("stop core", runtime, (r) => r.stop());
+    });
   }
 
   async stop(): Promise<void> {
-    await this.runtime?.stop();
-    await this.listener?.stop();
-    await this.db?.end();
+    await this.startup.stop();
     this.runtime = undefined;
-    this.listener = undefined;
-    this.db = undefined;
   }
 }

@@ -4,3 +4,4 @@ export { startEmbeddedPostgres, type EmbeddedDatabase } from "./embedded.js";
 export { sql } from "slonik";
 export { Listener } from "./listener.js";
 export { ChannelHub } from "./channel-hub.js";
+export { isDatabaseUnavailable } from "./errors.js";

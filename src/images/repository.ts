@@ -1,7 +1,8 @@
 import { sql, UniqueIntegrityConstraintViolationError, type DatabasePool, type DatabaseTransactionConnection } from "slonik";
 import { z } from "zod";
 import { AlreadyExists } from "../errors.js";
-import type { Image, NewImage } from "./types.js";
+import { ACTIVE, statusList } from "../lifecycle/index.js";
+import { RUNNER_KINDS, type Image, type NewImage } from "./types.js";
 
 type Db = DatabasePool | DatabaseTransactionConnection;
 
@@ -11,7 +12,7 @@ const imageRow = z
     tenant_id: z.string(),
     name: z.string(),
     description: z.string(),
-    runner_type: z.enum(["oci", "native", "wasm"]),
+    runner_type: z.enum(RUNNER_KINDS),
     metadata: z.record(z.unknown()).nullable(),
     size_bytes: z.bigint(),
     sha256: z.string(),
@@ -105,7 +106,7 @@ export async function deleteImage(db: Db, tenantId: string, imageId: string): Pr
     WHERE image_id = ${imageId} AND tenant_id = ${tenantId}
       AND NOT EXISTS (
         SELECT 1 FROM instances
-        WHERE image_id = ${imageId} AND status IN ('pending', 'running', 'suspended'))
+        WHERE image_id = ${imageId} AND status IN ${statusList(ACTIVE)})
     RETURNING image_id`);
   if (deleted !== null) return "deleted";
   const exists = await db.exists(sql.unsafe`SELECT 1 FROM images WHERE image_id = ${imageId} AND tenant_id = ${tenantId}`);

@@ -1,4 +1,5 @@
-export type RunnerKind = "oci" | "native" | "wasm";
+export const RUNNER_KINDS = ["oci", "native", "wasm"] as const;
+export type RunnerKind = (typeof RUNNER_KINDS)[number];
 
 export interface Image {
   imageId: string;

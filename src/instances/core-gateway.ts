@@ -1,14 +1,42 @@
 import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { CoreService } from "../../gen/runtara/core/v1/core_pb.js";
+import { SortOrder } from "../../gen/runtara/core/v1/types_pb.js";
+import type { CheckpointSummary, InstanceEvent } from "../lifecycle/index.js";
 import { Unavailable } from "../errors.js";
+import type { SignalKind, Status } from "../lifecycle/index.js";
+import {
+  checkpointFromProto,
+  eventFromProto,
+  protoSignalType,
+  statusFromProto,
+  toTimestamp,
+} from "../protocol/convert.js";
+
+/** Filters of the read views, in domain terms (validated by the caller). */
+export interface CheckpointQuery {
+  tenantId: string;
+  instanceId: string;
+  checkpointId: string;
+  limit: number;
+  offset: number;
+  createdAfterMs: number | undefined;
+  createdBeforeMs: number | undefined;
+}
+
+export interface EventQuery extends Omit<CheckpointQuery, "checkpointId"> {
+  eventType: string;
+  subtype: string;
+  ascending: boolean;
+}
 
 /**
  * The environment's only way to core's data: the generated CoreService client over the
- * network (even when core runs in the same process), so the two can be split apart.
+ * network (even when core runs in the same process), so the two can be split apart. Takes and
+ * returns domain values; protobuf stays inside this class.
  */
 export class CoreGateway {
-  readonly client: Client<typeof CoreService>;
+  private readonly client: Client<typeof CoreService>;
   private readonly session: Http2SessionManager;
 
   constructor(
@@ -33,17 +61,51 @@ export class CoreGateway {
     this.session.abort();
   }
 
-  /** Runs a core call; transport failures become UNAVAILABLE naming core's address. */
-  async call<T>(fn: (client: Client<typeof CoreService>) => Promise<T>): Promise<T> {
-    try {
-      return await fn(this.client);
-    } catch (e) {
-      const err = ConnectError.from(e);
-      if (err.code === Code.Unavailable || err.code === Code.DeadlineExceeded || err.code === Code.Unknown) {
-        throw new Unavailable(`core at ${this.coreAddr} is unreachable (${err.rawMessage}); retry later`);
-      }
-      throw err;
-    }
+  async sendSignal(tenantId: string, instanceId: string, kind: SignalKind, payload: Uint8Array): Promise<Status> {
+    const res = await this.call(() => this.client.sendSignal({ tenantId, instanceId, signalType: protoSignalType(kind), payload }));
+    return statusFromProto("status", res.status);
+  }
+
+  async sendCustomSignal(tenantId: string, instanceId: string, checkpointId: string, payload: Uint8Array): Promise<void> {
+    await this.call(() => this.client.sendCustomSignal({ tenantId, instanceId, checkpointId, payload }));
+  }
+
+  async listCheckpoints(q: CheckpointQuery): Promise<{ items: CheckpointSummary[]; total: bigint }> {
+    const res = await this.call(() =>
+      this.client.listCheckpoints({
+        tenantId: q.tenantId,
+        instanceId: q.instanceId,
+        checkpointId: q.checkpointId,
+        limit: q.limit,
+        offset: q.offset,
+        createdAfter: toTimestamp(q.createdAfterMs),
+        createdBefore: toTimestamp(q.createdBeforeMs),
+      }),
+    );
+    return { items: res.checkpoints.map(checkpointFromProto), total: res.totalCount };
+  }
+
+  async getCheckpoint(tenantId: string, instanceId: string, checkpointId: string): Promise<{ checkpoint: CheckpointSummary; state: Uint8Array }> {
+    const res = await this.call(() => this.client.getCheckpoint({ tenantId, instanceId, checkpointId }));
+    const checkpoint = res.checkpoint ? checkpointFromProto(res.checkpoint) : { instanceId, checkpointId, sizeBytes: 0n, createdAtMs: 0 };
+    return { checkpoint, state: res.state };
+  }
+
+  async listEvents(q: EventQuery): Promise<{ items: InstanceEvent[]; total: bigint }> {
+    const res = await this.call(() =>
+      this.client.listEvents({
+        tenantId: q.tenantId,
+        instanceId: q.instanceId,
+        eventType: q.eventType,
+        subtype: q.subtype,
+        limit: q.limit,
+        offset: q.offset,
+        createdAfter: toTimestamp(q.createdAfterMs),
+        createdBefore: toTimestamp(q.createdBeforeMs),
+        sortOrder: q.ascending ? SortOrder.ASC : SortOrder.DESC,
+      }),
+    );
+    return { items: res.events.map(eventFromProto), total: res.totalCount };
   }
 
   async reachable(): Promise<boolean> {
@@ -52,6 +114,23 @@ export class CoreGateway {
       return res.healthy;
     } catch {
       return false;
+    }
+  }
+
+  /**
+   * Transport failures become UNAVAILABLE naming core's address. Core's own answers keep
+   * their code and message but not its metadata: its content-length, content-type and date
+   * headers would otherwise travel on as this server's trailers.
+   */
+  private async call<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (e) {
+      const err = ConnectError.from(e);
+      if (err.code === Code.Unavailable || err.code === Code.DeadlineExceeded) {
+        throw new Unavailable(`core at ${this.coreAddr} is unreachable (${err.rawMessage}); retry later`);
+      }
+      throw new ConnectError(err.rawMessage, err.code, undefined, undefined, err);
     }
   }
 }

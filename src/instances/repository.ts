@@ -1,24 +1,16 @@
-import { sql, UniqueIntegrityConstraintViolationError, ForeignKeyIntegrityConstraintViolationError, type DatabasePool, type DatabaseTransactionConnection } from "slonik";
+import { sql, type DatabasePool, type DatabaseTransactionConnection } from "slonik";
 import { z } from "zod";
-import { STATUSES, type Status } from "../core/types.js";
-import { AlreadyExists, NotFound } from "../errors.js";
-import type { Instance, LaunchTarget, RunOutcome } from "./types.js";
+import { LAUNCHED, STATUSES, TERMINATION_REASONS, statusList, statusLiteral as is, type Status } from "../lifecycle/index.js";
+import type { Instance } from "./types.js";
 
+/**
+ * The environment's reads of instances and its bookkeeping of launched processes. Status
+ * changes are not here: every one is a guarded statement in src/lifecycle/transitions.ts.
+ */
 type Db = DatabasePool | DatabaseTransactionConnection;
 
 const status = z.enum(STATUSES);
-const reason = z.enum([
-  "completed",
-  "application_error",
-  "crashed",
-  "timeout",
-  "heartbeat_timeout",
-  "cancelled",
-  "paused",
-  "sleeping",
-  "orphaned",
-  "launch_failed",
-]);
+const reason = z.enum(TERMINATION_REASONS);
 const bytes = z.instanceof(Buffer);
 const env = z.record(z.string());
 
@@ -85,123 +77,9 @@ const listColumns = sql.fragment`instance_id, tenant_id, image_id::text, image_n
   checkpoint_id, created_at, started_at, finished_at, heartbeat_at, sleep_until, NULL::bytea AS input, NULL::bytea AS output,
   error, NULL::text AS stderr, memory_peak_bytes, cpu_usage_usec, timeout_seconds, env, ${keyColumns}`;
 
-export interface NewInstance {
-  instanceId: string;
-  tenantId: string;
-  imageId: string;
-  imageName: string;
-  input: Uint8Array;
-  env: Record<string, string>;
-  timeoutSeconds: number;
-}
-
-/** Inserts a PENDING instance; the image's use time is refreshed in the same statement. */
-export async function insertInstance(db: Db, i: NewInstance): Promise<void> {
-  try {
-    await db.query(sql.unsafe`
-      WITH used AS (UPDATE images SET last_used_at = now() WHERE image_id = ${i.imageId})
-      INSERT INTO instances (instance_id, tenant_id, image_id, image_name, status, input, env, timeout_seconds)
-      VALUES (${i.instanceId}, ${i.tenantId}, ${i.imageId}, ${i.imageName}, 'pending',
-              ${sql.binary(Buffer.from(i.input))}, ${sql.jsonb(i.env)}, ${i.timeoutSeconds})`);
-  } catch (e) {
-    if (e instanceof UniqueIntegrityConstraintViolationError) {
-      throw new AlreadyExists(`instance_id: instance ${i.instanceId} already exists`);
-    }
-    if (e instanceof ForeignKeyIntegrityConstraintViolationError) throw new NotFound(`image ${i.imageId} not found`);
-    throw e;
-  }
-}
-
 export async function findInstance(db: Db, tenantId: string, instanceId: string): Promise<Instance | null> {
   return db.maybeOne(sql.type(instanceRow)`
     SELECT ${fullColumns} FROM instances WHERE instance_id = ${instanceId} AND tenant_id = ${tenantId}`);
-}
-
-const launchRow = z
-  .object({
-    instance_id: z.string(),
-    tenant_id: z.string(),
-    image_id: z.string(),
-    runner_type: z.enum(["oci", "native", "wasm"]),
-    timeout_seconds: z.number(),
-    checkpoint_id: z.string().nullable(),
-    env,
-  })
-  .transform(
-    (r): LaunchTarget => ({
-      instanceId: r.instance_id,
-      tenantId: r.tenant_id,
-      imageId: r.image_id,
-      runnerType: r.runner_type,
-      timeoutSeconds: r.timeout_seconds,
-      checkpointId: r.checkpoint_id,
-      env: r.env,
-    }),
-  );
-
-/**
- * SUSPENDED -> PENDING for a relaunch (resume, RESUME signal, wake). Going through PENDING
- * means a relaunched process that dies before registering is settled as crashed instead of
- * staying SUSPENDED forever. Returns what the launch needs, or null when not SUSPENDED.
- */
-export async function claimForRelaunch(db: Db, tenantId: string, instanceId: string): Promise<LaunchTarget | null> {
-  return db.maybeOne(sql.type(launchRow)`
-    WITH u AS (
-      UPDATE instances SET status = 'pending', termination_reason = NULL, sleep_until = NULL
-      WHERE instance_id = ${instanceId} AND tenant_id = ${tenantId} AND status = 'suspended' AND image_id IS NOT NULL
-      RETURNING instance_id, tenant_id, image_id, timeout_seconds, checkpoint_id, env
-    )
-    SELECT u.instance_id, u.tenant_id, u.image_id::text, i.runner_type, u.timeout_seconds, u.checkpoint_id, u.env
-    FROM u JOIN images i ON i.image_id = u.image_id`);
-}
-
-/** PENDING -> FAILED(launch_failed) when the process could not be started. */
-export async function markLaunchFailed(db: Db, instanceId: string, error: string): Promise<void> {
-  await db.query(sql.unsafe`
-    UPDATE instances SET status = 'failed', termination_reason = 'launch_failed', error = ${error}, finished_at = now()
-    WHERE instance_id = ${instanceId} AND status = 'pending'`);
-}
-
-/**
- * Records how a run ended (exit code, stderr tail, metrics: for every run) and, in the same
- * statement, settles an instance that had not settled itself: PENDING or RUNNING becomes
- * FAILED (crashed / timeout / heartbeat_timeout) or CANCELLED (stopped). An instance that
- * completed, failed, slept or paused on its own keeps its status.
- */
-export async function recordRunEnd(db: Db, instanceId: string, o: RunOutcome): Promise<Status | null> {
-  const active = sql.fragment`status IN ('pending', 'running')`;
-  const finalStatus = o.verdict === "cancelled" ? sql.fragment`'cancelled'::instance_status` : sql.fragment`'failed'::instance_status`;
-  const message =
-    o.verdict === "crashed"
-      ? `process exited (${o.exitCode === null ? "killed by a signal" : `code ${o.exitCode}`}) without reporting a result`
-      : o.verdict === "timeout"
-        ? "execution timed out"
-        : o.verdict === "heartbeat_timeout"
-          ? "no heartbeat within the heartbeat timeout"
-          : null;
-  return db.maybeOneFirst(sql.type(z.object({ status }))`
-    UPDATE instances SET
-      exit_code = ${o.exitCode},
-      stderr = ${o.stderrTail},
-      memory_peak_bytes = COALESCE(${o.memoryPeakBytes ?? null}::bigint, memory_peak_bytes),
-      cpu_usage_usec = COALESCE(${o.cpuUsageUsec ?? null}::bigint, cpu_usage_usec),
-      termination_reason = CASE WHEN ${active} THEN ${o.verdict}::termination_reason ELSE termination_reason END,
-      error = CASE WHEN ${active} THEN COALESCE(${message}, error) ELSE error END,
-      finished_at = CASE WHEN ${active} THEN now() ELSE finished_at END,
-      status = CASE WHEN ${active} THEN ${finalStatus} ELSE status END
-    WHERE instance_id = ${instanceId}
-    RETURNING status`);
-}
-
-/** Forces CANCELLED after a stop killed the process (unless it settled first). */
-export async function markCancelled(db: Db, tenantId: string, instanceId: string): Promise<Status | null> {
-  return db.maybeOneFirst(sql.type(z.object({ status }))`
-    WITH u AS (
-      UPDATE instances SET status = 'cancelled', termination_reason = 'cancelled', finished_at = now(), sleep_until = NULL
-      WHERE instance_id = ${instanceId} AND tenant_id = ${tenantId} AND status IN ('pending', 'running', 'suspended')
-      RETURNING status
-    )
-    SELECT COALESCE((SELECT status FROM u), (SELECT status FROM instances WHERE instance_id = ${instanceId} AND tenant_id = ${tenantId})) AS status`);
 }
 
 export interface ProcessRecord {
@@ -233,7 +111,7 @@ export async function deleteRunningProcess(db: Db, instanceId: string, pid: numb
 /** Instances that hold or are about to hold a process: pending or running. */
 export async function countActiveInstances(db: Db): Promise<bigint> {
   return db.oneFirst(sql.type(z.object({ count: z.bigint() }))`
-    SELECT count(*) AS count FROM instances WHERE status IN ('pending', 'running')`);
+    SELECT count(*) AS count FROM instances WHERE status IN ${statusList(LAUNCHED)}`);
 }
 
 export type InstanceOrder = "created_desc" | "created_asc" | "finished_desc" | "finished_asc";
@@ -309,54 +187,6 @@ export async function countInstances(db: Db, q: InstanceListQuery): Promise<bigi
     SELECT count(*) AS count FROM instances WHERE ${sql.join(listFilters({ ...q, after: undefined }), sql.fragment` AND `)}`);
 }
 
-/**
- * Claims due sleepers in one statement: SKIP LOCKED so several environments on one database
- * never claim the same row, and SUSPENDED -> PENDING (wake time cleared) so each wake fires
- * exactly once. A relaunch that dies before registering is then settled as crashed.
- */
-export interface ClaimedWake {
-  target: LaunchTarget;
-  attempt: number;
-  wakeAtMs: number;
-}
-
-export async function claimDueWakes(db: Db, limit: number): Promise<readonly ClaimedWake[]> {
-  const row = launchRow.innerType().extend({ launch_attempts: z.number(), sleep_until: z.number() });
-  const rows = await db.any(sql.type(row)`
-    WITH due AS (
-      SELECT instance_id, sleep_until FROM instances
-      WHERE status = 'suspended' AND sleep_until IS NOT NULL AND sleep_until <= now() AND image_id IS NOT NULL
-      ORDER BY sleep_until
-      LIMIT ${limit}
-      FOR UPDATE SKIP LOCKED
-    ), u AS (
-      UPDATE instances i
-      SET status = 'pending', termination_reason = NULL, launch_attempts = i.launch_attempts + 1,
-          sleep_until = NULL
-      FROM due WHERE i.instance_id = due.instance_id
-      RETURNING i.instance_id, i.tenant_id, i.image_id, i.timeout_seconds, i.checkpoint_id, i.env, i.launch_attempts,
-        due.sleep_until
-    )
-    SELECT u.instance_id, u.tenant_id, u.image_id::text, img.runner_type, u.timeout_seconds, u.checkpoint_id, u.env,
-      u.launch_attempts, u.sleep_until
-    FROM u JOIN images img ON img.image_id = u.image_id`);
-  return rows.map((r) => ({ target: launchRow.parse(r), attempt: r.launch_attempts, wakeAtMs: r.sleep_until }));
-}
-
-/** PENDING (a failed wake launch) -> SUSPENDED(sleeping) again, due after `delayMs`. */
-export async function rescheduleWake(db: Db, instanceId: string, delayMs: number): Promise<void> {
-  await db.query(sql.unsafe`
-    UPDATE instances
-    SET status = 'suspended', termination_reason = 'sleeping', sleep_until = now() + ${delayMs} * interval '1 millisecond'
-    WHERE instance_id = ${instanceId} AND status = 'pending'`);
-}
-
-/** The earliest wake time of any sleeper, or null. Served by the partial index on sleepers. */
-export async function nextWakeAt(db: Db): Promise<number | null> {
-  return db.oneFirst(sql.type(z.object({ next: z.number().nullable() }))`
-    SELECT min(sleep_until) AS next FROM instances WHERE status = 'suspended' AND sleep_until IS NOT NULL`);
-}
-
 const processRow = z
   .object({
     instance_id: z.string(),
@@ -388,25 +218,6 @@ export async function processesOf(db: Db, host: string, replicaId: string) {
 export async function staleOwnedInstances(db: Db, host: string, replicaId: string, timeoutMs: number): Promise<readonly string[]> {
   return db.anyFirst(sql.type(z.object({ instance_id: z.string() }))`
     SELECT i.instance_id FROM instances i JOIN running_processes p ON p.instance_id = i.instance_id
-    WHERE i.status = 'running' AND p.host = ${host} AND p.replica_id = ${replicaId}
+    WHERE i.status = ${is("running")} AND p.host = ${host} AND p.replica_id = ${replicaId}
       AND i.heartbeat_at < now() - ${timeoutMs} * interval '1 millisecond'`);
-}
-
-/**
- * RUNNING -> FAILED(orphaned): silent past the heartbeat timeout with no environment tracking
- * a process for it, or silent past twice the timeout although a (dead) replica still lists
- * one. One guarded statement, safe to run from every replica.
- */
-export async function failOrphans(db: Db, timeoutMs: number): Promise<readonly string[]> {
-  return db.anyFirst(sql.type(z.object({ instance_id: z.string() }))`
-    UPDATE instances i
-    SET status = 'failed', termination_reason = 'orphaned', finished_at = now(),
-        error = 'no environment process tracks this instance and it stopped sending heartbeats'
-    WHERE i.status = 'running'
-      AND (
-        (i.heartbeat_at < now() - ${timeoutMs} * interval '1 millisecond'
-          AND NOT EXISTS (SELECT 1 FROM running_processes p WHERE p.instance_id = i.instance_id))
-        OR i.heartbeat_at < now() - ${2 * timeoutMs} * interval '1 millisecond'
-      )
-    RETURNING i.instance_id`);
 }

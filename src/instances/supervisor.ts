@@ -1,8 +1,8 @@
 import type { DatabasePool } from "slonik";
 import type { Logger } from "pino";
+import { transitions, type RunOutcome } from "../lifecycle/index.js";
 import { stopWithGrace, type RunningProcess } from "../runner/index.js";
 import * as repo from "./repository.js";
-import type { RunOutcome } from "./types.js";
 
 /** After SIGTERM, how long a process gets before SIGKILL. */
 const TERM_GRACE_MS = 2_000;
@@ -84,7 +84,7 @@ export class Supervisor {
   private async settle(instanceId: string, entry: Tracked, exit: Omit<RunOutcome, "verdict">) {
     clearTimeout(entry.timer);
     try {
-      const status = await repo.recordRunEnd(this.db, instanceId, { ...exit, verdict: entry.verdict });
+      const status = await transitions.recordRunEnd(this.db, instanceId, { ...exit, verdict: entry.verdict });
       await repo.deleteRunningProcess(this.db, instanceId, entry.process.pid);
       this.logger.info({ instanceId, exitCode: exit.exitCode, status }, "process exited");
     } catch (e) {

@@ -1,17 +1,4 @@
-import type { RunnerKind } from "../images/index.js";
-import type { Status } from "../core/types.js";
-
-export type TerminationReason =
-  | "completed"
-  | "application_error"
-  | "crashed"
-  | "timeout"
-  | "heartbeat_timeout"
-  | "cancelled"
-  | "paused"
-  | "sleeping"
-  | "orphaned"
-  | "launch_failed";
+import type { Status, TerminationReason } from "../lifecycle/index.js";
 
 export interface Instance {
   instanceId: string;
@@ -37,25 +24,4 @@ export interface Instance {
   env: Record<string, string>;
   /** Exact sort keys for list paging. */
   sortKeys: { created: string; finished: string | null };
-}
-
-/** What a launch needs, read from the instance and its image in one query. */
-export interface LaunchTarget {
-  instanceId: string;
-  tenantId: string;
-  imageId: string;
-  runnerType: RunnerKind;
-  timeoutSeconds: number;
-  checkpointId: string | null;
-  env: Record<string, string>;
-}
-
-/** How a run ended, as the supervisor saw it. */
-export interface RunOutcome {
-  exitCode: number | null;
-  stderrTail: string;
-  memoryPeakBytes: bigint | undefined;
-  cpuUsageUsec: bigint | undefined;
-  /** The verdict if the instance had not settled itself: why the environment ended it. */
-  verdict: "crashed" | "timeout" | "cancelled" | "heartbeat_timeout";
 }

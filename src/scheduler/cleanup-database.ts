@@ -3,7 +3,8 @@ import type { DatabasePool } from "slonik";
 import type { Logger } from "pino";
 import { deleteExpiredInstances } from "./cleanup-queries.js";
 import { removeRunDir } from "./cleanup-runs.js";
-import { MaintenanceLoop, tryAcquireGate } from "./gate.js";
+import { tryAcquireGate } from "./gate.js";
+import { MaintenanceLoop } from "./maintenance-loop.js";
 
 export interface DatabaseCleanupOptions {
   /** Off unless RUNTARA_DB_CLEANUP_ENABLED: start() and runOnce() do nothing. @default false */

@@ -4,7 +4,8 @@ import type { DatabasePool } from "slonik";
 import type { Logger } from "pino";
 import { ImageStore } from "../images/index.js";
 import { deleteExpiredImages, existingImageIds } from "./cleanup-queries.js";
-import { MaintenanceLoop, tryAcquireGate } from "./gate.js";
+import { tryAcquireGate } from "./gate.js";
+import { MaintenanceLoop } from "./maintenance-loop.js";
 
 export interface ImageCleanupOptions {
   /** Off unless RUNTARA_IMAGE_CLEANUP_ENABLED: start() and runOnce() do nothing. @default false */

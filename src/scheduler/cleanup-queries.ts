@@ -1,5 +1,6 @@
 import { sql, type DatabasePool } from "slonik";
 import { z } from "zod";
+import { ACTIVE, TERMINAL, statusList } from "../lifecycle/index.js";
 
 /** SQL of the cleanup workers (run directories, database retention, images). */
 
@@ -18,7 +19,7 @@ export async function runDirsToKeep(db: DatabasePool, instanceIds: readonly stri
   const rows = await db.anyFirst(sql.type(z.object({ instance_id: z.string() }))`
     SELECT i.instance_id FROM instances i
     WHERE i.instance_id = ANY(${sql.array(instanceIds, "text")})
-      AND (i.status IN ('pending', 'running', 'suspended')
+      AND (i.status IN ${statusList(ACTIVE)}
         OR i.finished_at > now() - ${ms(maxAgeMs)}
         OR EXISTS (SELECT 1 FROM running_processes p WHERE p.instance_id = i.instance_id))`);
   return new Set(rows);
@@ -39,11 +40,11 @@ export async function deleteExpiredInstances(db: DatabasePool, maxAgeMs: number,
     DELETE FROM instances
     WHERE instance_id IN (
         SELECT instance_id FROM instances
-        WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at < now() - ${ms(maxAgeMs)}
+        WHERE status IN ${statusList(TERMINAL)} AND finished_at < now() - ${ms(maxAgeMs)}
         ORDER BY finished_at
         LIMIT ${batchSize}
         FOR UPDATE SKIP LOCKED)
-      AND status IN ('completed', 'failed', 'cancelled')
+      AND status IN ${statusList(TERMINAL)}
     RETURNING instance_id, tenant_id`);
 }
 
@@ -64,7 +65,7 @@ export async function deleteExpiredImages(db: DatabasePool, maxAgeMs: number, ba
       WHERE COALESCE(img.last_used_at, img.created_at) < now() - ${ms(maxAgeMs)}
         AND NOT EXISTS (
           SELECT 1 FROM instances i
-          WHERE i.image_id = img.image_id AND i.status IN ('pending', 'running', 'suspended'))
+          WHERE i.image_id = img.image_id AND i.status IN ${statusList(ACTIVE)})
       ORDER BY COALESCE(img.last_used_at, img.created_at)
       LIMIT ${batchSize}
       FOR UPDATE SKIP LOCKED)

@@ -5,7 +5,8 @@ import path from "node:path";
 import type { DatabasePool } from "slonik";
 import type { Logger } from "pino";
 import { runDirsToKeep } from "./cleanup-queries.js";
-import { MaintenanceLoop, tryAcquireGate } from "./gate.js";
+import { tryAcquireGate } from "./gate.js";
+import { MaintenanceLoop } from "./maintenance-loop.js";
 
 export interface RunDirCleanupOptions {
   /** A run directory whose mtime is older than this (and whose instance is not live) is removed. @default 24 h */

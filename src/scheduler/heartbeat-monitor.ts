@@ -1,4 +1,5 @@
 import type { Logger } from "pino";
+import { MaintenanceLoop } from "./maintenance-loop.js";
 
 export interface HeartbeatMonitorOptions {
   /** A RUNNING instance silent for longer than this is killed and FAILED. @default 120000 */
@@ -10,39 +11,25 @@ export interface HeartbeatMonitorOptions {
 /**
  * Periodically enforces heartbeats. Liveness is `instances.heartbeat_at`, refreshed by any
  * instance call (the SDK also sends background heartbeats), never an ever-growing event log.
- * The first check is offset randomly so replicas started together do not check in lockstep.
+ * Every replica checks (each kills only its own silent processes; failing orphans is one
+ * guarded statement), on a MaintenanceLoop: first check offset randomly, no overlapping passes.
  */
 export class HeartbeatMonitor {
-  private timer: NodeJS.Timeout | undefined;
-  private pass: Promise<void> = Promise.resolve();
-  private running = false;
+  private readonly loop: MaintenanceLoop;
 
   constructor(
-    private readonly enforce: (timeoutMs: number) => Promise<void>,
-    private readonly logger: Logger,
-    private readonly options: HeartbeatMonitorOptions,
-  ) {}
+    enforce: (timeoutMs: number) => Promise<void>,
+    logger: Logger,
+    options: HeartbeatMonitorOptions,
+  ) {
+    this.loop = new MaintenanceLoop(() => enforce(options.timeoutMs), logger, options.intervalMs);
+  }
 
   start(): void {
-    if (this.running) return;
-    this.running = true;
-    this.schedule(Math.random() * this.options.intervalMs);
+    this.loop.start();
   }
 
-  async stop(): Promise<void> {
-    this.running = false;
-    clearTimeout(this.timer);
-    await this.pass;
-  }
-
-  private schedule(delayMs: number) {
-    this.timer = setTimeout(() => {
-      this.pass = this.enforce(this.options.timeoutMs)
-        .catch((e: unknown) => this.logger.error({ err: e }, "heartbeat check failed"))
-        .finally(() => {
-          if (this.running) this.schedule(this.options.intervalMs);
-        });
-    }, delayMs);
-    this.timer.unref();
+  stop(): Promise<void> {
+    return this.loop.stop();
   }
 }

@@ -1,8 +1,7 @@
 import type { DatabasePool } from "slonik";
 import type { Logger } from "pino";
 import type { Listener } from "../db/index.js";
-import * as repo from "../instances/repository.js";
-import type { ClaimedWake } from "../instances/repository.js";
+import { transitions, type ClaimedWake } from "../lifecycle/index.js";
 
 export interface WakeSchedulerOptions {
   /** Safety-net query for the earliest wake time, in ms. @default 5000 */
@@ -97,7 +96,7 @@ export class WakeScheduler {
       if (this.state !== "running") return;
       try {
         await this.claimAll();
-        const next = await repo.nextWakeAt(this.db);
+        const next = await transitions.nextWakeAt(this.db);
         if (next !== null) this.arm(next);
       } catch (e) {
         this.logger.error({ err: e }, "wake pass failed; the next reconcile retries");
@@ -107,7 +106,7 @@ export class WakeScheduler {
 
   private async claimAll() {
     for (;;) {
-      const claimed = await repo.claimDueWakes(this.db, this.options.batchSize);
+      const claimed = await transitions.claimDueWakes(this.db, this.options.batchSize);
       // Launches run on while the pass ends and the timer is re-armed: a wake that comes due
       // during a slow launch is claimed on time instead of waiting for it (bench/wake).
       for (const c of claimed) {

@@ -1,12 +1,11 @@
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { CoreService } from "../../gen/runtara/core/v1/core_pb.js";
 import { SignalType, SortOrder } from "../../gen/runtara/core/v1/types_pb.js";
-import { protoCheckpoint, protoEvent, protoSignalType, protoStatus, signalKindFromProto } from "../core/convert.js";
-import type { ManagementCore } from "../core/management-service.js";
-import type { Tokens } from "../core/tokens.js";
+import type { ManagementCalls } from "../core/management-calls.js";
 import { InvalidArgument } from "../errors.js";
+import type { Tokens } from "../lifecycle/index.js";
+import { fromTimestamp, protoCheckpoint, protoEvent, protoSignalType, protoStatus, signalKindFromProto } from "../protocol/convert.js";
 import { boundedBytes, boundedText, nonNegative, pageLimit, requireId } from "../validation.js";
-import { fromTimestamp } from "./convert.js";
 
 const MAX_SIGNAL_PAYLOAD = 1024 * 1024;
 
@@ -17,7 +16,7 @@ export interface CoreHealth {
 }
 
 /** CoreService: management calls from the environment, authenticated with the management token. */
-export function coreHandlers(core: ManagementCore, tokens: Tokens, health: CoreHealth): ServiceImpl<typeof CoreService> {
+export function coreHandlers(core: ManagementCalls, tokens: Tokens, health: CoreHealth): ServiceImpl<typeof CoreService> {
   const auth = (ctx: HandlerContext) => tokens.verifyManagement(ctx.requestHeader.get("authorization"));
   const target = (req: { tenantId: string; instanceId: string }, ctx: HandlerContext) => {
     auth(ctx);

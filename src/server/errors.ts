@@ -1,10 +1,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import {
-  BackendTerminatedError,
-  ConnectionError,
-  ForeignKeyIntegrityConstraintViolationError,
-  UniqueIntegrityConstraintViolationError,
-} from "slonik";
+import { ForeignKeyIntegrityConstraintViolationError, UniqueIntegrityConstraintViolationError } from "slonik";
+import { isDatabaseUnavailable } from "../db/errors.js";
 import { DomainError } from "../errors.js";
 
 const codes: Record<DomainError["kind"], Code> = {
@@ -17,21 +13,6 @@ const codes: Record<DomainError["kind"], Code> = {
   unauthenticated: Code.Unauthenticated,
   permission_denied: Code.PermissionDenied,
 };
-
-const NETWORK_ERRORS = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EHOSTUNREACH", "ENOTFOUND", "EPIPE", "EAI_AGAIN"]);
-
-/** True when the database could not be reached (connection refused, dropped, shutting down). */
-export function isDatabaseUnavailable(err: unknown): boolean {
-  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
-    if (e instanceof ConnectionError || e instanceof BackendTerminatedError) return true;
-    const code = (e as { code?: unknown }).code;
-    if (typeof code === "string" && (NETWORK_ERRORS.has(code) || code.startsWith("08") || /^57P0[1-3]$/.test(code))) {
-      return true;
-    }
-    if (/timeout exceeded when trying to connect|Connection terminated/i.test(e.message)) return true;
-  }
-  return false;
-}
 
 /**
  * The single place where errors become status codes. Domain errors keep their message;

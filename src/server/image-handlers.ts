@@ -8,7 +8,7 @@ import {
 import { InvalidArgument, ResourceExhausted } from "../errors.js";
 import type { Image, ImageService, NewImage } from "../images/index.js";
 import { boundedBytes, boundedText, optionalSha256, pageLimit, nonNegative, requireId, requireJsonObjectBytes, requireUuid } from "../validation.js";
-import { fromRunnerKind, jsonBytes, toRunnerKind, toTimestamp } from "./convert.js";
+import { fromRunnerKind, jsonBytes, toRunnerKind, toTimestamp } from "../protocol/convert.js";
 
 /** Largest binary accepted by the unary RegisterImage; larger goes through the stream. */
 export const UNARY_IMAGE_MAX_BYTES = 16 * 1024 * 1024;

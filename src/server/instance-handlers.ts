@@ -2,17 +2,16 @@ import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { InstanceService } from "../../gen/runtara/core/v1/instance_pb.js";
 import { SignalType } from "../../gen/runtara/core/v1/types_pb.js";
-import { protoCustomSignal, protoSignal, protoStatus, signalKindFromProto } from "../core/convert.js";
-import type { InstanceCore } from "../core/instance-service.js";
-import type { Tokens } from "../core/tokens.js";
+import type { InstanceCalls } from "../core/instance-calls.js";
 import { InvalidArgument } from "../errors.js";
+import type { Tokens } from "../lifecycle/index.js";
+import { protoCustomSignal, protoSignal, protoStatus, signalKindFromProto, toTimestamp } from "../protocol/convert.js";
 import { boundedText, parseJsonBytes, requireId } from "../validation.js";
-import { toTimestamp } from "./convert.js";
 
 const MAX_SLEEP_MS = 10 * 365 * 24 * 3600 * 1000;
 
-/** InstanceService: authenticate the instance token, validate, call InstanceCore. */
-export function instanceHandlers(core: InstanceCore, tokens: Tokens): ServiceImpl<typeof InstanceService> {
+/** InstanceService: authenticate the instance token, validate, call InstanceCalls. */
+export function instanceHandlers(core: InstanceCalls, tokens: Tokens): ServiceImpl<typeof InstanceService> {
   const auth = (instanceId: string, ctx: HandlerContext) => {
     const id = requireId("instance_id", instanceId);
     tokens.verifyInstance(ctx.requestHeader.get("authorization"), id);

@@ -1,22 +1,19 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
-import { InstanceStatus, TerminationReason } from "../../gen/runtara/core/v1/types_pb.js";
+import { InstanceStatus } from "../../gen/runtara/core/v1/types_pb.js";
 import {
   type EnvironmentService,
   InstanceOrder,
   type InstanceSchema,
 } from "../../gen/runtara/environment/v1/environment_pb.js";
-import { protoStatus, signalKindFromProto, statusFromProto } from "../core/convert.js";
 import { InvalidArgument } from "../errors.js";
-import type { InstanceService } from "../instances/service.js";
-import type { Instance, TerminationReason as Reason } from "../instances/types.js";
-import type { InstanceOrder as Order } from "../instances/repository.js";
+import type { Instance, InstanceManager, InstanceOrder as Order } from "../instances/index.js";
+import { fromTimestamp, protoReason, protoStatus, statusFromProto, toTimestamp } from "../protocol/convert.js";
 import { boundedBytes, boundedText, nonNegative, pageLimit, parseJsonBytes, requireId, requireUuid } from "../validation.js";
-import { fromTimestamp, toTimestamp } from "./convert.js";
 
 type LifecycleHandlers = Pick<
   ServiceImpl<typeof EnvironmentService>,
-  "startInstance" | "stopInstance" | "resumeInstance" | "getInstanceStatus" | "listInstances" | "watchInstance" | "sendSignal"
+  "startInstance" | "stopInstance" | "resumeInstance" | "getInstanceStatus" | "listInstances" | "watchInstance"
 >;
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
@@ -28,7 +25,7 @@ export interface LifecycleDefaults {
   maxPayloadBytes: number;
 }
 
-export function lifecycleHandlers(instances: InstanceService, defaults: LifecycleDefaults): LifecycleHandlers {
+export function lifecycleHandlers(instances: InstanceManager, defaults: LifecycleDefaults): LifecycleHandlers {
   const target = (req: { tenantId: string; instanceId: string }) => ({
     tenantId: requireId("tenant_id", req.tenantId),
     instanceId: requireId("instance_id", req.instanceId),
@@ -92,12 +89,6 @@ export function lifecycleHandlers(instances: InstanceService, defaults: Lifecycl
         yield { instance: toProtoInstance(instance) };
       }
     },
-    async sendSignal(req) {
-      const t = target(req);
-      const payload = boundedBytes("payload", req.payload, 1024 * 1024);
-      signalKindFromProto("signal_type", req.signalType);
-      return { status: await instances.sendSignal(t.tenantId, t.instanceId, req.signalType, payload) };
-    },
   };
 }
 
@@ -128,19 +119,6 @@ function orderOf(o: InstanceOrder): Order {
   }
 }
 
-const reasons: Record<Reason, TerminationReason> = {
-  completed: TerminationReason.COMPLETED,
-  application_error: TerminationReason.APPLICATION_ERROR,
-  crashed: TerminationReason.CRASHED,
-  timeout: TerminationReason.TIMEOUT,
-  heartbeat_timeout: TerminationReason.HEARTBEAT_TIMEOUT,
-  cancelled: TerminationReason.CANCELLED,
-  paused: TerminationReason.PAUSED,
-  sleeping: TerminationReason.SLEEPING,
-  orphaned: TerminationReason.ORPHANED,
-  launch_failed: TerminationReason.LAUNCH_FAILED,
-};
-
 export function toProtoInstance(i: Instance): MessageInitShape<typeof InstanceSchema> {
   return {
     instanceId: i.instanceId,
@@ -148,7 +126,7 @@ export function toProtoInstance(i: Instance): MessageInitShape<typeof InstanceSc
     imageId: i.imageId ?? "",
     imageName: i.imageName,
     status: protoStatus(i.status),
-    terminationReason: i.terminationReason === null ? TerminationReason.UNSPECIFIED : reasons[i.terminationReason],
+    terminationReason: protoReason(i.terminationReason),
     exitCode: i.exitCode ?? undefined,
     checkpointId: i.checkpointId ?? "",
     createdAt: toTimestamp(i.createdAtMs),

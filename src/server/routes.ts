@@ -1,9 +1,8 @@
-import type { ConnectRouter } from "@connectrpc/connect";
+import type { ConnectRouter, ServiceImpl } from "@connectrpc/connect";
 import { EnvironmentService } from "../../gen/runtara/environment/v1/environment_pb.js";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import type { ImageService } from "../images/index.js";
-import type { CoreGateway } from "../instances/core-gateway.js";
-import type { InstanceService } from "../instances/service.js";
+import type { InstanceManager, SignalService } from "../instances/index.js";
 import { healthHandler, type HealthProbes } from "./environment-handlers.js";
 import { healthService } from "./health.js";
 import { imageHandlers } from "./image-handlers.js";
@@ -13,21 +12,29 @@ import { signalHandlers } from "./signal-handlers.js";
 
 export interface EnvironmentRoutesDeps {
   images: ImageService;
-  core: CoreGateway;
-  instances: InstanceService;
+  instances: InstanceManager;
+  signals: SignalService;
   defaults: LifecycleDefaults;
   probes: HealthProbes;
+}
+
+/**
+ * EnvironmentService's handlers, checked for completeness at compile time: an RPC added to
+ * the proto without a handler fails the build instead of answering UNIMPLEMENTED.
+ */
+export function environmentService(deps: EnvironmentRoutesDeps) {
+  return {
+    ...healthHandler(deps.probes),
+    ...imageHandlers(deps.images),
+    ...signalHandlers(deps.signals),
+    ...lifecycleHandlers(deps.instances, deps.defaults),
+  } satisfies ServiceImpl<typeof EnvironmentService>;
 }
 
 /** Every service served on the management port. */
 export function environmentRoutes(deps: EnvironmentRoutesDeps) {
   return (router: ConnectRouter) => {
-    router.service(EnvironmentService, {
-      ...healthHandler(deps.probes),
-      ...imageHandlers(deps.images),
-      ...signalHandlers(deps.core),
-      ...lifecycleHandlers(deps.instances, deps.defaults),
-    });
+    router.service(EnvironmentService, environmentService(deps));
     router.service(Health, healthService([EnvironmentService.typeName], deps.probes.database));
     registerReflection(router, [EnvironmentService, Health]);
   };

@@ -1,65 +1,72 @@
 import type { ServiceImpl } from "@connectrpc/connect";
+import { SortOrder } from "../../gen/runtara/core/v1/types_pb.js";
 import type { EnvironmentService } from "../../gen/runtara/environment/v1/environment_pb.js";
-import type { CoreGateway } from "../instances/core-gateway.js";
-import { boundedText, nonNegative, pageLimit, requireId } from "../validation.js";
+import { InvalidArgument } from "../errors.js";
+import type { SignalService } from "../instances/index.js";
+import { fromTimestamp, protoCheckpoint, protoEvent, protoStatus, signalKindFromProto } from "../protocol/convert.js";
+import { boundedBytes, boundedText, nonNegative, pageLimit, requireId } from "../validation.js";
 
 type SignalHandlers = Pick<
   ServiceImpl<typeof EnvironmentService>,
-  "sendCustomSignal" | "listCheckpoints" | "getCheckpoint" | "listEvents"
+  "sendSignal" | "sendCustomSignal" | "listCheckpoints" | "getCheckpoint" | "listEvents"
 >;
 
+const MAX_SIGNAL_PAYLOAD = 1024 * 1024;
+
 /**
- * Custom signals and read views over core's data: validated here (so errors name the field), then
- * forwarded to core through the generated CoreService client. The environment never writes
- * core's tables.
+ * Signals and the read views over core's data: validated here (so errors name the field),
+ * then handed to the SignalService, which forwards them to core. The environment never
+ * writes core's tables.
  */
-export function signalHandlers(core: CoreGateway): SignalHandlers {
+export function signalHandlers(signals: SignalService): SignalHandlers {
   const target = (req: { tenantId: string; instanceId: string }) => ({
     tenantId: requireId("tenant_id", req.tenantId),
     instanceId: requireId("instance_id", req.instanceId),
   });
   return {
+    async sendSignal(req) {
+      const t = target(req);
+      const payload = boundedBytes("payload", req.payload, MAX_SIGNAL_PAYLOAD);
+      const kind = signalKindFromProto("signal_type", req.signalType);
+      return { status: protoStatus(await signals.send(t.tenantId, t.instanceId, kind, payload)) };
+    },
     async sendCustomSignal(req) {
       const t = target(req);
       const checkpointId = requireId("checkpoint_id", req.checkpointId);
-      await core.call((c) => c.sendCustomSignal({ ...t, checkpointId, payload: req.payload }));
+      await signals.sendCustom(t.tenantId, t.instanceId, checkpointId, boundedBytes("payload", req.payload, MAX_SIGNAL_PAYLOAD));
       return {};
     },
     async listCheckpoints(req) {
-      const t = target(req);
-      const res = await core.call((c) =>
-        c.listCheckpoints({
-          ...t,
-          checkpointId: req.checkpointId === "" ? "" : requireId("checkpoint_id", req.checkpointId),
-          limit: pageLimit("limit", req.limit),
-          offset: nonNegative("offset", req.offset),
-          createdAfter: req.createdAfter,
-          createdBefore: req.createdBefore,
-        }),
-      );
-      return { checkpoints: res.checkpoints, totalCount: res.totalCount };
+      const res = await signals.listCheckpoints({
+        ...target(req),
+        checkpointId: req.checkpointId === "" ? "" : requireId("checkpoint_id", req.checkpointId),
+        limit: pageLimit("limit", req.limit),
+        offset: nonNegative("offset", req.offset),
+        createdAfterMs: fromTimestamp(req.createdAfter),
+        createdBeforeMs: fromTimestamp(req.createdBefore),
+      });
+      return { checkpoints: res.items.map(protoCheckpoint), totalCount: res.total };
     },
     async getCheckpoint(req) {
       const t = target(req);
-      const checkpointId = requireId("checkpoint_id", req.checkpointId);
-      const res = await core.call((c) => c.getCheckpoint({ ...t, checkpointId }));
-      return { checkpoint: res.checkpoint, state: res.state };
+      const res = await signals.getCheckpoint(t.tenantId, t.instanceId, requireId("checkpoint_id", req.checkpointId));
+      return { checkpoint: protoCheckpoint(res.checkpoint), state: res.state };
     },
     async listEvents(req) {
-      const t = target(req);
-      const res = await core.call((c) =>
-        c.listEvents({
-          ...t,
-          eventType: boundedText("event_type", req.eventType, 64),
-          subtype: boundedText("subtype", req.subtype, 128),
-          limit: pageLimit("limit", req.limit),
-          offset: nonNegative("offset", req.offset),
-          createdAfter: req.createdAfter,
-          createdBefore: req.createdBefore,
-          sortOrder: req.sortOrder,
-        }),
-      );
-      return { events: res.events, totalCount: res.totalCount };
+      if (req.sortOrder !== SortOrder.UNSPECIFIED && req.sortOrder !== SortOrder.ASC && req.sortOrder !== SortOrder.DESC) {
+        throw new InvalidArgument("sort_order", "must be ASC or DESC");
+      }
+      const res = await signals.listEvents({
+        ...target(req),
+        eventType: boundedText("event_type", req.eventType, 64),
+        subtype: boundedText("subtype", req.subtype, 128),
+        limit: pageLimit("limit", req.limit),
+        offset: nonNegative("offset", req.offset),
+        createdAfterMs: fromTimestamp(req.createdAfter),
+        createdBeforeMs: fromTimestamp(req.createdBefore),
+        ascending: req.sortOrder === SortOrder.ASC,
+      });
+      return { events: res.items.map(protoEvent), totalCount: res.total };
     },
   };
 }

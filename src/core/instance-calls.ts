@@ -2,28 +2,36 @@ import type { DatabasePool } from "slonik";
 import type { Logger } from "pino";
 import { FailedPrecondition, NotFound, ResourceExhausted } from "../errors.js";
 import type { ChannelHub } from "../db/index.js";
+import {
+  isTerminal,
+  toPendingSignal,
+  transitions,
+  type CustomSignal,
+  type PendingSignal,
+  type SignalKind,
+  type Status,
+} from "../lifecycle/index.js";
 import * as repo from "./repository.js";
-import { isTerminal, type CustomSignal, type PendingSignal, type SignalKind, type Status } from "./types.js";
 
-export interface InstanceCoreOptions {
+export interface InstanceCallsOptions {
   /** Largest checkpoint state, event payload or output, in bytes. */
   maxPayloadBytes: number;
 }
 
 /**
- * The rules of InstanceService (calls from inside an instance). Authentication happens
- * before these are called; every method acts on one already-authenticated instance id.
+ * The rules of core's InstanceService RPCs (calls from inside an instance). Authentication
+ * happens before these are called; every method acts on one already-authenticated instance id.
  */
-export class InstanceCore {
+export class InstanceCalls {
   constructor(
     private readonly db: DatabasePool,
     private readonly signals: ChannelHub,
     private readonly logger: Logger,
-    private readonly options: InstanceCoreOptions,
+    private readonly options: InstanceCallsOptions,
   ) {}
 
   async register(instanceId: string, checkpointId: string) {
-    const row = await repo.register(this.db, instanceId, checkpointId);
+    const row = await transitions.register(this.db, instanceId, checkpointId);
     if (row === null) throw await this.refusal(instanceId, "register");
     const checkpoint = checkpointId === "" ? null : await repo.findCheckpoint(this.db, instanceId, checkpointId);
     return {
@@ -33,7 +41,7 @@ export class InstanceCore {
       checkpointId,
       found: checkpoint !== null,
       state: checkpoint?.state ?? new Uint8Array(),
-      signal: repo.toSignal(row),
+      signal: toPendingSignal(row),
     };
   }
 
@@ -61,7 +69,7 @@ export class InstanceCore {
     return {
       found: !row.inserted,
       state: row.inserted ? new Uint8Array() : (stored ?? new Uint8Array()),
-      signal: repo.toSignal(row),
+      signal: toPendingSignal(row),
       customSignal,
     };
   }
@@ -73,7 +81,7 @@ export class InstanceCore {
 
   async sleep(instanceId: string, checkpointId: string, state: Uint8Array, wakeAtMs: number): Promise<number> {
     this.limit("state", state);
-    const row = await repo.sleep(this.db, instanceId, checkpointId, state, wakeAtMs);
+    const row = await transitions.sleep(this.db, instanceId, checkpointId, state, wakeAtMs);
     if (row === null) {
       const pending = await repo.pendingSignal(this.db, instanceId);
       if (pending?.type === "cancel") {
@@ -105,7 +113,7 @@ export class InstanceCore {
     const wakeups = this.signals.wakeups(instanceId, abort);
     const snapshot = async () => {
       const [status, signal, customs] = await Promise.all([
-        repo.currentStatus(this.db, instanceId),
+        transitions.currentStatus(this.db, instanceId),
         repo.pendingSignal(this.db, instanceId),
         includeCustom ? repo.customSignals(this.db, instanceId) : Promise.resolve([] as readonly CustomSignal[]),
       ]);
@@ -132,7 +140,7 @@ export class InstanceCore {
   }
 
   async ackSignal(instanceId: string, kind: SignalKind): Promise<{ applied: boolean; status: Status }> {
-    const row = await repo.ackSignal(this.db, instanceId, kind);
+    const row = await transitions.ackSignal(this.db, instanceId, kind);
     if (row.status === null) throw new NotFound(`instance ${instanceId} not found`);
     if (!row.acked && row.pending !== null) {
       throw new FailedPrecondition(`signal_type: the pending signal is ${row.pending.toUpperCase()}, not ${kind.toUpperCase()}`);
@@ -164,8 +172,8 @@ export class InstanceCore {
     return this.finish(instanceId, { kind: "failed", error });
   }
 
-  private async finish(instanceId: string, outcome: Parameters<typeof repo.finish>[2]) {
-    const row = await repo.finish(this.db, instanceId, outcome);
+  private async finish(instanceId: string, outcome: Parameters<typeof transitions.finish>[2]) {
+    const row = await transitions.finish(this.db, instanceId, outcome);
     if (row.status === null) throw new NotFound(`instance ${instanceId} not found`);
     if (row.applied) this.logger.info({ instanceId, status: row.status }, `instance ${row.status}`);
     return { applied: row.applied, status: row.status };
@@ -185,7 +193,7 @@ export class InstanceCore {
 
   /** The error for a refused transition: NOT_FOUND, or FAILED_PRECONDITION naming the status. */
   private async refusal(instanceId: string, action: string, known?: Status | null) {
-    const status = known === undefined ? await repo.currentStatus(this.db, instanceId) : known;
+    const status = known === undefined ? await transitions.currentStatus(this.db, instanceId) : known;
     if (status === null) return new NotFound(`instance ${instanceId} not found`);
     return new FailedPrecondition(`cannot ${action}: instance ${instanceId} is ${status.toUpperCase()}`);
   }

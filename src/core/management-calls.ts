@@ -1,12 +1,12 @@
 import type { DatabasePool } from "slonik";
 import type { Logger } from "pino";
 import { FailedPrecondition, NotFound } from "../errors.js";
+import { transitions, type SignalKind, type Status } from "../lifecycle/index.js";
 import * as repo from "./repository.js";
 import type { RangeFilter } from "./repository.js";
-import type { SignalKind, Status } from "./types.js";
 
-/** The rules of CoreService (management side). Every call is scoped to a tenant. */
-export class ManagementCore {
+/** The rules of core's CoreService RPCs (the management side). Every call is scoped to a tenant. */
+export class ManagementCalls {
   constructor(
     private readonly db: DatabasePool,
     private readonly logger: Logger,
@@ -14,13 +14,13 @@ export class ManagementCore {
 
   async sendSignal(tenantId: string, instanceId: string, kind: SignalKind, payload: Uint8Array) {
     // A PENDING or SUSPENDED instance has no process to acknowledge a cancel: apply it now.
-    if (kind === "cancel" && (await repo.cancelIdle(this.db, tenantId, instanceId))) {
+    if (kind === "cancel" && (await transitions.cancelIdle(this.db, tenantId, instanceId))) {
       this.logger.info({ instanceId, tenantId }, "idle instance cancelled");
       return { status: "cancelled" as Status, pending: undefined };
     }
     const row = await repo.storeSignal(this.db, tenantId, instanceId, kind, payload);
     if (row === null) throw await this.refusal(tenantId, instanceId, `send ${kind.toUpperCase()} to`);
-    const status = await repo.tenantStatus(this.db, tenantId, instanceId);
+    const status = await transitions.tenantStatus(this.db, tenantId, instanceId);
     this.logger.info({ instanceId, tenantId, signal: kind, stored: row.stored, pending: row.pending }, "signal sent");
     return { status: status ?? "cancelled", pending: row.pending ?? undefined };
   }
@@ -52,13 +52,13 @@ export class ManagementCore {
   }
 
   private async owned(tenantId: string, instanceId: string): Promise<Status> {
-    const status = await repo.tenantStatus(this.db, tenantId, instanceId);
+    const status = await transitions.tenantStatus(this.db, tenantId, instanceId);
     if (status === null) throw new NotFound(`instance ${instanceId} not found`);
     return status;
   }
 
   private async refusal(tenantId: string, instanceId: string, action: string) {
-    const status = await repo.tenantStatus(this.db, tenantId, instanceId);
+    const status = await transitions.tenantStatus(this.db, tenantId, instanceId);
     if (status === null) return new NotFound(`instance ${instanceId} not found`);
     return new FailedPrecondition(`cannot ${action} instance ${instanceId}: it is ${status.toUpperCase()}`);
   }

@@ -1,0 +1,11 @@
+/**
+ * The environment's side of instances: launching (Launcher), watching (Supervisor), the
+ * lifecycle RPCs (InstanceManager), signals and read views forwarded to core (SignalService).
+ */
+export { CoreGateway, type CheckpointQuery, type EventQuery } from "./core-gateway.js";
+export { Launcher, type LauncherOptions } from "./launcher.js";
+export { InstanceManager, type ListRequest, type StartRequest } from "./manager.js";
+export type { InstanceOrder } from "./repository.js";
+export { SignalService } from "./signals.js";
+export { Supervisor } from "./supervisor.js";
+export type { Instance } from "./types.js";

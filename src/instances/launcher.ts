@@ -1,0 +1,107 @@
+import { mkdir } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import type { Logger } from "pino";
+import type { DatabasePool } from "slonik";
+import { FailedPrecondition } from "../errors.js";
+import type { ImageStore, RunnerKind } from "../images/index.js";
+import type { LaunchTarget, Tokens } from "../lifecycle/index.js";
+import { stopWithGrace, type ResourceLimits, type Runner, type Runners } from "../runner/index.js";
+import * as repo from "./repository.js";
+import type { Supervisor } from "./supervisor.js";
+
+export interface LauncherOptions {
+  dataDir: string;
+  /** host:port instances use to reach core. */
+  coreAddr: string;
+  skipCertVerification: boolean;
+  networkMode: "host" | "none";
+  replicaId: string;
+  limits: ResourceLimits;
+}
+
+export interface LauncherDeps {
+  db: DatabasePool;
+  runners: Runners;
+  images: ImageStore;
+  tokens: Tokens;
+  supervisor: Supervisor;
+  logger: Logger;
+  options: LauncherOptions;
+}
+
+/**
+ * Starts the process of an instance that is PENDING (the caller made it so): picks the
+ * runner, builds the instance's environment, records the process and hands it to the
+ * supervisor. Knows nothing of why it launches (start, resume, wake) or how a failure
+ * settles the instance; it throws and the caller decides.
+ */
+export class Launcher {
+  constructor(private readonly deps: LauncherDeps) {}
+
+  /**
+   * Refuses images no runner here can run, before anything is written: WASM, or OCI on a
+   * host without a working runc/crun (RuntimeUnavailable is a FailedPrecondition).
+   */
+  async checkRunnable(kind: RunnerKind): Promise<Runner> {
+    if (kind === "wasm") throw new FailedPrecondition("wasm runner not available yet");
+    if (kind === "oci") await this.deps.runners.oci.runtime();
+    return this.deps.runners.runnerFor(kind);
+  }
+
+  async launch(target: LaunchTarget): Promise<void> {
+    const { db, images, supervisor, logger, options } = this.deps;
+    const runDir = path.join(options.dataDir, "runs", target.tenantId, target.instanceId);
+    const runner = await this.checkRunnable(target.runnerType);
+    await mkdir(runDir, { recursive: true });
+    const deadlineMs = Date.now() + target.timeoutSeconds * 1000;
+    const process = await runner.launch({
+      instanceId: target.instanceId,
+      tenantId: target.tenantId,
+      binaryPath: images.binaryPath(target.imageId),
+      bundlePath: images.bundlePath(target.imageId),
+      runDir,
+      env: this.instanceEnv(target),
+      networkMode: options.networkMode,
+      limits: options.limits,
+    });
+    try {
+      // Recorded before tracking: a process that exits at once must find its row to delete.
+      await repo.insertRunningProcess(db, {
+        instanceId: target.instanceId,
+        runner: runner.kind,
+        containerId: process.containerId ?? "",
+        pid: process.pid,
+        processStartTime: process.startTime,
+        replicaId: options.replicaId,
+        host: os.hostname(),
+        runDir,
+        deadlineMs,
+      });
+    } catch (e) {
+      // A process nobody records would never be timed out, adopted or stopped.
+      await stopWithGrace(process, 0).catch((err: unknown) => logger.error({ err, instanceId: target.instanceId }, "could not stop an unrecorded process"));
+      throw e;
+    }
+    supervisor.track(target.instanceId, process, deadlineMs);
+    logger.info({ instanceId: target.instanceId, pid: process.pid, runner: runner.kind, launchMs: process.launchMs }, "instance launched");
+  }
+
+  /** Exactly the variables of SPEC §4 plus the caller's env; nothing leaks from this process. */
+  private instanceEnv(target: LaunchTarget): Record<string, string> {
+    const { tokens, options } = this.deps;
+    const url = `http://${options.coreAddr}`;
+    const env: Record<string, string> = {
+      ...target.env,
+      RUNTARA_INSTANCE_ID: target.instanceId,
+      RUNTARA_TENANT_ID: target.tenantId,
+      RUNTARA_CORE_URL: url,
+      RUNTARA_CORE_ADDR: options.coreAddr,
+      RUNTARA_HTTP_URL: url,
+      RUNTARA_INSTANCE_TOKEN: tokens.instanceToken(target.instanceId),
+    };
+    if (target.checkpointId !== null) env.RUNTARA_CHECKPOINT_ID = target.checkpointId;
+    if (options.skipCertVerification) env.RUNTARA_SKIP_CERT_VERIFICATION = "true";
+    return env;
+  }
+}

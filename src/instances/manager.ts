@@ -1,0 +1,278 @@
+import { randomUUID } from "node:crypto";
+import os from "node:os";
+import type { DatabasePool } from "slonik";
+import type { Logger } from "pino";
+import type { ChannelHub } from "../db/index.js";
+import { FailedPrecondition, InvalidArgument, NotFound } from "../errors.js";
+import { findImage } from "../images/repository.js";
+import { isTerminal, transitions, type LaunchTarget, type Status } from "../lifecycle/index.js";
+import { isSameProcess, type Runners } from "../runner/index.js";
+import type { CoreGateway } from "./core-gateway.js";
+import { classifyLaunchError } from "./launch-errors.js";
+import type { Launcher } from "./launcher.js";
+import { decodePageToken, encodePageToken } from "./page-token.js";
+import * as repo from "./repository.js";
+import type { Supervisor } from "./supervisor.js";
+import type { Instance } from "./types.js";
+
+export interface StartRequest {
+  tenantId: string;
+  imageId: string;
+  instanceId: string | undefined;
+  input: Uint8Array;
+  timeoutSeconds: number;
+  env: Record<string, string>;
+}
+
+export type ListRequest = Omit<repo.InstanceListQuery, "after"> & { pageToken: string };
+
+export interface InstanceManagerDeps {
+  db: DatabasePool;
+  runners: Runners;
+  launcher: Launcher;
+  supervisor: Supervisor;
+  core: CoreGateway;
+  /** Wakes on every status change of an instance (NOTIFY runtara_instance). */
+  statusChanges: ChannelHub;
+  logger: Logger;
+  replicaId: string;
+}
+
+/**
+ * Instance lifecycle on the environment side: start, stop, resume, wake, status, list, watch,
+ * restart recovery and heartbeat enforcement. Status changes are guarded statements of
+ * src/lifecycle; processes are started by the Launcher and watched by the Supervisor.
+ */
+export class InstanceManager {
+  constructor(private readonly deps: InstanceManagerDeps) {}
+
+  async start(req: StartRequest): Promise<{ instanceId: string; status: Status }> {
+    const { db, launcher } = this.deps;
+    const image = await findImage(db, req.tenantId, req.imageId);
+    if (image === null) throw new NotFound(`image ${req.imageId} not found`);
+    await launcher.checkRunnable(image.runnerType);
+    const instanceId = req.instanceId ?? randomUUID();
+    await transitions.insertInstance(db, {
+      instanceId,
+      tenantId: req.tenantId,
+      imageId: image.imageId,
+      imageName: image.name,
+      input: req.input,
+      env: req.env,
+      timeoutSeconds: req.timeoutSeconds,
+    });
+    await this.launch({
+      instanceId,
+      tenantId: req.tenantId,
+      imageId: image.imageId,
+      runnerType: image.runnerType,
+      timeoutSeconds: req.timeoutSeconds,
+      checkpointId: null,
+      env: req.env,
+    });
+    return { instanceId, status: (await this.statusOf(req.tenantId, instanceId)) ?? "pending" };
+  }
+
+  /** Relaunches a SUSPENDED instance from its last checkpoint. */
+  async resume(tenantId: string, instanceId: string): Promise<Status> {
+    const status = await this.relaunchIfSuspended(tenantId, instanceId);
+    if (status !== null) return status;
+    const current = await this.statusOf(tenantId, instanceId);
+    if (current === null) throw new NotFound(`instance ${instanceId} not found`);
+    throw new FailedPrecondition(`only a SUSPENDED instance can be resumed; instance ${instanceId} is ${current.toUpperCase()}`);
+  }
+
+  /** Relaunches the instance if it is SUSPENDED (status afterwards), else null. */
+  async relaunchIfSuspended(tenantId: string, instanceId: string): Promise<Status | null> {
+    const target = await transitions.claimForRelaunch(this.deps.db, tenantId, instanceId);
+    if (target === null) return null;
+    await this.launch(target);
+    return (await this.statusOf(tenantId, instanceId)) ?? "pending";
+  }
+
+  /**
+   * Delivers CANCEL through core, waits up to the grace period for the instance to exit on
+   * its own, then SIGTERM, then SIGKILL. The final status is CANCELLED unless the instance
+   * completed (or failed) first.
+   */
+  async stop(tenantId: string, instanceId: string, graceSeconds: number, reason: string): Promise<Status> {
+    const { db, core, supervisor, logger } = this.deps;
+    const before = await this.statusOf(tenantId, instanceId);
+    if (before === null) throw new NotFound(`instance ${instanceId} not found`);
+    if (isTerminal(before)) return before;
+    logger.info({ instanceId, tenantId, reason, graceSeconds }, "stopping instance");
+    try {
+      await core.sendSignal(tenantId, instanceId, "cancel", new TextEncoder().encode(reason));
+    } catch (e) {
+      // Terminal in the meantime (completed first): nothing to stop. Anything else: still
+      // stop the process below; the status is forced afterwards.
+      logger.warn({ err: e, instanceId }, "could not deliver CANCEL before stopping");
+    }
+    if (supervisor.isTracked(instanceId)) {
+      await supervisor.stop(instanceId, graceSeconds * 1000, "cancelled");
+    } else if (!(await this.waitForTerminal(tenantId, instanceId, graceSeconds * 1000))) {
+      logger.warn({ instanceId }, "instance has no process on this replica; forcing CANCELLED");
+    }
+    return (await transitions.markCancelled(db, tenantId, instanceId)) ?? "cancelled";
+  }
+
+  /**
+   * Relaunches an instance the wake scheduler claimed (it is PENDING now). A failed launch is
+   * retried with backoff (back to SUSPENDED with a later wake time); after `maxAttempts` the
+   * instance is FAILED (launch_failed).
+   */
+  async wake(target: LaunchTarget, attempt: number, maxAttempts: number): Promise<void> {
+    const { db, launcher, logger } = this.deps;
+    try {
+      await launcher.launch(target);
+    } catch (e) {
+      if (attempt >= maxAttempts) {
+        const { recorded } = classifyLaunchError(e, target.instanceId);
+        await transitions.markLaunchFailed(db, target.instanceId, `${recorded} (after ${attempt} attempts)`);
+        logger.error({ err: e, instanceId: target.instanceId, attempt }, "wake failed for good");
+        return;
+      }
+      const delayMs = Math.min(1_000 * 2 ** (attempt - 1), 60_000);
+      await transitions.rescheduleWake(db, target.instanceId, delayMs);
+      logger.warn({ err: e, instanceId: target.instanceId, attempt, delayMs }, "wake launch failed; retrying later");
+    }
+  }
+
+  /**
+   * Restart recovery: adopts the processes an earlier run of this replica launched on this
+   * host. Each is recognised by pid AND process start time (a reused pid is never mistaken),
+   * and watched again (exit, timeout); one that is gone is settled from the database status
+   * like any exit (crashed if it never reported). Healthy workflows are never killed.
+   */
+  async recover(): Promise<{ adopted: number; gone: number }> {
+    const { db, runners, supervisor, logger, replicaId } = this.deps;
+    const rows = await repo.processesOf(db, os.hostname(), replicaId);
+    let adopted = 0;
+    let gone = 0;
+    for (const r of rows) {
+      const proc = await runners.runnerFor(r.runner).adopt({
+        instanceId: r.instanceId,
+        pid: r.pid,
+        startTime: r.startTime,
+        containerId: r.containerId === "" ? undefined : r.containerId,
+        runDir: r.runDir,
+      });
+      if (proc === null) {
+        // Gone while nobody watched: settle it from the database status like any exit.
+        gone++;
+        await transitions.recordRunEnd(db, r.instanceId, { exitCode: null, stderrTail: "", memoryPeakBytes: undefined, cpuUsageUsec: undefined, verdict: "crashed" });
+        await repo.deleteRunningProcess(db, r.instanceId, r.pid);
+        continue;
+      }
+      if (await isSameProcess(r.pid, r.startTime)) adopted++;
+      else gone++;
+      supervisor.track(r.instanceId, proc, r.deadlineMs);
+    }
+    if (rows.length > 0) logger.info({ adopted, gone }, "recovered processes of the previous run");
+    return { adopted, gone };
+  }
+
+  /**
+   * Heartbeat check: kills this replica's RUNNING instances that have been silent longer
+   * than the timeout (FAILED heartbeat_timeout), and fails orphans cluster-wide.
+   */
+  async enforceHeartbeats(timeoutMs: number): Promise<void> {
+    const { db, supervisor, logger, replicaId } = this.deps;
+    const stale = await repo.staleOwnedInstances(db, os.hostname(), replicaId, timeoutMs);
+    await Promise.all(
+      stale.map(async (instanceId) => {
+        logger.warn({ instanceId, timeoutMs }, "no heartbeat: killing the instance");
+        await supervisor.stop(instanceId, 0, "heartbeat_timeout");
+      }),
+    );
+    const orphans = await transitions.failOrphans(db, timeoutMs);
+    for (const instanceId of orphans) logger.warn({ instanceId }, "instance orphaned: FAILED");
+  }
+
+  /**
+   * Stops watching every process without touching it (environment shutdown): the workflows
+   * keep running and nothing of theirs holds this process's event loop open any more.
+   */
+  detachAll(): void {
+    this.deps.supervisor.detachAll();
+    this.deps.runners.oci.detachAll();
+    this.deps.runners.native.detachAll();
+  }
+
+  /** Instances holding or about to hold a process, cluster-wide (HealthCheck). */
+  countActive(): Promise<bigint> {
+    return repo.countActiveInstances(this.deps.db);
+  }
+
+  async get(tenantId: string, instanceId: string): Promise<Instance> {
+    const instance = await repo.findInstance(this.deps.db, tenantId, instanceId);
+    if (instance === null) throw new NotFound(`instance ${instanceId} not found`);
+    return instance;
+  }
+
+  async list(req: ListRequest): Promise<{ instances: readonly Instance[]; nextPageToken: string; totalCount: bigint }> {
+    const after = req.pageToken === "" ? undefined : decodePageToken(req.pageToken, req.order);
+    if (after !== undefined && req.offset !== 0) throw new InvalidArgument("offset", "cannot be combined with page_token");
+    const query = { ...req, after };
+    const [rows, totalCount] = await Promise.all([repo.listInstances(this.deps.db, query), repo.countInstances(this.deps.db, query)]);
+    const instances = rows.slice(0, req.limit);
+    const last = instances[instances.length - 1];
+    const nextPageToken = rows.length > req.limit && last ? encodePageToken(last, req.order) : "";
+    return { instances, nextPageToken, totalCount };
+  }
+
+  /** Yields the instance now and after every status change, until it is terminal. */
+  async *watch(tenantId: string, instanceId: string, abort: AbortSignal): AsyncGenerator<Instance> {
+    const wakeups = this.deps.statusChanges.wakeups(instanceId, abort);
+    let last: string | undefined;
+    for (let first = true; ; first = false) {
+      if (!first && (await wakeups.next()).done) return;
+      const instance = await repo.findInstance(this.deps.db, tenantId, instanceId);
+      if (instance === null) {
+        if (first) throw new NotFound(`instance ${instanceId} not found`);
+        return;
+      }
+      const key = `${instance.status}:${instance.terminationReason ?? ""}`;
+      if (key !== last) {
+        last = key;
+        yield instance;
+      }
+      if (isTerminal(instance.status)) {
+        await wakeups.return(undefined);
+        return;
+      }
+    }
+  }
+
+  /** Launches a PENDING instance; a failure settles it as FAILED (launch_failed) and is reported. */
+  private async launch(target: LaunchTarget): Promise<void> {
+    try {
+      await this.deps.launcher.launch(target);
+    } catch (e) {
+      const { error, recorded } = classifyLaunchError(e, target.instanceId);
+      this.deps.logger.error({ err: e, instanceId: target.instanceId }, "launch failed");
+      await transitions
+        .markLaunchFailed(this.deps.db, target.instanceId, recorded)
+        .catch((err: unknown) => this.deps.logger.error({ err, instanceId: target.instanceId }, "could not record the failed launch"));
+      throw error;
+    }
+  }
+
+  /** Just the status: the full row would also read input and output (up to 16 MiB each). */
+  private statusOf(tenantId: string, instanceId: string): Promise<Status | null> {
+    return transitions.tenantStatus(this.deps.db, tenantId, instanceId);
+  }
+
+  private async waitForTerminal(tenantId: string, instanceId: string, ms: number): Promise<boolean> {
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), ms);
+    try {
+      for await (const instance of this.watch(tenantId, instanceId, abort.signal)) {
+        if (isTerminal(instance.status)) return true;
+      }
+      return false;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}
