@@ -298,6 +298,14 @@ describe("core InstanceService and CoreService", () => {
     await rejects(env.listCheckpoints(other), Code.NotFound);
     await rejects(env.getCheckpoint({ ...other, checkpointId: "cp" }), Code.NotFound);
     await rejects(env.listEvents(other), Code.NotFound);
+    // Over gRPC, core's refusal reaches the client as the environment's own error: none of
+    // core's response headers (content-type, content-length, date) in the trailers.
+    const grpc = environmentClient(t.baseUrl, "grpc-h2");
+    const err = await rejects(grpc.listCheckpoints(other), Code.NotFound);
+    for (const header of ["content-type", "content-length", "date"]) assert.equal(err.metadata.get(header), null, header);
+    // Validation happens before core is asked: a bad id is INVALID_ARGUMENT, not "core unreachable".
+    await rejects(env.listCheckpoints({ ...other, checkpointId: "../x" }), Code.InvalidArgument);
+    await rejects(env.listEvents({ ...other, limit: -1 }), Code.InvalidArgument);
     assert.equal((await row(id)).status, "running");
     const own = { tenantId: "tenant-b", instanceId: id };
     const list = await env.listCheckpoints(own);

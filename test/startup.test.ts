@@ -258,3 +258,64 @@ describe("graceful stop", () => {
     });
   }
 });
+
+describe("stop during start", () => {
+  // Each delay lands stop() in a different step of the start sequence (database, migrations,
+  // pool, core, recovery, server, workers); stop right after start() is the earliest.
+  for (const delayMs of [0, 5, 30, 120, 400]) {
+    it(`stop() ${delayMs} ms into start() leaves nothing running: no port, no connection, no worker`, async () => {
+      const database = await freshDatabase();
+      const dataDir = await mkdtemp(path.join(tmpdir(), "runtara-stop-during-start-"));
+      const [port, corePort] = [await freePort(), await freePort()];
+      const env = new Environment({
+        databaseUrl: database.url,
+        dataDir,
+        httpPort: port,
+        httpHost: "127.0.0.1",
+        coreAddr: `127.0.0.1:${corePort}`,
+        logger: pino({ level: "silent" }),
+        shutdownGraceMs: 500,
+      });
+      try {
+        const starting = env.start();
+        await new Promise((r) => setTimeout(r, delayMs));
+        const stopped = env.stop();
+        const outcome = await starting.then(
+          () => "started",
+          (e: unknown) => (e as Error).name,
+        );
+        await stopped;
+        // Either the sequence noticed the stop (StoppedDuringStart) or it had finished first;
+        // both end stopped.
+        assert.ok(["started", "StoppedDuringStart"].includes(outcome), `start() ended with ${outcome}`);
+        assert.throws(() => env.address, /not started/);
+        for (const p of [port, corePort]) {
+          await new Promise<void>((resolve, reject) => {
+            const probe = net.createServer().once("error", reject);
+            probe.listen(p, "127.0.0.1", () => probe.close(() => resolve()));
+          });
+        }
+        const admin = new URL(database.url);
+        const name = admin.pathname.slice(1);
+        admin.pathname = "/postgres";
+        const { default: pg } = await import("pg");
+        const client = new pg.Client({ connectionString: admin.toString() });
+        await client.connect();
+        try {
+          const open = await eventually(async () => {
+            const r = await client.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1", [name]);
+            return r.rows[0].n === 0;
+          }, 3_000);
+          assert.ok(open, "every database connection of the environment is closed");
+        } finally {
+          await client.end();
+        }
+        await assert.rejects(env.start(), /cannot start/);
+      } finally {
+        await env.stop();
+        await database.drop();
+        await rm(dataDir, { recursive: true, force: true });
+      }
+    });
+  }
+});
