@@ -13,7 +13,7 @@ import { execa } from "execa";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
-import { environmentClient, insertInstance, instanceClient, startEnvironment, stopTestPostgres, type TestEnvironment } from "../test/helpers.js";
+import { environmentClient, insertInstance, tokenOf, instanceClient, startEnvironment, stopTestPostgres, type TestEnvironment } from "../test/helpers.js";
 import { fmt, printLatency, summarize } from "./lib.js";
 
 const SIGNALS = Number(process.env.BENCH_SIGNALS ?? 1000);
@@ -33,7 +33,7 @@ async function measure(t: TestEnvironment, mode: "watch" | "poll"): Promise<numb
       RUNTARA_TENANT_ID: "tenant-a",
       RUNTARA_CORE_URL: `http://${core}`,
       RUNTARA_CORE_ADDR: core,
-      RUNTARA_INSTANCE_TOKEN: t.env.tokens.instanceToken(instanceId),
+      RUNTARA_INSTANCE_TOKEN: tokenOf(t, instanceId),
       RUNTARA_SIGNAL_MODE: mode,
       RUNTARA_SIGNAL_POLL_INTERVAL_MS: String(POLL_MS),
     },

@@ -45,7 +45,7 @@ import { detectCgroupLayout, removeCgroup } from "../src/runner/cgroup.js";
 import { buildOciConfig, instanceIdOfContainer } from "../src/runner/oci-spec.js";
 import { OciRunner, type RuntimeInfo } from "../src/runner/oci.js";
 import { buildFixtures } from "../test/fixtures/build.js";
-import { environmentClient, insertInstance, isAlive, startEnvironment, stopTestPostgres, type TestEnvironment } from "../test/helpers.js";
+import { environmentClient, insertInstance, tokenOf, isAlive, startEnvironment, stopTestPostgres, type TestEnvironment } from "../test/helpers.js";
 import { fmt, instrumentSpawn, MiB, type SpawnCall, perSec, printLatency, ratioLine, runConcurrent, summarize, targetLine } from "./lib.js";
 
 const num = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
@@ -238,7 +238,7 @@ function bareEnv(t: TestEnvironment, instanceId: string): Record<string, string>
     RUNTARA_CORE_URL: `http://${core}`,
     RUNTARA_CORE_ADDR: core,
     RUNTARA_HTTP_URL: `http://${core}`,
-    RUNTARA_INSTANCE_TOKEN: t.env.tokens.instanceToken(instanceId),
+    RUNTARA_INSTANCE_TOKEN: tokenOf(t, instanceId),
   };
 }
 

@@ -19,7 +19,7 @@ import { environmentRoutes } from "./server/routes.js";
 import { serve } from "./server/serve.js";
 import { Startup } from "./startup.js";
 import { VERSION } from "./version.js";
-import { containerLimits, databasePing, instanceCoreAddr, redactedDatabaseHost } from "./wiring.js";
+import { containerLimits, databasePing, instanceCoreAddr, redactedDatabaseHost, startSecretRefresh } from "./wiring.js";
 
 export interface EnvironmentRuntimeOptions extends EnvironmentOptions {
   /** Root logger; components log through children of it. @default pino at `logLevel` */
@@ -106,10 +106,11 @@ export class Environment {
     await listener.start();
     s.onStop("stop the listener", () => listener.stop());
     const tokens = await Tokens.load(db);
+    startSecretRefresh(s, tokens, this.logger);
     const core = o.embedCore ? await this.startCore(db, listener, tokens) : undefined;
     this.running = { databaseUrl, db, tokens, core };
 
-    const gateway = s.own("close the core client", new CoreGateway(core ? `${o.coreHost}:${core.address.port}` : o.coreAddr, tokens.managementToken()), (g) => g.close());
+    const gateway = s.own("close the core client", new CoreGateway(core ? `${o.coreHost}:${core.address.port}` : o.coreAddr, tokens), (g) => g.close());
     const store = new ImageStore(o.dataDir);
     await store.clearStaging();
     const images = new ImageService(db, store, this.logger.child({ component: "images" }), BigInt(o.maxImageBytes));

@@ -1,7 +1,11 @@
+import type { Logger } from "pino";
 import { sql } from "slonik";
 import type { CompiledOptions } from "./config.js";
 import type { Database } from "./db/index.js";
+import type { Tokens } from "./lifecycle/index.js";
 import type { ResourceLimits } from "./runner/index.js";
+import { MaintenanceLoop } from "./scheduler/maintenance-loop.js";
+import type { Startup } from "./startup.js";
 
 /** Small derivations the composition roots share; no side effects. */
 
@@ -42,4 +46,14 @@ export function redactedDatabaseHost(url: string): string {
   } catch {
     return "(unparsable url)";
   }
+}
+
+/** How often a replica re-reads the token secrets, so a rotation reaches its minting side. */
+const SECRET_REFRESH_MS = 60_000;
+
+/** Re-reads the token secrets periodically until stop (see Tokens.rotate). */
+export function startSecretRefresh(startup: Startup, tokens: Tokens, logger: Logger): void {
+  const loop = new MaintenanceLoop(() => tokens.refresh(), logger.child({ component: "token-secrets" }), SECRET_REFRESH_MS);
+  loop.start();
+  startup.onStop("stop the token secret refresh", () => loop.stop());
 }

@@ -7,6 +7,7 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import { CoreService } from "../gen/runtara/core/v1/core_pb.js";
 import { InstanceStatus, SignalType } from "../gen/runtara/core/v1/types_pb.js";
 import { ListCheckpointsRequestSchema } from "../gen/runtara/environment/v1/environment_pb.js";
+import { Tokens } from "../src/lifecycle/index.js";
 import {
   environmentClient,
   insertInstance,
@@ -14,6 +15,7 @@ import {
   rejectsWithCode as rejects,
   startEnvironment,
   stopTestPostgres,
+  tokenOf,
   type TestEnvironment,
 } from "./helpers.js";
 
@@ -240,7 +242,7 @@ describe("core InstanceService and CoreService", () => {
     const a = await insertInstance(t);
     const b = await insertInstance(t);
     await rejects(instanceClient(t, a, "not-a-token").register({ instanceId: a }), Code.Unauthenticated);
-    await rejects(instanceClient(t, a, t.env.tokens.instanceToken(b)).register({ instanceId: a }), Code.Unauthenticated);
+    await rejects(instanceClient(t, a, tokenOf(t, b)).register({ instanceId: a }), Code.Unauthenticated);
     // Acting on another instance with one's own token.
     await rejects(instanceClient(t, a).complete({ instanceId: b, output: enc(1) }), Code.Unauthenticated);
     const noAuth = createClient(
@@ -254,13 +256,73 @@ describe("core InstanceService and CoreService", () => {
       createConnectTransport({
         baseUrl: `http://127.0.0.1:${t.env.coreAddress!.port}`,
         httpVersion: "1.1",
-        interceptors: [(next) => (req) => (req.header.set("authorization", `Bearer ${t.env.tokens.instanceToken(a)}`), next(req))],
+        interceptors: [(next) => (req) => (req.header.set("authorization", `Bearer ${tokenOf(t, a)}`), next(req))],
       }),
     );
     await rejects(mgmt.sendSignal({ tenantId: "tenant-a", instanceId: b, signalType: SignalType.CANCEL }), Code.Unauthenticated);
     assert.equal((await row(a)).status, "pending");
     assert.equal((await row(b)).status, "pending");
     assert.equal(await count("pending_signals", b), 0);
+  });
+
+  it("a deleted and re-created instance id refuses the old token, for the same and for another tenant", async () => {
+    for (const tenantId of ["tenant-a", "tenant-b"]) {
+      const id = await insertInstance(t, { tenantId: "tenant-a" });
+      const old = instanceClient(t, id, tokenOf(t, id));
+      await old.register({ instanceId: id });
+      await old.saveCheckpoint({ instanceId: id, checkpointId: "cp", state: enc(1) });
+      await t.query("DELETE FROM instances WHERE instance_id = $1", [id]);
+      await insertInstance(t, { tenantId, instanceId: id });
+      await rejects(old.register({ instanceId: id }), Code.Unauthenticated, /earlier instance/);
+      await rejects(old.getInput({ instanceId: id }), Code.Unauthenticated);
+      await rejects(old.heartbeat({ instanceId: id }), Code.Unauthenticated);
+      await rejects(old.saveCheckpoint({ instanceId: id, checkpointId: "cp", state: enc(2) }), Code.Unauthenticated);
+      await rejects(old.sleep({ instanceId: id, checkpointId: "s", durationMs: 10n }), Code.Unauthenticated);
+      await rejects(old.ackSignal({ instanceId: id, signalType: SignalType.PAUSE }), Code.Unauthenticated);
+      await rejects(old.emitEvent({ instanceId: id, subtype: "x" }), Code.Unauthenticated);
+      await rejects(old.complete({ instanceId: id, output: enc("forged") }), Code.Unauthenticated);
+      await rejects(old.fail({ instanceId: id, error: "forged" }), Code.Unauthenticated);
+      const watch = async () => {
+        for await (const _ of old.watchSignals({ instanceId: id })) break;
+      };
+      await rejects(watch(), Code.Unauthenticated);
+      const now = await row(id);
+      assert.equal(now.status, "pending", "the new row was not touched");
+      assert.equal(now.tenant_id, tenantId);
+      assert.equal(await count("checkpoints", id), 0);
+      // The new row's own token works.
+      await instanceClient(t, id).register({ instanceId: id });
+      await t.query("DELETE FROM instances WHERE instance_id = $1", [id]);
+    }
+  });
+
+  it("token secrets rotate without a restart: the previous secret still verifies, the one before stops", async () => {
+    const id = await insertInstance(t);
+    const beforeRotation = tokenOf(t, id);
+    const oldManagement = t.env.tokens.managementToken();
+    const mgmtClient = (token: string) =>
+      createClient(
+        CoreService,
+        createConnectTransport({
+          baseUrl: `http://127.0.0.1:${t.env.coreAddress!.port}`,
+          httpVersion: "1.1",
+          interceptors: [(next) => (req) => (req.header.set("authorization", `Bearer ${token}`), next(req))],
+        }),
+      );
+    await Tokens.rotate(t.env.db);
+    // One rotation: tokens minted with the previous secret keep working.
+    await instanceClient(t, id, beforeRotation).register({ instanceId: id });
+    await mgmtClient(oldManagement).healthCheck({});
+    await Tokens.rotate(t.env.db);
+    // Two rotations: once the replica has reloaded the secrets (every minute, here at once),
+    // the oldest no longer verifies.
+    await t.env.tokens.refresh();
+    await rejects(instanceClient(t, id, beforeRotation).heartbeat({ instanceId: id }), Code.Unauthenticated);
+    await rejects(mgmtClient(oldManagement).healthCheck({}), Code.Unauthenticated);
+    // The environment mints with the new secret: its calls to core keep working, no restart.
+    const env = environmentClient(t.baseUrl);
+    await env.sendCustomSignal({ tenantId: "tenant-a", instanceId: id, checkpointId: "after-rotation", payload: enc(1) });
+    await instanceClient(t, id, t.env.tokens.instanceToken(id, (await row(id)).token_nonce)).heartbeat({ instanceId: id });
   });
 
   it("bad input: unknown instance, oversize payloads, malformed JSON, bad ids; nothing changes", async () => {

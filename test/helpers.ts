@@ -278,11 +278,28 @@ export async function rejectsWithCode(call: Promise<unknown>, code: Code, ...men
   throw new Error(`expected ${Code[code]}, but the call succeeded`);
 }
 
+/** Token nonces of the rows insertInstance wrote, so their tokens can be minted synchronously. */
+const insertedNonces = new Map<string, string>();
+
+/** The instance token of a row insertInstance wrote, as a launch would mint it. */
+export function tokenOf(t: TestEnvironment, instanceId: string): string {
+  const nonce = insertedNonces.get(instanceId);
+  if (nonce === undefined) throw new Error(`instance ${instanceId} was not inserted by insertInstance`);
+  return t.env.tokens.instanceToken(instanceId, nonce);
+}
+
+/** The instance token of a row (its nonce read from the database); for a missing id, a well-formed one. */
+export async function instanceToken(t: TestEnvironment, instanceId: string): Promise<string> {
+  const [row] = await t.query<{ token_nonce: string }>("SELECT token_nonce FROM instances WHERE instance_id = $1", [instanceId]);
+  return t.env.tokens.instanceToken(instanceId, row?.token_nonce ?? randomBytes(16).toString("hex"));
+}
+
 /** A client acting as one instance (bearer token of `instanceId`, or `token` when given). */
 export function instanceClient(t: TestEnvironment, instanceId: string, token?: string) {
-  const bearer = token ?? t.env.tokens.instanceToken(instanceId);
-  const auth: Interceptor = (next) => (req) => {
-    req.header.set("authorization", `Bearer ${bearer}`);
+  let bearer: Promise<string> | undefined;
+  const auth: Interceptor = (next) => async (req) => {
+    bearer ??= token === undefined ? instanceToken(t, instanceId) : Promise.resolve(token);
+    req.header.set("authorization", `Bearer ${await bearer}`);
     return next(req);
   };
   const address = t.env.coreAddress;
@@ -299,12 +316,15 @@ export async function insertInstance(
   opts: { tenantId?: string; instanceId?: string; input?: unknown; status?: string } = {},
 ): Promise<string> {
   const instanceId = opts.instanceId ?? `inst-${randomBytes(6).toString("hex")}`;
-  await t.query(`INSERT INTO instances (instance_id, tenant_id, status, input) VALUES ($1, $2, $3, $4)`, [
+  const nonce = randomBytes(16).toString("hex");
+  await t.query(`INSERT INTO instances (instance_id, tenant_id, status, input, token_nonce) VALUES ($1, $2, $3, $4, $5)`, [
     instanceId,
     opts.tenantId ?? "tenant-a",
     opts.status ?? "pending",
     Buffer.from(JSON.stringify(opts.input ?? {})),
+    nonce,
   ]);
+  insertedNonces.set(instanceId, nonce);
   return instanceId;
 }
 

@@ -4,7 +4,7 @@ import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
 import { execa, type ResultPromise } from "execa";
 import { SignalType } from "../gen/runtara/core/v1/types_pb.js";
-import { environmentClient, insertInstance, startEnvironment, stopTestPostgres, waitUntil as waitFor, type TestEnvironment } from "./helpers.js";
+import { environmentClient, insertInstance, tokenOf, startEnvironment, stopTestPostgres, waitUntil as waitFor, type TestEnvironment } from "./helpers.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const enc = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
@@ -28,7 +28,7 @@ describe("workflow SDK in real child processes", () => {
       RUNTARA_CORE_URL: `http://${core}`,
       RUNTARA_CORE_ADDR: core,
       RUNTARA_HTTP_URL: `http://${core}`,
-      RUNTARA_INSTANCE_TOKEN: t.env.tokens.instanceToken(instanceId),
+      RUNTARA_INSTANCE_TOKEN: tokenOf(t, instanceId),
     };
     if (checkpointId) env.RUNTARA_CHECKPOINT_ID = checkpointId;
     return execa(process.execPath, ["--import", "tsx", path.join(root, "examples", example)], {

@@ -1,12 +1,13 @@
 import type { DatabasePool } from "slonik";
 import type { Logger } from "pino";
-import { FailedPrecondition, NotFound, ResourceExhausted } from "../errors.js";
+import { FailedPrecondition, NotFound, ResourceExhausted, Unauthenticated } from "../errors.js";
 import type { ChannelHub } from "../db/index.js";
 import {
   isTerminal,
   toPendingSignal,
   transitions,
   type CustomSignal,
+  type InstanceKey,
   type PendingSignal,
   type SignalKind,
   type Status,
@@ -19,8 +20,10 @@ export interface InstanceCallsOptions {
 }
 
 /**
- * The rules of core's InstanceService RPCs (calls from inside an instance). Authentication
- * happens before these are called; every method acts on one already-authenticated instance id.
+ * The rules of core's InstanceService RPCs (calls from inside an instance). The token's MAC
+ * is checked before these are called; every method acts on the row the token names (its id
+ * and nonce, an InstanceKey), and every first statement is guarded by both, so a token of a
+ * deleted instance is refused by a re-created row with the same id (UNAUTHENTICATED).
  */
 export class InstanceCalls {
   constructor(
@@ -30,10 +33,10 @@ export class InstanceCalls {
     private readonly options: InstanceCallsOptions,
   ) {}
 
-  async register(instanceId: string, checkpointId: string) {
-    const row = await transitions.register(this.db, instanceId, checkpointId);
-    if (row === null) throw await this.refusal(instanceId, "register");
-    const checkpoint = checkpointId === "" ? null : await repo.findCheckpoint(this.db, instanceId, checkpointId);
+  async register(key: InstanceKey, checkpointId: string) {
+    const row = await transitions.register(this.db, key, checkpointId);
+    if (row === null) throw await this.refusal(key, "register");
+    const checkpoint = checkpointId === "" ? null : await repo.findCheckpoint(this.db, key.instanceId, checkpointId);
     return {
       status: row.status,
       tenantId: row.tenant_id,
@@ -45,24 +48,24 @@ export class InstanceCalls {
     };
   }
 
-  async getInput(instanceId: string): Promise<Uint8Array> {
-    const row = await this.touch(instanceId);
+  async getInput(key: InstanceKey): Promise<Uint8Array> {
+    const row = await this.touch(key);
     return row.input ?? new Uint8Array();
   }
 
-  async heartbeat(instanceId: string): Promise<PendingSignal | undefined> {
-    await this.touch(instanceId);
-    return repo.pendingSignal(this.db, instanceId);
+  async heartbeat(key: InstanceKey): Promise<PendingSignal | undefined> {
+    await this.touch(key);
+    return repo.pendingSignal(this.db, key.instanceId);
   }
 
-  async saveCheckpoint(instanceId: string, checkpointId: string, state: Uint8Array) {
+  async saveCheckpoint(key: InstanceKey, checkpointId: string, state: Uint8Array) {
     this.limit("state", state);
-    const row = await repo.saveCheckpoint(this.db, instanceId, checkpointId, state);
-    if (!row.running) throw await this.refusal(instanceId, "save a checkpoint", row.status);
+    const row = await repo.saveCheckpoint(this.db, key, checkpointId, state);
+    if (!row.running) throw await this.refusal(key, "save a checkpoint", row.status);
     let stored = row.stored;
     if (!row.inserted && stored === null) {
       // A concurrent save of the same id committed after this statement's snapshot.
-      stored = (await repo.findCheckpoint(this.db, instanceId, checkpointId))?.state ?? null;
+      stored = (await repo.findCheckpoint(this.db, key.instanceId, checkpointId))?.state ?? null;
     }
     const customSignal: CustomSignal | undefined =
       row.custom_payload === null ? undefined : { checkpointId, payload: row.custom_payload, createdAtMs: row.custom_created_at ?? 0 };
@@ -74,30 +77,32 @@ export class InstanceCalls {
     };
   }
 
-  async getCheckpoint(instanceId: string, checkpointId: string) {
-    await this.touch(instanceId);
-    return repo.findCheckpoint(this.db, instanceId, checkpointId);
+  async getCheckpoint(key: InstanceKey, checkpointId: string) {
+    await this.touch(key);
+    return repo.findCheckpoint(this.db, key.instanceId, checkpointId);
   }
 
-  async sleep(instanceId: string, checkpointId: string, state: Uint8Array, wakeAtMs: number): Promise<number> {
+  async sleep(key: InstanceKey, checkpointId: string, state: Uint8Array, wakeAtMs: number): Promise<number> {
     this.limit("state", state);
-    const row = await transitions.sleep(this.db, instanceId, checkpointId, state, wakeAtMs);
+    const row = await transitions.sleep(this.db, key, checkpointId, state, wakeAtMs);
     if (row === null) {
-      const pending = await repo.pendingSignal(this.db, instanceId);
+      const status = await transitions.ownStatus(this.db, key);
+      if (status === null) throw await this.notOwned(key);
+      const pending = await repo.pendingSignal(this.db, key.instanceId);
       if (pending?.type === "cancel") {
         throw new FailedPrecondition("a cancel signal is pending: acknowledge it instead of sleeping");
       }
-      throw await this.refusal(instanceId, "sleep");
+      throw await this.refusal(key, "sleep", status);
     }
-    this.logger.debug({ instanceId, wakeAtMs }, "instance sleeping");
+    this.logger.debug({ instanceId: key.instanceId, wakeAtMs }, "instance sleeping");
     return row.sleep_until;
   }
 
-  async pollSignal(instanceId: string, checkpointId: string) {
-    await this.touch(instanceId);
+  async pollSignal(key: InstanceKey, checkpointId: string) {
+    await this.touch(key);
     const [signal, custom] = await Promise.all([
-      repo.pendingSignal(this.db, instanceId),
-      checkpointId === "" ? null : repo.customSignal(this.db, instanceId, checkpointId),
+      repo.pendingSignal(this.db, key.instanceId),
+      checkpointId === "" ? null : repo.customSignal(this.db, key.instanceId, checkpointId),
     ]);
     return { signal, customSignal: custom ?? undefined };
   }
@@ -107,7 +112,13 @@ export class InstanceCalls {
    * then on every NOTIFY for this instance (or reconnect). Ends when `abort` fires or the
    * instance becomes terminal.
    */
-  async *watchSignals(instanceId: string, includeCustom: boolean, abort: AbortSignal) {
+  async watchSignals(key: InstanceKey, includeCustom: boolean, abort: AbortSignal) {
+    // Checked before the stream opens, so a refused token is the call's error.
+    await this.touch(key);
+    return this.signalStream(key.instanceId, includeCustom, abort);
+  }
+
+  private async *signalStream(instanceId: string, includeCustom: boolean, abort: AbortSignal) {
     const delivered = new Set<string>();
     const keyOf = (kind: string, id: string, createdAtMs: number) => `${kind}:${id}:${createdAtMs}`;
     const wakeups = this.signals.wakeups(instanceId, abort);
@@ -139,49 +150,49 @@ export class InstanceCalls {
     }
   }
 
-  async ackSignal(instanceId: string, kind: SignalKind): Promise<{ applied: boolean; status: Status }> {
-    const row = await transitions.ackSignal(this.db, instanceId, kind);
-    if (row.status === null) throw new NotFound(`instance ${instanceId} not found`);
+  async ackSignal(key: InstanceKey, kind: SignalKind): Promise<{ applied: boolean; status: Status }> {
+    const row = await transitions.ackSignal(this.db, key, kind);
+    if (row.status === null) throw await this.notOwned(key);
     if (!row.acked && row.pending !== null) {
       throw new FailedPrecondition(`signal_type: the pending signal is ${row.pending.toUpperCase()}, not ${kind.toUpperCase()}`);
     }
-    if (row.acked) this.logger.info({ instanceId, signal: kind, status: row.status }, "signal acknowledged");
+    if (row.acked) this.logger.info({ instanceId: key.instanceId, signal: kind, status: row.status }, "signal acknowledged");
     return { applied: row.acked, status: row.status };
   }
 
-  async ackCustomSignal(instanceId: string, checkpointId: string): Promise<{ applied: boolean; status: Status }> {
-    const row = await this.touch(instanceId);
-    const applied = await repo.ackCustomSignal(this.db, instanceId, checkpointId);
+  async ackCustomSignal(key: InstanceKey, checkpointId: string): Promise<{ applied: boolean; status: Status }> {
+    const row = await this.touch(key);
+    const applied = await repo.ackCustomSignal(this.db, key.instanceId, checkpointId);
     return { applied, status: row.status };
   }
 
-  async emitEvent(instanceId: string, subtype: string, checkpointId: string, payload: Uint8Array): Promise<bigint> {
+  async emitEvent(key: InstanceKey, subtype: string, checkpointId: string, payload: Uint8Array): Promise<bigint> {
     this.limit("payload", payload);
-    await this.touch(instanceId);
-    const id = await repo.emitEvent(this.db, instanceId, subtype, checkpointId, payload.byteLength === 0 ? null : payload);
-    if (id === null) throw await this.refusal(instanceId, "emit events");
+    await this.touch(key);
+    const id = await repo.emitEvent(this.db, key.instanceId, subtype, checkpointId, payload.byteLength === 0 ? null : payload);
+    if (id === null) throw await this.refusal(key, "emit events");
     return id;
   }
 
-  async complete(instanceId: string, output: Uint8Array) {
+  async complete(key: InstanceKey, output: Uint8Array) {
     this.limit("output", output);
-    return this.finish(instanceId, { kind: "completed", output: output.byteLength === 0 ? null : output });
+    return this.finish(key, { kind: "completed", output: output.byteLength === 0 ? null : output });
   }
 
-  async fail(instanceId: string, error: string) {
-    return this.finish(instanceId, { kind: "failed", error });
+  async fail(key: InstanceKey, error: string) {
+    return this.finish(key, { kind: "failed", error });
   }
 
-  private async finish(instanceId: string, outcome: Parameters<typeof transitions.finish>[2]) {
-    const row = await transitions.finish(this.db, instanceId, outcome);
-    if (row.status === null) throw new NotFound(`instance ${instanceId} not found`);
-    if (row.applied) this.logger.info({ instanceId, status: row.status }, `instance ${row.status}`);
+  private async finish(key: InstanceKey, outcome: Parameters<typeof transitions.finish>[2]) {
+    const row = await transitions.finish(this.db, key, outcome);
+    if (row.status === null) throw await this.notOwned(key);
+    if (row.applied) this.logger.info({ instanceId: key.instanceId, status: row.status }, `instance ${row.status}`);
     return { applied: row.applied, status: row.status };
   }
 
-  private async touch(instanceId: string) {
-    const row = await repo.touch(this.db, instanceId);
-    if (row === null) throw new NotFound(`instance ${instanceId} not found`);
+  private async touch(key: InstanceKey) {
+    const row = await repo.touch(this.db, key);
+    if (row === null) throw await this.notOwned(key);
     return row;
   }
 
@@ -191,10 +202,16 @@ export class InstanceCalls {
     }
   }
 
-  /** The error for a refused transition: NOT_FOUND, or FAILED_PRECONDITION naming the status. */
-  private async refusal(instanceId: string, action: string, known?: Status | null) {
-    const status = known === undefined ? await transitions.currentStatus(this.db, instanceId) : known;
-    if (status === null) return new NotFound(`instance ${instanceId} not found`);
-    return new FailedPrecondition(`cannot ${action}: instance ${instanceId} is ${status.toUpperCase()}`);
+  /** The error for a refused transition: FAILED_PRECONDITION naming the status, or notOwned's. */
+  private async refusal(key: InstanceKey, action: string, known?: Status | null) {
+    const status = known === undefined ? await transitions.ownStatus(this.db, key) : known;
+    if (status === null) return this.notOwned(key);
+    return new FailedPrecondition(`cannot ${action}: instance ${key.instanceId} is ${status.toUpperCase()}`);
+  }
+
+  /** No row with this id and nonce: NOT_FOUND when the id is gone, else the token is an earlier row's. */
+  private async notOwned(key: InstanceKey) {
+    if ((await transitions.tokenNonce(this.db, key.instanceId)) === null) return new NotFound(`instance ${key.instanceId} not found`);
+    return new Unauthenticated("instance token belongs to an earlier instance with this id");
   }
 }

@@ -7,12 +7,14 @@ import {
   pendingSignalColumns,
   pendingSignalSelect,
   refreshHeartbeat,
+  rowOf,
   statusList,
   statusLiteral as is,
   toPendingSignal,
   type CheckpointSummary,
   type CustomSignal,
   type InstanceEvent,
+  type InstanceKey,
   type PendingSignal,
   type SignalKind,
 } from "../lifecycle/index.js";
@@ -28,10 +30,10 @@ const signalKind = z.enum(SIGNAL_KINDS);
 const bytes = z.instanceof(Buffer);
 
 /** Refreshes the heartbeat (src/lifecycle) and returns status, tenant and input. */
-export async function touch(db: Db, instanceId: string) {
+export async function touch(db: Db, key: InstanceKey) {
   return db.maybeOne(sql.type(z.object({ status, tenant_id: z.string(), input: bytes.nullable() }))`
-    WITH hb AS (${refreshHeartbeat(instanceId)})
-    SELECT status, tenant_id, input FROM instances WHERE instance_id = ${instanceId}`);
+    WITH hb AS (${refreshHeartbeat(key)})
+    SELECT status, tenant_id, input FROM instances WHERE ${rowOf(key)}`);
 }
 
 export async function findCheckpoint(db: Db, instanceId: string, checkpointId: string) {
@@ -48,7 +50,8 @@ export async function findCheckpoint(db: Db, instanceId: string, checkpointId: s
  * is only read (the checkpoint's foreign key locks it against deletion), which keeps this
  * the cheapest possible write on the hottest path.
  */
-export async function saveCheckpoint(db: Db, instanceId: string, checkpointId: string, state: Uint8Array) {
+export async function saveCheckpoint(db: Db, key: InstanceKey, checkpointId: string, state: Uint8Array) {
+  const { instanceId } = key;
   return db.one(sql.type(
     z
       .object({ running: z.boolean(), inserted: z.boolean(), stored: bytes.nullable(), status: status.nullable() })
@@ -56,8 +59,8 @@ export async function saveCheckpoint(db: Db, instanceId: string, checkpointId: s
       .merge(z.object({ custom_payload: bytes.nullable(), custom_created_at: z.number().nullable() })),
   )`
     WITH inst AS (
-      SELECT instance_id FROM instances WHERE instance_id = ${instanceId} AND status = ${is("running")}
-    ), hb AS (${refreshHeartbeat(instanceId)}
+      SELECT instance_id FROM instances WHERE ${rowOf(key)} AND status = ${is("running")}
+    ), hb AS (${refreshHeartbeat(key)}
     ), ins AS (
       INSERT INTO checkpoints (instance_id, checkpoint_id, state)
       SELECT instance_id, ${checkpointId}, ${sql.binary(Buffer.from(state.buffer, state.byteOffset, state.byteLength))} FROM inst
@@ -68,7 +71,7 @@ export async function saveCheckpoint(db: Db, instanceId: string, checkpointId: s
       EXISTS (SELECT 1 FROM inst) AS running,
       EXISTS (SELECT 1 FROM ins) AS inserted,
       (SELECT state FROM checkpoints WHERE instance_id = ${instanceId} AND checkpoint_id = ${checkpointId}) AS stored,
-      (SELECT status FROM instances WHERE instance_id = ${instanceId}) AS status,
+      (SELECT status FROM instances WHERE ${rowOf(key)}) AS status,
       ${pendingSignalSelect(instanceId)},
       (SELECT payload FROM custom_signals WHERE instance_id = ${instanceId} AND checkpoint_id = ${checkpointId}) AS custom_payload,
       (SELECT created_at FROM custom_signals WHERE instance_id = ${instanceId} AND checkpoint_id = ${checkpointId}) AS custom_created_at`);

@@ -4,6 +4,7 @@ import { ConfigError, compileOptions, type CompiledOptions, type EnvironmentOpti
 import { createDatabase, Listener, migrate } from "../db/index.js";
 import { Tokens } from "../lifecycle/index.js";
 import { Startup } from "../startup.js";
+import { startSecretRefresh } from "../wiring.js";
 import { CoreRuntime } from "./runtime.js";
 
 /**
@@ -42,7 +43,9 @@ export class StandaloneCore {
       const listener = new Listener(this.databaseUrl, this.logger.child({ component: "listener" }));
       await listener.start();
       s.onStop("stop the listener", () => listener.stop());
-      const runtime = new CoreRuntime(db, listener, await Tokens.load(db), this.logger, {
+      const tokens = await Tokens.load(db);
+      startSecretRefresh(s, tokens, this.logger);
+      const runtime = new CoreRuntime(db, listener, tokens, this.logger, {
         host: o.coreHost,
         port: o.corePort,
         maxPayloadBytes: o.maxPayloadBytes,

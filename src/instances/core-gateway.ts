@@ -41,10 +41,11 @@ export class CoreGateway {
 
   constructor(
     private readonly coreAddr: string,
-    managementToken: string,
+    /** The management token, read per call; reloaded when core refuses it (a rotation elsewhere). */
+    private readonly tokens: { managementToken(): string; refresh(): Promise<void> },
   ) {
     const auth: Interceptor = (next) => (req) => {
-      req.header.set("authorization", `Bearer ${managementToken}`);
+      req.header.set("authorization", `Bearer ${tokens.managementToken()}`);
       return next(req);
     };
     const baseUrl = `http://${coreAddr}`;
@@ -120,13 +121,18 @@ export class CoreGateway {
   /**
    * Transport failures become UNAVAILABLE naming core's address. Core's own answers keep
    * their code and message but not its metadata: its content-length, content-type and date
-   * headers would otherwise travel on as this server's trailers.
+   * headers would otherwise travel on as this server's trailers. A refused management token
+   * means the secrets were rotated since this replica loaded them: reload, try once more.
    */
-  private async call<T>(fn: () => Promise<T>): Promise<T> {
+  private async call<T>(fn: () => Promise<T>, retried = false): Promise<T> {
     try {
       return await fn();
     } catch (e) {
       const err = ConnectError.from(e);
+      if (err.code === Code.Unauthenticated && !retried) {
+        await this.tokens.refresh();
+        return this.call(fn, true);
+      }
       if (err.code === Code.Unavailable || err.code === Code.DeadlineExceeded) {
         throw new Unavailable(`core at ${this.coreAddr} is unreachable (${err.rawMessage}); retry later`);
       }

@@ -98,7 +98,7 @@ export class Launcher {
       RUNTARA_CORE_URL: url,
       RUNTARA_CORE_ADDR: options.coreAddr,
       RUNTARA_HTTP_URL: url,
-      RUNTARA_INSTANCE_TOKEN: tokens.instanceToken(target.instanceId),
+      RUNTARA_INSTANCE_TOKEN: tokens.instanceToken(target.instanceId, target.tokenNonce),
     };
     if (target.checkpointId !== null) env.RUNTARA_CHECKPOINT_ID = target.checkpointId;
     if (options.skipCertVerification) env.RUNTARA_SKIP_CERT_VERIFICATION = "true";

@@ -52,7 +52,7 @@ export class InstanceManager {
     if (image === null) throw new NotFound(`image ${req.imageId} not found`);
     await launcher.checkRunnable(image.runnerType);
     const instanceId = req.instanceId ?? randomUUID();
-    await transitions.insertInstance(db, {
+    const tokenNonce = await transitions.insertInstance(db, {
       instanceId,
       tenantId: req.tenantId,
       imageId: image.imageId,
@@ -69,6 +69,7 @@ export class InstanceManager {
       timeoutSeconds: req.timeoutSeconds,
       checkpointId: null,
       env: req.env,
+      tokenNonce,
     });
     return { instanceId, status: (await this.statusOf(req.tenantId, instanceId)) ?? "pending" };
   }

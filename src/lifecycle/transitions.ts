@@ -36,10 +36,34 @@ const bytes = z.instanceof(Buffer);
 const env = z.record(z.string());
 const binary = (b: Uint8Array) => sql.binary(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 
+/**
+ * One instance row as an instance's own calls name it: its id and the nonce its token was
+ * minted for. Every statement of those calls is guarded by both, so a token of a deleted
+ * instance never acts on a new row with the same id.
+ */
+export interface InstanceKey {
+  instanceId: string;
+  nonce: string;
+}
+
+/** `instance_id = … AND token_nonce = …`: the row an instance's token names. */
+export const rowOf = (key: InstanceKey) => sql.fragment`instance_id = ${key.instanceId} AND token_nonce = ${key.nonce}`;
+
 // ---- reads of the state ----
 
 export async function currentStatus(db: Db, instanceId: string): Promise<Status | null> {
   return db.maybeOneFirst(sql.type(z.object({ status }))`SELECT status FROM instances WHERE instance_id = ${instanceId}`);
+}
+
+/** The status of the row the key names; null when that row is gone (or the nonce is another row's). */
+export async function ownStatus(db: Db, key: InstanceKey): Promise<Status | null> {
+  return db.maybeOneFirst(sql.type(z.object({ status }))`SELECT status FROM instances WHERE ${rowOf(key)}`);
+}
+
+/** The nonce instance tokens of this row must name; null when the row is gone. */
+export async function tokenNonce(db: Db, instanceId: string): Promise<string | null> {
+  return db.maybeOneFirst(sql.type(z.object({ token_nonce: z.string() }))`
+    SELECT token_nonce FROM instances WHERE instance_id = ${instanceId}`);
 }
 
 /** The status of the tenant's instance; null when missing or another tenant's. */
@@ -66,14 +90,18 @@ export interface NewInstance {
   timeoutSeconds: number;
 }
 
-/** (new) -> PENDING; the image's use time is refreshed in the same statement. */
-export async function insertInstance(db: Db, i: NewInstance): Promise<void> {
+/**
+ * (new) -> PENDING; the image's use time is refreshed in the same statement. Returns the
+ * row's token nonce (random per row, see ./tokens.ts).
+ */
+export async function insertInstance(db: Db, i: NewInstance): Promise<string> {
   try {
-    await db.query(sql.unsafe`
+    return await db.oneFirst(sql.type(z.object({ token_nonce: z.string() }))`
       WITH used AS (UPDATE images SET last_used_at = now() WHERE image_id = ${i.imageId})
       INSERT INTO instances (instance_id, tenant_id, image_id, image_name, status, input, env, timeout_seconds)
       VALUES (${i.instanceId}, ${i.tenantId}, ${i.imageId}, ${i.imageName}, ${is("pending")},
-              ${binary(i.input)}, ${sql.jsonb(i.env)}, ${i.timeoutSeconds})`);
+              ${binary(i.input)}, ${sql.jsonb(i.env)}, ${i.timeoutSeconds})
+      RETURNING token_nonce`);
   } catch (e) {
     if (e instanceof UniqueIntegrityConstraintViolationError) {
       throw new AlreadyExists(`instance_id: instance ${i.instanceId} already exists`);
@@ -91,22 +119,23 @@ export async function insertInstance(db: Db, i: NewInstance): Promise<void> {
  * rewrite its row on every call). A fragment, so instance calls refresh it in their own
  * statement (`WITH hb AS (…)`).
  */
-export const refreshHeartbeat = (instanceId: string) => sql.fragment`
+export const refreshHeartbeat = (key: InstanceKey) => sql.fragment`
   UPDATE instances SET heartbeat_at = now()
-  WHERE instance_id = ${instanceId} AND status = ${is("running")}
+  WHERE ${rowOf(key)} AND status = ${is("running")}
     AND (heartbeat_at IS NULL OR heartbeat_at < now() - interval '1 second')`;
 
 /**
  * PENDING|RUNNING -> RUNNING (first start, or a relaunch: resume and wake move SUSPENDED to
  * PENDING before launching, so a stray old process cannot revive a suspended instance).
  */
-export async function register(db: Db, instanceId: string, checkpointId: string) {
+export async function register(db: Db, key: InstanceKey, checkpointId: string) {
+  const { instanceId } = key;
   return db.maybeOne(sql.type(z.object({ status, tenant_id: z.string(), input: bytes.nullable() }).merge(pendingSignalColumns))`
     WITH u AS (
       UPDATE instances
       SET status = ${is("running")}, started_at = now(), heartbeat_at = now(), finished_at = NULL,
           termination_reason = NULL, sleep_until = NULL, exit_code = NULL, launch_attempts = 0
-      WHERE instance_id = ${instanceId} AND status IN ${statusList(LAUNCHED)}
+      WHERE ${rowOf(key)} AND status IN ${statusList(LAUNCHED)}
       RETURNING status, tenant_id, input
     ), e AS (
       INSERT INTO instance_events (instance_id, event_type, checkpoint_id)
@@ -116,13 +145,14 @@ export async function register(db: Db, instanceId: string, checkpointId: string)
 }
 
 /** RUNNING -> SUSPENDED(sleeping) with the checkpoint (first write wins) and wake time. */
-export async function sleep(db: Db, instanceId: string, checkpointId: string, state: Uint8Array, wakeAtMs: number) {
+export async function sleep(db: Db, key: InstanceKey, checkpointId: string, state: Uint8Array, wakeAtMs: number) {
+  const { instanceId } = key;
   return db.maybeOne(sql.type(z.object({ sleep_until: z.number() }))`
     WITH u AS (
       UPDATE instances
       SET status = ${is("suspended")}, termination_reason = 'sleeping', sleep_until = to_timestamp(${wakeAtMs} / 1000.0),
           checkpoint_id = ${checkpointId}, heartbeat_at = now(), finished_at = NULL
-      WHERE instance_id = ${instanceId} AND status = ${is("running")}
+      WHERE ${rowOf(key)} AND status = ${is("running")}
         AND NOT EXISTS (SELECT 1 FROM pending_signals WHERE instance_id = ${instanceId} AND signal_type = 'cancel')
       RETURNING instance_id, sleep_until
     ), c AS (
@@ -149,10 +179,12 @@ const acknowledged: Record<SignalKind, { set: ReturnType<typeof sql.fragment>; f
  * Acknowledges the pending signal of exactly this type and applies its transition in one
  * statement: CANCEL -> CANCELLED, PAUSE -> SUSPENDED(paused), RESUME -> no change.
  */
-export async function ackSignal(db: Db, instanceId: string, kind: SignalKind) {
+export async function ackSignal(db: Db, key: InstanceKey, kind: SignalKind) {
+  const { instanceId } = key;
   return db.one(sql.type(z.object({ acked: z.boolean(), status: status.nullable(), pending: signalKind.nullable() }))`
     WITH s AS (
       DELETE FROM pending_signals WHERE instance_id = ${instanceId} AND signal_type = ${kind}
+        AND EXISTS (SELECT 1 FROM instances WHERE ${rowOf(key)})
       RETURNING instance_id
     ), u AS (
       UPDATE instances SET ${acknowledged[kind].set}
@@ -163,14 +195,14 @@ export async function ackSignal(db: Db, instanceId: string, kind: SignalKind) {
       SELECT instance_id, 'acknowledged', ${kind} FROM s
     )
     SELECT EXISTS (SELECT 1 FROM s) AS acked,
-      COALESCE((SELECT status FROM u), (SELECT status FROM instances WHERE instance_id = ${instanceId})) AS status,
+      COALESCE((SELECT status FROM u), (SELECT status FROM instances WHERE ${rowOf(key)})) AS status,
       (SELECT signal_type FROM pending_signals WHERE instance_id = ${instanceId}) AS pending`);
 }
 
 /** RUNNING -> COMPLETED / FAILED. Returns the status afterwards and whether it applied. */
 export async function finish(
   db: Db,
-  instanceId: string,
+  key: InstanceKey,
   outcome: { kind: "completed"; output: Uint8Array | null } | { kind: "failed"; error: string },
 ) {
   const set =
@@ -181,13 +213,13 @@ export async function finish(
   return db.one(sql.type(z.object({ applied: z.boolean(), status: status.nullable() }))`
     WITH u AS (
       UPDATE instances SET ${set}, finished_at = now(), heartbeat_at = now(), sleep_until = NULL
-      WHERE instance_id = ${instanceId} AND status = ${is("running")}
-      RETURNING status
+      WHERE ${rowOf(key)} AND status = ${is("running")}
+      RETURNING instance_id, status
     ), e AS (
-      INSERT INTO instance_events (instance_id, event_type) SELECT ${instanceId}, ${outcome.kind} FROM u
+      INSERT INTO instance_events (instance_id, event_type) SELECT instance_id, ${outcome.kind} FROM u
     )
     SELECT EXISTS (SELECT 1 FROM u) AS applied,
-      COALESCE((SELECT status FROM u), (SELECT status FROM instances WHERE instance_id = ${instanceId})) AS status`);
+      COALESCE((SELECT status FROM u), (SELECT status FROM instances WHERE ${rowOf(key)})) AS status`);
 }
 
 // ---- operator and environment ----
@@ -218,6 +250,8 @@ export interface LaunchTarget {
   timeoutSeconds: number;
   checkpointId: string | null;
   env: Record<string, string>;
+  /** The row's token nonce: the instance's token is minted for it. */
+  tokenNonce: string;
 }
 
 const launchRow = z
@@ -229,6 +263,7 @@ const launchRow = z
     timeout_seconds: z.number(),
     checkpoint_id: z.string().nullable(),
     env,
+    token_nonce: z.string(),
   })
   .transform(
     (r): LaunchTarget => ({
@@ -239,6 +274,7 @@ const launchRow = z
       timeoutSeconds: r.timeout_seconds,
       checkpointId: r.checkpoint_id,
       env: r.env,
+      tokenNonce: r.token_nonce,
     }),
   );
 
@@ -252,9 +288,9 @@ export async function claimForRelaunch(db: Db, tenantId: string, instanceId: str
     WITH u AS (
       UPDATE instances SET status = ${is("pending")}, termination_reason = NULL, sleep_until = NULL
       WHERE instance_id = ${instanceId} AND tenant_id = ${tenantId} AND status = ${is("suspended")} AND image_id IS NOT NULL
-      RETURNING instance_id, tenant_id, image_id, timeout_seconds, checkpoint_id, env
+      RETURNING instance_id, tenant_id, image_id, timeout_seconds, checkpoint_id, env, token_nonce
     )
-    SELECT u.instance_id, u.tenant_id, u.image_id::text, i.runner_type, u.timeout_seconds, u.checkpoint_id, u.env
+    SELECT u.instance_id, u.tenant_id, u.image_id::text, i.runner_type, u.timeout_seconds, u.checkpoint_id, u.env, u.token_nonce
     FROM u JOIN images i ON i.image_id = u.image_id`);
 }
 
@@ -283,11 +319,11 @@ export async function claimDueWakes(db: Db, limit: number): Promise<readonly Cla
       SET status = ${is("pending")}, termination_reason = NULL, launch_attempts = i.launch_attempts + 1,
           sleep_until = NULL
       FROM due WHERE i.instance_id = due.instance_id
-      RETURNING i.instance_id, i.tenant_id, i.image_id, i.timeout_seconds, i.checkpoint_id, i.env, i.launch_attempts,
-        due.sleep_until
+      RETURNING i.instance_id, i.tenant_id, i.image_id, i.timeout_seconds, i.checkpoint_id, i.env, i.token_nonce,
+        i.launch_attempts, due.sleep_until
     )
     SELECT u.instance_id, u.tenant_id, u.image_id::text, img.runner_type, u.timeout_seconds, u.checkpoint_id, u.env,
-      u.launch_attempts, u.sleep_until
+      u.token_nonce, u.launch_attempts, u.sleep_until
     FROM u JOIN images img ON img.image_id = u.image_id`);
   return rows.map((r) => ({ target: launchRow.parse(r), attempt: r.launch_attempts, wakeAtMs: r.sleep_until }));
 }

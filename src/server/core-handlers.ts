@@ -18,13 +18,13 @@ export interface CoreHealth {
 /** CoreService: management calls from the environment, authenticated with the management token. */
 export function coreHandlers(core: ManagementCalls, tokens: Tokens, health: CoreHealth): ServiceImpl<typeof CoreService> {
   const auth = (ctx: HandlerContext) => tokens.verifyManagement(ctx.requestHeader.get("authorization"));
-  const target = (req: { tenantId: string; instanceId: string }, ctx: HandlerContext) => {
-    auth(ctx);
+  const target = async (req: { tenantId: string; instanceId: string }, ctx: HandlerContext) => {
+    await auth(ctx);
     return { tenantId: requireId("tenant_id", req.tenantId), instanceId: requireId("instance_id", req.instanceId) };
   };
   return {
     async sendSignal(req, ctx) {
-      const { tenantId, instanceId } = target(req, ctx);
+      const { tenantId, instanceId } = await target(req, ctx);
       const kind = signalKindFromProto("signal_type", req.signalType);
       const r = await core.sendSignal(tenantId, instanceId, kind, boundedBytes("payload", req.payload, MAX_SIGNAL_PAYLOAD));
       return {
@@ -33,7 +33,7 @@ export function coreHandlers(core: ManagementCalls, tokens: Tokens, health: Core
       };
     },
     async sendCustomSignal(req, ctx) {
-      const { tenantId, instanceId } = target(req, ctx);
+      const { tenantId, instanceId } = await target(req, ctx);
       await core.sendCustomSignal(
         tenantId,
         instanceId,
@@ -43,7 +43,7 @@ export function coreHandlers(core: ManagementCalls, tokens: Tokens, health: Core
       return {};
     },
     async listCheckpoints(req, ctx) {
-      const { tenantId, instanceId } = target(req, ctx);
+      const { tenantId, instanceId } = await target(req, ctx);
       const r = await core.listCheckpoints(tenantId, {
         instanceId,
         checkpointId: req.checkpointId === "" ? "" : requireId("checkpoint_id", req.checkpointId),
@@ -55,7 +55,7 @@ export function coreHandlers(core: ManagementCalls, tokens: Tokens, health: Core
       return { checkpoints: r.items.map(protoCheckpoint), totalCount: r.total };
     },
     async getCheckpoint(req, ctx) {
-      const { tenantId, instanceId } = target(req, ctx);
+      const { tenantId, instanceId } = await target(req, ctx);
       const checkpointId = requireId("checkpoint_id", req.checkpointId);
       const cp = await core.getCheckpoint(tenantId, instanceId, checkpointId);
       return {
@@ -65,7 +65,7 @@ export function coreHandlers(core: ManagementCalls, tokens: Tokens, health: Core
       };
     },
     async listEvents(req, ctx) {
-      const { tenantId, instanceId } = target(req, ctx);
+      const { tenantId, instanceId } = await target(req, ctx);
       if (req.sortOrder !== SortOrder.UNSPECIFIED && req.sortOrder !== SortOrder.ASC && req.sortOrder !== SortOrder.DESC) {
         throw new InvalidArgument("sort_order", "must be ASC or DESC");
       }
@@ -82,7 +82,7 @@ export function coreHandlers(core: ManagementCalls, tokens: Tokens, health: Core
       return { events: r.items.map(protoEvent), totalCount: r.total };
     },
     async healthCheck(_req, ctx) {
-      auth(ctx);
+      await auth(ctx);
       const database = await health.database();
       return {
         healthy: database,
