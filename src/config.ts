@@ -111,6 +111,10 @@ const defaults = {
 
 export { ConfigError };
 
+/** Seven days: the longest execution timeout StartInstance accepts, and the default's bound. */
+export const MAX_EXECUTION_TIMEOUT_SECS = 7 * 24 * 3600;
+const MAX_PAYLOAD_BYTES = 256 * 1024 * 1024;
+const MAX_SHUTDOWN_GRACE_MS = 3_600_000;
 const REPLICA_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 const LOG_LEVELS = new Set(["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
 
@@ -126,18 +130,18 @@ export function compileOptions(options: EnvironmentOptions = {}): CompiledOption
   // Port 0 (a free port) only makes sense for an embedded core, e.g. in tests.
   const [coreHost, corePort] = splitHostPort("coreAddr", o.coreAddr, o.embedCore);
   positiveInt("dbPoolSize", o.dbPoolSize);
-  positiveInt("executionTimeoutSecs", o.executionTimeoutSecs);
-  positiveInt("maxPayloadBytes", o.maxPayloadBytes);
-  if (!Number.isInteger(o.shutdownGraceMs) || o.shutdownGraceMs < 0) {
-    throw new ConfigError(`shutdownGraceMs must be a non-negative integer, got ${o.shutdownGraceMs}`);
-  }
+  // An execution timeout past what setTimeout can hold would fire at once and kill every
+  // instance; the bound is the API's own (timeout_seconds).
+  boundedInt("executionTimeoutSecs", o.executionTimeoutSecs, 1, MAX_EXECUTION_TIMEOUT_SECS);
+  boundedInt("maxPayloadBytes", o.maxPayloadBytes, 1, MAX_PAYLOAD_BYTES);
+  boundedInt("shutdownGraceMs", o.shutdownGraceMs, 0, MAX_SHUTDOWN_GRACE_MS);
   if (o.networkMode !== "host" && o.networkMode !== "none") {
     throw new ConfigError(`networkMode must be "host" or "none", got ${String(o.networkMode)}`);
   }
   if (!LOG_LEVELS.has(o.logLevel)) throw new ConfigError(`logLevel must be one of ${[...LOG_LEVELS].join(", ")}`);
   if (o.dataDir === "") throw new ConfigError("dataDir must not be empty");
   if (!REPLICA_ID.test(o.replicaId)) throw new ConfigError(`replicaId must match [A-Za-z0-9._:-]{1,128}`);
-  positiveInt("memoryLimitBytes", o.memoryLimitBytes);
+  boundedInt("memoryLimitBytes", o.memoryLimitBytes, 4 * 1024 * 1024, 1024 ** 4);
   positiveInt("pidsLimit", o.pidsLimit);
   positiveInt("wakeReconcileIntervalMs", o.wakeReconcileIntervalMs);
   positiveInt("wakeMaxAttempts", o.wakeMaxAttempts);
@@ -231,15 +235,15 @@ export function readEnvironmentOptions(env: NodeJS.ProcessEnv): EnvironmentOptio
     dataDir: str("DATA_DIR"),
     skipCertVerification: bool("RUNTARA_SKIP_CERT_VERIFICATION"),
     dbPoolSize: int("RUNTARA_DB_POOL_SIZE", 1, 1000),
-    executionTimeoutSecs: int("EXECUTION_TIMEOUT_SECS", 1),
+    executionTimeoutSecs: int("EXECUTION_TIMEOUT_SECS", 1, MAX_EXECUTION_TIMEOUT_SECS),
     ociRuntime: str("RUNTARA_OCI_RUNTIME"),
     networkMode: networkMode as "host" | "none" | undefined,
     corsOrigins,
-    maxPayloadBytes: int("RUNTARA_MAX_PAYLOAD_BYTES", 1),
+    maxPayloadBytes: int("RUNTARA_MAX_PAYLOAD_BYTES", 1, MAX_PAYLOAD_BYTES),
     logLevel,
-    shutdownGraceMs: int("RUNTARA_SHUTDOWN_GRACE_MS", 0),
+    shutdownGraceMs: int("RUNTARA_SHUTDOWN_GRACE_MS", 0, MAX_SHUTDOWN_GRACE_MS),
     replicaId: str("RUNTARA_REPLICA_ID"),
-    memoryLimitBytes: int("RUNTARA_MEMORY_LIMIT_BYTES", 4 * 1024 * 1024),
+    memoryLimitBytes: int("RUNTARA_MEMORY_LIMIT_BYTES", 4 * 1024 * 1024, 1024 ** 4),
     cpuLimit: num("RUNTARA_CPU_LIMIT", 0.01, 1024),
     pidsLimit: int("RUNTARA_PIDS_LIMIT", 1, 1_000_000),
     wakeReconcileIntervalMs: int("RUNTARA_WAKE_RECONCILE_INTERVAL_MS", 100, 3_600_000),

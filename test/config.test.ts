@@ -79,6 +79,15 @@ describe("configuration from environment variables", () => {
     ["LOG_LEVEL", { LOG_LEVEL: "loud" }],
     ["RUNTARA_DB_POOL_SIZE", { RUNTARA_DB_POOL_SIZE: "0" }],
     ["EXECUTION_TIMEOUT_SECS", { EXECUTION_TIMEOUT_SECS: "soon" }],
+    // Above 24.8 days a timer fires at once (every instance killed); the bound is 7 days.
+    ["EXECUTION_TIMEOUT_SECS", { EXECUTION_TIMEOUT_SECS: "3000000" }],
+    ["EXECUTION_TIMEOUT_SECS", { EXECUTION_TIMEOUT_SECS: "604801" }],
+    ["RUNTARA_SHUTDOWN_GRACE_MS", { RUNTARA_SHUTDOWN_GRACE_MS: "99999999999" }],
+    ["RUNTARA_MAX_PAYLOAD_BYTES", { RUNTARA_MAX_PAYLOAD_BYTES: "9999999999999" }],
+    ["RUNTARA_MEMORY_LIMIT_BYTES", { RUNTARA_MEMORY_LIMIT_BYTES: "99999999999999999" }],
+    ["RUNTARA_MAX_REQUEST_BYTES", { RUNTARA_MAX_REQUEST_BYTES: "100" }],
+    ["RUNTARA_WAKE_BATCH_SIZE", { RUNTARA_WAKE_BATCH_SIZE: "0" }],
+    ["RUNTARA_NOFILE_LIMIT", { RUNTARA_NOFILE_LIMIT: "99999999" }],
     ["RUNTARA_EMBED_CORE", { RUNTARA_EMBED_CORE: "perhaps" }],
     ["RUNTARA_CORS_ORIGINS", { RUNTARA_CORS_ORIGINS: "example.test" }],
   ];
@@ -97,5 +106,8 @@ describe("configuration from environment variables", () => {
     assert.throws(() => compileOptions({ networkMode: "bridge" as "host" }), /networkMode/);
     assert.throws(() => compileOptions({ logLevel: "loud" }), /logLevel/);
     assert.throws(() => compileOptions({ dataDir: "" }), /dataDir/);
+    assert.throws(() => compileOptions({ executionTimeoutSecs: 3_000_000 }), /executionTimeoutSecs/);
+    assert.throws(() => compileOptions({ shutdownGraceMs: -1 }), /shutdownGraceMs/);
+    assert.throws(() => compileOptions({ cpuPeriodUs: 10 }), /cpuPeriodUs/);
   });
 });

@@ -6,6 +6,7 @@ import {
   InstanceOrder,
   type InstanceSchema,
 } from "../../gen/runtara/environment/v1/environment_pb.js";
+import { MAX_EXECUTION_TIMEOUT_SECS } from "../config.js";
 import { InvalidArgument } from "../errors.js";
 import type { Instance, InstanceManager, InstanceOrder as Order } from "../instances/index.js";
 import { fromTimestamp, protoReason, protoStatus, statusFromProto, toTimestamp } from "../protocol/convert.js";
@@ -18,7 +19,6 @@ type LifecycleHandlers = Pick<
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
 const MAX_ENV_ENTRIES = 128;
-const MAX_TIMEOUT_SECONDS = 7 * 24 * 3600;
 
 export interface LifecycleDefaults {
   executionTimeoutSecs: number;
@@ -38,8 +38,8 @@ export function lifecycleHandlers(instances: InstanceManager, defaults: Lifecycl
       const input = boundedBytes("input", req.input, defaults.maxPayloadBytes);
       parseJsonBytes("input", input);
       const timeoutSeconds = req.timeoutSeconds === undefined ? defaults.executionTimeoutSecs : Number(req.timeoutSeconds);
-      if (req.timeoutSeconds !== undefined && (req.timeoutSeconds < 1n || req.timeoutSeconds > BigInt(MAX_TIMEOUT_SECONDS))) {
-        throw new InvalidArgument("timeout_seconds", `must be between 1 and ${MAX_TIMEOUT_SECONDS}`);
+      if (req.timeoutSeconds !== undefined && (req.timeoutSeconds < 1n || req.timeoutSeconds > BigInt(MAX_EXECUTION_TIMEOUT_SECS))) {
+        throw new InvalidArgument("timeout_seconds", `must be between 1 and ${MAX_EXECUTION_TIMEOUT_SECS}`);
       }
       const res = await instances.start({
         tenantId,
