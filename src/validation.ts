@@ -6,6 +6,10 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 export const ID_MAX_LENGTH = 128;
 
+export function isValidId(value: string, maxLength = ID_MAX_LENGTH): boolean {
+  return value !== "" && value.length <= maxLength && SAFE_ID.test(value) && value !== "." && value !== "..";
+}
+
 /** A tenant id, image name, instance id or checkpoint id: non-empty, bounded, safe charset. */
 export function requireId(field: string, value: string, maxLength = ID_MAX_LENGTH): string {
   if (value === "") throw new InvalidArgument(field, "is required");
@@ -23,9 +27,10 @@ export function requireUuid(field: string, value: string): string {
   return value;
 }
 
-/** Free text with a length bound. */
+/** Free text with a length bound. PostgreSQL text cannot hold NUL, so none is accepted. */
 export function boundedText(field: string, value: string, maxLength: number): string {
   if (value.length > maxLength) throw new InvalidArgument(field, `must be at most ${maxLength} characters`);
+  if (value.includes("\0")) throw new InvalidArgument(field, "must not contain NUL characters");
   return value;
 }
 
@@ -47,14 +52,25 @@ export function parseJsonBytes(field: string, bytes: Uint8Array): unknown {
   }
 }
 
-/** Bytes of a UTF-8 JSON object (or empty). */
+/**
+ * Bytes of a UTF-8 JSON object (or empty), to be stored as jsonb: jsonb refuses a NUL
+ * character (\u0000) in any string or key, so one is the client's error here.
+ */
 export function requireJsonObjectBytes(field: string, bytes: Uint8Array): Record<string, unknown> | undefined {
   const value = parseJsonBytes(field, bytes);
   if (value === undefined) return undefined;
   if (value === null || typeof value !== "object" || Array.isArray(value)) {
     throw new InvalidArgument(field, "must be a JSON object");
   }
+  if (containsNul(value)) throw new InvalidArgument(field, "must not contain NUL characters (\\u0000)");
   return value as Record<string, unknown>;
+}
+
+function containsNul(value: unknown): boolean {
+  if (typeof value === "string") return value.includes("\0");
+  if (Array.isArray(value)) return value.some(containsNul);
+  if (value !== null && typeof value === "object") return Object.entries(value).some(([k, v]) => k.includes("\0") || containsNul(v));
+  return false;
 }
 
 /** Page limit: 0 means the default; negative or over the max is refused. */

@@ -340,6 +340,10 @@ describe("core InstanceService and CoreService", () => {
     await rejects(c.saveCheckpoint({ instanceId: id, checkpointId: "", state: enc(1) }), Code.InvalidArgument, /checkpoint_id/);
     await rejects(c.ackSignal({ instanceId: id }), Code.InvalidArgument, /signal_type/);
     await rejects(c.sleep({ instanceId: id, checkpointId: "s", durationMs: -1n }), Code.InvalidArgument, /duration_ms/);
+    // Once INTERNAL: PostgreSQL cannot store these.
+    await rejects(c.sleep({ instanceId: id, checkpointId: "s", wakeAt: { seconds: -3_000_000_000_000_000n, nanos: 0 } }), Code.InvalidArgument, /wake_at/);
+    await rejects(c.fail({ instanceId: id, error: "bad\u0000error" }), Code.InvalidArgument, /error/);
+    await rejects(c.emitEvent({ instanceId: id, subtype: "s\u0000" }), Code.InvalidArgument, /subtype/);
     const env = environmentClient(t.baseUrl);
     await rejects(env.sendSignal({ tenantId: "tenant-a", instanceId: id }), Code.InvalidArgument, /signal_type/);
     await rejects(env.sendSignal({ tenantId: "", instanceId: id, signalType: SignalType.CANCEL }), Code.InvalidArgument, /tenant_id/);

@@ -63,6 +63,9 @@ const cases: Case[] = [
   { rpc: "RegisterImage", what: "sha256 not hex", input: { sha256: "z".repeat(64) }, code: Code.InvalidArgument, field: "sha256" },
   { rpc: "RegisterImage", what: "runner_type 99", input: { runnerType: 99 as RunnerType }, code: Code.InvalidArgument, field: "runner_type" },
   { rpc: "RegisterImage", what: "binary empty", input: { binary: new Uint8Array() }, code: Code.InvalidArgument, field: "binary" },
+  { rpc: "RegisterImage", what: "description with a NUL", input: { description: "a\u0000b" }, code: Code.InvalidArgument, field: "description" },
+  { rpc: "RegisterImage", what: "metadata with a NUL in a value", input: { metadata: enc('{"a":"\\u0000"}') }, code: Code.InvalidArgument, field: "metadata" },
+  { rpc: "RegisterImage", what: "metadata with a NUL in a nested key", input: { metadata: enc('{"a":[{"\\u0000":1}]}') }, code: Code.InvalidArgument, field: "metadata" },
 
   // RegisterImageStream (the header)
   ...badTenants.map(([what, tenantId]): Case => ({ rpc: "RegisterImageStream", what: `tenant_id ${what}`, input: { tenantId }, code: Code.InvalidArgument, field: "tenant_id" })),
@@ -95,6 +98,8 @@ const cases: Case[] = [
   { rpc: "ListImages", what: "garbage page_token", input: { pageToken: "%%%not-a-token" }, code: Code.InvalidArgument, field: "page_token" },
   { rpc: "ListImages", what: "page_token of valid base64 but not ours", input: { pageToken: Buffer.from("hello").toString("base64url") }, code: Code.InvalidArgument, field: "page_token" },
   { rpc: "ListImages", what: "name_prefix too long", input: { namePrefix: "p".repeat(257) }, code: Code.InvalidArgument, field: "name_prefix" },
+  { rpc: "ListImages", what: "name_prefix with a NUL", input: { namePrefix: "a\u0000" }, code: Code.InvalidArgument, field: "name_prefix" },
+  { rpc: "ListImages", what: "page_token naming a NUL", input: { pageToken: Buffer.from(JSON.stringify({ n: "a\u0000" })).toString("base64url") }, code: Code.InvalidArgument, field: "page_token" },
 
   // DeleteImage
   ...badTenants.map(([what, tenantId]): Case => ({ rpc: "DeleteImage", what: `tenant_id ${what}`, input: { tenantId }, code: Code.InvalidArgument, field: "tenant_id" })),
@@ -146,6 +151,32 @@ describe("invalid input is refused with a status code naming the field, and writ
     it(`${c.rpc}: ${c.what} → ${Code[c.code]} naming ${c.field}`, async () => {
       const err = await rejectsWithCode(call(client, c), c.code, c.field);
       assert.ok(err.rawMessage.length < 300, "the message is short");
+    });
+  }
+
+  // Inputs that once reached PostgreSQL and came back INTERNAL (text and jsonb cannot hold NUL,
+  // timestamps outside years 1-9999, forged keyset tokens, an env too large to exec).
+  const forgedToken = (o: unknown) => Buffer.from(JSON.stringify(o)).toString("base64url");
+  const hostile: [string, () => Promise<unknown>, string][] = [
+    ["ListInstances created_after in year 285 million", () => client.listInstances({ tenantId: "acme", createdAfter: { seconds: 9_000_000_000_000_000n, nanos: 0 } }), "created_after"],
+    ["ListInstances finished_before before year 1", () => client.listInstances({ tenantId: "acme", finishedBefore: { seconds: -70_000_000_000n, nanos: 0 } }), "finished_before"],
+    ["ListInstances image_name_prefix with a NUL", () => client.listInstances({ tenantId: "acme", imageNamePrefix: "x\u0000" }), "image_name_prefix"],
+    ["ListInstances page token with month 13", () => client.listInstances({ tenantId: "acme", pageToken: forgedToken({ o: "created_desc", k: "2024-13-45 25:61:61+00", i: "x" }) }), "page_token"],
+    ["ListInstances page token with Feb 30", () => client.listInstances({ tenantId: "acme", pageToken: forgedToken({ o: "created_desc", k: "2023-02-30 10:00:00+00", i: "x" }) }), "page_token"],
+    ["ListInstances page token naming a NUL id", () => client.listInstances({ tenantId: "acme", pageToken: forgedToken({ o: "created_desc", k: "2023-02-03 10:00:00+00", i: "a\u0000" }) }), "page_token"],
+    ["ListEvents event_type with a NUL", () => client.listEvents({ tenantId: "acme", instanceId: "i", eventType: "a\u0000" }), "event_type"],
+    ["ListEvents created_before out of range", () => client.listEvents({ tenantId: "acme", instanceId: "i", createdBefore: { seconds: 1n << 60n, nanos: 0 } }), "created_before"],
+    ["ListCheckpoints created_after out of range", () => client.listCheckpoints({ tenantId: "acme", instanceId: "i", createdAfter: { seconds: -(1n << 60n), nanos: 0 } }), "created_after"],
+    ["StopInstance reason with a NUL", () => client.stopInstance({ tenantId: "acme", instanceId: "i", reason: "\u0000" }), "reason"],
+    [
+      "StartInstance env larger than exec allows",
+      () => client.startInstance({ tenantId: "acme", imageId: someUuid, env: Object.fromEntries(Array.from({ length: 128 }, (_, i) => [`V${i}`, "x".repeat(32 * 1024)])) }),
+      "env",
+    ],
+  ];
+  for (const [what, run, field] of hostile) {
+    it(`${what} → INVALID_ARGUMENT naming ${field}`, async () => {
+      await rejectsWithCode(run(), Code.InvalidArgument, field);
     });
   }
 

@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { DatabasePool } from "slonik";
 import type { Logger } from "pino";
 import { FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted } from "../errors.js";
+import { isValidId } from "../validation.js";
 import * as repo from "./repository.js";
 import type { ImageStore, StagedUpload } from "./storage.js";
 import type { Image, ImagePage, NewImage } from "./types.js";
@@ -122,9 +123,9 @@ function encodePageToken(name: string): string {
 function decodePageToken(token: string): string {
   try {
     const parsed: unknown = JSON.parse(Buffer.from(token, "base64url").toString("utf8"));
-    if (parsed && typeof parsed === "object" && typeof (parsed as { n?: unknown }).n === "string") {
-      return (parsed as { n: string }).n;
-    }
+    const n = parsed && typeof parsed === "object" ? (parsed as { n?: unknown }).n : undefined;
+    // Only a name this API could have returned (a NUL, say, would reach PostgreSQL).
+    if (typeof n === "string" && isValidId(n, 256)) return n;
   } catch {
     // fall through: any undecodable token is the client's error
   }

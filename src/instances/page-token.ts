@@ -1,4 +1,5 @@
 import { InvalidArgument } from "../errors.js";
+import { isValidId } from "../validation.js";
 import type { InstanceOrder } from "./repository.js";
 import type { Instance } from "./types.js";
 
@@ -8,13 +9,31 @@ export function encodePageToken(last: Instance, order: InstanceOrder): string {
   return Buffer.from(JSON.stringify({ o: order, k: key, i: last.instanceId })).toString("base64url");
 }
 
-const TIMESTAMP_TEXT = /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{1,6})?[+-]\d{2}(:\d{2})?$/;
+/** PostgreSQL's timestamptz text, as the list query returned it. */
+const TIMESTAMP_TEXT = /^(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2}):(\d{2})(\.\d{1,6})?[+-](\d{2})(:\d{2})?$/;
+
+/** A real point in time in PostgreSQL's text form (a forged "2024-13-45 25:61:61+00" is not). */
+function isTimestampText(text: string): boolean {
+  const m = TIMESTAMP_TEXT.exec(text);
+  if (m === null) return false;
+  const [year, month, day, hour, minute, second, , offset] = [m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8]].map(Number) as number[];
+  const date = new Date(Date.UTC(year!, month! - 1, day!));
+  return (
+    year! >= 1 &&
+    date.getUTCMonth() === month! - 1 &&
+    date.getUTCDate() === day &&
+    hour! <= 23 &&
+    minute! <= 59 &&
+    second! <= 59 &&
+    offset! <= 15
+  );
+}
 
 export function decodePageToken(token: string, order: InstanceOrder): { key: string | null; id: string } {
   try {
     const t = JSON.parse(Buffer.from(token, "base64url").toString("utf8")) as { o?: unknown; k?: unknown; i?: unknown };
-    const keyOk = t.k === null || (typeof t.k === "string" && TIMESTAMP_TEXT.test(t.k));
-    if (t.o === order && keyOk && typeof t.i === "string") return { key: t.k as string | null, id: t.i };
+    const keyOk = t.k === null || (typeof t.k === "string" && isTimestampText(t.k));
+    if (t.o === order && keyOk && typeof t.i === "string" && isValidId(t.i)) return { key: t.k as string | null, id: t.i };
   } catch {
     // fall through: any malformed token gets the same answer
   }

@@ -30,6 +30,19 @@ export function fromTimestamp(ts: Timestamp | undefined): number | undefined {
   return ts === undefined ? undefined : timestampMs(ts);
 }
 
+/** Years 1 to 9999, the range of google.protobuf.Timestamp (and within PostgreSQL's). */
+const MIN_MS = -62_135_596_800_000;
+const MAX_MS = 253_402_300_799_999;
+
+/** A timestamp from a request: outside years 1-9999 (or not finite) is the client's error. */
+export function requestTime(field: string, ts: Timestamp | undefined): number | undefined {
+  const ms = fromTimestamp(ts);
+  if (ms !== undefined && !(Number.isFinite(ms) && ms >= MIN_MS && ms <= MAX_MS)) {
+    throw new InvalidArgument(field, "must be a time between the years 1 and 9999");
+  }
+  return ms;
+}
+
 const runnerKinds: Record<RunnerType, RunnerKind> = {
   [RunnerType.UNSPECIFIED]: "oci",
   [RunnerType.OCI]: "oci",

@@ -4,7 +4,7 @@ import { SignalType, SortOrder } from "../../gen/runtara/core/v1/types_pb.js";
 import type { ManagementCalls } from "../core/management-calls.js";
 import { InvalidArgument } from "../errors.js";
 import type { Tokens } from "../lifecycle/index.js";
-import { fromTimestamp, protoCheckpoint, protoEvent, protoSignalType, protoStatus, signalKindFromProto } from "../protocol/convert.js";
+import { protoCheckpoint, protoEvent, protoSignalType, protoStatus, requestTime, signalKindFromProto } from "../protocol/convert.js";
 import { boundedBytes, boundedText, nonNegative, pageLimit, requireId } from "../validation.js";
 
 const MAX_SIGNAL_PAYLOAD = 1024 * 1024;
@@ -49,8 +49,8 @@ export function coreHandlers(core: ManagementCalls, tokens: Tokens, health: Core
         checkpointId: req.checkpointId === "" ? "" : requireId("checkpoint_id", req.checkpointId),
         limit: pageLimit("limit", req.limit),
         offset: nonNegative("offset", req.offset),
-        createdAfterMs: fromTimestamp(req.createdAfter),
-        createdBeforeMs: fromTimestamp(req.createdBefore),
+        createdAfterMs: requestTime("created_after", req.createdAfter),
+        createdBeforeMs: requestTime("created_before", req.createdBefore),
       });
       return { checkpoints: r.items.map(protoCheckpoint), totalCount: r.total };
     },
@@ -75,8 +75,8 @@ export function coreHandlers(core: ManagementCalls, tokens: Tokens, health: Core
         subtype: boundedText("subtype", req.subtype, 128),
         limit: pageLimit("limit", req.limit),
         offset: nonNegative("offset", req.offset),
-        createdAfterMs: fromTimestamp(req.createdAfter),
-        createdBeforeMs: fromTimestamp(req.createdBefore),
+        createdAfterMs: requestTime("created_after", req.createdAfter),
+        createdBeforeMs: requestTime("created_before", req.createdBefore),
         ascending: req.sortOrder === SortOrder.ASC,
       });
       return { events: r.items.map(protoEvent), totalCount: r.total };

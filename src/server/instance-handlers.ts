@@ -1,11 +1,10 @@
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
-import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { InstanceService } from "../../gen/runtara/core/v1/instance_pb.js";
 import { SignalType } from "../../gen/runtara/core/v1/types_pb.js";
 import type { InstanceCalls } from "../core/instance-calls.js";
 import { InvalidArgument } from "../errors.js";
 import type { InstanceKey, Tokens } from "../lifecycle/index.js";
-import { protoCustomSignal, protoSignal, protoStatus, signalKindFromProto, toTimestamp } from "../protocol/convert.js";
+import { protoCustomSignal, protoSignal, protoStatus, requestTime, signalKindFromProto, toTimestamp } from "../protocol/convert.js";
 import { boundedText, parseJsonBytes, requireId } from "../validation.js";
 
 const MAX_SLEEP_MS = 10 * 365 * 24 * 3600 * 1000;
@@ -53,8 +52,8 @@ export function instanceHandlers(core: InstanceCalls, tokens: Tokens): ServiceIm
       const checkpointId = requireId("checkpoint_id", req.checkpointId);
       let wakeAtMs: number;
       if (req.wakeAt !== undefined) {
-        wakeAtMs = timestampMs(req.wakeAt);
-        if (!Number.isFinite(wakeAtMs) || wakeAtMs > Date.now() + MAX_SLEEP_MS) throw new InvalidArgument("wake_at", "is out of range");
+        wakeAtMs = requestTime("wake_at", req.wakeAt)!;
+        if (wakeAtMs > Date.now() + MAX_SLEEP_MS) throw new InvalidArgument("wake_at", "is more than 10 years ahead");
       } else {
         if (req.durationMs < 0n || req.durationMs > BigInt(MAX_SLEEP_MS)) {
           throw new InvalidArgument("duration_ms", `must be between 0 and ${MAX_SLEEP_MS}`);

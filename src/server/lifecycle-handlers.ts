@@ -9,7 +9,7 @@ import {
 import { MAX_EXECUTION_TIMEOUT_SECS } from "../config.js";
 import { InvalidArgument } from "../errors.js";
 import type { Instance, InstanceManager, InstanceOrder as Order } from "../instances/index.js";
-import { fromTimestamp, protoReason, protoStatus, statusFromProto, toTimestamp } from "../protocol/convert.js";
+import { protoReason, protoStatus, requestTime, statusFromProto, toTimestamp } from "../protocol/convert.js";
 import { boundedBytes, boundedText, nonNegative, pageLimit, parseJsonBytes, requireId, requireUuid } from "../validation.js";
 
 type LifecycleHandlers = Pick<
@@ -19,6 +19,8 @@ type LifecycleHandlers = Pick<
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
 const MAX_ENV_ENTRIES = 128;
+/** All of env together: the native runner exec()s with it, and Linux caps exec at about 2 MiB. */
+const MAX_ENV_BYTES = 256 * 1024;
 
 export interface LifecycleDefaults {
   executionTimeoutSecs: number;
@@ -72,10 +74,10 @@ export function lifecycleHandlers(instances: InstanceManager, defaults: Lifecycl
         status: req.status === InstanceStatus.UNSPECIFIED ? undefined : statusFromProto("status", req.status),
         imageId: req.imageId === "" ? undefined : requireUuid("image_id", req.imageId),
         imageNamePrefix: boundedText("image_name_prefix", req.imageNamePrefix, 256),
-        createdAfterMs: fromTimestamp(req.createdAfter),
-        createdBeforeMs: fromTimestamp(req.createdBefore),
-        finishedAfterMs: fromTimestamp(req.finishedAfter),
-        finishedBeforeMs: fromTimestamp(req.finishedBefore),
+        createdAfterMs: requestTime("created_after", req.createdAfter),
+        createdBeforeMs: requestTime("created_before", req.createdBefore),
+        finishedAfterMs: requestTime("finished_after", req.finishedAfter),
+        finishedBeforeMs: requestTime("finished_before", req.finishedBefore),
         order: orderOf(req.orderBy),
         limit: pageLimit("limit", req.limit),
         offset: nonNegative("offset", req.offset),
@@ -100,6 +102,8 @@ function validateEnv(env: Record<string, string>): Record<string, string> {
     if (name.toUpperCase().startsWith("RUNTARA_")) throw new InvalidArgument("env", `${name} is reserved (RUNTARA_* cannot be overridden)`);
     if (value.length > 32 * 1024 || value.includes("\0")) throw new InvalidArgument("env", `value of ${name} is too long or contains NUL`);
   }
+  const bytes = entries.reduce((sum, [name, value]) => sum + Buffer.byteLength(name) + Buffer.byteLength(value) + 2, 0);
+  if (bytes > MAX_ENV_BYTES) throw new InvalidArgument("env", `at most ${MAX_ENV_BYTES} bytes in all (got ${bytes})`);
   return Object.fromEntries(entries);
 }
 

@@ -3,7 +3,7 @@ import { SortOrder } from "../../gen/runtara/core/v1/types_pb.js";
 import type { EnvironmentService } from "../../gen/runtara/environment/v1/environment_pb.js";
 import { InvalidArgument } from "../errors.js";
 import type { SignalService } from "../instances/index.js";
-import { fromTimestamp, protoCheckpoint, protoEvent, protoStatus, signalKindFromProto } from "../protocol/convert.js";
+import { protoCheckpoint, protoEvent, protoStatus, requestTime, signalKindFromProto } from "../protocol/convert.js";
 import { boundedBytes, boundedText, nonNegative, pageLimit, requireId } from "../validation.js";
 
 type SignalHandlers = Pick<
@@ -42,8 +42,8 @@ export function signalHandlers(signals: SignalService): SignalHandlers {
         checkpointId: req.checkpointId === "" ? "" : requireId("checkpoint_id", req.checkpointId),
         limit: pageLimit("limit", req.limit),
         offset: nonNegative("offset", req.offset),
-        createdAfterMs: fromTimestamp(req.createdAfter),
-        createdBeforeMs: fromTimestamp(req.createdBefore),
+        createdAfterMs: requestTime("created_after", req.createdAfter),
+        createdBeforeMs: requestTime("created_before", req.createdBefore),
       });
       return { checkpoints: res.items.map(protoCheckpoint), totalCount: res.total };
     },
@@ -62,8 +62,8 @@ export function signalHandlers(signals: SignalService): SignalHandlers {
         subtype: boundedText("subtype", req.subtype, 128),
         limit: pageLimit("limit", req.limit),
         offset: nonNegative("offset", req.offset),
-        createdAfterMs: fromTimestamp(req.createdAfter),
-        createdBeforeMs: fromTimestamp(req.createdBefore),
+        createdAfterMs: requestTime("created_after", req.createdAfter),
+        createdBeforeMs: requestTime("created_before", req.createdBefore),
         ascending: req.sortOrder === SortOrder.ASC,
       });
       return { events: res.items.map(protoEvent), totalCount: res.total };
