@@ -70,6 +70,11 @@ export interface EnvironmentOptions extends CleanupOptions {
   nofileLimit?: number;
   /** CPU bandwidth period of a container, µs; `cpuLimit` CPUs of time per period. @default 100000 */
   cpuPeriodUs?: number;
+  /**
+   * A PENDING instance with no process for this long was claimed by an environment that died
+   * before launching it; any replica relaunches it. Longer than any launch takes. @default 120000
+   */
+  pendingTimeoutMs?: number;
 }
 
 export type CompiledOptions = Readonly<Required<Omit<EnvironmentOptions, "databaseUrl" | "ociRuntime" | "apiKeysFile">>> & {
@@ -107,6 +112,7 @@ const defaults = {
   wakeBatchSize: 100,
   nofileLimit: 4096,
   cpuPeriodUs: 100_000,
+  pendingTimeoutMs: 120_000,
 } satisfies Omit<Required<EnvironmentOptions>, "databaseUrl" | "ociRuntime" | "apiKeysFile" | keyof CleanupOptions>;
 
 export { ConfigError };
@@ -153,6 +159,7 @@ export function compileOptions(options: EnvironmentOptions = {}): CompiledOption
   boundedInt("wakeBatchSize", o.wakeBatchSize, 1, 10_000);
   boundedInt("nofileLimit", o.nofileLimit, 64, 1_048_576);
   boundedInt("cpuPeriodUs", o.cpuPeriodUs, 1_000, 1_000_000);
+  boundedInt("pendingTimeoutMs", o.pendingTimeoutMs, 1_000, 3_600_000);
   return Object.freeze({
     ...o,
     ...compileCleanupOptions(options),
@@ -255,6 +262,7 @@ export function readEnvironmentOptions(env: NodeJS.ProcessEnv): EnvironmentOptio
     maxRequestBytes: int("RUNTARA_MAX_REQUEST_BYTES", 1024 * 1024, 1024 ** 3),
     wakeBatchSize: int("RUNTARA_WAKE_BATCH_SIZE", 1, 10_000),
     nofileLimit: int("RUNTARA_NOFILE_LIMIT", 64, 1_048_576),
+    pendingTimeoutMs: seconds("RUNTARA_PENDING_TIMEOUT_SECS", 10, 3_600),
     ...readCleanupOptions(env),
   };
 }

@@ -12,6 +12,7 @@ import { DatabaseCleanup } from "./scheduler/cleanup-database.js";
 import { ImageCleanup } from "./scheduler/cleanup-images.js";
 import { RunDirCleanup } from "./scheduler/cleanup-runs.js";
 import { HeartbeatMonitor } from "./scheduler/heartbeat-monitor.js";
+import { MaintenanceLoop } from "./scheduler/maintenance-loop.js";
 import { WakeScheduler } from "./scheduler/wake-scheduler.js";
 import type { OnePortServer } from "./server/http.js";
 import { apiKeyAuth, loadApiKeys, type ApiKeys } from "./server/api-keys.js";
@@ -111,7 +112,7 @@ export class Environment {
     this.running = { databaseUrl, db, tokens, core };
 
     const gateway = s.own("close the core client", new CoreGateway(core ? `${o.coreHost}:${core.address.port}` : o.coreAddr, tokens), (g) => g.close());
-    const store = new ImageStore(o.dataDir);
+    const store = new ImageStore(o.dataDir, o.replicaId);
     await store.clearStaging();
     const images = new ImageService(db, store, this.logger.child({ component: "images" }), BigInt(o.maxImageBytes));
     const { instances, signals } = this.buildInstances(db, listener, store, gateway, tokens, core);
@@ -152,7 +153,8 @@ export class Environment {
   private buildInstances(db: Database, listener: Listener, store: ImageStore, gateway: CoreGateway, tokens: Tokens, core: CoreRuntime | undefined) {
     const o = this.options;
     const runners = createRunners({ oci: { runtime: o.ociRuntime, logger: this.logger.child({ component: "oci-runner" }) } });
-    const supervisor = new Supervisor(db, this.logger.child({ component: "supervisor" }));
+    const statusChanges = new ChannelHub(listener, "runtara_instance");
+    const supervisor = new Supervisor(db, statusChanges, this.logger.child({ component: "supervisor" }));
     const launcher = new Launcher({
       db,
       runners,
@@ -175,9 +177,10 @@ export class Environment {
       launcher,
       supervisor,
       core: gateway,
-      statusChanges: new ChannelHub(listener, "runtara_instance"),
+      statusChanges,
       logger: this.logger.child({ component: "instances" }),
       replicaId: o.replicaId,
+      maxLaunchAttempts: o.wakeMaxAttempts,
     });
     const signals = new SignalService(gateway, (tenantId, instanceId) => instances.relaunchIfSuspended(tenantId, instanceId));
     return { instances, signals };
@@ -236,7 +239,7 @@ export class Environment {
           listener,
           (claimed) => instances.wake(claimed.target, claimed.attempt, o.wakeMaxAttempts),
           child("wake-scheduler"),
-          { reconcileIntervalMs: o.wakeReconcileIntervalMs, batchSize: o.wakeBatchSize },
+          { reconcileIntervalMs: o.wakeReconcileIntervalMs, batchSize: o.wakeBatchSize, replicaId: o.replicaId },
         ),
       },
       {
@@ -245,6 +248,10 @@ export class Environment {
           timeoutMs: o.heartbeatTimeoutMs,
           intervalMs: o.heartbeatCheckIntervalMs,
         }),
+      },
+      {
+        what: "the stale PENDING sweep",
+        worker: new MaintenanceLoop(() => instances.relaunchStalePending(o.pendingTimeoutMs), child("pending-sweep"), Math.max(1_000, o.pendingTimeoutMs / 4)),
       },
       {
         what: "the run directory cleanup",

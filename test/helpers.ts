@@ -194,9 +194,19 @@ export function* chunksOf(bytes: Uint8Array, size: number): Generator<Uint8Array
   for (let i = 0; i < bytes.byteLength; i += size) yield bytes.subarray(i, Math.min(i + size, bytes.byteLength));
 }
 
+/** Where this environment stages uploads: images/.staging/<replica id>/. */
+export function stagingDir(t: TestEnvironment): string {
+  return path.join(t.dataDir, "images", ".staging", t.env.options.replicaId);
+}
+
+/** imageTree of a registry with no images and no upload in progress. */
+export function emptyImageTree(t: TestEnvironment): string[] {
+  return [".staging/", `.staging/${t.env.options.replicaId}/`];
+}
+
 /**
  * Everything under DATA_DIR/images, as relative paths (directories end with "/"). A clean
- * registry with no images is exactly [".staging/"].
+ * registry with no images is exactly emptyImageTree(t).
  */
 export async function imageTree(dataDir: string): Promise<string[]> {
   const root = path.join(dataDir, "images");

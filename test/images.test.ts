@@ -20,6 +20,8 @@ import {
   uploadMessages,
   type TestEnvironment,
   type TransportKind,
+  emptyImageTree,
+  stagingDir,
 } from "./helpers.js";
 
 const MiB = 1024 * 1024;
@@ -49,7 +51,7 @@ async function imageRows(t: TestEnvironment, tenantId?: string): Promise<number>
 /** No row in `images` and nothing under DATA_DIR/images but the empty staging directory. */
 async function assertNothingStored(t: TestEnvironment) {
   assert.equal(await imageRows(t), 0, "no image row");
-  assert.deepEqual(await imageTree(t.dataDir), [".staging/"], "only the empty .staging directory");
+  assert.deepEqual(await imageTree(t.dataDir), emptyImageTree(t), "only the empty staging directories");
 }
 
 function assertImage(image: Image | undefined, expected: Partial<Image>, startedMs: number): Image {
@@ -191,7 +193,7 @@ describe("RegisterImageStream stores large binaries", () => {
     const rootfsStat = await stat(inRootfs);
     assert.equal(rootfsStat.size, size);
     assert.equal(await fileSha256(inRootfs), sha256);
-    assert.deepEqual(await readdir(path.join(t.dataDir, "images", ".staging")), [], "staging is empty afterwards");
+    assert.deepEqual(await readdir(stagingDir(t)), [], "staging is empty afterwards");
 
     await client.deleteImage({ tenantId: "big", imageId: res.imageId });
     await assert.rejects(stat(dir), { code: "ENOENT" });
@@ -324,7 +326,7 @@ describe("failed registrations leave nothing behind", () => {
       const call = client.registerImageStream(partial(), { signal: controller.signal });
       call.catch(() => {});
       // Abort only once the server has written part of the upload to its staging file.
-      const staging = path.join(t.dataDir, "images", ".staging");
+      const staging = stagingDir(t);
       const started = await eventually(async () => {
         for (const dir of await readdir(staging)) {
           const s = await stat(path.join(staging, dir, "binary")).catch(() => undefined);
@@ -335,7 +337,7 @@ describe("failed registrations leave nothing behind", () => {
       assert.ok(started, "the server started writing the upload");
       controller.abort();
       await rejectsWithCode(call, Code.Canceled);
-      const clean = await eventually(async () => (await imageTree(t.dataDir)).join() === ".staging/", 10_000);
+      const clean = await eventually(async () => (await imageTree(t.dataDir)).join() === emptyImageTree(t).join(), 10_000);
       assert.ok(clean, `nothing left after the abort: ${(await imageTree(t.dataDir)).join(", ")}`);
       assert.equal(await imageRows(t), 0);
     });

@@ -21,6 +21,7 @@ import {
   stopTestPostgres,
   type Cli,
   type TransportKind,
+  stagingDir,
 } from "./helpers.js";
 
 const run = promisify(execFile);
@@ -236,7 +237,7 @@ describe("graceful stop", () => {
           yield { payload: { case: "chunk" as const, value: second } };
         }
         const call = client.registerImageStream(body());
-        const staging = path.join(t.dataDir, "images", ".staging");
+        const staging = stagingDir(t);
         const receiving = await eventually(async () => {
           for (const dir of await readdir(staging)) {
             if (((await stat(path.join(staging, dir, "binary")).catch(() => undefined))?.size ?? 0) > 0) return true;

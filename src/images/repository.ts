@@ -97,18 +97,22 @@ export async function countImages(db: Db, tenantId: string, namePrefix: string):
 export type DeleteOutcome = "deleted" | "not_found" | "in_use";
 
 /**
- * Deletes the tenant's image unless a non-terminal instance uses it, in one statement; a
- * second cheap query tells "not found" from "in use" when nothing was deleted.
+ * Deletes the tenant's image unless a non-terminal instance uses it. The image row is locked
+ * first and the check runs as a statement of its own, so it sees every instance committed
+ * before the lock was granted: StartInstance's insert takes the same row lock (it stamps
+ * last_used_at in the same statement), so either it committed first and the image is in
+ * use, or it waits and then fails its foreign key ("image not found"). A single DELETE …
+ * NOT EXISTS would re-check only the image row after waiting, and delete an image that a
+ * just-started instance uses.
  */
-export async function deleteImage(db: Db, tenantId: string, imageId: string): Promise<DeleteOutcome> {
-  const deleted = await db.maybeOneFirst(sql.type(z.object({ image_id: z.string() }))`
-    DELETE FROM images
-    WHERE image_id = ${imageId} AND tenant_id = ${tenantId}
-      AND NOT EXISTS (
-        SELECT 1 FROM instances
-        WHERE image_id = ${imageId} AND status IN ${statusList(ACTIVE)})
-    RETURNING image_id`);
-  if (deleted !== null) return "deleted";
-  const exists = await db.exists(sql.unsafe`SELECT 1 FROM images WHERE image_id = ${imageId} AND tenant_id = ${tenantId}`);
-  return exists ? "in_use" : "not_found";
+export async function deleteImage(db: DatabasePool, tenantId: string, imageId: string): Promise<DeleteOutcome> {
+  return db.transaction(async (tx) => {
+    const found = await tx.exists(sql.unsafe`SELECT 1 FROM images WHERE image_id = ${imageId} AND tenant_id = ${tenantId} FOR UPDATE`);
+    if (!found) return "not_found";
+    const inUse = await tx.exists(sql.unsafe`
+      SELECT 1 FROM instances WHERE image_id = ${imageId} AND status IN ${statusList(ACTIVE)}`);
+    if (inUse) return "in_use";
+    await tx.query(sql.unsafe`DELETE FROM images WHERE image_id = ${imageId}`);
+    return "deleted";
+  });
 }

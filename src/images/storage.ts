@@ -6,19 +6,22 @@ import type { RunnerKind } from "./types.js";
 /**
  * Image files under `${dataDir}/images/<image_id>/`: `binary` (mode 0755) and, for OCI
  * images, `bundle/rootfs/binary` (a hard link: the container's read-only root holds only
- * the static executable). Uploads are staged under `images/.staging/` and renamed into
- * place, so a half-written image is never visible at its final path.
+ * the static executable). Uploads are staged under `images/.staging/<replica id>/` and
+ * renamed into place, so a half-written image is never visible at its final path; each
+ * replica clears only its own staging (DATA_DIR may be shared). Files and directories are
+ * fsynced before the caller commits the image's row, so a power loss cannot leave a row
+ * whose binary is empty or missing.
  */
 export class ImageStore {
   readonly root: string;
   private readonly staging: string;
 
-  constructor(dataDir: string) {
+  constructor(dataDir: string, replicaId: string) {
     this.root = path.join(dataDir, "images");
-    this.staging = path.join(this.root, ".staging");
+    this.staging = path.join(this.root, ".staging", replicaId);
   }
 
-  /** Removes uploads left staged by a crash. Call once at startup, before serving. */
+  /** Removes uploads this replica left staged when it crashed. Call once at startup, before serving. */
   async clearStaging(): Promise<void> {
     await rm(this.staging, { recursive: true, force: true });
     await mkdir(this.staging, { recursive: true });
@@ -41,7 +44,7 @@ export class ImageStore {
     await mkdir(dir, { recursive: true });
     try {
       const file = await open(path.join(dir, "binary"), "wx", 0o755);
-      return new StagedUpload(dir, file, (imageId) => this.imageDir(imageId));
+      return new StagedUpload(dir, file, (imageId) => this.imageDir(imageId), this.root);
     } catch (e) {
       await rm(dir, { recursive: true, force: true });
       throw e;
@@ -75,6 +78,7 @@ export class StagedUpload {
     private readonly dir: string,
     private readonly file: FileHandle,
     private readonly finalDir: (imageId: string) => string,
+    private readonly root: string,
   ) {}
 
   get size(): bigint {
@@ -133,15 +137,23 @@ export class StagedUpload {
     return this.hash.digest("hex");
   }
 
-  /** Lays out the bundle (for OCI) and renames the staged directory to its final path. */
+  /**
+   * Lays out the bundle (for OCI) and renames the staged directory to its final path, with
+   * every new directory entry on disk before this resolves (the row is written after it).
+   */
   async commit(imageId: string, runnerType: RunnerKind): Promise<void> {
     await this.close();
     if (runnerType === "oci") {
       const rootfs = path.join(this.dir, "bundle", "rootfs");
       await mkdir(rootfs, { recursive: true });
       await link(path.join(this.dir, "binary"), path.join(rootfs, "binary"));
+      await syncDir(rootfs);
+      await syncDir(path.join(this.dir, "bundle"));
     }
+    await syncDir(this.dir);
     await rename(this.dir, this.finalDir(imageId));
+    await syncDir(this.root);
+    await syncDir(path.dirname(this.dir));
   }
 
   /** Discards the upload; safe to call more than once, and after commit (no-op then). */
@@ -156,8 +168,19 @@ export class StagedUpload {
     this.closed = true;
     try {
       await this.drain();
+      await this.file.sync();
     } finally {
       await this.file.close();
     }
+  }
+}
+
+/** fsync of a directory: makes the entries created or renamed in it durable. */
+async function syncDir(dir: string): Promise<void> {
+  const handle = await open(dir, "r");
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
   }
 }

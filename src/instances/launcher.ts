@@ -1,12 +1,13 @@
-import { mkdir } from "node:fs/promises";
+import { randomUUID } from "node:crypto";
+import { mkdir, stat } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import type { Logger } from "pino";
 import type { DatabasePool } from "slonik";
-import { FailedPrecondition } from "../errors.js";
+import { FailedPrecondition, Unavailable } from "../errors.js";
 import type { ImageStore, RunnerKind } from "../images/index.js";
 import type { LaunchTarget, Tokens } from "../lifecycle/index.js";
-import { stopWithGrace, type ResourceLimits, type Runner, type Runners } from "../runner/index.js";
+import { bootId, stopWithGrace, type ResourceLimits, type Runner, type Runners } from "../runner/index.js";
 import * as repo from "./repository.js";
 import type { Supervisor } from "./supervisor.js";
 
@@ -53,6 +54,7 @@ export class Launcher {
     const { db, images, supervisor, logger, options } = this.deps;
     const runDir = path.join(options.dataDir, "runs", target.tenantId, target.instanceId);
     const runner = await this.checkRunnable(target.runnerType);
+    await this.checkImageIntact(target);
     await mkdir(runDir, { recursive: true });
     const deadlineMs = Date.now() + target.timeoutSeconds * 1000;
     const process = await runner.launch({
@@ -65,10 +67,13 @@ export class Launcher {
       networkMode: options.networkMode,
       limits: options.limits,
     });
+    const runId = randomUUID();
     try {
-      // Recorded before tracking: a process that exits at once must find its row to delete.
-      await repo.insertRunningProcess(db, {
+      // Recorded before tracking: a process that exits at once must find its row to settle.
+      const recorded = await repo.insertRunningProcess(db, {
         instanceId: target.instanceId,
+        runId,
+        bootId: bootId(),
         runner: runner.kind,
         containerId: process.containerId ?? "",
         pid: process.pid,
@@ -78,13 +83,27 @@ export class Launcher {
         runDir,
         deadlineMs,
       });
+      if (!recorded) throw new Unavailable(`another run of instance ${target.instanceId} is still recorded; retry`);
     } catch (e) {
       // A process nobody records would never be timed out, adopted or stopped.
       await stopWithGrace(process, 0).catch((err: unknown) => logger.error({ err, instanceId: target.instanceId }, "could not stop an unrecorded process"));
       throw e;
     }
-    supervisor.track(target.instanceId, process, deadlineMs);
+    supervisor.track(target.instanceId, runId, process, deadlineMs);
     logger.info({ instanceId: target.instanceId, pid: process.pid, runner: runner.kind, launchMs: process.launchMs }, "instance launched");
+  }
+
+  /** A binary whose size is not the recorded one was damaged on disk (power loss, tampering). */
+  private async checkImageIntact(target: LaunchTarget): Promise<void> {
+    const size = await stat(this.deps.images.binaryPath(target.imageId)).then(
+      (s) => BigInt(s.size),
+      () => null,
+    );
+    if (size !== target.imageSizeBytes) {
+      throw new FailedPrecondition(
+        `image ${target.imageId} is damaged on disk (binary ${size === null ? "missing" : `${size} bytes`}, registered ${target.imageSizeBytes}); register it again`,
+      );
+    }
   }
 
   /** Exactly the variables of SPEC §4 plus the caller's env; nothing leaks from this process. */

@@ -3,10 +3,10 @@ import os from "node:os";
 import type { DatabasePool } from "slonik";
 import type { Logger } from "pino";
 import type { ChannelHub } from "../db/index.js";
-import { FailedPrecondition, InvalidArgument, NotFound } from "../errors.js";
+import { FailedPrecondition, InvalidArgument, NotFound, Unavailable } from "../errors.js";
 import { findImage } from "../images/repository.js";
 import { isTerminal, transitions, type LaunchTarget, type Status } from "../lifecycle/index.js";
-import { isSameProcess, type Runners } from "../runner/index.js";
+import { bootId, isSameProcess, type Runners } from "../runner/index.js";
 import type { CoreGateway } from "./core-gateway.js";
 import { classifyLaunchError } from "./launch-errors.js";
 import type { Launcher } from "./launcher.js";
@@ -36,7 +36,12 @@ export interface InstanceManagerDeps {
   statusChanges: ChannelHub;
   logger: Logger;
   replicaId: string;
+  /** Launch attempts of a stale PENDING instance before it is FAILED (launch_failed). */
+  maxLaunchAttempts: number;
 }
+
+/** How long a relaunch waits for this replica's previous run of the instance to exit. */
+const PREVIOUS_RUN_WAIT_MS = 10_000;
 
 /**
  * Instance lifecycle on the environment side: start, stop, resume, wake, status, list, watch,
@@ -53,6 +58,7 @@ export class InstanceManager {
     await launcher.checkRunnable(image.runnerType);
     const instanceId = req.instanceId ?? randomUUID();
     const tokenNonce = await transitions.insertInstance(db, {
+      claimedBy: this.deps.replicaId,
       instanceId,
       tenantId: req.tenantId,
       imageId: image.imageId,
@@ -70,6 +76,7 @@ export class InstanceManager {
       checkpointId: null,
       env: req.env,
       tokenNonce,
+      imageSizeBytes: image.sizeBytes,
     });
     return { instanceId, status: (await this.statusOf(req.tenantId, instanceId)) ?? "pending" };
   }
@@ -83,11 +90,26 @@ export class InstanceManager {
     throw new FailedPrecondition(`only a SUSPENDED instance can be resumed; instance ${instanceId} is ${current.toUpperCase()}`);
   }
 
-  /** Relaunches the instance if it is SUSPENDED (status afterwards), else null. */
+  /**
+   * Relaunches the instance if it is SUSPENDED (status afterwards), else null. The previous
+   * run may still be exiting (a PAUSE is acknowledged before the process is gone): a run on
+   * this replica is waited for (bounded); one elsewhere is a retryable UNAVAILABLE. A launch
+   * that fails leaves the instance SUSPENDED, with the error recorded.
+   */
   async relaunchIfSuspended(tenantId: string, instanceId: string): Promise<Status | null> {
-    const target = await transitions.claimForRelaunch(this.deps.db, tenantId, instanceId);
+    const { db, supervisor, replicaId } = this.deps;
+    let target = await transitions.claimForRelaunch(db, tenantId, instanceId, replicaId);
+    if (target === null && (await this.statusOf(tenantId, instanceId)) === "suspended") {
+      if (!(await supervisor.waitForExit(instanceId, PREVIOUS_RUN_WAIT_MS))) {
+        throw new Unavailable(`the previous run of instance ${instanceId} is still exiting; retry`);
+      }
+      target = await transitions.claimForRelaunch(db, tenantId, instanceId, replicaId);
+      if (target === null && (await this.statusOf(tenantId, instanceId)) === "suspended") {
+        throw new Unavailable(`the previous run of instance ${instanceId} is still exiting on another replica; retry`);
+      }
+    }
     if (target === null) return null;
-    await this.launch(target);
+    await this.relaunch(target);
     return (await this.statusOf(tenantId, instanceId)) ?? "pending";
   }
 
@@ -128,7 +150,7 @@ export class InstanceManager {
       await launcher.launch(target);
     } catch (e) {
       if (attempt >= maxAttempts) {
-        const { recorded } = classifyLaunchError(e, target.instanceId);
+        const { recorded } = classifyLaunchError(e, "FAILED");
         await transitions.markLaunchFailed(db, target.instanceId, `${recorded} (after ${attempt} attempts)`);
         logger.error({ err: e, instanceId: target.instanceId, attempt }, "wake failed for good");
         return;
@@ -148,29 +170,69 @@ export class InstanceManager {
   async recover(): Promise<{ adopted: number; gone: number }> {
     const { db, runners, supervisor, logger, replicaId } = this.deps;
     const rows = await repo.processesOf(db, os.hostname(), replicaId);
+    const crashed = { exitCode: null, stderrTail: "", memoryPeakBytes: undefined, cpuUsageUsec: undefined, verdict: "crashed" } as const;
     let adopted = 0;
     let gone = 0;
     for (const r of rows) {
-      const proc = await runners.runnerFor(r.runner).adopt({
-        instanceId: r.instanceId,
-        pid: r.pid,
-        startTime: r.startTime,
-        containerId: r.containerId === "" ? undefined : r.containerId,
-        runDir: r.runDir,
-      });
-      if (proc === null) {
-        // Gone while nobody watched: settle it from the database status like any exit.
+      try {
+        // A row of another boot names a pid that means nothing now: never adopt or signal it.
+        const proc =
+          r.bootId === bootId()
+            ? await runners.runnerFor(r.runner).adopt({
+                instanceId: r.instanceId,
+                pid: r.pid,
+                startTime: r.startTime,
+                containerId: r.containerId === "" ? undefined : r.containerId,
+                runDir: r.runDir,
+              })
+            : null;
+        if (proc === null) {
+          // Gone while nobody watched: settle it from the database status like any exit.
+          gone++;
+          await transitions.recordRunEnd(db, r.instanceId, r.runId, crashed);
+          continue;
+        }
+        if (await isSameProcess(r.pid, r.startTime)) adopted++;
+        else gone++;
+        supervisor.track(r.instanceId, r.runId, proc, r.deadlineMs);
+      } catch (e) {
+        // One bad row must not keep the environment from starting: settle it and go on.
         gone++;
-        await transitions.recordRunEnd(db, r.instanceId, { exitCode: null, stderrTail: "", memoryPeakBytes: undefined, cpuUsageUsec: undefined, verdict: "crashed" });
-        await repo.deleteRunningProcess(db, r.instanceId, r.pid);
-        continue;
+        logger.error({ err: e, instanceId: r.instanceId }, "could not adopt a process of the previous run; settling it as crashed");
+        await transitions.recordRunEnd(db, r.instanceId, r.runId, crashed);
       }
-      if (await isSameProcess(r.pid, r.startTime)) adopted++;
-      else gone++;
-      supervisor.track(r.instanceId, proc, r.deadlineMs);
     }
     if (rows.length > 0) logger.info({ adopted, gone }, "recovered processes of the previous run");
+    const relaunched = await this.relaunchStalePending(0, true);
+    if (relaunched > 0) logger.info({ relaunched }, "relaunched instances whose launch the previous run did not finish");
     return { adopted, gone };
+  }
+
+  /**
+   * Relaunches PENDING instances nobody is launching (their environment died between the
+   * claim and the launch): those older than `olderThanMs`, and at startup this replica's own
+   * claims. Each attempt counts; after `maxAttempts` the instance is FAILED (launch_failed).
+   */
+  async relaunchStalePending(olderThanMs: number, ownClaims = false): Promise<number> {
+    const { db, launcher, logger, replicaId, maxLaunchAttempts } = this.deps;
+    const claimed = await transitions.claimStalePending(db, {
+      olderThanMs,
+      ownClaimsOf: ownClaims ? replicaId : undefined,
+      limit: 100,
+      replicaId,
+    });
+    await Promise.all(
+      claimed.map(async ({ target, attempt }) => {
+        try {
+          await launcher.launch(target);
+        } catch (e) {
+          const { recorded } = classifyLaunchError(e, "PENDING");
+          logger.warn({ err: e, instanceId: target.instanceId, attempt }, "relaunch of a stale PENDING instance failed");
+          if (attempt >= maxLaunchAttempts) await transitions.markLaunchFailed(db, target.instanceId, `${recorded} (after ${attempt} attempts)`);
+        }
+      }),
+    );
+    return claimed.length;
   }
 
   /**
@@ -245,16 +307,30 @@ export class InstanceManager {
     }
   }
 
-  /** Launches a PENDING instance; a failure settles it as FAILED (launch_failed) and is reported. */
+  /** Launches a new instance; a failure settles it as FAILED (launch_failed) and is reported. */
   private async launch(target: LaunchTarget): Promise<void> {
     try {
       await this.deps.launcher.launch(target);
     } catch (e) {
-      const { error, recorded } = classifyLaunchError(e, target.instanceId);
+      const { error, recorded } = classifyLaunchError(e, `instance ${target.instanceId} is FAILED, launch_failed`);
       this.deps.logger.error({ err: e, instanceId: target.instanceId }, "launch failed");
       await transitions
         .markLaunchFailed(this.deps.db, target.instanceId, recorded)
         .catch((err: unknown) => this.deps.logger.error({ err, instanceId: target.instanceId }, "could not record the failed launch"));
+      throw error;
+    }
+  }
+
+  /** Relaunches a durable instance; a failure puts it back to SUSPENDED, resumable again. */
+  private async relaunch(target: LaunchTarget): Promise<void> {
+    try {
+      await this.deps.launcher.launch(target);
+    } catch (e) {
+      const { error, recorded } = classifyLaunchError(e, `instance ${target.instanceId} is still SUSPENDED and can be resumed again`);
+      this.deps.logger.warn({ err: e, instanceId: target.instanceId }, "relaunch failed; the instance stays SUSPENDED");
+      await transitions
+        .returnToSuspended(this.deps.db, target.instanceId, recorded)
+        .catch((err: unknown) => this.deps.logger.error({ err, instanceId: target.instanceId }, "could not record the failed relaunch"));
       throw error;
     }
   }

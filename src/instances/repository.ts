@@ -84,6 +84,10 @@ export async function findInstance(db: Db, tenantId: string, instanceId: string)
 
 export interface ProcessRecord {
   instanceId: string;
+  /** This launch's id: only its exit settles the instance. */
+  runId: string;
+  /** The host's boot id at launch: a row of another boot is never adopted. */
+  bootId: string;
   runner: "oci" | "native";
   containerId: string;
   pid: number;
@@ -94,18 +98,18 @@ export interface ProcessRecord {
   deadlineMs: number;
 }
 
-export async function insertRunningProcess(db: Db, p: ProcessRecord): Promise<void> {
-  await db.query(sql.unsafe`
-    INSERT INTO running_processes (instance_id, runner, container_id, pid, process_start_time, replica_id, host, run_dir, deadline)
-    VALUES (${p.instanceId}, ${p.runner}, ${p.containerId}, ${p.pid}, ${p.processStartTime}, ${p.replicaId}, ${p.host},
-            ${p.runDir}, to_timestamp(${p.deadlineMs} / 1000.0))
-    ON CONFLICT (instance_id) DO UPDATE SET runner = EXCLUDED.runner, container_id = EXCLUDED.container_id,
-      pid = EXCLUDED.pid, process_start_time = EXCLUDED.process_start_time, replica_id = EXCLUDED.replica_id,
-      host = EXCLUDED.host, run_dir = EXCLUDED.run_dir, launched_at = now(), deadline = EXCLUDED.deadline`);
-}
-
-export async function deleteRunningProcess(db: Db, instanceId: string, pid: number): Promise<void> {
-  await db.query(sql.unsafe`DELETE FROM running_processes WHERE instance_id = ${instanceId} AND pid = ${pid}`);
+/**
+ * Records a launched process. False when a process of the instance is already recorded
+ * (claims refuse while one is, so this means two launches raced; the caller stops its own).
+ */
+export async function insertRunningProcess(db: Db, p: ProcessRecord): Promise<boolean> {
+  const row = await db.maybeOne(sql.unsafe`
+    INSERT INTO running_processes (instance_id, run_id, boot_id, runner, container_id, pid, process_start_time, replica_id, host, run_dir, deadline)
+    VALUES (${p.instanceId}, ${p.runId}, ${p.bootId}, ${p.runner}, ${p.containerId}, ${p.pid}, ${p.processStartTime}, ${p.replicaId},
+            ${p.host}, ${p.runDir}, to_timestamp(${p.deadlineMs} / 1000.0))
+    ON CONFLICT (instance_id) DO NOTHING
+    RETURNING 1`);
+  return row !== null;
 }
 
 /** Instances that hold or are about to hold a process: pending or running. */
@@ -190,6 +194,8 @@ export async function countInstances(db: Db, q: InstanceListQuery): Promise<bigi
 const processRow = z
   .object({
     instance_id: z.string(),
+    run_id: z.string(),
+    boot_id: z.string(),
     runner: z.enum(["oci", "native"]),
     container_id: z.string(),
     pid: z.number(),
@@ -199,6 +205,8 @@ const processRow = z
   })
   .transform((r) => ({
     instanceId: r.instance_id,
+    runId: r.run_id,
+    bootId: r.boot_id,
     runner: r.runner,
     containerId: r.container_id,
     pid: r.pid,
@@ -210,7 +218,7 @@ const processRow = z
 /** Processes a previous run of this replica launched on this host (restart recovery). */
 export async function processesOf(db: Db, host: string, replicaId: string) {
   return db.any(sql.type(processRow)`
-    SELECT instance_id, runner, container_id, pid, process_start_time, run_dir, deadline
+    SELECT instance_id, run_id::text, boot_id, runner, container_id, pid, process_start_time, run_dir, deadline
     FROM running_processes WHERE host = ${host} AND replica_id = ${replicaId}`);
 }
 

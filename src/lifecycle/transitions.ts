@@ -13,6 +13,11 @@ import { ACTIVE, LAUNCHED, SIGNAL_KINDS, STATUSES, type SignalKind, type Status 
  * rows means the precondition failed. Lifecycle events are written in the same statement
  * through a CTE, so they exist exactly when the transition applied.
  *
+ * Runs: every move to PENDING for a (re)launch draws a new token nonce, so only the process
+ * launched for it can act as the instance (a stale process of an earlier run is refused), and
+ * requires that no process of the instance is still recorded: a relaunch never overlaps the
+ * previous run, whose exit settles only its own run (recordRunEnd is guarded by the run id).
+ *
  *   (new)                       --insertInstance-->     PENDING
  *   PENDING|RUNNING             --register-->           RUNNING
  *   RUNNING                     --sleep-->              SUSPENDED(sleeping)
@@ -22,7 +27,9 @@ import { ACTIVE, LAUNCHED, SIGNAL_KINDS, STATUSES, type SignalKind, type Status 
  *   PENDING|SUSPENDED           --cancelIdle-->         CANCELLED
  *   SUSPENDED                   --claimForRelaunch-->   PENDING (resume, RESUME signal)
  *   SUSPENDED(due)              --claimDueWakes-->      PENDING (wake)
+ *   PENDING(stale)              --claimStalePending-->  PENDING (relaunch after a crash mid-launch)
  *   PENDING                     --rescheduleWake-->     SUSPENDED(sleeping) (wake launch retry)
+ *   PENDING                     --returnToSuspended-->  SUSPENDED(paused) (resume launch failed)
  *   PENDING                     --markLaunchFailed-->   FAILED(launch_failed)
  *   PENDING|RUNNING             --recordRunEnd-->       FAILED(crashed|timeout|heartbeat_timeout) | CANCELLED
  *   PENDING|RUNNING|SUSPENDED   --markCancelled-->      CANCELLED (after a stop)
@@ -35,6 +42,11 @@ const signalKind = z.enum(SIGNAL_KINDS);
 const bytes = z.instanceof(Buffer);
 const env = z.record(z.string());
 const binary = (b: Uint8Array) => sql.binary(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+/** A new token nonce (32 hex characters) for a new run. */
+const newNonce = sql.fragment`replace(gen_random_uuid()::text, '-', '')`;
+/** No process of this instance is recorded: the previous run has been settled. */
+const noRecordedProcess = (instanceId: ReturnType<typeof sql.fragment>) =>
+  sql.fragment`NOT EXISTS (SELECT 1 FROM running_processes p WHERE p.instance_id = ${instanceId})`;
 
 /**
  * One instance row as an instance's own calls name it: its id and the nonce its token was
@@ -81,6 +93,8 @@ export async function nextWakeAt(db: Db): Promise<number | null> {
 // ---- creation ----
 
 export interface NewInstance {
+  /** The replica that launches it (recorded for recovery after its restart). */
+  claimedBy: string;
   instanceId: string;
   tenantId: string;
   imageId: string;
@@ -98,9 +112,9 @@ export async function insertInstance(db: Db, i: NewInstance): Promise<string> {
   try {
     return await db.oneFirst(sql.type(z.object({ token_nonce: z.string() }))`
       WITH used AS (UPDATE images SET last_used_at = now() WHERE image_id = ${i.imageId})
-      INSERT INTO instances (instance_id, tenant_id, image_id, image_name, status, input, env, timeout_seconds)
+      INSERT INTO instances (instance_id, tenant_id, image_id, image_name, status, input, env, timeout_seconds, pending_since, claimed_by)
       VALUES (${i.instanceId}, ${i.tenantId}, ${i.imageId}, ${i.imageName}, ${is("pending")},
-              ${binary(i.input)}, ${sql.jsonb(i.env)}, ${i.timeoutSeconds})
+              ${binary(i.input)}, ${sql.jsonb(i.env)}, ${i.timeoutSeconds}, now(), ${i.claimedBy})
       RETURNING token_nonce`);
   } catch (e) {
     if (e instanceof UniqueIntegrityConstraintViolationError) {
@@ -134,7 +148,7 @@ export async function register(db: Db, key: InstanceKey, checkpointId: string) {
     WITH u AS (
       UPDATE instances
       SET status = ${is("running")}, started_at = now(), heartbeat_at = now(), finished_at = NULL,
-          termination_reason = NULL, sleep_until = NULL, exit_code = NULL, launch_attempts = 0
+          termination_reason = NULL, sleep_until = NULL, exit_code = NULL, launch_attempts = 0, pending_since = NULL
       WHERE ${rowOf(key)} AND status IN ${statusList(LAUNCHED)}
       RETURNING status, tenant_id, input
     ), e AS (
@@ -252,6 +266,8 @@ export interface LaunchTarget {
   env: Record<string, string>;
   /** The row's token nonce: the instance's token is minted for it. */
   tokenNonce: string;
+  /** The image's recorded size: a binary of another size on disk is damaged, not launched. */
+  imageSizeBytes: bigint;
 }
 
 const launchRow = z
@@ -264,6 +280,7 @@ const launchRow = z
     checkpoint_id: z.string().nullable(),
     env,
     token_nonce: z.string(),
+    size_bytes: z.bigint(),
   })
   .transform(
     (r): LaunchTarget => ({
@@ -275,22 +292,27 @@ const launchRow = z
       checkpointId: r.checkpoint_id,
       env: r.env,
       tokenNonce: r.token_nonce,
+      imageSizeBytes: r.size_bytes,
     }),
   );
 
 /**
  * SUSPENDED -> PENDING for a relaunch (resume, RESUME signal). Going through PENDING means a
  * relaunched process that dies before registering is settled as crashed instead of staying
- * SUSPENDED forever. Returns what the launch needs, or null when not SUSPENDED.
+ * SUSPENDED forever. Returns what the launch needs, or null when not SUSPENDED or when the
+ * previous run's process is still recorded (exiting: see `previousRunExiting`).
  */
-export async function claimForRelaunch(db: Db, tenantId: string, instanceId: string): Promise<LaunchTarget | null> {
+export async function claimForRelaunch(db: Db, tenantId: string, instanceId: string, replicaId: string): Promise<LaunchTarget | null> {
   return db.maybeOne(sql.type(launchRow)`
     WITH u AS (
-      UPDATE instances SET status = ${is("pending")}, termination_reason = NULL, sleep_until = NULL
+      UPDATE instances SET status = ${is("pending")}, termination_reason = NULL, sleep_until = NULL, error = NULL,
+        token_nonce = ${newNonce}, pending_since = now(), claimed_by = ${replicaId}
       WHERE instance_id = ${instanceId} AND tenant_id = ${tenantId} AND status = ${is("suspended")} AND image_id IS NOT NULL
+        AND ${noRecordedProcess(sql.fragment`${instanceId}`)}
       RETURNING instance_id, tenant_id, image_id, timeout_seconds, checkpoint_id, env, token_nonce
     )
-    SELECT u.instance_id, u.tenant_id, u.image_id::text, i.runner_type, u.timeout_seconds, u.checkpoint_id, u.env, u.token_nonce
+    SELECT u.instance_id, u.tenant_id, u.image_id::text, i.runner_type, u.timeout_seconds, u.checkpoint_id, u.env, u.token_nonce,
+      i.size_bytes
     FROM u JOIN images i ON i.image_id = u.image_id`);
 }
 
@@ -305,41 +327,91 @@ export interface ClaimedWake {
  * never claim the same row, and SUSPENDED -> PENDING (wake time cleared) so each wake fires
  * exactly once. A relaunch that dies before registering is then settled as crashed.
  */
-export async function claimDueWakes(db: Db, limit: number): Promise<readonly ClaimedWake[]> {
+export async function claimDueWakes(db: Db, limit: number, replicaId: string): Promise<readonly ClaimedWake[]> {
   const row = launchRow.innerType().extend({ launch_attempts: z.number(), sleep_until: z.number() });
   const rows = await db.any(sql.type(row)`
     WITH due AS (
-      SELECT instance_id, sleep_until FROM instances
+      SELECT instance_id, sleep_until FROM instances i
       WHERE status = ${is("suspended")} AND sleep_until IS NOT NULL AND sleep_until <= now() AND image_id IS NOT NULL
+        AND ${noRecordedProcess(sql.fragment`i.instance_id`)}
       ORDER BY sleep_until
       LIMIT ${limit}
       FOR UPDATE SKIP LOCKED
     ), u AS (
       UPDATE instances i
       SET status = ${is("pending")}, termination_reason = NULL, launch_attempts = i.launch_attempts + 1,
-          sleep_until = NULL
+          sleep_until = NULL, token_nonce = ${newNonce}, pending_since = now(), claimed_by = ${replicaId}
       FROM due WHERE i.instance_id = due.instance_id
       RETURNING i.instance_id, i.tenant_id, i.image_id, i.timeout_seconds, i.checkpoint_id, i.env, i.token_nonce,
         i.launch_attempts, due.sleep_until
     )
     SELECT u.instance_id, u.tenant_id, u.image_id::text, img.runner_type, u.timeout_seconds, u.checkpoint_id, u.env,
-      u.token_nonce, u.launch_attempts, u.sleep_until
+      u.token_nonce, img.size_bytes, u.launch_attempts, u.sleep_until
     FROM u JOIN images img ON img.image_id = u.image_id`);
   return rows.map((r) => ({ target: launchRow.parse(r), attempt: r.launch_attempts, wakeAtMs: r.sleep_until }));
+}
+
+/**
+ * Claims PENDING instances nobody is launching, with no recorded process: those pending for
+ * longer than `olderThanMs` (the environment that claimed them died before its launch was
+ * recorded), or with `ownClaimsOf`, those this replica claimed before it restarted (nothing
+ * of its own is in flight at startup). The claim is refreshed (time, attempt, owner, a new
+ * token nonce, so a process of the lost launch cannot act) in the same statement; SKIP
+ * LOCKED makes each claim one replica's.
+ */
+export async function claimStalePending(
+  db: Db,
+  q: { olderThanMs: number; ownClaimsOf?: string; limit: number; replicaId: string },
+): Promise<readonly ClaimedWake[]> {
+  const stale = sql.fragment`pending_since < now() - ${q.olderThanMs} * interval '1 millisecond'`;
+  const which = q.ownClaimsOf === undefined ? stale : sql.fragment`(${stale} OR claimed_by = ${q.ownClaimsOf})`;
+  const row = launchRow.innerType().extend({ launch_attempts: z.number() });
+  const rows = await db.any(sql.type(row)`
+    WITH stale AS (
+      SELECT instance_id FROM instances i
+      WHERE status = ${is("pending")} AND ${which}
+        AND image_id IS NOT NULL AND ${noRecordedProcess(sql.fragment`i.instance_id`)}
+      ORDER BY pending_since
+      LIMIT ${q.limit}
+      FOR UPDATE SKIP LOCKED
+    ), u AS (
+      UPDATE instances i
+      SET launch_attempts = i.launch_attempts + 1, token_nonce = ${newNonce}, pending_since = now(), claimed_by = ${q.replicaId}
+      FROM stale WHERE i.instance_id = stale.instance_id AND i.status = ${is("pending")}
+      RETURNING i.instance_id, i.tenant_id, i.image_id, i.timeout_seconds, i.checkpoint_id, i.env, i.token_nonce, i.launch_attempts
+    )
+    SELECT u.instance_id, u.tenant_id, u.image_id::text, img.runner_type, u.timeout_seconds, u.checkpoint_id, u.env,
+      u.token_nonce, img.size_bytes, u.launch_attempts
+    FROM u JOIN images img ON img.image_id = u.image_id`);
+  return rows.map((r) => ({ target: launchRow.parse(r), attempt: r.launch_attempts, wakeAtMs: 0 }));
+}
+
+/**
+ * PENDING -> SUSPENDED(paused) after a relaunch (resume, RESUME) could not start: the
+ * instance stays durable and resumable, with the launch error recorded.
+ */
+export async function returnToSuspended(db: Db, instanceId: string, error: string): Promise<boolean> {
+  const row = await db.maybeOne(sql.unsafe`
+    UPDATE instances SET status = ${is("suspended")}, termination_reason = 'paused', error = ${error}, pending_since = NULL
+    WHERE instance_id = ${instanceId} AND status = ${is("pending")} AND ${noRecordedProcess(sql.fragment`${instanceId}`)}
+    RETURNING 1`);
+  return row !== null;
 }
 
 /** PENDING (a failed wake launch) -> SUSPENDED(sleeping) again, due after `delayMs`. */
 export async function rescheduleWake(db: Db, instanceId: string, delayMs: number): Promise<void> {
   await db.query(sql.unsafe`
     UPDATE instances
-    SET status = ${is("suspended")}, termination_reason = 'sleeping', sleep_until = now() + ${delayMs} * interval '1 millisecond'
-    WHERE instance_id = ${instanceId} AND status = ${is("pending")}`);
+    SET status = ${is("suspended")}, termination_reason = 'sleeping', sleep_until = now() + ${delayMs} * interval '1 millisecond',
+        pending_since = NULL
+    WHERE instance_id = ${instanceId} AND status = ${is("pending")} AND ${noRecordedProcess(sql.fragment`${instanceId}`)}`);
 }
 
 /** PENDING -> FAILED(launch_failed) when the process could not be started. */
 export async function markLaunchFailed(db: Db, instanceId: string, error: string): Promise<void> {
   await db.query(sql.unsafe`
-    UPDATE instances SET status = ${is("failed")}, termination_reason = 'launch_failed', error = ${error}, finished_at = now()
+    UPDATE instances SET status = ${is("failed")}, termination_reason = 'launch_failed', error = ${error}, finished_at = now(),
+      pending_since = NULL
     WHERE instance_id = ${instanceId} AND status = ${is("pending")}`);
 }
 
@@ -354,12 +426,14 @@ export interface RunOutcome {
 }
 
 /**
- * Records how a run ended (exit code, stderr tail, metrics: for every run) and, in the same
- * statement, settles an instance that had not settled itself: PENDING or RUNNING becomes
- * FAILED (crashed / timeout / heartbeat_timeout) or CANCELLED (stopped). An instance that
- * completed, failed, slept or paused on its own keeps its status.
+ * Records how run `runId` ended (exit code, stderr tail, metrics) and, in the same statement,
+ * removes its process row and settles an instance that had not settled itself: PENDING or
+ * RUNNING becomes FAILED (crashed / timeout / heartbeat_timeout) or CANCELLED (stopped). An
+ * instance that completed, failed, slept or paused on its own keeps its status. Only that
+ * run's exit counts: once its row is gone (settled before, or another run's), nothing is
+ * written and the result is null.
  */
-export async function recordRunEnd(db: Db, instanceId: string, o: RunOutcome): Promise<Status | null> {
+export async function recordRunEnd(db: Db, instanceId: string, runId: string, o: RunOutcome): Promise<Status | null> {
   const active = sql.fragment`status IN ${statusList(LAUNCHED)}`;
   const finalStatus = o.verdict === "cancelled" ? is("cancelled") : is("failed");
   const message =
@@ -371,6 +445,9 @@ export async function recordRunEnd(db: Db, instanceId: string, o: RunOutcome): P
           ? "no heartbeat within the heartbeat timeout"
           : null;
   return db.maybeOneFirst(sql.type(z.object({ status }))`
+    WITH run AS (
+      DELETE FROM running_processes WHERE instance_id = ${instanceId} AND run_id = ${runId} RETURNING instance_id
+    )
     UPDATE instances SET
       exit_code = ${o.exitCode},
       stderr = ${o.stderrTail},
@@ -379,8 +456,9 @@ export async function recordRunEnd(db: Db, instanceId: string, o: RunOutcome): P
       termination_reason = CASE WHEN ${active} THEN ${o.verdict}::termination_reason ELSE termination_reason END,
       error = CASE WHEN ${active} THEN COALESCE(${message}, error) ELSE error END,
       finished_at = CASE WHEN ${active} THEN now() ELSE finished_at END,
-      status = CASE WHEN ${active} THEN ${finalStatus}::instance_status ELSE status END
-    WHERE instance_id = ${instanceId}
+      status = CASE WHEN ${active} THEN ${finalStatus}::instance_status ELSE status END,
+      pending_since = CASE WHEN ${active} THEN NULL ELSE pending_since END
+    WHERE instance_id IN (SELECT instance_id FROM run)
     RETURNING status`);
 }
 
@@ -388,7 +466,8 @@ export async function recordRunEnd(db: Db, instanceId: string, o: RunOutcome): P
 export async function markCancelled(db: Db, tenantId: string, instanceId: string): Promise<Status | null> {
   return db.maybeOneFirst(sql.type(z.object({ status }))`
     WITH u AS (
-      UPDATE instances SET status = ${is("cancelled")}, termination_reason = 'cancelled', finished_at = now(), sleep_until = NULL
+      UPDATE instances SET status = ${is("cancelled")}, termination_reason = 'cancelled', finished_at = now(), sleep_until = NULL,
+        pending_since = NULL
       WHERE instance_id = ${instanceId} AND tenant_id = ${tenantId} AND status IN ${statusList(ACTIVE)}
       RETURNING status
     )

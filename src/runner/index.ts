@@ -24,7 +24,7 @@ export { LaunchError, RuntimeUnavailable, type LaunchErrorReason } from "./error
 export { OciRunner, type OciRunnerOptions, type RuntimeInfo } from "./oci.js";
 export { NativeRunner, type NativeRunnerOptions } from "./native.js";
 export { containerIdFor, instanceIdOfContainer } from "./oci-spec.js";
-export { isSameProcess, readProcessStartTime, watchPid } from "./proc.js";
+export { bootId, isSameProcess, readProcessStartTime, watchPid } from "./proc.js";
 export { STDERR_TAIL_BYTES } from "./logs.js";
 
 export interface RunnersOptions {

@@ -76,3 +76,14 @@ export async function watchPid(
     await sleep(interval, undefined, { signal: options.signal });
   }
 }
+
+let cachedBootId: string | undefined;
+
+/**
+ * This boot of the host (/proc/sys/kernel/random/boot_id). A pid and start time recorded in
+ * another boot can match an unrelated process, so adoption requires the same boot.
+ */
+export function bootId(): string {
+  cachedBootId ??= readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim();
+  return cachedBootId;
+}

@@ -70,7 +70,8 @@ export class ImageCleanup {
     private readonly logger: Logger,
     private readonly options: ImageCleanupOptions,
   ) {
-    this.store = new ImageStore(path.resolve(dataDir));
+    // Only image paths are used here; staging belongs to the replicas that upload.
+    this.store = new ImageStore(path.resolve(dataDir), "-");
     this.orphanGraceMs = options.orphanGraceMs ?? DEFAULT_ORPHAN_GRACE_MS;
     this.loop = new MaintenanceLoop((signal) => this.pass(signal), this.logger, options.intervalMs);
   }

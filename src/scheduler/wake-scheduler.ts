@@ -8,6 +8,8 @@ export interface WakeSchedulerOptions {
   reconcileIntervalMs: number;
   /** Wakes claimed per statement. @default 100 */
   batchSize: number;
+  /** Recorded as the claimer, so this replica relaunches its own claims after a restart. */
+  replicaId: string;
 }
 
 type State = "created" | "running" | "stopping" | "stopped";
@@ -106,7 +108,7 @@ export class WakeScheduler {
 
   private async claimAll() {
     for (;;) {
-      const claimed = await transitions.claimDueWakes(this.db, this.options.batchSize);
+      const claimed = await transitions.claimDueWakes(this.db, this.options.batchSize, this.options.replicaId);
       // Launches run on while the pass ends and the timer is re-armed: a wake that comes due
       // during a slow launch is claimed on time instead of waiting for it (bench/wake).
       for (const c of claimed) {
