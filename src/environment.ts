@@ -5,7 +5,7 @@ import { compileOptions, type CompiledOptions, type EnvironmentOptions } from ".
 import { CoreRuntime } from "./core/runtime.js";
 import { ChannelHub, createDatabase, Listener, migrate, startEmbeddedPostgres, type Database } from "./db/index.js";
 import { ImageService, ImageStore } from "./images/index.js";
-import { CoreGateway, InstanceManager, Launcher, SignalService, Supervisor } from "./instances/index.js";
+import { CoreGateway, InstanceManager, Launcher, SignalService, Supervisor, TransitionFeeds } from "./instances/index.js";
 import { Tokens } from "./lifecycle/index.js";
 import { createRunners } from "./runner/index.js";
 import { DatabaseCleanup } from "./scheduler/cleanup-database.js";
@@ -177,7 +177,7 @@ export class Environment {
       launcher,
       supervisor,
       core: gateway,
-      statusChanges,
+      transitions: new TransitionFeeds(db, statusChanges, this.logger.child({ component: "transition-feed" })),
       logger: this.logger.child({ component: "instances" }),
       replicaId: o.replicaId,
       maxLaunchAttempts: o.wakeMaxAttempts,

@@ -265,6 +265,44 @@ describe("core InstanceService and CoreService", () => {
     assert.equal(await count("pending_signals", b), 0);
   });
 
+  it("every new checkpoint becomes the one a relaunch resumes from; a repeated save does not move it", async () => {
+    const id = await insertInstance(t);
+    const c = instanceClient(t, id);
+    await c.register({ instanceId: id });
+    await c.saveCheckpoint({ instanceId: id, checkpointId: "step-1", state: enc(1) });
+    await c.saveCheckpoint({ instanceId: id, checkpointId: "step-2", state: enc(2) });
+    assert.equal((await row(id)).checkpoint_id, "step-2");
+    const again = await c.saveCheckpoint({ instanceId: id, checkpointId: "step-1", state: enc(9) });
+    assert.equal(again.found, true);
+    assert.equal((await row(id)).checkpoint_id, "step-2");
+  });
+
+  it("WatchInstance delivers every transition in order, to every watcher, even a burst within milliseconds", async () => {
+    const id = await insertInstance(t);
+    const env = environmentClient(t.baseUrl);
+    const watchers = Array.from({ length: 20 }, async () => {
+      const seen: { status: InstanceStatus; hasOutput: boolean }[] = [];
+      for await (const res of env.watchInstance({ tenantId: "tenant-a", instanceId: id }, { timeoutMs: 20_000 })) {
+        seen.push({ status: res.instance!.status, hasOutput: res.instance!.output.byteLength > 0 });
+      }
+      return seen;
+    });
+    // Every watcher has its first message (PENDING) before the burst.
+    await new Promise((r) => setTimeout(r, 300));
+    const c = instanceClient(t, id);
+    await Promise.all([c.register({ instanceId: id }), new Promise((r) => setImmediate(r))]);
+    await c.complete({ instanceId: id, output: enc({ done: 1 }) });
+    for (const seen of await Promise.all(watchers)) {
+      assert.deepEqual(
+        seen.map((s) => s.status),
+        [InstanceStatus.PENDING, InstanceStatus.RUNNING, InstanceStatus.COMPLETED],
+      );
+      assert.deepEqual(seen.map((s) => s.hasOutput), [false, false, true], "blobs only in the terminal message");
+    }
+    const [row] = await t.query<{ n: number }>("SELECT count(*)::int AS n FROM instance_transitions WHERE instance_id = $1", [id]);
+    assert.equal(row!.n, 3);
+  });
+
   it("a deleted and re-created instance id refuses the old token, for the same and for another tenant", async () => {
     for (const tenantId of ["tenant-a", "tenant-b"]) {
       const id = await insertInstance(t, { tenantId: "tenant-a" });

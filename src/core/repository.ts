@@ -7,6 +7,7 @@ import {
   pendingSignalColumns,
   pendingSignalSelect,
   refreshHeartbeat,
+  refreshHeartbeatAndCheckpoint,
   rowOf,
   statusList,
   statusLiteral as is,
@@ -60,12 +61,12 @@ export async function saveCheckpoint(db: Db, key: InstanceKey, checkpointId: str
   )`
     WITH inst AS (
       SELECT instance_id FROM instances WHERE ${rowOf(key)} AND status = ${is("running")}
-    ), hb AS (${refreshHeartbeat(key)}
     ), ins AS (
       INSERT INTO checkpoints (instance_id, checkpoint_id, state)
       SELECT instance_id, ${checkpointId}, ${sql.binary(Buffer.from(state.buffer, state.byteOffset, state.byteLength))} FROM inst
       ON CONFLICT (instance_id, checkpoint_id) DO NOTHING
       RETURNING 1
+    ), hb AS (${refreshHeartbeatAndCheckpoint(key, checkpointId, sql.identifier(["ins"]))}
     )
     SELECT
       EXISTS (SELECT 1 FROM inst) AS running,

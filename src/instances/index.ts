@@ -8,4 +8,5 @@ export { InstanceManager, type ListRequest, type StartRequest } from "./manager.
 export type { InstanceOrder } from "./repository.js";
 export { SignalService } from "./signals.js";
 export { Supervisor } from "./supervisor.js";
+export { TransitionFeeds } from "./transition-feed.js";
 export type { Instance } from "./types.js";

@@ -2,7 +2,6 @@ import { randomUUID } from "node:crypto";
 import os from "node:os";
 import type { DatabasePool } from "slonik";
 import type { Logger } from "pino";
-import type { ChannelHub } from "../db/index.js";
 import { FailedPrecondition, InvalidArgument, NotFound, Unavailable } from "../errors.js";
 import { findImage } from "../images/repository.js";
 import { isTerminal, transitions, type LaunchTarget, type Status } from "../lifecycle/index.js";
@@ -13,6 +12,7 @@ import type { Launcher } from "./launcher.js";
 import { decodePageToken, encodePageToken } from "./page-token.js";
 import * as repo from "./repository.js";
 import type { Supervisor } from "./supervisor.js";
+import type { TransitionFeeds } from "./transition-feed.js";
 import type { Instance } from "./types.js";
 
 export interface StartRequest {
@@ -32,8 +32,8 @@ export interface InstanceManagerDeps {
   launcher: Launcher;
   supervisor: Supervisor;
   core: CoreGateway;
-  /** Wakes on every status change of an instance (NOTIFY runtara_instance). */
-  statusChanges: ChannelHub;
+  /** Every transition of watched instances, read once per change. */
+  transitions: TransitionFeeds;
   logger: Logger;
   replicaId: string;
   /** Launch attempts of a stale PENDING instance before it is FAILED (launch_failed). */
@@ -284,26 +284,38 @@ export class InstanceManager {
     return { instances, nextPageToken, totalCount };
   }
 
-  /** Yields the instance now and after every status change, until it is terminal. */
+  /**
+   * Yields the instance now and then every transition, in order, until it is terminal: the
+   * first and intermediate messages carry the instance without its large fields (input,
+   * output, stderr), the terminal one the whole row. Transitions come from the database's own
+   * record of them (a burst of three is three messages), read once per change for all
+   * watchers of the instance.
+   */
   async *watch(tenantId: string, instanceId: string, abort: AbortSignal): AsyncGenerator<Instance> {
-    const wakeups = this.deps.statusChanges.wakeups(instanceId, abort);
-    let last: string | undefined;
-    for (let first = true; ; first = false) {
-      if (!first && (await wakeups.next()).done) return;
-      const instance = await repo.findInstance(this.deps.db, tenantId, instanceId);
-      if (instance === null) {
-        if (first) throw new NotFound(`instance ${instanceId} not found`);
+    const { db, transitions: feeds } = this.deps;
+    const changes = await feeds.subscribe(instanceId, abort);
+    try {
+      const snapshot = await repo.findInstanceSnapshot(db, tenantId, instanceId);
+      if (snapshot === null) throw new NotFound(`instance ${instanceId} not found`);
+      if (isTerminal(snapshot.instance.status)) {
+        yield (await repo.findInstance(db, tenantId, instanceId)) ?? snapshot.instance;
         return;
       }
-      const key = `${instance.status}:${instance.terminationReason ?? ""}`;
-      if (key !== last) {
-        last = key;
-        yield instance;
+      yield snapshot.instance;
+      let seen = snapshot.transitionId;
+      for (let batch = await changes.next(); batch !== undefined; batch = await changes.next()) {
+        for (const t of batch) {
+          if (t.id <= seen) continue;
+          seen = t.id;
+          if (isTerminal(t.status)) {
+            yield (await repo.findInstance(db, tenantId, instanceId)) ?? { ...snapshot.instance, status: t.status, terminationReason: t.terminationReason };
+            return;
+          }
+          yield { ...snapshot.instance, status: t.status, terminationReason: t.terminationReason };
+        }
       }
-      if (isTerminal(instance.status)) {
-        await wakeups.return(undefined);
-        return;
-      }
+    } finally {
+      changes.close();
     }
   }
 

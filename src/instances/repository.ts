@@ -1,6 +1,6 @@
 import { sql, type DatabasePool, type DatabaseTransactionConnection } from "slonik";
 import { z } from "zod";
-import { LAUNCHED, STATUSES, TERMINATION_REASONS, statusList, statusLiteral as is, type Status } from "../lifecycle/index.js";
+import { LAUNCHED, STATUSES, TERMINATION_REASONS, statusList, statusLiteral as is, type Status, type TerminationReason } from "../lifecycle/index.js";
 import type { Instance } from "./types.js";
 
 /**
@@ -76,6 +76,42 @@ const fullColumns = sql.fragment`instance_id, tenant_id, image_id::text, image_n
 const listColumns = sql.fragment`instance_id, tenant_id, image_id::text, image_name, status, termination_reason, exit_code,
   checkpoint_id, created_at, started_at, finished_at, heartbeat_at, sleep_until, NULL::bytea AS input, NULL::bytea AS output,
   error, NULL::text AS stderr, memory_peak_bytes, cpu_usage_usec, timeout_seconds, env, ${keyColumns}`;
+
+/**
+ * The instance without its large columns (input, output, stderr) and the id of its latest
+ * transition: where a watch starts.
+ */
+export async function findInstanceSnapshot(db: Db, tenantId: string, instanceId: string): Promise<{ instance: Instance; transitionId: bigint } | null> {
+  const row = await db.maybeOne(sql.type(z.object({ transition_id: z.bigint().nullable() }).passthrough())`
+    SELECT ${listColumns}, (SELECT max(id) FROM instance_transitions t WHERE t.instance_id = ${instanceId}) AS transition_id
+    FROM instances WHERE instance_id = ${instanceId} AND tenant_id = ${tenantId}`);
+  if (row === null) return null;
+  return { instance: instanceRow.parse(row), transitionId: row.transition_id ?? 0n };
+}
+
+export interface Transition {
+  id: bigint;
+  status: Status;
+  terminationReason: TerminationReason | null;
+  atMs: number;
+}
+
+/** Transitions of the instance after `afterId`, oldest first. */
+export async function transitionsAfter(db: Db, instanceId: string, afterId: bigint, limit: number): Promise<readonly Transition[]> {
+  return db.any(sql.type(
+    z
+      .object({ id: z.bigint(), status, termination_reason: reason.nullable(), at: z.number() })
+      .transform((r): Transition => ({ id: r.id, status: r.status, terminationReason: r.termination_reason, atMs: r.at })),
+  )`
+    SELECT id, status, termination_reason, at FROM instance_transitions
+    WHERE instance_id = ${instanceId} AND id > ${afterId} ORDER BY id LIMIT ${limit}`);
+}
+
+/** The id of the instance's latest transition (0 when it has none). */
+export async function latestTransitionId(db: Db, instanceId: string): Promise<bigint> {
+  return db.oneFirst(sql.type(z.object({ id: z.bigint() }))`
+    SELECT COALESCE(max(id), 0)::bigint AS id FROM instance_transitions WHERE instance_id = ${instanceId}`);
+}
 
 export async function findInstance(db: Db, tenantId: string, instanceId: string): Promise<Instance | null> {
   return db.maybeOne(sql.type(instanceRow)`
