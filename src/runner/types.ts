@@ -77,9 +77,9 @@ export type NetworkMode = "isolated" | "none" | "host";
 /** Where a container finds `coreSocketDir`; the socket inside is `core.sock`. */
 export const CORE_SOCKET_DIR_IN_CONTAINER = "/run/runtara";
 
-/** Resource use of a run; undefined where the runner cannot measure it (native: both). */
+/** Resource use of a run, from its cgroup; undefined where the runner cannot measure it (a native process without a cgroup: both). */
 export interface ExitMetrics {
-  /** Peak memory of the container's cgroup (includes the runtime's short-lived init). */
+  /** Peak memory of the cgroup (OCI: includes the runtime's short-lived init). */
   memoryPeakBytes: bigint | undefined;
   /** CPU time (user + system) of the container's cgroup, microseconds. */
   cpuUsageUsec: bigint | undefined;
