@@ -1,8 +1,9 @@
-import { mkdir } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
+import path from "node:path";
 import { pino, type Logger } from "pino";
 import { sql } from "slonik";
-import { compileOptions, type CompiledOptions, type EnvironmentOptions } from "./config.js";
+import { compileOptions, nativeRunnerAllowed, type CompiledOptions, type EnvironmentOptions } from "./config.js";
+import { secureDataDir } from "./data-dir.js";
 import { CoreRuntime } from "./core/runtime.js";
 import { Tokens } from "./core/tokens.js";
 import { ChannelHub, createDatabase, Listener, migrate, startEmbeddedPostgres, type Database } from "./db/index.js";
@@ -10,7 +11,8 @@ import { CoreGateway } from "./instances/core-gateway.js";
 import { ImageService, ImageStore } from "./images/index.js";
 import { countActiveInstances } from "./instances/repository.js";
 import { InstanceService } from "./instances/service.js";
-import { createRunners } from "./runner/index.js";
+import { CORE_SOCKET_NAME, createRunners } from "./runner/index.js";
+import { nativeRunnerCheck } from "./runner-policy.js";
 import { DatabaseCleanup } from "./scheduler/cleanup-database.js";
 import { ImageCleanup } from "./scheduler/cleanup-images.js";
 import { RunDirCleanup } from "./scheduler/cleanup-runs.js";
@@ -20,6 +22,7 @@ import type { OnePortServer } from "./server/http.js";
 import { apiKeyAuth, loadApiKeys } from "./server/api-keys.js";
 import { environmentRoutes } from "./server/routes.js";
 import { serve } from "./server/serve.js";
+import { forwardUnixSocket } from "./server/unix-forwarder.js";
 import { VERSION } from "./version.js";
 
 export interface EnvironmentRuntimeOptions extends EnvironmentOptions {
@@ -89,7 +92,7 @@ export class Environment {
     const o = this.options;
     try {
       const apiKeys = o.apiKeysFile === undefined ? undefined : await loadApiKeys(o.apiKeysFile);
-      await mkdir(o.dataDir, { recursive: true });
+      await secureDataDir(o.dataDir);
       if (o.databaseUrl === undefined) {
         const embedded = await startEmbeddedPostgres(o.dataDir, this.logger);
         this.onStop("stop embedded PostgreSQL", () => embedded.stop());
@@ -126,12 +129,20 @@ export class Environment {
 
       const store = new ImageStore(o.dataDir);
       await store.clearStaging();
-      const images = new ImageService(db, store, this.logger.child({ component: "images" }), MAX_IMAGE_BYTES);
+      const checkRunner = nativeRunnerCheck(nativeRunnerAllowed(o));
+      const images = new ImageService(db, store, this.logger.child({ component: "images" }), MAX_IMAGE_BYTES, checkRunner);
       const port = this.core ? this.core.address.port : o.corePort;
       const reachableHost = o.coreHost === "0.0.0.0" || o.coreHost === "::" ? "127.0.0.1" : o.coreHost;
+      const coreSocketDir = path.join(o.dataDir, "sockets");
+      if (o.networkMode !== "host") {
+        const fwd = await forwardUnixSocket(path.join(coreSocketDir, CORE_SOCKET_NAME), { host: reachableHost, port }, this.logger);
+        this.onStop("close the core socket", () => fwd.close());
+      }
       const runners = createRunners({
-        oci: { runtime: o.ociRuntime, logger: this.logger.child({ component: "oci-runner" }) },
+        oci: { runtime: o.ociRuntime, idMapping: o.ociIdMapping, logger: this.logger.child({ component: "oci-runner" }) },
+        native: { runAs: o.nativeRunAs, logger: this.logger.child({ component: "native-runner" }) },
       });
+      if (o.networkMode === "isolated") void runners.oci.outbound(); // logs how isolated containers get out
       const instances = new InstanceService(
         db,
         runners,
@@ -145,6 +156,8 @@ export class Environment {
           coreAddr: `${reachableHost}:${port}`,
           skipCertVerification: o.skipCertVerification,
           networkMode: o.networkMode,
+          coreSocketDir,
+          checkRunner,
           replicaId: o.replicaId,
           limits: {
             memoryBytes: o.memoryLimitBytes,

@@ -11,7 +11,8 @@ import type { ChannelHub } from "../db/index.js";
 import { FailedPrecondition, InvalidArgument, NotFound } from "../errors.js";
 import type { ImageStore, RunnerKind } from "../images/index.js";
 import { findImage } from "../images/repository.js";
-import { isSameProcess, type ResourceLimits, type Runner, type Runners } from "../runner/index.js";
+import { CORE_SOCKET_URL_IN_CONTAINER, isSameProcess, type NetworkMode, type ResourceLimits, type Runner, type Runners } from "../runner/index.js";
+import type { RunnerCheck } from "../runner-policy.js";
 import type { CoreGateway } from "./core-gateway.js";
 import * as repo from "./repository.js";
 import { Supervisor } from "./supervisor.js";
@@ -25,9 +26,13 @@ export interface InstanceServiceOptions {
   /** host:port instances use to reach core. */
   coreAddr: string;
   skipCertVerification: boolean;
-  networkMode: "host" | "none";
+  networkMode: NetworkMode;
   replicaId: string;
   limits: ResourceLimits;
+  /** Host directory of core's Unix socket, for containers with their own network namespace. */
+  coreSocketDir?: string;
+  /** Refuses runner kinds this environment may not run (the native runner policy). */
+  checkRunner?: RunnerCheck;
 }
 
 export interface StartRequest {
@@ -246,6 +251,7 @@ export class InstanceService {
    */
   private async checkRunnable(kind: RunnerKind): Promise<Runner> {
     if (kind === "wasm") throw new FailedPrecondition("wasm runner not available yet");
+    this.options.checkRunner?.(kind);
     if (kind === "oci") await this.runners.oci.runtime();
     return this.runners.runnerFor(kind);
   }
@@ -287,7 +293,7 @@ export class InstanceService {
   private async spawn(target: LaunchTarget): Promise<void> {
     const runDir = path.join(this.options.dataDir, "runs", target.tenantId, target.instanceId);
     const runner = await this.checkRunnable(target.runnerType);
-    await mkdir(runDir, { recursive: true });
+    await mkdir(runDir, { recursive: true, mode: 0o711 }); // runs/<tenant>: see secureDataDir
     const deadlineMs = Date.now() + target.timeoutSeconds * 1000;
     const process = await runner.launch({
       instanceId: target.instanceId,
@@ -297,6 +303,7 @@ export class InstanceService {
       runDir,
       env: this.instanceEnv(target),
       networkMode: this.options.networkMode,
+      coreSocketDir: this.options.coreSocketDir,
       limits: this.options.limits,
     });
     // Registered before tracking: a process that exits at once must find its row to delete.
@@ -317,13 +324,15 @@ export class InstanceService {
 
   /** Exactly the variables of SPEC §4 plus the caller's env; nothing leaks from this process. */
   private instanceEnv(target: LaunchTarget): Record<string, string> {
-    const url = `http://${this.options.coreAddr}`;
+    // A container with its own network namespace reaches core only through the socket.
+    const viaSocket = target.runnerType === "oci" && this.options.networkMode !== "host";
+    const url = viaSocket ? CORE_SOCKET_URL_IN_CONTAINER : `http://${this.options.coreAddr}`;
     const env: Record<string, string> = {
       ...target.env,
       RUNTARA_INSTANCE_ID: target.instanceId,
       RUNTARA_TENANT_ID: target.tenantId,
       RUNTARA_CORE_URL: url,
-      RUNTARA_CORE_ADDR: this.options.coreAddr,
+      ...(viaSocket ? {} : { RUNTARA_CORE_ADDR: this.options.coreAddr }),
       RUNTARA_HTTP_URL: url,
       RUNTARA_INSTANCE_TOKEN: this.tokens.instanceToken(target.instanceId),
     };

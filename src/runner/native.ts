@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { chmod, chown } from "node:fs/promises";
 import type { Logger } from "pino";
 import { detectCgroupLayout, type CgroupLayout } from "./cgroup.js";
@@ -28,7 +29,7 @@ export interface NativeRunnerOptions {
    * for the run and back to us (0700) afterwards. @default the environment's own user
    */
   runAs?: { uid: number; gid: number };
-  /** cgroup under which each process gets `<containerIdFor(instanceId)>`. @default "/runtara" */
+  /** cgroup under which each process gets `<containerIdFor(instanceId)>.<random>`. @default "/runtara" */
   cgroupParent?: string;
   logger?: Logger;
 }
@@ -58,6 +59,8 @@ export class NativeRunner implements Runner {
   private readonly adoptPollMs: number;
   private readonly cgroupParent: string;
   private cgroups: Promise<CgroupLayout | undefined> | undefined;
+  /** Runs (launched or adopted, not yet cleaned up) per run directory. */
+  private readonly runDirClaims = new Map<string, number>();
 
   constructor(private readonly options: NativeRunnerOptions = {}) {
     this.adoptPollMs = options.adoptPollMs ?? 1_000;
@@ -150,7 +153,8 @@ export class NativeRunner implements Runner {
   async adopt(spec: AdoptSpec): Promise<RunningProcess> {
     const abort = new AbortController();
     const layout = await this.cgroupLayout();
-    const cgroup = layout && (await ProcessCgroup.existing(layout, this.cgroupPath(spec.instanceId)));
+    const cgroup = layout && (await ProcessCgroup.of(layout, spec.pid, `${this.cgroupParent}/`));
+    this.claimCount(spec.runDir);
     const exited = (async (): Promise<ExitInfo> => {
       await watchPid(spec.pid, spec.startTime, { intervalMs: this.adoptPollMs, signal: abort.signal }).catch(() => neverSettles());
       const metrics = await this.cleanUp(spec.pid, cgroup, spec.runDir);
@@ -190,10 +194,22 @@ export class NativeRunner implements Runner {
   private async claimRunDir(runDir: string): Promise<void> {
     if (this.options.runAs) await chown(runDir, this.options.runAs.uid, this.options.runAs.gid);
     await chmod(runDir, 0o700);
+    this.claimCount(runDir);
   }
 
-  /** Back to us after the run, so the next native process (the same uid) cannot read it. */
+  private claimCount(runDir: string): void {
+    this.runDirClaims.set(runDir, (this.runDirClaims.get(runDir) ?? 0) + 1);
+  }
+
+  /**
+   * Back to us after the run, so the next native process (the same uid) cannot read it —
+   * unless a relaunch of the instance already runs in it (a relaunch may start while the
+   * previous run is still being cleaned up).
+   */
   private async releaseRunDir(runDir: string): Promise<void> {
+    const claims = (this.runDirClaims.get(runDir) ?? 1) - 1;
+    if (claims > 0) return void this.runDirClaims.set(runDir, claims);
+    this.runDirClaims.delete(runDir);
     if (!this.options.runAs) return;
     await chown(runDir, process.getuid?.() ?? 0, process.getgid?.() ?? 0).catch((e: unknown) =>
       this.options.logger?.warn({ err: e, runDir }, "could not take the run directory back"),
@@ -224,11 +240,9 @@ export class NativeRunner implements Runner {
   private async createCgroup(spec: LaunchSpec): Promise<ProcessCgroup | undefined> {
     const layout = await this.cgroupLayout();
     if (layout === undefined) return undefined;
-    const rel = this.cgroupPath(spec.instanceId);
-    // A cgroup left by a crashed earlier run of this instance would add its counters; one
-    // that is still in use means that run is alive.
-    const left = (await (await ProcessCgroup.existing(layout, rel))?.remove()) ?? [];
-    if (left.length > 0) throw new LaunchError("already_running", `cgroup of instance ${spec.instanceId} is still in use: ${left.join(", ")}`);
+    // One cgroup per launch: a relaunch may start while the previous run's cleanup (which
+    // kills everything in that run's cgroup) is still going on.
+    const rel = `${this.cgroupParent}/${containerIdFor(spec.instanceId)}.${randomBytes(4).toString("hex")}`;
     try {
       return await ProcessCgroup.create(layout, rel, spec.limits);
     } catch (e) {
@@ -241,10 +255,6 @@ export class NativeRunner implements Runner {
   private cgroupLayout(): Promise<CgroupLayout | undefined> {
     this.cgroups ??= detectCgroupLayout().catch(() => undefined);
     return this.cgroups;
-  }
-
-  private cgroupPath(instanceId: string): string {
-    return `${this.cgroupParent}/${containerIdFor(instanceId)}`;
   }
 
   private track(proc: RunningProcess, holder: Holder) {

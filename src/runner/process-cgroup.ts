@@ -1,4 +1,4 @@
-import { mkdir, readFile, stat, writeFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { readCgroupMetrics, removeCgroup, type CgroupLayout } from "./cgroup.js";
 import type { ExitMetrics, ResourceLimits } from "./types.js";
@@ -50,14 +50,15 @@ export class ProcessCgroup {
     }
   }
 
-  /** The cgroup of a process launched by an earlier run of the environment, if it is there. */
-  static async existing(layout: CgroupLayout, relPath: string): Promise<ProcessCgroup | undefined> {
+  /**
+   * The cgroup `pid` is in (a process launched by an earlier run of the environment), if it
+   * is one under `prefix` — a process that is gone or elsewhere has none of ours.
+   */
+  static async of(layout: CgroupLayout, pid: number, prefix: string): Promise<ProcessCgroup | undefined> {
     if (layout.unified === undefined) return undefined;
-    const found = await stat(`${layout.unified}${relPath}`).then(
-      () => true,
-      () => false,
-    );
-    return found ? new ProcessCgroup(layout, relPath) : undefined;
+    const text = await readFile(`/proc/${pid}/cgroup`, "utf8").catch(() => "");
+    const relPath = /^0::(\/.*)$/m.exec(text)?.[1];
+    return relPath?.startsWith(prefix) ? new ProcessCgroup(layout, relPath) : undefined;
   }
 
   /** Moves `pid` into the cgroup in every hierarchy. */

@@ -74,8 +74,12 @@ export interface LaunchSpec {
  */
 export type NetworkMode = "isolated" | "none" | "host";
 
-/** Where a container finds `coreSocketDir`; the socket inside is `core.sock`. */
+/** Where a container finds `coreSocketDir`. */
 export const CORE_SOCKET_DIR_IN_CONTAINER = "/run/runtara";
+/** Name of core's socket in `coreSocketDir`. */
+export const CORE_SOCKET_NAME = "core.sock";
+/** RUNTARA_CORE_URL of a container that reaches core through the socket. */
+export const CORE_SOCKET_URL_IN_CONTAINER = `unix:${CORE_SOCKET_DIR_IN_CONTAINER}/${CORE_SOCKET_NAME}`;
 
 /** Resource use of a run, from its cgroup; undefined where the runner cannot measure it (a native process without a cgroup: both). */
 export interface ExitMetrics {
