@@ -15,7 +15,7 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import { execa } from "execa";
 import { EnvironmentService, RunnerType } from "../gen/runtara/environment/v1/environment_pb.js";
 import { InstanceStatus } from "../gen/runtara/core/v1/types_pb.js";
-import { compileOptions, nativeRunnerAllowed } from "../src/config.js";
+import { compileOptions, nativeRunnerAllowed, readEnvironmentOptions } from "../src/config.js";
 import { createRunners } from "../src/runner/index.js";
 import { createInstanceClient, createInstanceTransport } from "../src/sdk/client.js";
 import { compileSettings, readInstanceEnv } from "../src/sdk/settings.js";
@@ -78,6 +78,25 @@ describe("native runner policy (RUNTARA_NATIVE_RUNNER)", () => {
     assert.equal(nativeRunnerAllowed(compileOptions({ httpHost: "127.0.0.1", apiKeysFile: "/k" })), false);
     assert.equal(nativeRunnerAllowed(compileOptions({ httpHost: "0.0.0.0", nativeRunner: "enabled" })), true);
     assert.equal(nativeRunnerAllowed(compileOptions({ httpHost: "127.0.0.1", nativeRunner: "disabled" })), false);
+  });
+
+  it("validates the new variables, naming them", () => {
+    const load = (env: NodeJS.ProcessEnv) => compileOptions(readEnvironmentOptions(env));
+    for (const [name, env] of [
+      ["RUNTARA_NATIVE_RUNNER", { RUNTARA_NATIVE_RUNNER: "maybe" }],
+      ["RUNTARA_NATIVE_USER", { RUNTARA_NATIVE_USER: "no such user" }],
+      ["RUNTARA_OCI_UID_BASE", { RUNTARA_OCI_UID_BASE: "0" }],
+      ["RUNTARA_OCI_UID_BASE", { RUNTARA_OCI_UID_BASE: "4294967295" }],
+      ["RUNTARA_OCI_UID_COUNT", { RUNTARA_OCI_UID_COUNT: "10" }],
+      ["RUNTARA_NETWORK_MODE", { RUNTARA_NETWORK_MODE: "bridge" }],
+      ...(isRoot ? [["RUNTARA_NATIVE_USER", { RUNTARA_NATIVE_USER: "runtara-no-such-user" }] as const] : []),
+    ] as const) {
+      assert.throws(() => load(env), (e: Error) => e.message.includes(name), `${JSON.stringify(env)} must be refused naming ${name}`);
+    }
+    const o = load({ RUNTARA_OCI_UID_BASE: "200000", RUNTARA_OCI_UID_COUNT: "1000", RUNTARA_NETWORK_MODE: "none" });
+    assert.deepEqual(o.ociIdMapping, { uidBase: 200000, gidBase: 200000, size: 1000 });
+    assert.equal(o.networkMode, "none");
+    if (isRoot) assert.equal(load({}).nativeRunAs?.name, "nobody");
   });
 
   it("refuses RegisterImage and StartInstance of NATIVE with API keys or a non-loopback bind", async () => {
