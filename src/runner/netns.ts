@@ -1,4 +1,4 @@
-import { access, constants } from "node:fs/promises";
+import { access, constants, stat } from "node:fs/promises";
 import path from "node:path";
 import { execa } from "execa";
 
@@ -36,8 +36,10 @@ export function netnsPath(name: string): string {
  *
  * pasta quits by itself once the namespace file is deleted (its default `--netns` watch), so
  * `remove` is all the cleanup there is, also for a namespace left by a crashed environment.
+ * Returns the namespace's inode, which `removeNetns` checks so that the cleanup of a run never
+ * deletes the namespace a relaunch of the same instance has meanwhile created under the name.
  */
-export async function createPastaNetns(outbound: Extract<Outbound, { kind: "pasta" }>, name: string): Promise<void> {
+export async function createPastaNetns(outbound: Extract<Outbound, { kind: "pasta" }>, name: string): Promise<number> {
   await removeNetns(outbound, name);
   const add = await execa(outbound.ip, ["netns", "add", name], { reject: false, timeout: 10_000, stdin: "ignore" });
   if (add.failed) throw new Error(`ip netns add ${name} failed: ${add.stderr || add.shortMessage}`);
@@ -51,11 +53,21 @@ export async function createPastaNetns(outbound: Extract<Outbound, { kind: "past
     await removeNetns(outbound, name);
     throw new Error(`pasta failed for ${name}: ${lastLines(r.stderr) || r.shortMessage}`);
   }
+  return (await stat(netnsPath(name))).ino;
 }
 
-/** Deletes the namespace (pasta then exits); a missing one is fine. */
-export async function removeNetns(outbound: Extract<Outbound, { kind: "pasta" }>, name: string): Promise<void> {
-  if (!(await exists(netnsPath(name)))) return;
+/** The inode of a process's network namespace (to remove it later with `removeNetns`). */
+export async function netnsInodeOf(pid: number): Promise<number | undefined> {
+  return (await stat(`/proc/${pid}/ns/net`).catch(() => undefined))?.ino;
+}
+
+/**
+ * Deletes the namespace (pasta then exits); a missing one is fine. With `ino`, only if the
+ * name still holds that namespace.
+ */
+export async function removeNetns(outbound: Extract<Outbound, { kind: "pasta" }>, name: string, ino?: number): Promise<void> {
+  const st = await stat(netnsPath(name)).catch(() => undefined);
+  if (st === undefined || (ino !== undefined && st.ino !== ino)) return;
   await execa(outbound.ip, ["netns", "delete", name], { reject: false, timeout: 10_000, stdin: "ignore" });
 }
 
@@ -71,15 +83,6 @@ async function which(command: string, searchPath: string): Promise<string | unde
     }
   }
   return undefined;
-}
-
-async function exists(file: string): Promise<boolean> {
-  try {
-    await access(file);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** pasta's stderr, without the syslog complaints it prints where there is no syslog. */

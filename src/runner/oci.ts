@@ -10,7 +10,7 @@ import { detectCgroupLayout, readCgroupMetrics, removeCgroup, type CgroupLayout 
 import { LaunchError, RuntimeUnavailable } from "./errors.js";
 import { neverSettles, requireExecutable, type Holder } from "./common.js";
 import { subordinateIdMapping, type IdMapping } from "./idmap.js";
-import { createPastaNetns, detectOutbound, netnsPath, removeNetns, type Outbound } from "./netns.js";
+import { createPastaNetns, detectOutbound, netnsInodeOf, netnsPath, removeNetns, type Outbound } from "./netns.js";
 import { openLogs, readStderrTailOfRunDir } from "./logs.js";
 import { buildOciConfig, containerIdFor } from "./oci-spec.js";
 import { isSameProcess, readProcStat, readProcStatSync, watchPid } from "./proc.js";
@@ -172,8 +172,9 @@ export class OciRunner implements Runner {
     const pasta = spec.networkMode === "isolated" && outbound.kind === "pasta" ? outbound : undefined;
     const pidFile = path.join(spec.runDir, PID_FILE);
     let logs;
+    let netnsIno: number | undefined;
     try {
-      if (pasta) await createPastaNetns(pasta, containerId);
+      if (pasta) netnsIno = await createPastaNetns(pasta, containerId);
       const config = buildOciConfig({
         rootfs,
         args: ["/binary"],
@@ -191,7 +192,7 @@ export class OciRunner implements Runner {
       await unlink(pidFile).catch(ignoreEnoent);
       logs = openLogs(spec.runDir);
     } catch (e) {
-      if (pasta) await removeNetns(pasta, containerId);
+      if (pasta) await removeNetns(pasta, containerId, netnsIno);
       throw e;
     }
     const launchedAtMs = Date.now();
@@ -207,7 +208,7 @@ export class OciRunner implements Runner {
       });
     } catch (e) {
       logs.close();
-      if (pasta) await removeNetns(pasta, containerId);
+      if (pasta) await removeNetns(pasta, containerId, netnsIno);
       throw new LaunchError("spawn_failed", `could not start ${rt.command}: ${(e as Error).message}`, "", { cause: e });
     }
     // Until the event loop turns, libuv cannot reap the child, so this read cannot miss it.
@@ -233,7 +234,7 @@ export class OciRunner implements Runner {
       const metrics = await readCgroupMetrics(layout, cgroupRel).catch((): ExitMetrics => ({ ...NO_METRICS }));
       const leftover = await removeCgroup(layout, cgroupRel, [LEAF]);
       if (leftover.length > 0) log?.warn({ leftover }, "could not remove the container's cgroup");
-      if (pasta) await removeNetns(pasta, containerId);
+      if (pasta) await removeNetns(pasta, containerId, netnsIno);
       const stderrTail = logs.stderrTail();
       logs.close();
       if (error) log?.warn({ err: error }, "runtime process error");
@@ -300,13 +301,15 @@ export class OciRunner implements Runner {
     const cgroupRel = `${this.cgroupParent}/${containerId}`;
     const abort = new AbortController();
     let finished = false;
+    const netnsIno = await netnsInodeOf(spec.pid);
     const exited = (async (): Promise<ExitInfo> => {
       await watchPid(spec.pid, spec.startTime, { intervalMs: this.adoptPollMs, signal: abort.signal }).catch(() => neverSettles());
       if (await this.containerExists(rt, containerId)) await this.exec(rt, ["delete", "--force", containerId]);
       const metrics = await readCgroupMetrics(layout, cgroupRel).catch((): ExitMetrics => ({ ...NO_METRICS }));
       await removeCgroup(layout, cgroupRel, [LEAF]);
       const outbound = await this.outbound();
-      if (outbound.kind === "pasta") await removeNetns(outbound, containerId);
+      // Only the namespace this process was in: a relaunch may already have made a new one.
+      if (outbound.kind === "pasta" && netnsIno !== undefined) await removeNetns(outbound, containerId, netnsIno);
       return { exitCode: null, signal: null, stderrTail: readStderrTailOfRunDir(spec.runDir), metrics };
     })();
     const proc: RunningProcess = {
