@@ -42,6 +42,7 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { RunnerType } from "../gen/runtara/environment/v1/environment_pb.js";
 import { detectCgroupLayout, removeCgroup } from "../src/runner/cgroup.js";
+import { FALLBACK_ID_MAPPING } from "../src/runner/idmap.js";
 import { buildOciConfig, instanceIdOfContainer } from "../src/runner/oci-spec.js";
 import { OciRunner, type RuntimeInfo } from "../src/runner/oci.js";
 import { buildFixtures } from "../test/fixtures/build.js";
@@ -342,7 +343,9 @@ function bareRuncPath(t: TestEnvironment, watch: RegisterWatch, oci: BareOci, ch
           dataDir: runDir,
           cgroupsPath: `${BARE_CGROUP_PARENT}/${containerId}`,
           limits,
-          networkMode: o.networkMode,
+          // The bare baseline reaches core over TCP, so it keeps the host network.
+          network: "host",
+          idMapping: FALLBACK_ID_MAPPING,
           seccomp: true,
         });
         await writeFile(path.join(runDir, "config.json"), JSON.stringify(config));

@@ -2,6 +2,8 @@ import os from "node:os";
 import { ConfigError, envReader } from "./env-vars.js";
 import { compileCleanupOptions, readCleanupOptions, type CleanupOptions } from "./scheduler/cleanup-config.js";
 import path from "node:path";
+import type { IdMapping } from "./runner/idmap.js";
+import { lookupUser, type SystemUser } from "./runner/users.js";
 
 /**
  * Every setting of the environment. `readEnvironmentOptions` maps the documented
@@ -29,8 +31,12 @@ export interface EnvironmentOptions extends CleanupOptions {
   executionTimeoutSecs?: number;
   /** "runc", "crun" or a path; auto-detected when unset. */
   ociRuntime?: string;
-  /** Container networking. @default "host" */
-  networkMode?: "host" | "none";
+  /**
+   * Container networking: `isolated` (own network namespace, host loopback unreachable, core
+   * over a Unix socket, outbound through pasta when installed), `none` (the same without
+   * outbound) or `host` (the host's network: explicit opt-in). @default "isolated"
+   */
+  networkMode?: "isolated" | "none" | "host";
   /** Origins allowed to call from a browser; "*" allows any. @default [] */
   corsOrigins?: readonly string[];
   /** Largest checkpoint state, event payload, input or output, in bytes. @default 16 MiB */
@@ -75,14 +81,29 @@ export interface EnvironmentOptions extends CleanupOptions {
    * before launching it; any replica relaunches it. Longer than any launch takes. @default 120000
    */
   pendingTimeoutMs?: number;
+  /**
+   * The native runner (trusted single-tenant use). `auto`: allowed only when the management
+   * API binds a loopback address and no API keys file is set. @default "auto"
+   */
+  nativeRunner?: "auto" | "enabled" | "disabled";
+  /** User native processes run as when the environment is root (name or uid in /etc/passwd). @default "nobody" */
+  nativeUser?: string;
+  /** First host uid/gid of the containers' user namespace. @default this user's /etc/subuid range, else 100000 */
+  ociUidBase?: number;
+  /** Number of ids in that user namespace (needs ociUidBase). @default 65536 */
+  ociUidCount?: number;
 }
 
-export type CompiledOptions = Readonly<Required<Omit<EnvironmentOptions, "databaseUrl" | "ociRuntime" | "apiKeysFile">>> & {
+export type CompiledOptions = Readonly<Required<Omit<EnvironmentOptions, "databaseUrl" | "ociRuntime" | "apiKeysFile" | "ociUidBase" | "ociUidCount">>> & {
   readonly databaseUrl: string | undefined;
   readonly ociRuntime: string | undefined;
   readonly apiKeysFile: string | undefined;
   readonly coreHost: string;
   readonly corePort: number;
+  /** Resolved `nativeUser` when the environment runs as root (native processes drop to it), else undefined. */
+  readonly nativeRunAs: SystemUser | undefined;
+  /** From ociUidBase/ociUidCount; undefined leaves the OCI runner's default (/etc/subuid). */
+  readonly ociIdMapping: IdMapping | undefined;
 };
 
 const defaults = {
@@ -94,7 +115,7 @@ const defaults = {
   skipCertVerification: false,
   dbPoolSize: 20,
   executionTimeoutSecs: 300,
-  networkMode: "host",
+  networkMode: "isolated",
   corsOrigins: [],
   maxPayloadBytes: 16 * 1024 * 1024,
   logLevel: "info",
@@ -113,7 +134,9 @@ const defaults = {
   nofileLimit: 4096,
   cpuPeriodUs: 100_000,
   pendingTimeoutMs: 120_000,
-} satisfies Omit<Required<EnvironmentOptions>, "databaseUrl" | "ociRuntime" | "apiKeysFile" | keyof CleanupOptions>;
+  nativeRunner: "auto",
+  nativeUser: "nobody",
+} satisfies Omit<Required<EnvironmentOptions>, "databaseUrl" | "ociRuntime" | "apiKeysFile" | "ociUidBase" | "ociUidCount" | keyof CleanupOptions>;
 
 export { ConfigError };
 
@@ -141,8 +164,8 @@ export function compileOptions(options: EnvironmentOptions = {}): CompiledOption
   boundedInt("executionTimeoutSecs", o.executionTimeoutSecs, 1, MAX_EXECUTION_TIMEOUT_SECS);
   boundedInt("maxPayloadBytes", o.maxPayloadBytes, 1, MAX_PAYLOAD_BYTES);
   boundedInt("shutdownGraceMs", o.shutdownGraceMs, 0, MAX_SHUTDOWN_GRACE_MS);
-  if (o.networkMode !== "host" && o.networkMode !== "none") {
-    throw new ConfigError(`networkMode must be "host" or "none", got ${String(o.networkMode)}`);
+  if (!NETWORK_MODES.includes(o.networkMode)) {
+    throw new ConfigError(`networkMode must be one of ${NETWORK_MODES.join(", ")}, got ${String(o.networkMode)}`);
   }
   if (!LOG_LEVELS.has(o.logLevel)) throw new ConfigError(`logLevel must be one of ${[...LOG_LEVELS].join(", ")}`);
   if (o.dataDir === "") throw new ConfigError("dataDir must not be empty");
@@ -170,6 +193,7 @@ export function compileOptions(options: EnvironmentOptions = {}): CompiledOption
     apiKeysFile: options.apiKeysFile,
     coreHost,
     corePort,
+    ...compileRunnerOptions(o),
   });
 }
 
@@ -215,8 +239,8 @@ export function readEnvironmentOptions(env: NodeJS.ProcessEnv): EnvironmentOptio
     }
   }
   const networkMode = str("RUNTARA_NETWORK_MODE");
-  if (networkMode !== undefined && networkMode !== "host" && networkMode !== "none") {
-    throw new ConfigError(`RUNTARA_NETWORK_MODE must be "host" or "none", got "${networkMode}"`);
+  if (networkMode !== undefined && !(NETWORK_MODES as readonly string[]).includes(networkMode)) {
+    throw new ConfigError(`RUNTARA_NETWORK_MODE must be one of ${NETWORK_MODES.join(", ")}, got "${networkMode}"`);
   }
   const replicaId = str("RUNTARA_REPLICA_ID");
   if (replicaId !== undefined && !REPLICA_ID.test(replicaId)) {
@@ -244,7 +268,7 @@ export function readEnvironmentOptions(env: NodeJS.ProcessEnv): EnvironmentOptio
     dbPoolSize: int("RUNTARA_DB_POOL_SIZE", 1, 1000),
     executionTimeoutSecs: int("EXECUTION_TIMEOUT_SECS", 1, MAX_EXECUTION_TIMEOUT_SECS),
     ociRuntime: str("RUNTARA_OCI_RUNTIME"),
-    networkMode: networkMode as "host" | "none" | undefined,
+    networkMode: networkMode as (typeof NETWORK_MODES)[number] | undefined,
     corsOrigins,
     maxPayloadBytes: int("RUNTARA_MAX_PAYLOAD_BYTES", 1, MAX_PAYLOAD_BYTES),
     logLevel,
@@ -264,5 +288,75 @@ export function readEnvironmentOptions(env: NodeJS.ProcessEnv): EnvironmentOptio
     nofileLimit: int("RUNTARA_NOFILE_LIMIT", 64, 1_048_576),
     pendingTimeoutMs: seconds("RUNTARA_PENDING_TIMEOUT_SECS", 10, 3_600),
     ...readCleanupOptions(env),
+    ...readRunnerOptions(env),
   };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runner isolation (native runner policy and user, OCI user namespace).
+
+const NETWORK_MODES = ["isolated", "none", "host"] as const;
+const NATIVE_RUNNER_MODES = ["auto", "enabled", "disabled"] as const;
+const MAX_ID = 0xffff_ffff;
+
+function readRunnerOptions(env: NodeJS.ProcessEnv): Pick<EnvironmentOptions, "nativeRunner" | "nativeUser" | "ociUidBase" | "ociUidCount"> {
+  const { str, int } = envReader(env);
+  const nativeRunner = str("RUNTARA_NATIVE_RUNNER");
+  if (nativeRunner !== undefined && !(NATIVE_RUNNER_MODES as readonly string[]).includes(nativeRunner)) {
+    throw new ConfigError(`RUNTARA_NATIVE_RUNNER must be one of ${NATIVE_RUNNER_MODES.join(", ")}, got "${nativeRunner}"`);
+  }
+  const nativeUser = str("RUNTARA_NATIVE_USER");
+  if (nativeUser !== undefined && !/^[A-Za-z0-9._-]{1,64}$/.test(nativeUser)) {
+    throw new ConfigError(`RUNTARA_NATIVE_USER must be a user name or uid ([A-Za-z0-9._-], at most 64), got "${nativeUser}"`);
+  }
+  const ociUidBase = int("RUNTARA_OCI_UID_BASE", 1000, MAX_ID - 1);
+  const ociUidCount = int("RUNTARA_OCI_UID_COUNT", 1, MAX_ID - 1000);
+  if (ociUidCount !== undefined && ociUidBase === undefined) {
+    throw new ConfigError("RUNTARA_OCI_UID_COUNT needs RUNTARA_OCI_UID_BASE");
+  }
+  return {
+    nativeRunner: nativeRunner as (typeof NATIVE_RUNNER_MODES)[number] | undefined,
+    nativeUser,
+    ociUidBase,
+    ociUidCount,
+  };
+}
+
+function compileRunnerOptions(o: Required<Pick<EnvironmentOptions, "nativeRunner" | "nativeUser">> & EnvironmentOptions) {
+  if (!NATIVE_RUNNER_MODES.includes(o.nativeRunner)) {
+    throw new ConfigError(`nativeRunner (RUNTARA_NATIVE_RUNNER) must be one of ${NATIVE_RUNNER_MODES.join(", ")}, got ${String(o.nativeRunner)}`);
+  }
+  // Only root can switch users, so only then must the user exist.
+  let nativeRunAs: SystemUser | undefined;
+  if (process.getuid?.() === 0) {
+    nativeRunAs = lookupUser(o.nativeUser);
+    if (nativeRunAs === undefined) throw new ConfigError(`nativeUser (RUNTARA_NATIVE_USER) "${o.nativeUser}" is not a user in /etc/passwd`);
+    if (nativeRunAs.uid === 0) throw new ConfigError(`nativeUser (RUNTARA_NATIVE_USER) "${o.nativeUser}" is root; choose an unprivileged user`);
+  }
+  let ociIdMapping: IdMapping | undefined;
+  if (o.ociUidBase !== undefined) {
+    const size = o.ociUidCount ?? 65_536;
+    if (!Number.isInteger(o.ociUidBase) || !Number.isInteger(size) || o.ociUidBase < 1000 || size < 1 || o.ociUidBase + size > MAX_ID) {
+      throw new ConfigError(
+        `ociUidBase/ociUidCount (RUNTARA_OCI_UID_BASE/RUNTARA_OCI_UID_COUNT) must give a range of host ids from 1000 up to ${MAX_ID}, got ${o.ociUidBase}+${size}`,
+      );
+    }
+    ociIdMapping = { uidBase: o.ociUidBase, gidBase: o.ociUidBase, size };
+  } else if (o.ociUidCount !== undefined) {
+    throw new ConfigError("ociUidCount (RUNTARA_OCI_UID_COUNT) needs ociUidBase (RUNTARA_OCI_UID_BASE)");
+  }
+  return { nativeRunAs, ociIdMapping };
+}
+
+/**
+ * Whether NATIVE images may be registered and run: `enabled`, or `auto` on a management API
+ * bound to loopback without API keys (one trusted local user). A pure function of the options.
+ */
+export function nativeRunnerAllowed(o: CompiledOptions): boolean {
+  if (o.nativeRunner !== "auto") return o.nativeRunner === "enabled";
+  return o.apiKeysFile === undefined && isLoopbackHost(o.httpHost);
+}
+
+function isLoopbackHost(host: string): boolean {
+  return host === "localhost" || host === "::1" || /^(::ffff:)?127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }

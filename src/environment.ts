@@ -1,13 +1,15 @@
-import { mkdir } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
+import path from "node:path";
 import { pino, type Logger } from "pino";
-import { compileOptions, type CompiledOptions, type EnvironmentOptions } from "./config.js";
+import { compileOptions, nativeRunnerAllowed, type CompiledOptions, type EnvironmentOptions } from "./config.js";
+import { secureDataDir } from "./data-dir.js";
 import { CoreRuntime } from "./core/runtime.js";
 import { ChannelHub, createDatabase, Listener, migrate, startEmbeddedPostgres, type Database } from "./db/index.js";
 import { ImageService, ImageStore } from "./images/index.js";
 import { CoreGateway, InstanceManager, Launcher, SignalService, Supervisor, TransitionFeeds } from "./instances/index.js";
 import { Tokens } from "./lifecycle/index.js";
-import { createRunners } from "./runner/index.js";
+import { CORE_SOCKET_NAME, createRunners } from "./runner/index.js";
+import { nativeRunnerCheck, type RunnerCheck } from "./runner-policy.js";
 import { DatabaseCleanup } from "./scheduler/cleanup-database.js";
 import { ImageCleanup } from "./scheduler/cleanup-images.js";
 import { RunDirCleanup } from "./scheduler/cleanup-runs.js";
@@ -18,6 +20,7 @@ import type { OnePortServer } from "./server/http.js";
 import { apiKeyAuth, loadApiKeys, type ApiKeys } from "./server/api-keys.js";
 import { environmentRoutes } from "./server/routes.js";
 import { serve } from "./server/serve.js";
+import { forwardUnixSocket } from "./server/unix-forwarder.js";
 import { Startup } from "./startup.js";
 import { VERSION } from "./version.js";
 import { containerLimits, databasePing, instanceCoreAddr, redactedDatabaseHost, startSecretRefresh } from "./wiring.js";
@@ -99,7 +102,7 @@ export class Environment {
     const o = this.options;
     const s = this.startup;
     const apiKeys = o.apiKeysFile === undefined ? undefined : await loadApiKeys(o.apiKeysFile);
-    await mkdir(o.dataDir, { recursive: true });
+    await secureDataDir(o.dataDir);
     const databaseUrl = await this.startDatabase();
     await migrate(databaseUrl, this.logger);
     const db = s.own("close the database pool", await createDatabase({ url: databaseUrl, poolSize: o.dbPoolSize, logger: this.logger }), (d) => d.end());
@@ -114,8 +117,10 @@ export class Environment {
     const gateway = s.own("close the core client", new CoreGateway(core ? `${o.coreHost}:${core.address.port}` : o.coreAddr, tokens), (g) => g.close());
     const store = new ImageStore(o.dataDir, o.replicaId);
     await store.clearStaging();
-    const images = new ImageService(db, store, this.logger.child({ component: "images" }), BigInt(o.maxImageBytes));
-    const { instances, signals } = this.buildInstances(db, listener, store, gateway, tokens, core);
+    const checkRunner = nativeRunnerCheck(nativeRunnerAllowed(o));
+    const images = new ImageService(db, store, this.logger.child({ component: "images" }), BigInt(o.maxImageBytes), checkRunner);
+    const coreSocketDir = await this.startCoreSocket(core);
+    const { instances, signals } = this.buildInstances({ db, listener, store, gateway, tokens, core, checkRunner, coreSocketDir });
     // Workflows keep running: a restart of the environment must not kill them.
     s.onStop("detach from the workflows", () => instances.detachAll());
     await instances.recover();
@@ -150,9 +155,38 @@ export class Environment {
     return this.startup.own("stop core", core, (c) => c.stop());
   }
 
-  private buildInstances(db: Database, listener: Listener, store: ImageStore, gateway: CoreGateway, tokens: Tokens, core: CoreRuntime | undefined) {
+  /**
+   * Containers with their own network namespace reach core only through a Unix socket under
+   * DATA_DIR, bind-mounted into them and forwarded to core's port. Returns its directory.
+   */
+  private async startCoreSocket(core: CoreRuntime | undefined): Promise<string | undefined> {
     const o = this.options;
-    const runners = createRunners({ oci: { runtime: o.ociRuntime, logger: this.logger.child({ component: "oci-runner" }) } });
+    if (o.networkMode === "host") return undefined;
+    const dir = path.join(o.dataDir, "sockets");
+    const target = instanceCoreAddr(o, core?.address.port);
+    const [host, port] = [target.slice(0, target.lastIndexOf(":")), Number(target.slice(target.lastIndexOf(":") + 1))];
+    const forwarder = await forwardUnixSocket(path.join(dir, CORE_SOCKET_NAME), { host, port }, this.logger);
+    this.startup.onStop("close the core socket", () => forwarder.close());
+    return dir;
+  }
+
+  private buildInstances(deps: {
+    db: Database;
+    listener: Listener;
+    store: ImageStore;
+    gateway: CoreGateway;
+    tokens: Tokens;
+    core: CoreRuntime | undefined;
+    checkRunner: RunnerCheck;
+    coreSocketDir: string | undefined;
+  }) {
+    const { db, listener, store, gateway, tokens, core } = deps;
+    const o = this.options;
+    const runners = createRunners({
+      oci: { runtime: o.ociRuntime, idMapping: o.ociIdMapping, logger: this.logger.child({ component: "oci-runner" }) },
+      native: { runAs: o.nativeRunAs, logger: this.logger.child({ component: "native-runner" }) },
+    });
+    if (o.networkMode === "isolated") void runners.oci.outbound(); // logs how isolated containers get out
     const statusChanges = new ChannelHub(listener, "runtara_instance");
     const supervisor = new Supervisor(db, statusChanges, this.logger.child({ component: "supervisor" }));
     const launcher = new Launcher({
@@ -167,6 +201,8 @@ export class Environment {
         coreAddr: instanceCoreAddr(o, core?.address.port),
         skipCertVerification: o.skipCertVerification,
         networkMode: o.networkMode,
+        coreSocketDir: deps.coreSocketDir,
+        checkRunner: deps.checkRunner,
         replicaId: o.replicaId,
         limits: containerLimits(o),
       },

@@ -28,7 +28,8 @@ describe("API keys (RUNTARA_API_KEYS_FILE)", () => {
     dir = await mkdtemp(path.join(tmpdir(), "runtara-keys-"));
     const file = path.join(dir, "keys");
     await writeFile(file, `# tenant key\ntenant-a ${KEY_A}\n\ntenant-b ${KEY_B}\n`, { mode: 0o600 });
-    t = await startEnvironment({ apiKeysFile: file });
+    // Registers NATIVE images: with API keys that needs the explicit opt-in.
+    t = await startEnvironment({ apiKeysFile: file, nativeRunner: "enabled" });
   });
   after(async () => {
     await t.close();

@@ -16,7 +16,7 @@ describe("configuration from environment variables", () => {
     assert.equal(o.dataDir, path.resolve(".data"));
     assert.equal(o.skipCertVerification, false);
     assert.equal(o.databaseUrl, undefined, "no URL means the embedded database");
-    assert.equal(o.networkMode, "host");
+    assert.equal(o.networkMode, "isolated", "own network namespace; host only as an opt-in");
     assert.equal(o.executionTimeoutSecs, 300);
     assert.deepEqual(o.corsOrigins, []);
     assert.equal(o.logLevel, "info");

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { copyFile, mkdir, mkdtemp, readFile, readlink, rm, writeFile } from "node:fs/promises";
+import { chmod, copyFile, mkdir, mkdtemp, readFile, readlink, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
@@ -36,6 +36,9 @@ import { buildFixtures, type FixtureName } from "./fixtures/build.js";
 
 const fx = await buildFixtures();
 const base = await mkdtemp(path.join(tmpdir(), "runtara-runner-test-"));
+// Container root is an unprivileged host uid (user namespace): it must traverse to its rootfs
+// and run directory, as it does through DATA_DIR (0711).
+await chmod(base, 0o711);
 /** The runtime under test: auto-detected, or RUNTARA_OCI_RUNTIME as in production. */
 const ociRuntime = process.env.RUNTARA_OCI_RUNTIME || undefined;
 const runners = createRunners({ oci: { runtime: ociRuntime, adoptPollMs: 50 }, native: { adoptPollMs: 50 } });

@@ -67,6 +67,7 @@ describe("supervision", () => {
         RUNTARA_CORE_ADDR: `127.0.0.1:${corePort}`,
         RUNTARA_REPLICA_ID: "recovery-test",
         RUNTARA_WAKE_RECONCILE_INTERVAL_MS: "500",
+        RUNTARA_NATIVE_RUNNER: "enabled", // the CLI binds 0.0.0.0 by default, where native is off
       });
       current = cli;
       await cli.waitFor("environment listening");

@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { DatabasePool } from "slonik";
 import type { Logger } from "pino";
 import { FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted } from "../errors.js";
+import type { RunnerCheck } from "../runner-policy.js";
 import { isValidId } from "../validation.js";
 import * as repo from "./repository.js";
 import type { ImageStore, StagedUpload } from "./storage.js";
@@ -28,6 +29,7 @@ export class ImageService {
     private readonly store: ImageStore,
     private readonly logger: Logger,
     private readonly maxImageBytes: bigint,
+    private readonly checkRunner: RunnerCheck = () => {},
   ) {}
 
   /** Registers an image whose bytes are already in memory (the unary RPC). */
@@ -41,6 +43,7 @@ export class ImageService {
    * away mid-stream, the staged or renamed files are removed and no row exists.
    */
   async registerStream(upload: ImageUpload, chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<Image> {
+    this.checkRunner(upload.runnerType);
     if (upload.binarySize > this.maxImageBytes) {
       throw new ResourceExhausted(`binary_size: ${upload.binarySize} bytes exceeds the limit of ${this.maxImageBytes} bytes`);
     }

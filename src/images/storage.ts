@@ -24,7 +24,7 @@ export class ImageStore {
   /** Removes uploads this replica left staged when it crashed. Call once at startup, before serving. */
   async clearStaging(): Promise<void> {
     await rm(this.staging, { recursive: true, force: true });
-    await mkdir(this.staging, { recursive: true });
+    await mkdir(this.staging, { recursive: true, mode: 0o700 }); // uploads in progress are nobody else's
   }
 
   imageDir(imageId: string): string {

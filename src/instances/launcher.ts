@@ -7,7 +7,8 @@ import type { DatabasePool } from "slonik";
 import { FailedPrecondition, Unavailable } from "../errors.js";
 import type { ImageStore, RunnerKind } from "../images/index.js";
 import type { LaunchTarget, Tokens } from "../lifecycle/index.js";
-import { bootId, stopWithGrace, type ResourceLimits, type Runner, type Runners } from "../runner/index.js";
+import type { RunnerCheck } from "../runner-policy.js";
+import { bootId, CORE_SOCKET_URL_IN_CONTAINER, stopWithGrace, type NetworkMode, type ResourceLimits, type Runner, type Runners } from "../runner/index.js";
 import * as repo from "./repository.js";
 import type { Supervisor } from "./supervisor.js";
 
@@ -16,9 +17,13 @@ export interface LauncherOptions {
   /** host:port instances use to reach core. */
   coreAddr: string;
   skipCertVerification: boolean;
-  networkMode: "host" | "none";
+  networkMode: NetworkMode;
   replicaId: string;
   limits: ResourceLimits;
+  /** Host directory of core's Unix socket, for containers with their own network namespace. */
+  coreSocketDir?: string;
+  /** Refuses runner kinds this environment may not run (the native runner policy). */
+  checkRunner: RunnerCheck;
 }
 
 export interface LauncherDeps {
@@ -46,6 +51,7 @@ export class Launcher {
    */
   async checkRunnable(kind: RunnerKind): Promise<Runner> {
     if (kind === "wasm") throw new FailedPrecondition("wasm runner not available yet");
+    this.deps.options.checkRunner(kind);
     if (kind === "oci") await this.deps.runners.oci.runtime();
     return this.deps.runners.runnerFor(kind);
   }
@@ -55,7 +61,7 @@ export class Launcher {
     const runDir = path.join(options.dataDir, "runs", target.tenantId, target.instanceId);
     const runner = await this.checkRunnable(target.runnerType);
     await this.checkImageIntact(target);
-    await mkdir(runDir, { recursive: true });
+    await mkdir(runDir, { recursive: true, mode: 0o711 }); // runs/<tenant>: see secureDataDir
     const deadlineMs = Date.now() + target.timeoutSeconds * 1000;
     const process = await runner.launch({
       instanceId: target.instanceId,
@@ -65,6 +71,7 @@ export class Launcher {
       runDir,
       env: this.instanceEnv(target),
       networkMode: options.networkMode,
+      coreSocketDir: options.coreSocketDir,
       limits: options.limits,
     });
     const runId = randomUUID();
@@ -109,13 +116,15 @@ export class Launcher {
   /** Exactly the variables of SPEC §4 plus the caller's env; nothing leaks from this process. */
   private instanceEnv(target: LaunchTarget): Record<string, string> {
     const { tokens, options } = this.deps;
-    const url = `http://${options.coreAddr}`;
+    // A container with its own network namespace reaches core only through the socket.
+    const viaSocket = target.runnerType === "oci" && options.networkMode !== "host";
+    const url = viaSocket ? CORE_SOCKET_URL_IN_CONTAINER : `http://${options.coreAddr}`;
     const env: Record<string, string> = {
       ...target.env,
       RUNTARA_INSTANCE_ID: target.instanceId,
       RUNTARA_TENANT_ID: target.tenantId,
       RUNTARA_CORE_URL: url,
-      RUNTARA_CORE_ADDR: options.coreAddr,
+      ...(viaSocket ? {} : { RUNTARA_CORE_ADDR: options.coreAddr }),
       RUNTARA_HTTP_URL: url,
       RUNTARA_INSTANCE_TOKEN: tokens.instanceToken(target.instanceId, target.tokenNonce),
     };

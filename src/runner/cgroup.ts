@@ -10,6 +10,10 @@ import type { ExitMetrics } from "./types.js";
 export interface CgroupLayout {
   /** Mount points of every cgroup hierarchy (v1 and v2); a container has a directory in each. */
   hierarchies: string[];
+  /** The v2 (unified) hierarchy, if mounted: where `cgroup.kill` lives. */
+  unified: string | undefined;
+  /** v1 hierarchies by controller (memory, pids, cpu, cpuacct, ...). */
+  v1: Map<string, string>;
   memory: { dir: string; v2: boolean } | undefined;
   cpu: { dir: string; v2: boolean } | undefined;
 }
@@ -17,6 +21,7 @@ export interface CgroupLayout {
 export async function detectCgroupLayout(): Promise<CgroupLayout> {
   const info = await readFile("/proc/self/mountinfo", "utf8");
   const hierarchies: string[] = [];
+  const v1 = new Map<string, string>();
   let memory: CgroupLayout["memory"];
   let cpu: CgroupLayout["cpu"];
   let unified: string | undefined;
@@ -31,6 +36,7 @@ export async function detectCgroupLayout(): Promise<CgroupLayout> {
     if (fstype === "cgroup") {
       hierarchies.push(mountPoint);
       const opts = superOptions.split(",");
+      for (const o of opts) if (o !== "rw" && o !== "ro") v1.set(o, mountPoint);
       if (opts.includes("memory")) memory = { dir: mountPoint, v2: false };
       if (opts.includes("cpuacct")) cpu = { dir: mountPoint, v2: false };
     } else if (fstype === "cgroup2") {
@@ -44,7 +50,7 @@ export async function detectCgroupLayout(): Promise<CgroupLayout> {
     if (!memory && controllers.includes("memory")) memory = { dir: unified, v2: true };
     if (!cpu) cpu = { dir: unified, v2: true }; // cpu.stat usage_usec exists without the cpu controller
   }
-  return { hierarchies, memory, cpu };
+  return { hierarchies, unified, v1, memory, cpu };
 }
 
 /**

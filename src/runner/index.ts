@@ -13,13 +13,15 @@ export type {
   ExitInfo,
   ExitMetrics,
   LaunchSpec,
+  NetworkMode,
   ResourceLimits,
   Runner,
   RunnerKindName,
   RunningProcess,
   StopSignal,
 } from "./types.js";
-export { DEFAULT_LIMITS } from "./types.js";
+export { CORE_SOCKET_NAME, CORE_SOCKET_URL_IN_CONTAINER, DEFAULT_LIMITS } from "./types.js";
+export type { IdMapping } from "./idmap.js";
 export { LaunchError, RuntimeUnavailable, type LaunchErrorReason } from "./errors.js";
 export { OciRunner, type OciRunnerOptions, type RuntimeInfo } from "./oci.js";
 export { NativeRunner, type NativeRunnerOptions } from "./native.js";

@@ -25,13 +25,14 @@ export class RunLogs {
     // O_RDWR so the tail can be read back through the same descriptor (pread ignores
     // O_APPEND), even if the workflow renames or replaces the path meanwhile. O_NONBLOCK so a
     // FIFO planted at the path cannot hang the open; it is then refused as not a regular file.
+    // Mode 0600: output often holds secrets, and the process writes through our descriptors.
     const flags =
       constants.O_RDWR | constants.O_CREAT | constants.O_APPEND | constants.O_NOFOLLOW | constants.O_NONBLOCK;
-    const stdoutFd = openSync(path.join(runDir, "stdout.log"), flags, 0o644);
+    const stdoutFd = openSync(path.join(runDir, "stdout.log"), flags, 0o600);
     let stderrFd = -1;
     try {
       fstatRegular(stdoutFd);
-      stderrFd = openSync(path.join(runDir, "stderr.log"), flags, 0o644);
+      stderrFd = openSync(path.join(runDir, "stderr.log"), flags, 0o600);
       return new RunLogs(stdoutFd, stderrFd, fstatRegular(stderrFd).size);
     } catch (e) {
       closeSync(stdoutFd);

@@ -1,34 +1,70 @@
 import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { chmod, chown } from "node:fs/promises";
 import type { Logger } from "pino";
+import { detectCgroupLayout, type CgroupLayout } from "./cgroup.js";
 import { LaunchError } from "./errors.js";
 import { openLogs, readStderrTailOfRunDir } from "./logs.js";
 import { neverSettles, requireExecutable, type Holder } from "./common.js";
+import { containerIdFor } from "./oci-spec.js";
+import { ProcessCgroup } from "./process-cgroup.js";
 import { isSameProcess, readProcStatSync, watchPid } from "./proc.js";
 import { validateSpec } from "./spec.js";
-import { NO_METRICS, type AdoptSpec, type ExitInfo, type LaunchSpec, type Runner, type RunningProcess, type StopSignal } from "./types.js";
+import {
+  NO_METRICS,
+  type AdoptSpec,
+  type ExitInfo,
+  type ExitMetrics,
+  type LaunchSpec,
+  type Runner,
+  type RunningProcess,
+  type StopSignal,
+} from "./types.js";
 
 export interface NativeRunnerOptions {
   /** Poll interval for adopted processes (not our children, so no exit event). @default 1000 */
   adoptPollMs?: number;
+  /**
+   * Run processes as this unprivileged user (needs root). Its run directory is handed to it
+   * for the run and back to us (0700) afterwards. @default the environment's own user
+   */
+  runAs?: { uid: number; gid: number };
+  /** cgroup under which each process gets `<containerIdFor(instanceId)>.<random>`. @default "/runtara" */
+  cgroupParent?: string;
   logger?: Logger;
 }
 
 /**
- * The native runner: the image's executable as a direct child, in its own session and process
- * group (so stop reaches everything it forked, and a signal aimed at the environment's group
- * does not reach it), with exactly `spec.env` as its environment, the run directory as its
- * working directory, and stdout/stderr appended to files there. No isolation and no limits:
- * it is the development runner. No metrics either: Node does not expose a child's rusage, and
- * /proc is gone by the time the exit event fires.
+ * Holds the process until it is in its cgroup, then becomes the workflow (each exec keeps the
+ * pid and start time). Node cannot spawn into a cgroup, and moving the child after spawn would
+ * race its first fork. The environment travels as `env -i NAME=value...` arguments: a shell
+ * would add PWD and drop names that are not shell identifiers.
+ */
+const GATE = 'read -r _ && exec /usr/bin/env -i "$@" </dev/null';
+
+/**
+ * The native runner, for trusted single-tenant use: the image's executable as a direct
+ * child, in its own session and process group (so a signal aimed at the environment's group
+ * does not reach it), with exactly `spec.env` as its environment, the run directory (0700) as
+ * its working directory, and stdout/stderr appended to files there. With `runAs` it runs as
+ * that user; when cgroups are writable it runs in its own cgroup with the spec's memory, CPU
+ * and pids limits, which also gives the exit metrics and kills whatever it leaves behind,
+ * even children that called setsid(). No filesystem or network isolation: processes of one
+ * user can read each other's run directories while they run and signal each other.
  */
 export class NativeRunner implements Runner {
   readonly kind = "native" as const;
   /** Active processes: our child of a launch, the poll of an adoption. */
   private readonly active = new Map<RunningProcess, Holder>();
   private readonly adoptPollMs: number;
+  private readonly cgroupParent: string;
+  private cgroups: Promise<CgroupLayout | undefined> | undefined;
+  /** Runs (launched or adopted, not yet cleaned up) per run directory. */
+  private readonly runDirClaims = new Map<string, number>();
 
   constructor(private readonly options: NativeRunnerOptions = {}) {
     this.adoptPollMs = options.adoptPollMs ?? 1_000;
+    this.cgroupParent = (options.cgroupParent ?? "/runtara").replace(/\/+$/, "");
   }
 
   activeCount(): number {
@@ -37,44 +73,61 @@ export class NativeRunner implements Runner {
 
   async launch(spec: LaunchSpec): Promise<RunningProcess> {
     validateSpec(spec);
+    // env(1) would take such a path for one more variable (see GATE).
+    if (spec.binaryPath.includes("=")) throw new LaunchError("invalid_spec", `binary path must not contain '=': ${spec.binaryPath}`);
     await requireExecutable(spec.binaryPath, `image ${spec.imageId ?? "?"}`);
+    await this.claimRunDir(spec.runDir);
+    const cgroup = await this.createCgroup(spec);
     const logs = openLogs(spec.runDir);
     const launchedAtMs = Date.now();
     const t0 = performance.now();
+    const failed = async (e: unknown, child?: ChildProcess): Promise<never> => {
+      if (child?.pid !== undefined) signalGroup(child.pid, "SIGKILL");
+      await cgroup?.kill();
+      await cgroup?.remove();
+      logs.close();
+      await this.releaseRunDir(spec.runDir);
+      throw new LaunchError("spawn_failed", `could not start ${spec.binaryPath}: ${(e as Error).message}`, "", { cause: e });
+    };
     let child: ChildProcess;
     try {
-      child = spawn(spec.binaryPath, [], {
+      const gated = ["-c", GATE, "runtara-gate", ...Object.entries(spec.env).map(([k, v]) => `${k}=${v}`), spec.binaryPath];
+      child = spawn(cgroup ? "/bin/sh" : spec.binaryPath, cgroup ? gated : [], {
         cwd: spec.runDir,
-        env: { ...spec.env },
+        env: cgroup ? {} : { ...spec.env },
         detached: true,
-        stdio: ["ignore", logs.stdoutFd, logs.stderrFd],
+        stdio: [cgroup ? "pipe" : "ignore", logs.stdoutFd, logs.stderrFd],
+        ...this.options.runAs,
       });
     } catch (e) {
-      logs.close();
-      throw new LaunchError("spawn_failed", `could not start ${spec.binaryPath}: ${(e as Error).message}`, "", { cause: e });
+      return failed(e);
     }
     const pid = child.pid;
     if (pid === undefined) {
       // spawn reports exec failures (ENOENT, EACCES, ENOEXEC) through 'error', not a throw.
-      const error = await new Promise<Error>((resolve) => child.once("error", resolve));
-      logs.close();
-      throw new LaunchError("spawn_failed", `could not start ${spec.binaryPath}: ${error.message}`, "", { cause: error });
+      return failed(await new Promise<Error>((resolve) => child.once("error", resolve)));
     }
     // Until the event loop turns, libuv cannot reap the child: its /proc entry is still there.
     const startTime = readProcStatSync(pid)?.startTime ?? 0n;
+    if (cgroup !== undefined) {
+      child.stdin?.on("error", () => {}); // the gate died: its exit event reports it
+      try {
+        await cgroup.join(pid);
+      } catch (e) {
+        return failed(e, child);
+      }
+      child.stdin?.end("\n");
+    }
 
     let exitedNow = false;
     const exited = new Promise<ExitInfo>((resolve) => {
       child.once("exit", (code, signal) => {
         exitedNow = true;
-        // Anything the workflow left running in its group goes with it, as in a container.
-        // The group id stays allocated while any member lives; with none left this is ESRCH,
-        // unless within the microseconds since the reap (same tick) the pid was reused by a
-        // new group leader — a window we accept.
-        signalGroup(pid, "SIGKILL");
-        const stderrTail = logs.stderrTail();
-        logs.close();
-        resolve({ exitCode: code, signal, stderrTail, metrics: { ...NO_METRICS } });
+        void this.cleanUp(pid, cgroup, spec.runDir).then((metrics) => {
+          const stderrTail = logs.stderrTail();
+          logs.close();
+          resolve({ exitCode: code, signal, stderrTail, metrics });
+        });
       });
     });
     child.on("error", (e) => this.options.logger?.warn({ err: e, instanceId: spec.instanceId }, "native process error"));
@@ -88,7 +141,9 @@ export class NativeRunner implements Runner {
       launchMs: performance.now() - t0,
       exited,
       stop: async (signal: StopSignal) => {
-        if (!exitedNow) signalGroup(pid, signal);
+        if (exitedNow) return;
+        signalGroup(pid, signal);
+        if (signal === "SIGKILL") await cgroup?.kill();
       },
     };
     this.track(proc, { child });
@@ -97,9 +152,13 @@ export class NativeRunner implements Runner {
 
   async adopt(spec: AdoptSpec): Promise<RunningProcess> {
     const abort = new AbortController();
+    const layout = await this.cgroupLayout();
+    const cgroup = layout && (await ProcessCgroup.of(layout, spec.pid, `${this.cgroupParent}/`));
+    this.claimCount(spec.runDir);
     const exited = (async (): Promise<ExitInfo> => {
       await watchPid(spec.pid, spec.startTime, { intervalMs: this.adoptPollMs, signal: abort.signal }).catch(() => neverSettles());
-      return { exitCode: null, signal: null, stderrTail: readStderrTailOfRunDir(spec.runDir), metrics: { ...NO_METRICS } };
+      const metrics = await this.cleanUp(spec.pid, cgroup, spec.runDir);
+      return { exitCode: null, signal: null, stderrTail: readStderrTailOfRunDir(spec.runDir), metrics };
     })();
     const proc: RunningProcess = {
       kind: "native",
@@ -111,7 +170,9 @@ export class NativeRunner implements Runner {
       exited,
       stop: async (signal: StopSignal) => {
         // Not our child: make sure the pid still names the process we launched.
-        if (await isSameProcess(spec.pid, spec.startTime)) signalGroup(spec.pid, signal);
+        if (!(await isSameProcess(spec.pid, spec.startTime))) return;
+        signalGroup(spec.pid, signal);
+        if (signal === "SIGKILL") await cgroup?.kill();
       },
     };
     this.track(proc, { abort });
@@ -123,6 +184,77 @@ export class NativeRunner implements Runner {
       child?.unref();
       abort?.abort();
     }
+  }
+
+  /**
+   * The run directory becomes the process's own: 0700, owned by `runAs` for the run. Its
+   * parents (DATA_DIR, runs/, runs/<tenant>) are 0711 root: the exact path is traversable,
+   * nothing can be listed, and every other run directory is 0700 and not this user's.
+   */
+  private async claimRunDir(runDir: string): Promise<void> {
+    if (this.options.runAs) await chown(runDir, this.options.runAs.uid, this.options.runAs.gid);
+    await chmod(runDir, 0o700);
+    this.claimCount(runDir);
+  }
+
+  private claimCount(runDir: string): void {
+    this.runDirClaims.set(runDir, (this.runDirClaims.get(runDir) ?? 0) + 1);
+  }
+
+  /**
+   * Back to us after the run, so the next native process (the same uid) cannot read it —
+   * unless a relaunch of the instance already runs in it (a relaunch may start while the
+   * previous run is still being cleaned up).
+   */
+  private async releaseRunDir(runDir: string): Promise<void> {
+    const claims = (this.runDirClaims.get(runDir) ?? 1) - 1;
+    if (claims > 0) return void this.runDirClaims.set(runDir, claims);
+    this.runDirClaims.delete(runDir);
+    if (!this.options.runAs) return;
+    await chown(runDir, process.getuid?.() ?? 0, process.getgid?.() ?? 0).catch((e: unknown) =>
+      this.options.logger?.warn({ err: e, runDir }, "could not take the run directory back"),
+    );
+  }
+
+  /**
+   * After the main process exited: kill everything else it started (its group, and through
+   * the cgroup anything that left the group), read the metrics, remove the cgroup. Without
+   * a cgroup, the group kill has a window we accept: the group id stays allocated while any
+   * member lives; with none left the kill is ESRCH, unless within the microseconds since the
+   * reap (same tick) the pid was reused by a new group leader.
+   */
+  private async cleanUp(pid: number, cgroup: ProcessCgroup | undefined, runDir: string): Promise<ExitMetrics> {
+    signalGroup(pid, "SIGKILL");
+    let metrics: ExitMetrics = { ...NO_METRICS };
+    if (cgroup !== undefined) {
+      await cgroup.kill();
+      metrics = await cgroup.metrics().catch((): ExitMetrics => ({ ...NO_METRICS }));
+      const leftover = await cgroup.remove();
+      if (leftover.length > 0) this.options.logger?.warn({ leftover }, "could not remove a native process's cgroup");
+    }
+    await this.releaseRunDir(runDir);
+    return metrics;
+  }
+
+  /** The process's cgroup, or undefined (logged once) where cgroups cannot be written. */
+  private async createCgroup(spec: LaunchSpec): Promise<ProcessCgroup | undefined> {
+    const layout = await this.cgroupLayout();
+    if (layout === undefined) return undefined;
+    // One cgroup per launch: a relaunch may start while the previous run's cleanup (which
+    // kills everything in that run's cgroup) is still going on.
+    const rel = `${this.cgroupParent}/${containerIdFor(spec.instanceId)}.${randomBytes(4).toString("hex")}`;
+    try {
+      return await ProcessCgroup.create(layout, rel, spec.limits);
+    } catch (e) {
+      this.options.logger?.warn({ err: e }, "native processes run without a cgroup (no limits; setsid children can outlive them)");
+      this.cgroups = Promise.resolve(undefined);
+      return undefined;
+    }
+  }
+
+  private cgroupLayout(): Promise<CgroupLayout | undefined> {
+    this.cgroups ??= detectCgroupLayout().catch(() => undefined);
+    return this.cgroups;
   }
 
   private track(proc: RunningProcess, holder: Holder) {

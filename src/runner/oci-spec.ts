@@ -1,4 +1,5 @@
-import type { ResourceLimits } from "./types.js";
+import type { IdMapping } from "./idmap.js";
+import { CORE_SOCKET_DIR_IN_CONTAINER, type ResourceLimits } from "./types.js";
 
 /** Instance ids as the API accepts them; they become container ids and path components. */
 const INSTANCE_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -36,7 +37,15 @@ export interface OciConfigInput {
   /** cgroup path of the container, absolute within each hierarchy. */
   cgroupsPath: string;
   limits: Readonly<ResourceLimits>;
-  networkMode: "host" | "none";
+  /**
+   * `host`: the host's network namespace. `new`: a fresh one the runtime creates (loopback
+   * only). A path: join that namespace (created and connected by us, see ./netns.ts).
+   */
+  network: "host" | "new" | { path: string };
+  /** The container's user namespace; container root is host `uidBase`. */
+  idMapping: IdMapping;
+  /** Host directory mounted read-only at /run/runtara (core's Unix socket). */
+  coreSocketDir?: string;
   /** Install the syscall deny-list (see `seccompProfile`). */
   seccomp: boolean;
 }
@@ -44,13 +53,15 @@ export interface OciConfigInput {
 const CAPS_NONE = { bounding: [], effective: [], inheritable: [], permitted: [], ambient: [] };
 
 /**
- * An OCI runtime spec (1.0.2) for one launch. The process runs as uid/gid 0 *inside its own
- * namespaces but without a user namespace*: it is host root with every capability dropped,
+ * An OCI runtime spec (1.0.2) for one launch. The process runs as uid/gid 0 in its own user
+ * namespace, which is an unprivileged host uid (`idMapping`), with every capability dropped,
  * noNewPrivileges, a read-only root holding only /binary, and a seccomp deny-list against
- * regaining privileges (new user namespaces) and kernel attack surface. The only writable
- * places are /data (its run directory), /tmp and /dev (tmpfs, charged to its memory cgroup).
- * There is no RLIMIT_NPROC: without a user namespace it would count every root process on the
- * host; the pids cgroup limit bounds processes instead.
+ * regaining privileges (new user namespaces) and kernel attack surface. Host-root-owned files
+ * (the rootfs, the run directory's config.json and logs) appear owned by the overflow user
+ * inside, so the container reads them only where "other" may. The only writable places are
+ * /data (its run directory, owned by the mapped root), /tmp and /dev (tmpfs, charged to its
+ * memory cgroup). There is no RLIMIT_NPROC: every container's root is the same host uid, so
+ * it would count them all together; the pids cgroup limit bounds processes instead.
  */
 export function buildOciConfig(c: OciConfigInput): object {
   const mounts: object[] = [
@@ -79,8 +90,20 @@ export function buildOciConfig(c: OciConfigInput): object {
   if (c.dataDir !== undefined) {
     mounts.push({ destination: "/data", type: "bind", source: c.dataDir, options: ["rbind", "rw", "nosuid", "nodev", "noexec"] });
   }
-  const namespaces: object[] = [{ type: "pid" }, { type: "mount" }, { type: "ipc" }, { type: "uts" }, { type: "cgroup" }];
-  if (c.networkMode === "none") namespaces.push({ type: "network" });
+  if (c.coreSocketDir !== undefined) {
+    // The directory, not the socket file: a restarted environment recreates the socket (a new
+    // inode), which a file bind mount would not follow.
+    mounts.push({
+      destination: CORE_SOCKET_DIR_IN_CONTAINER,
+      type: "bind",
+      source: c.coreSocketDir,
+      options: ["rbind", "ro", "nosuid", "nodev", "noexec"],
+    });
+  }
+  const namespaces: object[] = [{ type: "pid" }, { type: "mount" }, { type: "ipc" }, { type: "uts" }, { type: "cgroup" }, { type: "user" }];
+  if (c.network === "new") namespaces.push({ type: "network" });
+  else if (c.network !== "host") namespaces.push({ type: "network", path: c.network.path });
+  const idMap = (hostID: number) => [{ containerID: 0, hostID, size: c.idMapping.size }];
   return {
     ociVersion: "1.0.2",
     process: {
@@ -104,6 +127,8 @@ export function buildOciConfig(c: OciConfigInput): object {
     linux: {
       cgroupsPath: c.cgroupsPath,
       namespaces,
+      uidMappings: idMap(c.idMapping.uidBase),
+      gidMappings: idMap(c.idMapping.gidBase),
       resources: {
         devices: [{ allow: false, access: "rwm" }],
         memory: { limit: c.limits.memoryBytes },

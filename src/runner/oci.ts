@@ -1,19 +1,30 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { constants, watch, type FSWatcher } from "node:fs";
-import { mkdir, mkdtemp, open, rename, rm, stat, unlink, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { chmod, chown, mkdir, mkdtemp, open, rename, rm, stat, unlink, writeFile } from "node:fs/promises";
+import { tmpdir, userInfo } from "node:os";
 import path from "node:path";
 import { execa } from "execa";
 import type { Logger } from "pino";
 import { detectCgroupLayout, readCgroupMetrics, removeCgroup, type CgroupLayout } from "./cgroup.js";
 import { LaunchError, RuntimeUnavailable } from "./errors.js";
 import { neverSettles, requireExecutable, type Holder } from "./common.js";
+import { subordinateIdMapping, type IdMapping } from "./idmap.js";
+import { createPastaNetns, detectOutbound, netnsInodeOf, netnsPath, removeNetns, type Outbound } from "./netns.js";
 import { openLogs, readStderrTailOfRunDir } from "./logs.js";
 import { buildOciConfig, containerIdFor } from "./oci-spec.js";
 import { isSameProcess, readProcStat, readProcStatSync, watchPid } from "./proc.js";
 import { validateSpec } from "./spec.js";
-import { NO_METRICS, type AdoptSpec, type ExitInfo, type ExitMetrics, type LaunchSpec, type Runner, type RunningProcess, type StopSignal } from "./types.js";
+import {
+  NO_METRICS,
+  type AdoptSpec,
+  type ExitInfo,
+  type ExitMetrics,
+  type LaunchSpec,
+  type Runner,
+  type RunningProcess,
+  type StopSignal,
+} from "./types.js";
 
 export interface OciRunnerOptions {
   /**
@@ -33,6 +44,11 @@ export interface OciRunnerOptions {
   startTimeoutMs?: number;
   /** Poll interval for adopted containers (not our children, so no exit event). @default 1000 */
   adoptPollMs?: number;
+  /**
+   * Host ids of the containers' user namespace (container root = `uidBase`).
+   * @default this user's first /etc/subuid and /etc/subgid range, else 100000:65536
+   */
+  idMapping?: IdMapping;
   logger?: Logger;
 }
 
@@ -80,6 +96,8 @@ export class OciRunner implements Runner {
   private readonly logger: Logger | undefined;
   private runtimeInfo: Promise<RuntimeInfo> | undefined;
   private cgroups: Promise<CgroupLayout> | undefined;
+  private outboundInfo: Promise<Outbound> | undefined;
+  private idMappingValue: IdMapping | undefined;
   private readonly preparedRootfs = new Set<string>();
   /** Active processes: the runtime child of a launch, the poll of an adoption. */
   private readonly active = new Map<RunningProcess, Holder>();
@@ -97,6 +115,23 @@ export class OciRunner implements Runner {
 
   activeCount(): number {
     return this.active.size;
+  }
+
+  /** Host ids container root and its users map to. */
+  idMapping(): IdMapping {
+    this.idMappingValue ??=
+      this.options.idMapping ?? subordinateIdMapping(userInfo().username, process.getuid?.() ?? 0);
+    return this.idMappingValue;
+  }
+
+  /** How `isolated` containers reach the outside (looked up once; logged then). */
+  outbound(): Promise<Outbound> {
+    this.outboundInfo ??= detectOutbound().then((o) => {
+      if (o.kind === "pasta") this.logger?.info({ pasta: o.pasta }, "isolated containers get outbound network through pasta");
+      else this.logger?.warn({ reason: o.reason }, "isolated containers get no outbound network");
+      return o;
+    });
+    return this.outboundInfo;
   }
 
   /**
@@ -125,24 +160,41 @@ export class OciRunner implements Runner {
 
     const containerId = containerIdFor(spec.instanceId);
     const cgroupRel = `${this.cgroupParent}/${containerId}`;
-    await this.clearStale(rt, layout, containerId, cgroupRel);
+    const outbound = await this.outbound();
+    await this.clearStale(rt, layout, containerId, cgroupRel, outbound);
 
-    const config = buildOciConfig({
-      rootfs,
-      args: ["/binary"],
-      env: spec.env,
-      hostname: spec.instanceId.slice(0, 63).replaceAll(":", "-"),
-      dataDir: spec.runDir,
-      cgroupsPath: `${cgroupRel}/${LEAF}`,
-      limits: spec.limits,
-      networkMode: spec.networkMode,
-      seccomp: this.seccomp,
-    });
-    await writeFileReplacing(path.join(spec.runDir, "config.json"), JSON.stringify(config));
+    const idMapping = this.idMapping();
+    // /data is the container root's own directory and nobody else's: 0700, owned by the
+    // mapped root. config.json (token, env) and the logs in it stay host root's, mode 0600,
+    // so the container cannot read them (host root is unmapped: "other" inside).
+    await chown(spec.runDir, idMapping.uidBase, idMapping.gidBase);
+    await chmod(spec.runDir, 0o700);
+    const pasta = spec.networkMode === "isolated" && outbound.kind === "pasta" ? outbound : undefined;
     const pidFile = path.join(spec.runDir, PID_FILE);
-    await unlink(pidFile).catch(ignoreEnoent);
-
-    const logs = openLogs(spec.runDir);
+    let logs;
+    let netnsIno: number | undefined;
+    try {
+      if (pasta) netnsIno = await createPastaNetns(pasta, containerId);
+      const config = buildOciConfig({
+        rootfs,
+        args: ["/binary"],
+        env: spec.env,
+        hostname: spec.instanceId.slice(0, 63).replaceAll(":", "-"),
+        dataDir: spec.runDir,
+        cgroupsPath: `${cgroupRel}/${LEAF}`,
+        limits: spec.limits,
+        network: spec.networkMode === "host" ? "host" : pasta ? { path: netnsPath(containerId) } : "new",
+        idMapping,
+        coreSocketDir: spec.networkMode === "host" ? undefined : spec.coreSocketDir,
+        seccomp: this.seccomp,
+      });
+      await writeFileReplacing(path.join(spec.runDir, "config.json"), JSON.stringify(config));
+      await unlink(pidFile).catch(ignoreEnoent);
+      logs = openLogs(spec.runDir);
+    } catch (e) {
+      if (pasta) await removeNetns(pasta, containerId, netnsIno);
+      throw e;
+    }
     const launchedAtMs = Date.now();
     const t0 = performance.now();
     const log = this.logger?.child({ instanceId: spec.instanceId, tenantId: spec.tenantId, containerId });
@@ -156,6 +208,7 @@ export class OciRunner implements Runner {
       });
     } catch (e) {
       logs.close();
+      if (pasta) await removeNetns(pasta, containerId, netnsIno);
       throw new LaunchError("spawn_failed", `could not start ${rt.command}: ${(e as Error).message}`, "", { cause: e });
     }
     // Until the event loop turns, libuv cannot reap the child, so this read cannot miss it.
@@ -181,6 +234,7 @@ export class OciRunner implements Runner {
       const metrics = await readCgroupMetrics(layout, cgroupRel).catch((): ExitMetrics => ({ ...NO_METRICS }));
       const leftover = await removeCgroup(layout, cgroupRel, [LEAF]);
       if (leftover.length > 0) log?.warn({ leftover }, "could not remove the container's cgroup");
+      if (pasta) await removeNetns(pasta, containerId, netnsIno);
       const stderrTail = logs.stderrTail();
       logs.close();
       if (error) log?.warn({ err: error }, "runtime process error");
@@ -247,11 +301,15 @@ export class OciRunner implements Runner {
     const cgroupRel = `${this.cgroupParent}/${containerId}`;
     const abort = new AbortController();
     let finished = false;
+    const netnsIno = await netnsInodeOf(spec.pid);
     const exited = (async (): Promise<ExitInfo> => {
       await watchPid(spec.pid, spec.startTime, { intervalMs: this.adoptPollMs, signal: abort.signal }).catch(() => neverSettles());
       if (await this.containerExists(rt, containerId)) await this.exec(rt, ["delete", "--force", containerId]);
       const metrics = await readCgroupMetrics(layout, cgroupRel).catch((): ExitMetrics => ({ ...NO_METRICS }));
       await removeCgroup(layout, cgroupRel, [LEAF]);
+      const outbound = await this.outbound();
+      // Only the namespace this process was in: a relaunch may already have made a new one.
+      if (outbound.kind === "pasta" && netnsIno !== undefined) await removeNetns(outbound, containerId, netnsIno);
       return { exitCode: null, signal: null, stderrTail: readStderrTailOfRunDir(spec.runDir), metrics };
     })();
     const proc: RunningProcess = {
@@ -327,6 +385,8 @@ export class OciRunner implements Runner {
   private async probe(rt: RuntimeInfo): Promise<string | undefined> {
     const layout = await this.cgroupLayout();
     const dir = await mkdtemp(path.join(tmpdir(), "runtara-oci-probe-"));
+    // Container root (a mapped host uid) must reach its rootfs; 0711 lets it pass, not list.
+    await chmod(dir, 0o711);
     const id = `runtara_probe_${randomBytes(6).toString("hex")}`;
     const cgroupRel = `${this.cgroupParent}/${id}`;
     const marker = "/runtara-probe-exec";
@@ -340,7 +400,8 @@ export class OciRunner implements Runner {
         hostname: "probe",
         cgroupsPath: `${cgroupRel}/${LEAF}`,
         limits: { memoryBytes: 64 * 1024 * 1024, cpuQuotaUs: 100_000, cpuPeriodUs: 100_000, pidsLimit: 16, nofile: 64 },
-        networkMode: "none",
+        network: "new",
+        idMapping: this.idMapping(),
         seccomp: this.seccomp,
       });
       await writeFile(path.join(dir, "config.json"), JSON.stringify(config));
@@ -366,7 +427,7 @@ export class OciRunner implements Runner {
    * before deleting it): delete it when stopped, refuse when it is still running. Also removes
    * a stale cgroup directory, whose counters would otherwise be added to this run's.
    */
-  private async clearStale(rt: RuntimeInfo, layout: CgroupLayout, containerId: string, cgroupRel: string): Promise<void> {
+  private async clearStale(rt: RuntimeInfo, layout: CgroupLayout, containerId: string, cgroupRel: string, outbound: Outbound): Promise<void> {
     if (await this.containerExists(rt, containerId)) {
       const s = await this.exec(rt, ["state", containerId]);
       let status = "unknown";
@@ -382,6 +443,7 @@ export class OciRunner implements Runner {
     }
     const left = await removeCgroup(layout, cgroupRel, [LEAF]);
     if (left.length > 0) throw new LaunchError("already_running", `cgroup of container ${containerId} is still in use: ${left.join(", ")}`);
+    if (outbound.kind === "pasta") await removeNetns(outbound, containerId);
   }
 
   /** Whether the runtime still holds state for the id; unknown state root → assume yes. */
@@ -404,7 +466,7 @@ export class OciRunner implements Runner {
   private async prepareRootfs(rootfs: string): Promise<void> {
     if (this.preparedRootfs.has(rootfs)) return;
     let complete = true;
-    for (const d of ["proc", "dev", "data", "tmp", "etc"]) {
+    for (const d of ["proc", "dev", "data", "tmp", "etc", "run", "run/runtara"]) {
       await mkdir(path.join(rootfs, d), { mode: 0o755 }).catch((e: NodeJS.ErrnoException) => {
         if (e.code !== "EEXIST") complete = false;
       });
@@ -488,10 +550,13 @@ async function readInitPid(pidFile: string, runtimePid: number | undefined): Pro
 
 type InitPid = { pid: number; startTime: bigint } | { pid: undefined };
 
-/** Writes via a new temporary file renamed over the target, so a planted symlink is replaced, not followed. */
+/**
+ * Writes via a new temporary file renamed over the target, so a planted symlink is replaced,
+ * not followed. Mode 0600: the config holds the instance token and the caller's env.
+ */
 async function writeFileReplacing(file: string, data: string): Promise<void> {
   const tmp = `${file}.${randomBytes(6).toString("hex")}.tmp`;
-  const h = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o644);
+  const h = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
   try {
     await h.writeFile(data);
   } finally {

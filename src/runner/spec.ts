@@ -16,7 +16,8 @@ export function validateSpec(spec: LaunchSpec): void {
     if (!ENV_NAME.test(k)) bad(`environment variable name ${JSON.stringify(k)} is empty or contains '=' or NUL`);
     if (typeof v !== "string" || v.includes("\0")) bad(`environment variable ${k} contains NUL`);
   }
-  if (spec.networkMode !== "host" && spec.networkMode !== "none") bad(`network mode must be "host" or "none"`);
+  if (!["isolated", "none", "host"].includes(spec.networkMode)) bad(`network mode must be "isolated", "none" or "host"`);
+  if (spec.coreSocketDir !== undefined && !path.isAbsolute(spec.coreSocketDir)) bad("core socket directory must be absolute");
   const l = spec.limits;
   for (const [name, value, min] of [
     ["memoryBytes", l.memoryBytes, 4 * 1024 * 1024],

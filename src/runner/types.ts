@@ -10,7 +10,7 @@ export type StopSignal = "SIGTERM" | "SIGKILL";
 
 /**
  * Resource limits of one launch. The OCI runner enforces all of them (cgroup + rlimit); the
- * native runner enforces none (a plain child process; it is the development runner).
+ * native runner enforces memory, CPU and pids through its own cgroup when it can create one.
  */
 export interface ResourceLimits {
   /** cgroup memory limit, bytes. Also the size cap of the container's `/tmp` tmpfs. */
@@ -55,15 +55,35 @@ export interface LaunchSpec {
    * process is started by absolute path, and SPEC §4 says nothing else leaks in.
    */
   env: Readonly<Record<string, string>>;
-  /** OCI only. */
   limits: Readonly<ResourceLimits>;
-  /** OCI only: `host` shares the host's network namespace, `none` gets an empty one. */
-  networkMode: "host" | "none";
+  /** OCI only; see {@link NetworkMode}. */
+  networkMode: NetworkMode;
+  /**
+   * OCI only: host directory holding core's Unix socket, mounted read-only at
+   * {@link CORE_SOCKET_DIR_IN_CONTAINER} when the container has its own network namespace
+   * (host loopback, and so core's TCP port, is out of its reach).
+   */
+  coreSocketDir?: string;
 }
 
-/** Resource use of a run; undefined where the runner cannot measure it (native: both). */
+/**
+ * Container networking. `isolated`: an own network namespace in which the host's loopback
+ * services are unreachable; outbound traffic goes through pasta when it is installed, else
+ * there is none. `none`: an own network namespace with loopback only. `host`: the host's
+ * network namespace (explicit opt-in: the workflow reaches every host loopback service).
+ */
+export type NetworkMode = "isolated" | "none" | "host";
+
+/** Where a container finds `coreSocketDir`. */
+export const CORE_SOCKET_DIR_IN_CONTAINER = "/run/runtara";
+/** Name of core's socket in `coreSocketDir`. */
+export const CORE_SOCKET_NAME = "core.sock";
+/** RUNTARA_CORE_URL of a container that reaches core through the socket. */
+export const CORE_SOCKET_URL_IN_CONTAINER = `unix:${CORE_SOCKET_DIR_IN_CONTAINER}/${CORE_SOCKET_NAME}`;
+
+/** Resource use of a run, from its cgroup; undefined where the runner cannot measure it (a native process without a cgroup: both). */
 export interface ExitMetrics {
-  /** Peak memory of the container's cgroup (includes the runtime's short-lived init). */
+  /** Peak memory of the cgroup (OCI: includes the runtime's short-lived init). */
   memoryPeakBytes: bigint | undefined;
   /** CPU time (user + system) of the container's cgroup, microseconds. */
   cpuUsageUsec: bigint | undefined;

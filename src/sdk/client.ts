@@ -1,5 +1,6 @@
 import { Code, ConnectError, createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
+import net from "node:net";
 import { InstanceService } from "../../gen/runtara/core/v1/instance_pb.js";
 import type { RuntimeSettings } from "./settings.js";
 import { backoff, delay } from "./timers.js";
@@ -47,17 +48,20 @@ export function retryUnavailableInterceptor(initialMs = 100, maxMs = 2_000): Int
 
 /**
  * h2c (or h2 over TLS) to core: one connection carries the WatchSignals stream and every
- * unary call. Pings detect a dead connection under an idle watch stream.
+ * unary call. Pings detect a dead connection under an idle watch stream. A `unix:/path`
+ * core URL speaks the same h2c over that socket (http2.connect's `createConnection`).
  */
 export function createInstanceTransport(settings: RuntimeSettings): Transport {
+  const socketPath = settings.coreUrl.startsWith("unix:") ? settings.coreUrl.slice("unix:".length) : undefined;
   return createConnectTransport({
-    baseUrl: settings.coreUrl,
+    baseUrl: socketPath === undefined ? settings.coreUrl : "http://localhost",
     httpVersion: "2",
     useBinaryFormat: true,
     defaultTimeoutMs: settings.requestTimeoutMs,
     pingIntervalMs: 15_000,
     pingTimeoutMs: 10_000,
     interceptors: [bearerInterceptor(settings.token), retryUnavailableInterceptor()],
+    ...(socketPath !== undefined ? { nodeOptions: { createConnection: () => net.connect(socketPath) } } : {}),
     ...(settings.skipCertVerification && settings.coreUrl.startsWith("https:")
       ? { nodeOptions: { rejectUnauthorized: false } }
       : {}),

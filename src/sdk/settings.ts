@@ -9,7 +9,10 @@ export interface InstanceEnv {
   readonly instanceId: string;
   readonly tenantId: string;
   readonly token: string;
-  /** Base URL of core, without a trailing slash. */
+  /**
+   * Base URL of core, without a trailing slash: `http(s)://host:port`, or `unix:/path` for
+   * core's Unix socket (a container in its own network namespace).
+   */
   readonly coreUrl: string;
   /** Set on a relaunch after sleep or pause. */
   readonly resumeCheckpointId: string | undefined;
@@ -81,6 +84,12 @@ function coreUrl(env: EnvSource): string {
 }
 
 function baseUrl(name: string, value: string): string {
+  if (value.startsWith("unix:")) {
+    if (!value.startsWith("unix:/") || value.includes("\0")) {
+      throw new ConfigError(name, `${name} must name an absolute socket path (unix:/path), got ${JSON.stringify(value)}`);
+    }
+    return value;
+  }
   let url: URL;
   try {
     url = new URL(value);
@@ -88,7 +97,7 @@ function baseUrl(name: string, value: string): string {
     throw new ConfigError(name, `${name} is not a URL: ${JSON.stringify(value)}`);
   }
   if (url.protocol !== "http:" && url.protocol !== "https:") {
-    throw new ConfigError(name, `${name} must be an http:// or https:// URL, got ${JSON.stringify(value)}`);
+    throw new ConfigError(name, `${name} must be an http://, https:// or unix: URL, got ${JSON.stringify(value)}`);
   }
   return url.href.replace(/\/+$/, "");
 }

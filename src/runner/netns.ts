@@ -1,0 +1,95 @@
+import { access, constants, stat } from "node:fs/promises";
+import path from "node:path";
+import { execa } from "execa";
+
+/** Where `ip netns` keeps named network namespaces (bind mounts). */
+const NETNS_DIR = "/run/netns";
+
+/** How an `isolated` container gets outbound traffic: through pasta, or not at all. */
+export type Outbound = { kind: "pasta"; pasta: string; ip: string } | { kind: "none"; reason: string };
+
+/** Finds pasta (Debian package `passt`) and `ip` (iproute2) on PATH; both are needed. */
+export async function detectOutbound(searchPath = process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin"): Promise<Outbound> {
+  const pasta = await which("pasta", searchPath);
+  const ip = await which("ip", searchPath);
+  if (pasta === undefined) return { kind: "none", reason: "pasta is not installed (Debian package passt)" };
+  if (ip === undefined) return { kind: "none", reason: "ip (iproute2) is not installed" };
+  return { kind: "pasta", pasta, ip };
+}
+
+export function netnsPath(name: string): string {
+  return path.join(NETNS_DIR, name);
+}
+
+/**
+ * A named network namespace for one container, connected to the outside by pasta. The
+ * namespace is created in the host's user namespace, so pasta (run as root: the 2023 passt
+ * cannot join it after dropping to nobody) attaches to it, and the container joins it by path.
+ *
+ * pasta options, each closing a way back to the host:
+ * - `-T none -U none`: nothing in the namespace is forwarded to the host's ports (the
+ *   default, `auto`, would make the host's bound loopback ports appear on the container's);
+ * - `-t none -u none`: no host port is forwarded in;
+ * - `--no-map-gw`: the gateway address is the real gateway, not an alias of the host.
+ * The namespace gets copies of the host's addresses, so connecting to the host's own
+ * address from inside reaches the container itself, not the host.
+ *
+ * pasta quits by itself once the namespace file is deleted (its default `--netns` watch), so
+ * `remove` is all the cleanup there is, also for a namespace left by a crashed environment.
+ * Returns the namespace's inode, which `removeNetns` checks so that the cleanup of a run never
+ * deletes the namespace a relaunch of the same instance has meanwhile created under the name.
+ */
+export async function createPastaNetns(outbound: Extract<Outbound, { kind: "pasta" }>, name: string): Promise<number> {
+  await removeNetns(outbound, name);
+  const add = await execa(outbound.ip, ["netns", "add", name], { reject: false, timeout: 10_000, stdin: "ignore" });
+  if (add.failed) throw new Error(`ip netns add ${name} failed: ${add.stderr || add.shortMessage}`);
+  // Without --foreground pasta returns once the namespace is configured: the readiness signal.
+  const r = await execa(
+    outbound.pasta,
+    ["--config-net", "--quiet", "--runas", "0:0", "-T", "none", "-U", "none", "-t", "none", "-u", "none", "--no-map-gw", "--netns", netnsPath(name)],
+    { reject: false, timeout: 10_000, stdin: "ignore" },
+  );
+  if (r.failed) {
+    await removeNetns(outbound, name);
+    throw new Error(`pasta failed for ${name}: ${lastLines(r.stderr) || r.shortMessage}`);
+  }
+  return (await stat(netnsPath(name))).ino;
+}
+
+/** The inode of a process's network namespace (to remove it later with `removeNetns`). */
+export async function netnsInodeOf(pid: number): Promise<number | undefined> {
+  return (await stat(`/proc/${pid}/ns/net`).catch(() => undefined))?.ino;
+}
+
+/**
+ * Deletes the namespace (pasta then exits); a missing one is fine. With `ino`, only if the
+ * name still holds that namespace.
+ */
+export async function removeNetns(outbound: Extract<Outbound, { kind: "pasta" }>, name: string, ino?: number): Promise<void> {
+  const st = await stat(netnsPath(name)).catch(() => undefined);
+  if (st === undefined || (ino !== undefined && st.ino !== ino)) return;
+  await execa(outbound.ip, ["netns", "delete", name], { reject: false, timeout: 10_000, stdin: "ignore" });
+}
+
+async function which(command: string, searchPath: string): Promise<string | undefined> {
+  for (const dir of searchPath.split(":")) {
+    if (dir === "") continue;
+    const candidate = path.join(dir, command);
+    try {
+      await access(candidate, constants.X_OK);
+      return candidate;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+/** pasta's stderr, without the syslog complaints it prints where there is no syslog. */
+function lastLines(text: string): string {
+  return text
+    .split("\n")
+    .filter((l) => l.trim() !== "" && !l.startsWith("Failed to send"))
+    .slice(-3)
+    .join("; ");
+}
