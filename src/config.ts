@@ -81,6 +81,10 @@ export interface EnvironmentOptions extends CleanupOptions {
    * before launching it; any replica relaunches it. Longer than any launch takes. @default 120000
    */
   pendingTimeoutMs?: number;
+  /** Wake launches in flight at most, per replica. @default 32 */
+  maxConcurrentWakeLaunches?: number;
+  /** Largest EmitEvent payload, bytes (never more than maxPayloadBytes). @default 256 KiB */
+  maxEventPayloadBytes?: number;
   /**
    * The native runner (trusted single-tenant use). `auto`: allowed only when the management
    * API binds a loopback address and no API keys file is set. @default "auto"
@@ -134,6 +138,8 @@ const defaults = {
   nofileLimit: 4096,
   cpuPeriodUs: 100_000,
   pendingTimeoutMs: 120_000,
+  maxEventPayloadBytes: 256 * 1024,
+  maxConcurrentWakeLaunches: 32,
   nativeRunner: "auto",
   nativeUser: "nobody",
 } satisfies Omit<Required<EnvironmentOptions>, "databaseUrl" | "ociRuntime" | "apiKeysFile" | "ociUidBase" | "ociUidCount" | keyof CleanupOptions>;
@@ -183,6 +189,8 @@ export function compileOptions(options: EnvironmentOptions = {}): CompiledOption
   boundedInt("nofileLimit", o.nofileLimit, 64, 1_048_576);
   boundedInt("cpuPeriodUs", o.cpuPeriodUs, 1_000, 1_000_000);
   boundedInt("pendingTimeoutMs", o.pendingTimeoutMs, 1_000, 3_600_000);
+  boundedInt("maxEventPayloadBytes", o.maxEventPayloadBytes, 1, MAX_PAYLOAD_BYTES);
+  boundedInt("maxConcurrentWakeLaunches", o.maxConcurrentWakeLaunches, 1, 1_000);
   return Object.freeze({
     ...o,
     ...compileCleanupOptions(options),
@@ -287,6 +295,8 @@ export function readEnvironmentOptions(env: NodeJS.ProcessEnv): EnvironmentOptio
     wakeBatchSize: int("RUNTARA_WAKE_BATCH_SIZE", 1, 10_000),
     nofileLimit: int("RUNTARA_NOFILE_LIMIT", 64, 1_048_576),
     pendingTimeoutMs: seconds("RUNTARA_PENDING_TIMEOUT_SECS", 10, 3_600),
+    maxEventPayloadBytes: int("RUNTARA_MAX_EVENT_PAYLOAD_BYTES", 1, MAX_PAYLOAD_BYTES),
+    maxConcurrentWakeLaunches: int("RUNTARA_MAX_CONCURRENT_WAKE_LAUNCHES", 1, 1_000),
     ...readCleanupOptions(env),
     ...readRunnerOptions(env),
   };

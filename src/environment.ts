@@ -114,7 +114,7 @@ export class Environment {
     const core = o.embedCore ? await this.startCore(db, listener, tokens) : undefined;
     this.running = { databaseUrl, db, tokens, core };
 
-    const gateway = s.own("close the core client", new CoreGateway(core ? `${o.coreHost}:${core.address.port}` : o.coreAddr, tokens), (g) => g.close());
+    const gateway = s.own("close the core client", new CoreGateway(core ? `${o.coreHost}:${core.address.port}` : o.coreAddr, tokens, o.maxPayloadBytes + 8 * 1024 * 1024), (g) => g.close());
     const store = new ImageStore(o.dataDir, o.replicaId);
     await store.clearStaging();
     const checkRunner = nativeRunnerCheck(nativeRunnerAllowed(o));
@@ -148,6 +148,7 @@ export class Environment {
       host: o.coreHost,
       port: o.corePort,
       maxPayloadBytes: o.maxPayloadBytes,
+      maxEventPayloadBytes: o.maxEventPayloadBytes,
       corsOrigins: o.corsOrigins,
       shutdownGraceMs: o.shutdownGraceMs,
     });
@@ -275,7 +276,12 @@ export class Environment {
           listener,
           (claimed) => instances.wake(claimed.target, claimed.attempt, o.wakeMaxAttempts),
           child("wake-scheduler"),
-          { reconcileIntervalMs: o.wakeReconcileIntervalMs, batchSize: o.wakeBatchSize, replicaId: o.replicaId },
+          {
+            reconcileIntervalMs: o.wakeReconcileIntervalMs,
+            batchSize: o.wakeBatchSize,
+            replicaId: o.replicaId,
+            maxConcurrentLaunches: o.maxConcurrentWakeLaunches,
+          },
         ),
       },
       {

@@ -80,8 +80,12 @@ export function pageLimit(field: string, value: number, fallback = 100, max = 10
   return value === 0 ? fallback : value;
 }
 
-export function nonNegative(field: string, value: number): number {
+/** Deepest offset a list accepts: OFFSET reads and drops every skipped row; page tokens do not. */
+export const MAX_OFFSET = 10_000;
+
+export function pageOffset(field: string, value: number): number {
   if (value < 0) throw new InvalidArgument(field, "must not be negative");
+  if (value > MAX_OFFSET) throw new InvalidArgument(field, `must be at most ${MAX_OFFSET} (page with page_token, or narrow the query)`);
   return value;
 }
 

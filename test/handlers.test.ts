@@ -135,7 +135,7 @@ describe("EnvironmentService handlers in memory", () => {
       inMemory({
         instances: {
           start: async () => {
-            throw classifyLaunchError(cause, "i-1").error;
+            throw classifyLaunchError(cause, "instance i-1 is FAILED, launch_failed").error;
           },
         },
       }).client.startInstance({ tenantId: "t", imageId: uuid });
@@ -143,6 +143,11 @@ describe("EnvironmentService handlers in memory", () => {
     it("a runtime or image problem is FAILED_PRECONDITION with the runner's message", async () => {
       await rejectsWithCode(failingStart(new RuntimeUnavailable("runc", "not installed")), Code.FailedPrecondition, "not installed", "launch_failed");
       await rejectsWithCode(failingStart(new LaunchError("binary_not_found", "rootfs/binary is missing")), Code.FailedPrecondition, "rootfs/binary is missing");
+    });
+
+    it("the previous run's container still there, or a start timeout, is UNAVAILABLE (retry)", async () => {
+      await rejectsWithCode(failingStart(new LaunchError("already_running", "container runtara-i-1 is running")), Code.Unavailable, "retry");
+      await rejectsWithCode(failingStart(new LaunchError("start_timeout", "did not start within 30 s")), Code.Unavailable);
     });
 
     it("a database outage is UNAVAILABLE", async () => {
@@ -154,7 +159,7 @@ describe("EnvironmentService handlers in memory", () => {
     it("anything else is INTERNAL and its message is not sent", async () => {
       const err = await rejectsWithCode(failingStart(new TypeError("cannot read /srv/secret/path of undefined")), Code.Internal);
       assert.doesNotMatch(err.rawMessage, /secret|undefined/);
-      const { recorded } = classifyLaunchError(new TypeError("cannot read /srv/secret/path"), "i-1");
+      const { recorded } = classifyLaunchError(new TypeError("cannot read /srv/secret/path"), "instance i-1 is FAILED, launch_failed");
       assert.doesNotMatch(recorded, /secret/, "the instance's error column does not get it either");
     });
 

@@ -14,9 +14,14 @@ import {
 } from "../lifecycle/index.js";
 import * as repo from "./repository.js";
 
+/** Custom signals read per statement by a signal watch. */
+const SIGNAL_PAGE = 100;
+
 export interface InstanceCallsOptions {
-  /** Largest checkpoint state, event payload or output, in bytes. */
+  /** Largest checkpoint state or output, in bytes. */
   maxPayloadBytes: number;
+  /** Largest event payload, in bytes: events are an audit log, read back in pages. */
+  maxEventPayloadBytes: number;
 }
 
 /**
@@ -118,34 +123,33 @@ export class InstanceCalls {
     return this.signalStream(key.instanceId, includeCustom, abort);
   }
 
+  /**
+   * Each wake-up reads the status, the pending signal and only the custom signals after the
+   * cursor (in pages), so a watch over many signals does constant work per new one.
+   */
   private async *signalStream(instanceId: string, includeCustom: boolean, abort: AbortSignal) {
-    const delivered = new Set<string>();
-    const keyOf = (kind: string, id: string, createdAtMs: number) => `${kind}:${id}:${createdAtMs}`;
+    let lastSignal: string | undefined;
+    let cursor: repo.CustomSignalCursor | null = null;
     const wakeups = this.signals.wakeups(instanceId, abort);
-    const snapshot = async () => {
-      const [status, signal, customs] = await Promise.all([
-        transitions.currentStatus(this.db, instanceId),
-        repo.pendingSignal(this.db, instanceId),
-        includeCustom ? repo.customSignals(this.db, instanceId) : Promise.resolve([] as readonly CustomSignal[]),
-      ]);
-      return { status, signal, customs };
-    };
     for (let first = true; ; first = false) {
       if (!first) {
         const next = await wakeups.next();
         if (next.done) return;
       }
-      const { status, signal, customs } = await snapshot();
+      const [status, signal] = await Promise.all([transitions.currentStatus(this.db, instanceId), repo.pendingSignal(this.db, instanceId)]);
       if (status === null || isTerminal(status)) return;
-      if (signal && !delivered.has(keyOf(signal.type, "", signal.createdAtMs))) {
-        delivered.add(keyOf(signal.type, "", signal.createdAtMs));
+      const signalKey = signal && `${signal.type}:${signal.createdAtMs}`;
+      if (signal && signalKey !== lastSignal) {
+        lastSignal = signalKey;
         yield { signal, customSignal: undefined };
       }
-      for (const c of customs) {
-        const key = keyOf("custom", c.checkpointId, c.createdAtMs);
-        if (delivered.has(key)) continue;
-        delivered.add(key);
-        yield { signal: undefined, customSignal: c };
+      while (includeCustom) {
+        const page = await repo.customSignalsAfter(this.db, instanceId, cursor, SIGNAL_PAGE);
+        for (const c of page) {
+          cursor = { createdUs: c.createdUs, checkpointId: c.signal.checkpointId };
+          yield { signal: undefined, customSignal: c.signal };
+        }
+        if (page.length < SIGNAL_PAGE) break;
       }
     }
   }
@@ -167,7 +171,7 @@ export class InstanceCalls {
   }
 
   async emitEvent(key: InstanceKey, subtype: string, checkpointId: string, payload: Uint8Array): Promise<bigint> {
-    this.limit("payload", payload);
+    this.limit("payload", payload, Math.min(this.options.maxEventPayloadBytes, this.options.maxPayloadBytes));
     await this.touch(key);
     const id = await repo.emitEvent(this.db, key.instanceId, subtype, checkpointId, payload.byteLength === 0 ? null : payload);
     if (id === null) throw await this.refusal(key, "emit events");
@@ -196,10 +200,8 @@ export class InstanceCalls {
     return row;
   }
 
-  private limit(field: string, bytes: Uint8Array) {
-    if (bytes.byteLength > this.options.maxPayloadBytes) {
-      throw new ResourceExhausted(`${field}: ${bytes.byteLength} bytes exceeds the limit of ${this.options.maxPayloadBytes} bytes`);
-    }
+  private limit(field: string, bytes: Uint8Array, max = this.options.maxPayloadBytes) {
+    if (bytes.byteLength > max) throw new ResourceExhausted(`${field}: ${bytes.byteLength} bytes exceeds the limit of ${max} bytes`);
   }
 
   /** The error for a refused transition: FAILED_PRECONDITION naming the status, or notOwned's. */

@@ -1,5 +1,6 @@
 import { sql, type DatabasePool, type DatabaseTransactionConnection } from "slonik";
 import { z } from "zod";
+import { cappedCount } from "../db/count.js";
 import {
   ACTIVE,
   SIGNAL_KINDS,
@@ -93,10 +94,29 @@ export async function customSignal(db: Db, instanceId: string, checkpointId: str
     WHERE instance_id = ${instanceId} AND checkpoint_id = ${checkpointId}`);
 }
 
-export async function customSignals(db: Db, instanceId: string): Promise<readonly CustomSignal[]> {
-  return db.any(sql.type(customRow)`
-    SELECT checkpoint_id, payload, created_at FROM custom_signals
-    WHERE instance_id = ${instanceId} ORDER BY created_at, checkpoint_id`);
+/** Where a signal watch has read up to: a custom signal's time (µs) and checkpoint id. */
+export interface CustomSignalCursor {
+  createdUs: bigint;
+  checkpointId: string;
+}
+
+/**
+ * The instance's custom signals after `after`, oldest first, at most `limit`: a watch reads
+ * only what is new on each wake-up. A signal sent again to the same wait point gets a new
+ * time, so it comes again.
+ */
+export async function customSignalsAfter(db: Db, instanceId: string, after: CustomSignalCursor | null, limit: number) {
+  const createdUs = sql.fragment`(extract(epoch FROM created_at) * 1000000)::bigint`;
+  const since =
+    after === null ? sql.fragment`TRUE` : sql.fragment`(${createdUs}, checkpoint_id) > (${after.createdUs}::bigint, ${after.checkpointId})`;
+  return db.any(sql.type(
+    z
+      .object({ checkpoint_id: z.string(), payload: bytes, created_at: z.number(), created_us: z.bigint() })
+      .transform((r) => ({ signal: { checkpointId: r.checkpoint_id, payload: r.payload, createdAtMs: r.created_at } as CustomSignal, createdUs: r.created_us })),
+  )`
+    SELECT checkpoint_id, payload, created_at, ${createdUs} AS created_us FROM custom_signals
+    WHERE instance_id = ${instanceId} AND ${since}
+    ORDER BY ${createdUs}, checkpoint_id LIMIT ${limit}`);
 }
 
 export async function ackCustomSignal(db: Db, instanceId: string, checkpointId: string): Promise<boolean> {
@@ -175,10 +195,16 @@ export async function listCheckpoints(
     )`
       SELECT checkpoint_id, octet_length(state)::bigint AS size_bytes, created_at FROM checkpoints
       WHERE ${where} ORDER BY created_at DESC, checkpoint_id LIMIT ${q.limit} OFFSET ${q.offset}`),
-    db.oneFirst(sql.type(z.object({ count: z.bigint() }))`SELECT count(*) AS count FROM checkpoints WHERE ${where}`),
+    db.oneFirst(sql.type(z.object({ count: z.bigint() }))`${cappedCount(sql.fragment`checkpoints WHERE ${where}`)}`),
   ]);
   return { items, total };
 }
+
+/**
+ * Payload bytes in one ListEvents page (a page holds at least one event): fewer than `limit`
+ * events come back when their payloads are large; the caller continues at offset + returned.
+ */
+export const EVENT_PAGE_BYTES = 4 * 1024 * 1024;
 
 export async function listEvents(
   db: Db,
@@ -189,23 +215,36 @@ export async function listEvents(
   if (q.subtype !== "") filters.push(sql.fragment`subtype = ${q.subtype}`);
   const where = sql.join(filters, sql.fragment` AND `);
   const order = q.ascending ? sql.fragment`created_at ASC, id ASC` : sql.fragment`created_at DESC, id DESC`;
-  const [items, total] = await Promise.all([
-    db.any(sql.type(
-      z
-        .object({ id: z.bigint(), event_type: z.string(), subtype: z.string(), checkpoint_id: z.string(), payload: bytes.nullable(), created_at: z.number() })
-        .transform((r): InstanceEvent => ({
-          id: r.id,
-          instanceId: q.instanceId,
-          eventType: r.event_type,
-          subtype: r.subtype,
-          checkpointId: r.checkpoint_id,
-          payload: r.payload ?? Buffer.alloc(0),
-          createdAtMs: r.created_at,
-        })),
-    )`
-      SELECT id, event_type, subtype, checkpoint_id, payload, created_at FROM instance_events
+  // Sizes first, payloads only for the rows that fit the page's byte budget: a page of 1000
+  // events of 16 MiB each must not be read into memory at once.
+  const [sized, total] = await Promise.all([
+    db.any(sql.type(z.object({ id: z.bigint(), size: z.number() }))`
+      SELECT id, COALESCE(octet_length(payload), 0) AS size FROM instance_events
       WHERE ${where} ORDER BY ${order} LIMIT ${q.limit} OFFSET ${q.offset}`),
-    db.oneFirst(sql.type(z.object({ count: z.bigint() }))`SELECT count(*) AS count FROM instance_events WHERE ${where}`),
+    db.oneFirst(sql.type(z.object({ count: z.bigint() }))`${cappedCount(sql.fragment`instance_events WHERE ${where}`)}`),
   ]);
+  const ids: bigint[] = [];
+  let pageBytes = 0;
+  for (const row of sized) {
+    if (ids.length > 0 && pageBytes + row.size > EVENT_PAGE_BYTES) break;
+    ids.push(row.id);
+    pageBytes += row.size;
+  }
+  if (ids.length === 0) return { items: [], total };
+  const items = await db.any(sql.type(
+    z
+      .object({ id: z.bigint(), event_type: z.string(), subtype: z.string(), checkpoint_id: z.string(), payload: bytes.nullable(), created_at: z.number() })
+      .transform((r): InstanceEvent => ({
+        id: r.id,
+        instanceId: q.instanceId,
+        eventType: r.event_type,
+        subtype: r.subtype,
+        checkpointId: r.checkpoint_id,
+        payload: r.payload ?? Buffer.alloc(0),
+        createdAtMs: r.created_at,
+      })),
+  )`
+    SELECT id, event_type, subtype, checkpoint_id, payload, created_at FROM instance_events
+    WHERE id = ANY(${sql.array(ids.map(String), "int8")}) ORDER BY ${order}`);
   return { items, total };
 }

@@ -21,6 +21,7 @@ export interface CoreRuntimeOptions {
   host: string;
   port: number;
   maxPayloadBytes: number;
+  maxEventPayloadBytes: number;
   corsOrigins: readonly string[];
   shutdownGraceMs: number;
 }
@@ -51,6 +52,7 @@ export class CoreRuntime {
     const signals = new ChannelHub(this.listener, "runtara_signal");
     const instances = new InstanceCalls(this.db, signals, this.logger.child({ component: "core" }), {
       maxPayloadBytes: this.options.maxPayloadBytes,
+      maxEventPayloadBytes: this.options.maxEventPayloadBytes,
     });
     const management = new ManagementCalls(this.db, this.logger.child({ component: "core" }));
     const database = () => databasePing(this.db);

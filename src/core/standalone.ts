@@ -49,6 +49,7 @@ export class StandaloneCore {
         host: o.coreHost,
         port: o.corePort,
         maxPayloadBytes: o.maxPayloadBytes,
+        maxEventPayloadBytes: o.maxEventPayloadBytes,
         corsOrigins: o.corsOrigins,
         shutdownGraceMs: o.shutdownGraceMs,
       });

@@ -5,3 +5,4 @@ export { sql } from "slonik";
 export { Listener } from "./listener.js";
 export { ChannelHub } from "./channel-hub.js";
 export { isDatabaseUnavailable } from "./errors.js";
+export { COUNT_CAP, cappedCount } from "./count.js";

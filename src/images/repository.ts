@@ -1,5 +1,6 @@
 import { sql, UniqueIntegrityConstraintViolationError, type DatabasePool, type DatabaseTransactionConnection } from "slonik";
 import { z } from "zod";
+import { cappedCount } from "../db/count.js";
 import { AlreadyExists } from "../errors.js";
 import { ACTIVE, statusList } from "../lifecycle/index.js";
 import { RUNNER_KINDS, type Image, type NewImage } from "./types.js";
@@ -91,7 +92,7 @@ export async function countImages(db: Db, tenantId: string, namePrefix: string):
   const filters = [sql.fragment`tenant_id = ${tenantId}`];
   if (namePrefix !== "") filters.push(sql.fragment`name LIKE ${likePrefix(namePrefix)}`);
   return db.oneFirst(sql.type(z.object({ count: z.bigint() }))`
-    SELECT count(*) AS count FROM images WHERE ${sql.join(filters, sql.fragment` AND `)}`);
+    ${cappedCount(sql.fragment`images WHERE ${sql.join(filters, sql.fragment` AND `)}`)}`);
 }
 
 export type DeleteOutcome = "deleted" | "not_found" | "in_use";

@@ -43,6 +43,8 @@ export class CoreGateway {
     private readonly coreAddr: string,
     /** The management token, read per call; reloaded when core refuses it (a rotation elsewhere). */
     private readonly tokens: { managementToken(): string; refresh(): Promise<void> },
+    /** Largest answer read from core (a checkpoint's state, a page of events). */
+    readMaxBytes: number,
   ) {
     const auth: Interceptor = (next) => (req) => {
       req.header.set("authorization", `Bearer ${tokens.managementToken()}`);
@@ -53,7 +55,7 @@ export class CoreGateway {
     this.session = new Http2SessionManager(baseUrl, { pingIntervalMs: 10_000, idleConnectionTimeoutMs: 60_000 });
     this.client = createClient(
       CoreService,
-      createConnectTransport({ baseUrl, httpVersion: "2", interceptors: [auth], defaultTimeoutMs: 30_000, sessionManager: this.session }),
+      createConnectTransport({ baseUrl, httpVersion: "2", interceptors: [auth], defaultTimeoutMs: 30_000, sessionManager: this.session, readMaxBytes }),
     );
   }
 

@@ -1,5 +1,6 @@
 import { sql, type DatabasePool, type DatabaseTransactionConnection } from "slonik";
 import { z } from "zod";
+import { cappedCount } from "../db/count.js";
 import { LAUNCHED, STATUSES, TERMINATION_REASONS, statusList, statusLiteral as is, type Status, type TerminationReason } from "../lifecycle/index.js";
 import type { Instance } from "./types.js";
 
@@ -151,7 +152,7 @@ export async function insertRunningProcess(db: Db, p: ProcessRecord): Promise<bo
 /** Instances that hold or are about to hold a process: pending or running. */
 export async function countActiveInstances(db: Db): Promise<bigint> {
   return db.oneFirst(sql.type(z.object({ count: z.bigint() }))`
-    SELECT count(*) AS count FROM instances WHERE status IN ${statusList(LAUNCHED)}`);
+    ${cappedCount(sql.fragment`instances WHERE status IN ${statusList(LAUNCHED)}`)}`);
 }
 
 export type InstanceOrder = "created_desc" | "created_asc" | "finished_desc" | "finished_asc";
@@ -224,7 +225,7 @@ export async function listInstances(db: Db, q: InstanceListQuery): Promise<reado
 
 export async function countInstances(db: Db, q: InstanceListQuery): Promise<bigint> {
   return db.oneFirst(sql.type(z.object({ count: z.bigint() }))`
-    SELECT count(*) AS count FROM instances WHERE ${sql.join(listFilters({ ...q, after: undefined }), sql.fragment` AND `)}`);
+    ${cappedCount(sql.fragment`instances WHERE ${sql.join(listFilters({ ...q, after: undefined }), sql.fragment` AND `)}`)}`);
 }
 
 const processRow = z

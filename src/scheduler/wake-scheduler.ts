@@ -10,6 +10,12 @@ export interface WakeSchedulerOptions {
   batchSize: number;
   /** Recorded as the claimer, so this replica relaunches its own claims after a restart. */
   replicaId: string;
+  /**
+   * Wake launches in flight at most: 10,000 sleepers due at once are claimed and launched in
+   * waves, not as 10,000 simultaneous processes. Only what can launch now is claimed, so a
+   * claim never waits in a queue (where it could outlive the PENDING timeout). @default 32
+   */
+  maxConcurrentLaunches: number;
 }
 
 type State = "created" | "running" | "stopping" | "stopped";
@@ -30,6 +36,7 @@ export class WakeScheduler {
   private again = false;
   private readonly unsubscribe: (() => void)[] = [];
   private readonly launching = new Set<Promise<void>>();
+  private waitingForRoom = false;
 
   constructor(
     private readonly db: DatabasePool,
@@ -108,17 +115,29 @@ export class WakeScheduler {
 
   private async claimAll() {
     for (;;) {
-      const claimed = await transitions.claimDueWakes(this.db, this.options.batchSize, this.options.replicaId);
+      const room = Math.min(this.options.batchSize, this.options.maxConcurrentLaunches - this.launching.size);
+      if (room <= 0) {
+        // Full: the next launch to finish runs another pass.
+        this.waitingForRoom = true;
+        return;
+      }
+      const claimed = await transitions.claimDueWakes(this.db, room, this.options.replicaId);
       // Launches run on while the pass ends and the timer is re-armed: a wake that comes due
       // during a slow launch is claimed on time instead of waiting for it (bench/wake).
       for (const c of claimed) {
         this.logger.info({ instanceId: c.target.instanceId, lagMs: Date.now() - c.wakeAtMs, attempt: c.attempt }, "waking instance");
         const launch = this.wake(c)
           .catch((e: unknown) => this.logger.error({ err: e, instanceId: c.target.instanceId }, "wake failed"))
-          .finally(() => this.launching.delete(launch));
+          .finally(() => {
+            this.launching.delete(launch);
+            if (this.waitingForRoom) {
+              this.waitingForRoom = false;
+              this.trigger();
+            }
+          });
         this.launching.add(launch);
       }
-      if (claimed.length < this.options.batchSize) return;
+      if (claimed.length < room) return;
     }
   }
 }

@@ -5,7 +5,7 @@ import type { ManagementCalls } from "../core/management-calls.js";
 import { InvalidArgument } from "../errors.js";
 import type { Tokens } from "../lifecycle/index.js";
 import { protoCheckpoint, protoEvent, protoSignalType, protoStatus, requestTime, signalKindFromProto } from "../protocol/convert.js";
-import { boundedBytes, boundedText, nonNegative, pageLimit, requireId } from "../validation.js";
+import { boundedBytes, boundedText, pageOffset, pageLimit, requireId } from "../validation.js";
 
 const MAX_SIGNAL_PAYLOAD = 1024 * 1024;
 
@@ -48,7 +48,7 @@ export function coreHandlers(core: ManagementCalls, tokens: Tokens, health: Core
         instanceId,
         checkpointId: req.checkpointId === "" ? "" : requireId("checkpoint_id", req.checkpointId),
         limit: pageLimit("limit", req.limit),
-        offset: nonNegative("offset", req.offset),
+        offset: pageOffset("offset", req.offset),
         createdAfterMs: requestTime("created_after", req.createdAfter),
         createdBeforeMs: requestTime("created_before", req.createdBefore),
       });
@@ -74,7 +74,7 @@ export function coreHandlers(core: ManagementCalls, tokens: Tokens, health: Core
         eventType: boundedText("event_type", req.eventType, 64),
         subtype: boundedText("subtype", req.subtype, 128),
         limit: pageLimit("limit", req.limit),
-        offset: nonNegative("offset", req.offset),
+        offset: pageOffset("offset", req.offset),
         createdAfterMs: requestTime("created_after", req.createdAfter),
         createdBeforeMs: requestTime("created_before", req.createdBefore),
         ascending: req.sortOrder === SortOrder.ASC,

@@ -7,7 +7,7 @@ import {
 } from "../../gen/runtara/environment/v1/environment_pb.js";
 import { InvalidArgument, ResourceExhausted } from "../errors.js";
 import type { Image, ImageService, NewImage } from "../images/index.js";
-import { boundedBytes, boundedText, optionalSha256, pageLimit, nonNegative, requireId, requireJsonObjectBytes, requireUuid } from "../validation.js";
+import { boundedBytes, boundedText, optionalSha256, pageLimit, pageOffset, requireId, requireJsonObjectBytes, requireUuid } from "../validation.js";
 import { fromRunnerKind, jsonBytes, toRunnerKind, toTimestamp } from "../protocol/convert.js";
 
 /** Largest binary accepted by the unary RegisterImage; larger goes through the stream. */
@@ -55,7 +55,7 @@ export function imageHandlers(images: ImageService): ImageHandlers {
         tenantId: requireId("tenant_id", req.tenantId),
         namePrefix: boundedText("name_prefix", req.namePrefix, 256),
         limit: pageLimit("limit", req.limit),
-        offset: nonNegative("offset", req.offset),
+        offset: pageOffset("offset", req.offset),
         pageToken: boundedText("page_token", req.pageToken, 1024),
       });
       return { images: page.images.map(toProtoImage), nextPageToken: page.nextPageToken, totalCount: page.totalCount };

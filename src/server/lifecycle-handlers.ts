@@ -10,7 +10,7 @@ import { MAX_EXECUTION_TIMEOUT_SECS } from "../config.js";
 import { InvalidArgument } from "../errors.js";
 import type { Instance, InstanceManager, InstanceOrder as Order } from "../instances/index.js";
 import { protoReason, protoStatus, requestTime, statusFromProto, toTimestamp } from "../protocol/convert.js";
-import { boundedBytes, boundedText, nonNegative, pageLimit, parseJsonBytes, requireId, requireUuid } from "../validation.js";
+import { boundedBytes, boundedText, pageOffset, pageLimit, parseJsonBytes, requireId, requireUuid } from "../validation.js";
 
 type LifecycleHandlers = Pick<
   ServiceImpl<typeof EnvironmentService>,
@@ -80,7 +80,7 @@ export function lifecycleHandlers(instances: InstanceManager, defaults: Lifecycl
         finishedBeforeMs: requestTime("finished_before", req.finishedBefore),
         order: orderOf(req.orderBy),
         limit: pageLimit("limit", req.limit),
-        offset: nonNegative("offset", req.offset),
+        offset: pageOffset("offset", req.offset),
         pageToken: boundedText("page_token", req.pageToken, 1024),
       });
       return { instances: page.instances.map(toProtoInstance), nextPageToken: page.nextPageToken, totalCount: page.totalCount };

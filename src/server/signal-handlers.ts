@@ -4,7 +4,7 @@ import type { EnvironmentService } from "../../gen/runtara/environment/v1/enviro
 import { InvalidArgument } from "../errors.js";
 import type { SignalService } from "../instances/index.js";
 import { protoCheckpoint, protoEvent, protoStatus, requestTime, signalKindFromProto } from "../protocol/convert.js";
-import { boundedBytes, boundedText, nonNegative, pageLimit, requireId } from "../validation.js";
+import { boundedBytes, boundedText, pageOffset, pageLimit, requireId } from "../validation.js";
 
 type SignalHandlers = Pick<
   ServiceImpl<typeof EnvironmentService>,
@@ -41,7 +41,7 @@ export function signalHandlers(signals: SignalService): SignalHandlers {
         ...target(req),
         checkpointId: req.checkpointId === "" ? "" : requireId("checkpoint_id", req.checkpointId),
         limit: pageLimit("limit", req.limit),
-        offset: nonNegative("offset", req.offset),
+        offset: pageOffset("offset", req.offset),
         createdAfterMs: requestTime("created_after", req.createdAfter),
         createdBeforeMs: requestTime("created_before", req.createdBefore),
       });
@@ -61,7 +61,7 @@ export function signalHandlers(signals: SignalService): SignalHandlers {
         eventType: boundedText("event_type", req.eventType, 64),
         subtype: boundedText("subtype", req.subtype, 128),
         limit: pageLimit("limit", req.limit),
-        offset: nonNegative("offset", req.offset),
+        offset: pageOffset("offset", req.offset),
         createdAfterMs: requestTime("created_after", req.createdAfter),
         createdBeforeMs: requestTime("created_before", req.createdBefore),
         ascending: req.sortOrder === SortOrder.ASC,
