@@ -5,7 +5,7 @@ import { after, before, describe, it } from "node:test";
 import { Code, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { CoreService } from "../gen/runtara/core/v1/core_pb.js";
-import { InstanceStatus, SignalType } from "../gen/runtara/core/v1/types_pb.js";
+import { InstanceStatus, SignalType, SortOrder } from "../gen/runtara/core/v1/types_pb.js";
 import { ListCheckpointsRequestSchema } from "../gen/runtara/environment/v1/environment_pb.js";
 import { Tokens } from "../src/lifecycle/index.js";
 import {
@@ -263,6 +263,27 @@ describe("core InstanceService and CoreService", () => {
     assert.equal((await row(a)).status, "pending");
     assert.equal((await row(b)).status, "pending");
     assert.equal(await count("pending_signals", b), 0);
+  });
+
+  it("ListEvents pages by payload bytes: large events come a few at a time, every one reachable by offset", async () => {
+    const id = await insertInstance(t);
+    const big = Buffer.alloc(1536 * 1024, 0x61);
+    for (let i = 0; i < 5; i++) {
+      await t.query("INSERT INTO instance_events (instance_id, event_type, subtype, payload) VALUES ($1, 'custom', $2, $3)", [id, `e${i}`, big]);
+    }
+    const env = environmentClient(t.baseUrl);
+    const seen: string[] = [];
+    let offset = 0;
+    for (;;) {
+      const page = await env.listEvents({ tenantId: "tenant-a", instanceId: id, eventType: "custom", limit: 100, offset, sortOrder: SortOrder.ASC });
+      assert.equal(page.totalCount, 5n);
+      if (page.events.length === 0) break;
+      assert.ok(page.events.length <= 2, `a page of ${page.events.length} events of 1.5 MiB exceeds 4 MiB`);
+      seen.push(...page.events.map((e) => e.subtype));
+      offset += page.events.length;
+    }
+    assert.deepEqual(seen, ["e0", "e1", "e2", "e3", "e4"]);
+    await rejects(env.listEvents({ tenantId: "tenant-a", instanceId: id, offset: 10_001 }), Code.InvalidArgument, /offset/);
   });
 
   it("every new checkpoint becomes the one a relaunch resumes from; a repeated save does not move it", async () => {
