@@ -81,6 +81,18 @@ export interface EnvironmentOptions extends CleanupOptions {
    * before launching it; any replica relaunches it. Longer than any launch takes. @default 120000
    */
   pendingTimeoutMs?: number;
+  /** Checkpoints one instance may save. @default 10000 */
+  maxCheckpointsPerInstance?: number;
+  /** Custom events one instance may emit. @default 10000 */
+  maxEventsPerInstance?: number;
+  /** Unacknowledged custom signals one instance may hold. @default 1000 */
+  maxCustomSignalsPerInstance?: number;
+  /** PENDING and RUNNING instances one tenant may have at once (StartInstance beyond: RESOURCE_EXHAUSTED). @default 1000 */
+  tenantMaxActiveInstances?: number;
+  /** Images (all versions) one tenant may hold. @default 1000 */
+  tenantMaxImages?: number;
+  /** Bytes of images one tenant may hold. @default 100 GiB */
+  tenantMaxImageBytes?: number;
   /** Wake launches in flight at most, per replica. @default 32 */
   maxConcurrentWakeLaunches?: number;
   /** Largest EmitEvent payload, bytes (never more than maxPayloadBytes). @default 256 KiB */
@@ -140,6 +152,12 @@ const defaults = {
   pendingTimeoutMs: 120_000,
   maxEventPayloadBytes: 256 * 1024,
   maxConcurrentWakeLaunches: 32,
+  maxCheckpointsPerInstance: 10_000,
+  maxEventsPerInstance: 10_000,
+  maxCustomSignalsPerInstance: 1_000,
+  tenantMaxActiveInstances: 1_000,
+  tenantMaxImages: 1_000,
+  tenantMaxImageBytes: 100 * 1024 ** 3,
   nativeRunner: "auto",
   nativeUser: "nobody",
 } satisfies Omit<Required<EnvironmentOptions>, "databaseUrl" | "ociRuntime" | "apiKeysFile" | "ociUidBase" | "ociUidCount" | keyof CleanupOptions>;
@@ -191,6 +209,12 @@ export function compileOptions(options: EnvironmentOptions = {}): CompiledOption
   boundedInt("pendingTimeoutMs", o.pendingTimeoutMs, 1_000, 3_600_000);
   boundedInt("maxEventPayloadBytes", o.maxEventPayloadBytes, 1, MAX_PAYLOAD_BYTES);
   boundedInt("maxConcurrentWakeLaunches", o.maxConcurrentWakeLaunches, 1, 1_000);
+  boundedInt("maxCheckpointsPerInstance", o.maxCheckpointsPerInstance, 1, 1_000_000);
+  boundedInt("maxEventsPerInstance", o.maxEventsPerInstance, 1, 1_000_000);
+  boundedInt("maxCustomSignalsPerInstance", o.maxCustomSignalsPerInstance, 1, 100_000);
+  boundedInt("tenantMaxActiveInstances", o.tenantMaxActiveInstances, 1, 1_000_000);
+  boundedInt("tenantMaxImages", o.tenantMaxImages, 1, 1_000_000);
+  boundedInt("tenantMaxImageBytes", o.tenantMaxImageBytes, 1, 1024 ** 5);
   return Object.freeze({
     ...o,
     ...compileCleanupOptions(options),
@@ -297,6 +321,12 @@ export function readEnvironmentOptions(env: NodeJS.ProcessEnv): EnvironmentOptio
     pendingTimeoutMs: seconds("RUNTARA_PENDING_TIMEOUT_SECS", 10, 3_600),
     maxEventPayloadBytes: int("RUNTARA_MAX_EVENT_PAYLOAD_BYTES", 1, MAX_PAYLOAD_BYTES),
     maxConcurrentWakeLaunches: int("RUNTARA_MAX_CONCURRENT_WAKE_LAUNCHES", 1, 1_000),
+    maxCheckpointsPerInstance: int("RUNTARA_MAX_CHECKPOINTS_PER_INSTANCE", 1, 1_000_000),
+    maxEventsPerInstance: int("RUNTARA_MAX_EVENTS_PER_INSTANCE", 1, 1_000_000),
+    maxCustomSignalsPerInstance: int("RUNTARA_MAX_CUSTOM_SIGNALS_PER_INSTANCE", 1, 100_000),
+    tenantMaxActiveInstances: int("RUNTARA_TENANT_MAX_ACTIVE_INSTANCES", 1, 1_000_000),
+    tenantMaxImages: int("RUNTARA_TENANT_MAX_IMAGES", 1, 1_000_000),
+    tenantMaxImageBytes: int("RUNTARA_TENANT_MAX_IMAGE_BYTES", 1, 1024 ** 5),
     ...readCleanupOptions(env),
     ...readRunnerOptions(env),
   };

@@ -118,7 +118,12 @@ export class Environment {
     const store = new ImageStore(o.dataDir, o.replicaId);
     await store.clearStaging();
     const checkRunner = nativeRunnerCheck(nativeRunnerAllowed(o));
-    const images = new ImageService(db, store, this.logger.child({ component: "images" }), BigInt(o.maxImageBytes), checkRunner);
+    const images = new ImageService(db, store, this.logger.child({ component: "images" }), {
+      maxImageBytes: BigInt(o.maxImageBytes),
+      tenantMaxImages: o.tenantMaxImages,
+      tenantMaxImageBytes: BigInt(o.tenantMaxImageBytes),
+      checkRunner,
+    });
     const coreSocketDir = await this.startCoreSocket(core);
     const { instances, signals } = this.buildInstances({ db, listener, store, gateway, tokens, core, checkRunner, coreSocketDir });
     // Workflows keep running: a restart of the environment must not kill them.
@@ -144,14 +149,7 @@ export class Environment {
 
   private async startCore(db: Database, listener: Listener, tokens: Tokens): Promise<CoreRuntime> {
     const o = this.options;
-    const core = new CoreRuntime(db, listener, tokens, this.logger, {
-      host: o.coreHost,
-      port: o.corePort,
-      maxPayloadBytes: o.maxPayloadBytes,
-      maxEventPayloadBytes: o.maxEventPayloadBytes,
-      corsOrigins: o.corsOrigins,
-      shutdownGraceMs: o.shutdownGraceMs,
-    });
+    const core = new CoreRuntime(db, listener, tokens, this.logger, o);
     await core.start();
     return this.startup.own("stop core", core, (c) => c.stop());
   }
@@ -218,6 +216,7 @@ export class Environment {
       logger: this.logger.child({ component: "instances" }),
       replicaId: o.replicaId,
       maxLaunchAttempts: o.wakeMaxAttempts,
+      tenantMaxActiveInstances: o.tenantMaxActiveInstances,
     });
     const signals = new SignalService(gateway, (tenantId, instanceId) => instances.relaunchIfSuspended(tenantId, instanceId));
     return { instances, signals };

@@ -22,6 +22,10 @@ export interface InstanceCallsOptions {
   maxPayloadBytes: number;
   /** Largest event payload, in bytes: events are an audit log, read back in pages. */
   maxEventPayloadBytes: number;
+  /** Checkpoints one instance may save (RESOURCE_EXHAUSTED after). */
+  maxCheckpointsPerInstance: number;
+  /** Custom events one instance may emit (RESOURCE_EXHAUSTED after). */
+  maxEventsPerInstance: number;
 }
 
 /**
@@ -65,8 +69,13 @@ export class InstanceCalls {
 
   async saveCheckpoint(key: InstanceKey, checkpointId: string, state: Uint8Array) {
     this.limit("state", state);
-    const row = await repo.saveCheckpoint(this.db, key, checkpointId, state);
+    const row = await repo.saveCheckpoint(this.db, key, checkpointId, state, this.options.maxCheckpointsPerInstance);
     if (!row.running) throw await this.refusal(key, "save a checkpoint", row.status);
+    if (!row.inserted && row.full && row.stored === null) {
+      throw new ResourceExhausted(
+        `checkpoint_id: instance ${key.instanceId} has saved ${this.options.maxCheckpointsPerInstance} checkpoints, the most allowed (RUNTARA_MAX_CHECKPOINTS_PER_INSTANCE)`,
+      );
+    }
     let stored = row.stored;
     if (!row.inserted && stored === null) {
       // A concurrent save of the same id committed after this statement's snapshot.
@@ -173,9 +182,12 @@ export class InstanceCalls {
   async emitEvent(key: InstanceKey, subtype: string, checkpointId: string, payload: Uint8Array): Promise<bigint> {
     this.limit("payload", payload, Math.min(this.options.maxEventPayloadBytes, this.options.maxPayloadBytes));
     await this.touch(key);
-    const id = await repo.emitEvent(this.db, key.instanceId, subtype, checkpointId, payload.byteLength === 0 ? null : payload);
-    if (id === null) throw await this.refusal(key, "emit events");
-    return id;
+    const row = await repo.emitEvent(this.db, key.instanceId, subtype, checkpointId, payload.byteLength === 0 ? null : payload, this.options.maxEventsPerInstance);
+    if (row.id !== null) return row.id;
+    if (!row.active) throw await this.refusal(key, "emit events");
+    throw new ResourceExhausted(
+      `instance ${key.instanceId} has emitted ${this.options.maxEventsPerInstance} events, the most allowed (RUNTARA_MAX_EVENTS_PER_INSTANCE)`,
+    );
   }
 
   async complete(key: InstanceKey, output: Uint8Array) {

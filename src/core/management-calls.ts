@@ -1,6 +1,6 @@
 import type { DatabasePool } from "slonik";
 import type { Logger } from "pino";
-import { FailedPrecondition, NotFound } from "../errors.js";
+import { FailedPrecondition, NotFound, ResourceExhausted } from "../errors.js";
 import { transitions, type SignalKind, type Status } from "../lifecycle/index.js";
 import * as repo from "./repository.js";
 import type { RangeFilter } from "./repository.js";
@@ -10,6 +10,7 @@ export class ManagementCalls {
   constructor(
     private readonly db: DatabasePool,
     private readonly logger: Logger,
+    private readonly options: { maxCustomSignalsPerInstance: number },
   ) {}
 
   async sendSignal(tenantId: string, instanceId: string, kind: SignalKind, payload: Uint8Array) {
@@ -26,8 +27,11 @@ export class ManagementCalls {
   }
 
   async sendCustomSignal(tenantId: string, instanceId: string, checkpointId: string, payload: Uint8Array) {
-    if (!(await repo.storeCustomSignal(this.db, tenantId, instanceId, checkpointId, payload))) {
-      throw await this.refusal(tenantId, instanceId, "send a custom signal to");
+    const max = this.options.maxCustomSignalsPerInstance;
+    const outcome = await repo.storeCustomSignal(this.db, tenantId, instanceId, checkpointId, payload, max);
+    if (outcome === "inactive") throw await this.refusal(tenantId, instanceId, "send a custom signal to");
+    if (outcome === "full") {
+      throw new ResourceExhausted(`instance ${instanceId} holds ${max} unacknowledged custom signals, the most allowed (RUNTARA_MAX_CUSTOM_SIGNALS_PER_INSTANCE)`);
     }
   }
 

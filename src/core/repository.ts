@@ -52,25 +52,31 @@ export async function findCheckpoint(db: Db, instanceId: string, checkpointId: s
  * is only read (the checkpoint's foreign key locks it against deletion), which keeps this
  * the cheapest possible write on the hottest path.
  */
-export async function saveCheckpoint(db: Db, key: InstanceKey, checkpointId: string, state: Uint8Array) {
+/**
+ * `running` false: the instance is not RUNNING (or not this token's row); `full`: it has
+ * saved `maxCheckpoints` already and this id is new.
+ */
+export async function saveCheckpoint(db: Db, key: InstanceKey, checkpointId: string, state: Uint8Array, maxCheckpoints: number) {
   const { instanceId } = key;
   return db.one(sql.type(
     z
-      .object({ running: z.boolean(), inserted: z.boolean(), stored: bytes.nullable(), status: status.nullable() })
+      .object({ running: z.boolean(), full: z.boolean(), inserted: z.boolean(), stored: bytes.nullable(), status: status.nullable() })
       .merge(pendingSignalColumns)
       .merge(z.object({ custom_payload: bytes.nullable(), custom_created_at: z.number().nullable() })),
   )`
     WITH inst AS (
-      SELECT instance_id FROM instances WHERE ${rowOf(key)} AND status = ${is("running")}
+      SELECT instance_id, checkpoint_count FROM instances WHERE ${rowOf(key)} AND status = ${is("running")}
     ), ins AS (
       INSERT INTO checkpoints (instance_id, checkpoint_id, state)
       SELECT instance_id, ${checkpointId}, ${sql.binary(Buffer.from(state.buffer, state.byteOffset, state.byteLength))} FROM inst
+      WHERE checkpoint_count < ${maxCheckpoints}
       ON CONFLICT (instance_id, checkpoint_id) DO NOTHING
       RETURNING 1
     ), hb AS (${refreshHeartbeatAndCheckpoint(key, checkpointId, sql.identifier(["ins"]))}
     )
     SELECT
       EXISTS (SELECT 1 FROM inst) AS running,
+      EXISTS (SELECT 1 FROM inst WHERE checkpoint_count >= ${maxCheckpoints}) AS full,
       EXISTS (SELECT 1 FROM ins) AS inserted,
       (SELECT state FROM checkpoints WHERE instance_id = ${instanceId} AND checkpoint_id = ${checkpointId}) AS stored,
       (SELECT status FROM instances WHERE ${rowOf(key)}) AS status,
@@ -125,12 +131,19 @@ export async function ackCustomSignal(db: Db, instanceId: string, checkpointId: 
   return row !== null;
 }
 
-export async function emitEvent(db: Db, instanceId: string, subtype: string, checkpointId: string, payload: Uint8Array | null) {
-  return db.maybeOneFirst(sql.type(z.object({ id: z.bigint() }))`
-    INSERT INTO instance_events (instance_id, event_type, subtype, checkpoint_id, payload)
-    SELECT instance_id, 'custom', ${subtype}, ${checkpointId}, ${payload === null ? null : sql.binary(Buffer.from(payload))}
-    FROM instances WHERE instance_id = ${instanceId} AND status IN ${statusList(ACTIVE)}
-    RETURNING id`);
+/** The new event's id; null with `active` when the instance has `maxEvents` custom events already. */
+export async function emitEvent(db: Db, instanceId: string, subtype: string, checkpointId: string, payload: Uint8Array | null, maxEvents: number) {
+  return db.one(sql.type(z.object({ id: z.bigint().nullable(), active: z.boolean() }))`
+    WITH inst AS (
+      SELECT instance_id FROM instances WHERE instance_id = ${instanceId} AND status IN ${statusList(ACTIVE)}
+    ), ins AS (
+      INSERT INTO instance_events (instance_id, event_type, subtype, checkpoint_id, payload)
+      SELECT instance_id, 'custom', ${subtype}, ${checkpointId}, ${payload === null ? null : sql.binary(Buffer.from(payload))}
+      FROM inst
+      WHERE (SELECT count(*) FROM instance_events WHERE instance_id = ${instanceId} AND event_type = 'custom') < ${maxEvents}
+      RETURNING id
+    )
+    SELECT (SELECT id FROM ins) AS id, EXISTS (SELECT 1 FROM inst) AS active`);
 }
 
 /**
@@ -158,14 +171,24 @@ export async function storeSignal(db: Db, tenantId: string, instanceId: string, 
     FROM target`);
 }
 
-export async function storeCustomSignal(db: Db, tenantId: string, instanceId: string, checkpointId: string, payload: Uint8Array) {
-  const row = await db.maybeOne(sql.unsafe`
-    INSERT INTO custom_signals (instance_id, checkpoint_id, payload, created_at)
-    SELECT instance_id, ${checkpointId}, ${sql.binary(Buffer.from(payload))}, clock_timestamp() FROM instances
-    WHERE instance_id = ${instanceId} AND tenant_id = ${tenantId} AND status IN ${statusList(ACTIVE)}
-    ON CONFLICT (instance_id, checkpoint_id) DO UPDATE SET payload = EXCLUDED.payload, created_at = EXCLUDED.created_at
-    RETURNING 1`);
-  return row !== null;
+/**
+ * Stores (or replaces) the custom signal for a wait point of a non-terminal instance of the
+ * tenant. "stored"; "inactive" when the instance is missing or terminal; "full" when it holds
+ * `maxSignals` unacknowledged custom signals already (a replacement then is refused too).
+ */
+export async function storeCustomSignal(db: Db, tenantId: string, instanceId: string, checkpointId: string, payload: Uint8Array, maxSignals: number) {
+  const row = await db.one(sql.type(z.object({ stored: z.boolean(), active: z.boolean() }))`
+    WITH inst AS (
+      SELECT instance_id FROM instances WHERE instance_id = ${instanceId} AND tenant_id = ${tenantId} AND status IN ${statusList(ACTIVE)}
+    ), up AS (
+      INSERT INTO custom_signals (instance_id, checkpoint_id, payload, created_at)
+      SELECT instance_id, ${checkpointId}, ${sql.binary(Buffer.from(payload))}, clock_timestamp() FROM inst
+      WHERE (SELECT count(*) FROM custom_signals WHERE instance_id = ${instanceId}) < ${maxSignals}
+      ON CONFLICT (instance_id, checkpoint_id) DO UPDATE SET payload = EXCLUDED.payload, created_at = EXCLUDED.created_at
+      RETURNING 1
+    )
+    SELECT EXISTS (SELECT 1 FROM up) AS stored, EXISTS (SELECT 1 FROM inst) AS active`);
+  return row.stored ? "stored" : row.active ? "full" : "inactive";
 }
 
 export interface RangeFilter {

@@ -11,20 +11,26 @@ import type { OnePortServer } from "../server/http.js";
 import { instanceHandlers } from "../server/instance-handlers.js";
 import { registerReflection } from "../server/reflection.js";
 import { serve } from "../server/serve.js";
+import type { CompiledOptions } from "../config.js";
 import type { Tokens } from "../lifecycle/index.js";
 import { VERSION } from "../version.js";
 import { databasePing } from "../wiring.js";
 import { InstanceCalls } from "./instance-calls.js";
 import { ManagementCalls } from "./management-calls.js";
 
-export interface CoreRuntimeOptions {
-  host: string;
-  port: number;
-  maxPayloadBytes: number;
-  maxEventPayloadBytes: number;
-  corsOrigins: readonly string[];
-  shutdownGraceMs: number;
-}
+/** The compiled options core uses (both composition roots pass their CompiledOptions). */
+export type CoreRuntimeOptions = Pick<
+  CompiledOptions,
+  | "coreHost"
+  | "corePort"
+  | "maxPayloadBytes"
+  | "maxEventPayloadBytes"
+  | "maxCheckpointsPerInstance"
+  | "maxEventsPerInstance"
+  | "maxCustomSignalsPerInstance"
+  | "corsOrigins"
+  | "shutdownGraceMs"
+>;
 
 /**
  * Core's server (InstanceService + CoreService + health + reflection) on one port. It shares
@@ -50,11 +56,8 @@ export class CoreRuntime {
 
   async start(): Promise<void> {
     const signals = new ChannelHub(this.listener, "runtara_signal");
-    const instances = new InstanceCalls(this.db, signals, this.logger.child({ component: "core" }), {
-      maxPayloadBytes: this.options.maxPayloadBytes,
-      maxEventPayloadBytes: this.options.maxEventPayloadBytes,
-    });
-    const management = new ManagementCalls(this.db, this.logger.child({ component: "core" }));
+    const instances = new InstanceCalls(this.db, signals, this.logger.child({ component: "core" }), this.options);
+    const management = new ManagementCalls(this.db, this.logger.child({ component: "core" }), this.options);
     const database = () => databasePing(this.db);
     this.server = await serve({
       routes: (router) => {
@@ -63,8 +66,8 @@ export class CoreRuntime {
         router.service(Health, healthService([InstanceService.typeName, CoreService.typeName], database));
         registerReflection(router, [InstanceService, CoreService, Health]);
       },
-      port: this.options.port,
-      host: this.options.host,
+      port: this.options.corePort,
+      host: this.options.coreHost,
       corsOrigins: this.options.corsOrigins,
       logger: this.logger.child({ component: "core-rpc" }),
       // Payload limits are checked by the handlers with a clear message; this only caps
@@ -72,7 +75,7 @@ export class CoreRuntime {
       readMaxBytes: this.options.maxPayloadBytes + 1024 * 1024,
       shutdownSignal: this.shutdown.signal,
     });
-    this.logger.info({ port: this.server.address.port, host: this.options.host }, "core listening");
+    this.logger.info({ port: this.server.address.port, host: this.options.coreHost }, "core listening");
   }
 
   async stop(): Promise<void> {

@@ -45,14 +45,7 @@ export class StandaloneCore {
       s.onStop("stop the listener", () => listener.stop());
       const tokens = await Tokens.load(db);
       startSecretRefresh(s, tokens, this.logger);
-      const runtime = new CoreRuntime(db, listener, tokens, this.logger, {
-        host: o.coreHost,
-        port: o.corePort,
-        maxPayloadBytes: o.maxPayloadBytes,
-        maxEventPayloadBytes: o.maxEventPayloadBytes,
-        corsOrigins: o.corsOrigins,
-        shutdownGraceMs: o.shutdownGraceMs,
-      });
+      const runtime = new CoreRuntime(db, listener, tokens, this.logger, o);
       await runtime.start();
       this.runtime = s.own("stop core", runtime, (r) => r.stop());
     });

@@ -56,6 +56,12 @@ export async function insertImage(
   }
 }
 
+/** How many images, and how many bytes of them, the tenant holds. */
+export async function tenantUsage(db: Db, tenantId: string): Promise<{ count: bigint; bytes: bigint }> {
+  return db.one(sql.type(z.object({ count: z.bigint(), bytes: z.bigint() }))`
+    SELECT count(*) AS count, COALESCE(sum(size_bytes), 0)::bigint AS bytes FROM images WHERE tenant_id = ${tenantId}`);
+}
+
 export async function findImage(db: Db, tenantId: string, imageId: string): Promise<Image | null> {
   return db.maybeOne(sql.type(imageRow)`
     SELECT ${columns} FROM images WHERE image_id = ${imageId} AND tenant_id = ${tenantId}`);

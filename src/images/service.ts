@@ -23,13 +23,23 @@ export interface ImageListRequest {
   pageToken: string;
 }
 
+export interface ImageLimits {
+  /** Largest single image, bytes. */
+  maxImageBytes: bigint;
+  /** Images one tenant may hold. */
+  tenantMaxImages: number;
+  /** Bytes of images one tenant may hold. */
+  tenantMaxImageBytes: bigint;
+  /** Refuses runner kinds this environment may not run (the native runner policy). */
+  checkRunner: RunnerCheck;
+}
+
 export class ImageService {
   constructor(
     private readonly db: DatabasePool,
     private readonly store: ImageStore,
     private readonly logger: Logger,
-    private readonly maxImageBytes: bigint,
-    private readonly checkRunner: RunnerCheck = () => {},
+    private readonly limits: ImageLimits,
   ) {}
 
   /** Registers an image whose bytes are already in memory (the unary RPC). */
@@ -43,9 +53,20 @@ export class ImageService {
    * away mid-stream, the staged or renamed files are removed and no row exists.
    */
   async registerStream(upload: ImageUpload, chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<Image> {
-    this.checkRunner(upload.runnerType);
-    if (upload.binarySize > this.maxImageBytes) {
-      throw new ResourceExhausted(`binary_size: ${upload.binarySize} bytes exceeds the limit of ${this.maxImageBytes} bytes`);
+    const { maxImageBytes, tenantMaxImages, tenantMaxImageBytes } = this.limits;
+    this.limits.checkRunner(upload.runnerType);
+    if (upload.binarySize > maxImageBytes) {
+      throw new ResourceExhausted(`binary_size: ${upload.binarySize} bytes exceeds the limit of ${maxImageBytes} bytes`);
+    }
+    // Checked before a byte is stored (concurrent uploads of one tenant may pass it together).
+    const usage = await repo.tenantUsage(this.db, upload.tenantId);
+    if (usage.count >= BigInt(tenantMaxImages)) {
+      throw new ResourceExhausted(`tenant ${upload.tenantId} holds ${usage.count} images, the most allowed (RUNTARA_TENANT_MAX_IMAGES)`);
+    }
+    if (usage.bytes + upload.binarySize > tenantMaxImageBytes) {
+      throw new ResourceExhausted(
+        `binary_size: tenant ${upload.tenantId} would hold ${usage.bytes + upload.binarySize} bytes of images, over its ${tenantMaxImageBytes} (RUNTARA_TENANT_MAX_IMAGE_BYTES)`,
+      );
     }
     const staged = await this.store.stage();
     let committedId: string | undefined;

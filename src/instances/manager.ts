@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import os from "node:os";
 import type { DatabasePool } from "slonik";
 import type { Logger } from "pino";
-import { FailedPrecondition, InvalidArgument, NotFound, Unavailable } from "../errors.js";
+import { FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable } from "../errors.js";
 import { findImage } from "../images/repository.js";
 import { isTerminal, transitions, type LaunchTarget, type Status } from "../lifecycle/index.js";
 import { bootId, isSameProcess, type Runners } from "../runner/index.js";
@@ -38,6 +38,8 @@ export interface InstanceManagerDeps {
   replicaId: string;
   /** Launch attempts of a stale PENDING instance before it is FAILED (launch_failed). */
   maxLaunchAttempts: number;
+  /** PENDING and RUNNING instances one tenant may start (relaunches of durable ones are not held back). */
+  tenantMaxActiveInstances: number;
 }
 
 /** How long a relaunch waits for this replica's previous run of the instance to exit. */
@@ -59,6 +61,7 @@ export class InstanceManager {
     const instanceId = req.instanceId ?? randomUUID();
     const tokenNonce = await transitions.insertInstance(db, {
       claimedBy: this.deps.replicaId,
+      maxActiveForTenant: this.deps.tenantMaxActiveInstances,
       instanceId,
       tenantId: req.tenantId,
       imageId: image.imageId,
@@ -67,6 +70,11 @@ export class InstanceManager {
       env: req.env,
       timeoutSeconds: req.timeoutSeconds,
     });
+    if (tokenNonce === null) {
+      throw new ResourceExhausted(
+        `tenant ${req.tenantId} has ${this.deps.tenantMaxActiveInstances} pending or running instances, the most allowed (RUNTARA_TENANT_MAX_ACTIVE_INSTANCES); retry when some finish`,
+      );
+    }
     await this.launch({
       instanceId,
       tenantId: req.tenantId,

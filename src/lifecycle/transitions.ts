@@ -95,6 +95,8 @@ export async function nextWakeAt(db: Db): Promise<number | null> {
 export interface NewInstance {
   /** The replica that launches it (recorded for recovery after its restart). */
   claimedBy: string;
+  /** The tenant's quota of PENDING and RUNNING instances; at it, nothing is inserted. */
+  maxActiveForTenant: number;
   instanceId: string;
   tenantId: string;
   imageId: string;
@@ -106,15 +108,18 @@ export interface NewInstance {
 
 /**
  * (new) -> PENDING; the image's use time is refreshed in the same statement. Returns the
- * row's token nonce (random per row, see ./tokens.ts).
+ * row's token nonce (random per row, see ./tokens.ts), or null when the tenant has its quota
+ * of PENDING and RUNNING instances already (checked in the statement; starts racing at the
+ * same moment may pass it together).
  */
-export async function insertInstance(db: Db, i: NewInstance): Promise<string> {
+export async function insertInstance(db: Db, i: NewInstance): Promise<string | null> {
   try {
-    return await db.oneFirst(sql.type(z.object({ token_nonce: z.string() }))`
+    return await db.maybeOneFirst(sql.type(z.object({ token_nonce: z.string() }))`
       WITH used AS (UPDATE images SET last_used_at = now() WHERE image_id = ${i.imageId})
       INSERT INTO instances (instance_id, tenant_id, image_id, image_name, status, input, env, timeout_seconds, pending_since, claimed_by)
-      VALUES (${i.instanceId}, ${i.tenantId}, ${i.imageId}, ${i.imageName}, ${is("pending")},
-              ${binary(i.input)}, ${sql.jsonb(i.env)}, ${i.timeoutSeconds}, now(), ${i.claimedBy})
+      SELECT ${i.instanceId}, ${i.tenantId}, ${i.imageId}, ${i.imageName}, ${is("pending")},
+             ${binary(i.input)}, ${sql.jsonb(i.env)}, ${i.timeoutSeconds}, now(), ${i.claimedBy}
+      WHERE (SELECT count(*) FROM instances WHERE tenant_id = ${i.tenantId} AND status IN ${statusList(LAUNCHED)}) < ${i.maxActiveForTenant}
       RETURNING token_nonce`);
   } catch (e) {
     if (e instanceof UniqueIntegrityConstraintViolationError) {
@@ -147,7 +152,8 @@ export const refreshHeartbeat = (key: InstanceKey) => sql.fragment`
 export const refreshHeartbeatAndCheckpoint = (key: InstanceKey, checkpointId: string, inserted: ReturnType<typeof sql.identifier>) => sql.fragment`
   UPDATE instances
   SET heartbeat_at = CASE WHEN heartbeat_at IS NULL OR heartbeat_at < now() - interval '1 second' THEN now() ELSE heartbeat_at END,
-      checkpoint_id = CASE WHEN EXISTS (SELECT 1 FROM ${inserted}) THEN ${checkpointId} ELSE checkpoint_id END
+      checkpoint_id = CASE WHEN EXISTS (SELECT 1 FROM ${inserted}) THEN ${checkpointId} ELSE checkpoint_id END,
+      checkpoint_count = checkpoint_count + (SELECT count(*) FROM ${inserted})::int
   WHERE ${rowOf(key)} AND status = ${is("running")}
     AND (heartbeat_at IS NULL OR heartbeat_at < now() - interval '1 second' OR EXISTS (SELECT 1 FROM ${inserted}))`;
 

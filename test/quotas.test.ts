@@ -1,0 +1,97 @@
+import assert from "node:assert/strict";
+import { readFile } from "node:fs/promises";
+import { after, before, describe, it } from "node:test";
+import { Code } from "@connectrpc/connect";
+import { InstanceStatus } from "../gen/runtara/core/v1/types_pb.js";
+import { RunnerType } from "../gen/runtara/environment/v1/environment_pb.js";
+import { buildFixtures } from "./fixtures/build.js";
+import {
+  environmentClient,
+  insertInstance,
+  instanceClient,
+  patternBytes,
+  rejectsWithCode,
+  startEnvironment,
+  stopTestPostgres,
+  waitUntil,
+  type TestEnvironment,
+} from "./helpers.js";
+
+/** Per-tenant and per-instance quotas: RESOURCE_EXHAUSTED naming the variable, other tenants unaffected. */
+const enc = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
+
+describe("quotas", () => {
+  let t: TestEnvironment;
+  let client: ReturnType<typeof environmentClient>;
+  before(async () => {
+    t = await startEnvironment({
+      tenantMaxActiveInstances: 2,
+      tenantMaxImages: 3,
+      tenantMaxImageBytes: 10 * 1024 * 1024,
+      maxCheckpointsPerInstance: 3,
+      maxEventsPerInstance: 2,
+      maxCustomSignalsPerInstance: 2,
+    });
+    client = environmentClient(t.baseUrl);
+  });
+  after(async () => {
+    await t.close();
+    await stopTestPostgres();
+  });
+
+  it("images: count and bytes per tenant", async () => {
+    for (let i = 0; i < 3; i++) await client.registerImage({ tenantId: "img-a", name: `i${i}`, binary: patternBytes(1024, i) });
+    await rejectsWithCode(client.registerImage({ tenantId: "img-a", name: "i3", binary: patternBytes(1024) }), Code.ResourceExhausted, "RUNTARA_TENANT_MAX_IMAGES");
+    await client.registerImage({ tenantId: "img-b", name: "i0", binary: patternBytes(1024) });
+    await client.registerImage({ tenantId: "img-c", name: "big", binary: patternBytes(9 * 1024 * 1024) });
+    await rejectsWithCode(
+      client.registerImage({ tenantId: "img-c", name: "more", binary: patternBytes(2 * 1024 * 1024) }),
+      Code.ResourceExhausted,
+      "RUNTARA_TENANT_MAX_IMAGE_BYTES",
+    );
+    const [{ n }] = (await t.query<{ n: number }>("SELECT count(*)::int AS n FROM images WHERE tenant_id = 'img-c'")) as [{ n: number }];
+    assert.equal(n, 1, "the refused upload left no row");
+  });
+
+  it("pending and running instances per tenant; room again once one ends", async () => {
+    const binary = await readFile((await buildFixtures()).workflow);
+    const image = async (tenantId: string) => (await client.registerImage({ tenantId, name: "w", binary, runnerType: RunnerType.NATIVE })).imageId;
+    const [a, b] = [await image("run-a"), await image("run-b")];
+    const start = (tenantId: string, imageId: string) => client.startInstance({ tenantId, imageId, env: { WORKFLOW_MODE: "hang" }, timeoutSeconds: 60n });
+    const first = await start("run-a", a);
+    await start("run-a", a);
+    await rejectsWithCode(start("run-a", a), Code.ResourceExhausted, "RUNTARA_TENANT_MAX_ACTIVE_INSTANCES");
+    await start("run-b", b); // another tenant is not held back
+    await client.stopInstance({ tenantId: "run-a", instanceId: first.instanceId, gracePeriodSeconds: 0n });
+    const third = await start("run-a", a);
+    await waitUntil(async () => (await client.getInstanceStatus({ tenantId: "run-a", instanceId: third.instanceId })).instance!.status === InstanceStatus.RUNNING);
+    const running = await client.listInstances({ tenantId: "run-a", status: InstanceStatus.RUNNING });
+    for (const i of [...running.instances, ...(await client.listInstances({ tenantId: "run-b" })).instances]) {
+      await client.stopInstance({ tenantId: i.tenantId, instanceId: i.instanceId, gracePeriodSeconds: 0n });
+    }
+  });
+
+  it("checkpoints, events and custom signals per instance", async () => {
+    const id = await insertInstance(t, { tenantId: "cp" });
+    const c = instanceClient(t, id);
+    await c.register({ instanceId: id });
+    for (const cp of ["a", "b", "c"]) await c.saveCheckpoint({ instanceId: id, checkpointId: cp, state: enc(cp) });
+    await rejectsWithCode(c.saveCheckpoint({ instanceId: id, checkpointId: "d", state: enc(1) }), Code.ResourceExhausted, "RUNTARA_MAX_CHECKPOINTS_PER_INSTANCE");
+    const replay = await c.saveCheckpoint({ instanceId: id, checkpointId: "b", state: enc("x") });
+    assert.equal(replay.found, true, "an existing checkpoint still replays at the quota");
+    await c.emitEvent({ instanceId: id, subtype: "e" });
+    await c.emitEvent({ instanceId: id, subtype: "e" });
+    await rejectsWithCode(c.emitEvent({ instanceId: id, subtype: "e" }), Code.ResourceExhausted, "RUNTARA_MAX_EVENTS_PER_INSTANCE");
+    await client.sendCustomSignal({ tenantId: "cp", instanceId: id, checkpointId: "w1", payload: enc(1) });
+    await client.sendCustomSignal({ tenantId: "cp", instanceId: id, checkpointId: "w2", payload: enc(2) });
+    await rejectsWithCode(
+      client.sendCustomSignal({ tenantId: "cp", instanceId: id, checkpointId: "w3", payload: enc(3) }),
+      Code.ResourceExhausted,
+      "RUNTARA_MAX_CUSTOM_SIGNALS_PER_INSTANCE",
+    );
+    await c.ackSignal({ instanceId: id, checkpointId: "w1" });
+    await client.sendCustomSignal({ tenantId: "cp", instanceId: id, checkpointId: "w3", payload: enc(3) });
+    const [row] = await t.query<{ n: number }>("SELECT count(*)::int AS n FROM checkpoints WHERE instance_id = $1", [id]);
+    assert.equal(row!.n, 3);
+  });
+});
