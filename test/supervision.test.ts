@@ -101,6 +101,9 @@ describe("supervision", () => {
         const statusOf = async (id: string) => (await pool.query(`SELECT status FROM instances WHERE instance_id = $1`, [id])).rows[0]!.status as string;
         await waitFor(async () => (await Promise.all(running.map(statusOf))).every((s) => s === "running"));
         await waitFor(async () => (await statusOf(sleeping)) === "suspended");
+        // ...and its process has exited and been recorded (a row left for a process that is gone
+        // meets the wake at restart: the H3/H4 race, not what this test is about).
+        await waitFor(async () => (await pool.query(`SELECT 1 FROM running_processes WHERE instance_id = $1`, [sleeping])).rows.length === 0);
         const pids = (await pool.query(`SELECT pid FROM running_processes WHERE instance_id = ANY($1)`, [running])).rows.map((r) => r.pid as number);
         assert.equal(pids.length, 3);
 

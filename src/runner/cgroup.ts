@@ -79,15 +79,15 @@ export async function readCgroupMetrics(layout: CgroupLayout, relPath: string): 
 
 /**
  * Removes `relPath` (and any of the given child directories still there) in every hierarchy.
- * A cgroup whose last process is still exiting answers EBUSY for a moment, so that is retried.
- * Returns the directories that could not be removed.
+ * A cgroup whose last process is still exiting answers EBUSY for a moment, so that is retried
+ * (`busyRetries` times). Returns the directories that could not be removed.
  */
-export async function removeCgroup(layout: CgroupLayout, relPath: string, children: readonly string[] = []): Promise<string[]> {
+export async function removeCgroup(layout: CgroupLayout, relPath: string, children: readonly string[] = [], busyRetries = 20): Promise<string[]> {
   const failed: string[] = [];
   await Promise.all(
     layout.hierarchies.map(async (h) => {
       for (const dir of [...children.map((c) => `${h}${relPath}/${c}`), `${h}${relPath}`]) {
-        const err = await rmdirRetrying(dir);
+        const err = await rmdirRetrying(dir, busyRetries);
         if (err) failed.push(`${dir}: ${err}`);
       }
     }),
@@ -95,7 +95,7 @@ export async function removeCgroup(layout: CgroupLayout, relPath: string, childr
   return failed;
 }
 
-async function rmdirRetrying(dir: string): Promise<string | undefined> {
+async function rmdirRetrying(dir: string, busyRetries: number): Promise<string | undefined> {
   for (let attempt = 0; ; attempt++) {
     try {
       await rmdir(dir);
@@ -103,7 +103,7 @@ async function rmdirRetrying(dir: string): Promise<string | undefined> {
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code === "ENOENT") return undefined;
-      if (code !== "EBUSY" || attempt >= 20) return code ?? String(e);
+      if (code !== "EBUSY" || attempt >= busyRetries) return code ?? String(e);
       await sleep(Math.min(5 * 2 ** attempt, 100));
     }
   }

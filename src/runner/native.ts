@@ -1,8 +1,8 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { chmod, chown } from "node:fs/promises";
+import { chmod, chown, readdir } from "node:fs/promises";
 import type { Logger } from "pino";
-import { detectCgroupLayout, type CgroupLayout } from "./cgroup.js";
+import { detectCgroupLayout, removeCgroup, type CgroupLayout } from "./cgroup.js";
 import { LaunchError } from "./errors.js";
 import { openLogs, readStderrTailOfRunDir } from "./logs.js";
 import { neverSettles, requireExecutable, type Holder } from "./common.js";
@@ -29,7 +29,7 @@ export interface NativeRunnerOptions {
    * for the run and back to us (0700) afterwards. @default the environment's own user
    */
   runAs?: { uid: number; gid: number };
-  /** cgroup under which each process gets `<containerIdFor(instanceId)>.<random>`. @default "/runtara" */
+  /** cgroup under which each process gets `native-<random>-<containerIdFor(instanceId)>`. @default "/runtara" */
   cgroupParent?: string;
   logger?: Logger;
 }
@@ -41,6 +41,9 @@ export interface NativeRunnerOptions {
  * would add PWD and drop names that are not shell identifiers.
  */
 const GATE = 'read -r _ && exec /usr/bin/env -i "$@" </dev/null';
+
+/** Names of native processes' cgroups start with this (OCI containers' with "runtara-"). */
+const NATIVE_CGROUP_PREFIX = "native-";
 
 /**
  * The native runner, for trusted single-tenant use: the image's executable as a direct
@@ -242,7 +245,7 @@ export class NativeRunner implements Runner {
     if (layout === undefined) return undefined;
     // One cgroup per launch: a relaunch may start while the previous run's cleanup (which
     // kills everything in that run's cgroup) is still going on.
-    const rel = `${this.cgroupParent}/${containerIdFor(spec.instanceId)}.${randomBytes(4).toString("hex")}`;
+    const rel = `${this.cgroupParent}/${NATIVE_CGROUP_PREFIX}${randomBytes(4).toString("hex")}-${containerIdFor(spec.instanceId)}`;
     try {
       return await ProcessCgroup.create(layout, rel, spec.limits);
     } catch (e) {
@@ -252,8 +255,20 @@ export class NativeRunner implements Runner {
     }
   }
 
+  /**
+   * The layout, found once. Before the first use, the empty cgroups of native processes that
+   * ended while no environment watched them (a crash, a stop without restart) are removed;
+   * cgroups still in use refuse removal (EBUSY) and stay for adoption.
+   */
   private cgroupLayout(): Promise<CgroupLayout | undefined> {
-    this.cgroups ??= detectCgroupLayout().catch(() => undefined);
+    this.cgroups ??= detectCgroupLayout().then(
+      async (layout) => {
+        const names = await readdir(`${layout.unified}${this.cgroupParent}`).catch((): string[] => []);
+        for (const name of names.filter((n) => n.startsWith(NATIVE_CGROUP_PREFIX))) await removeCgroup(layout, `${this.cgroupParent}/${name}`, [], 0);
+        return layout;
+      },
+      () => undefined,
+    );
     return this.cgroups;
   }
 
