@@ -60,6 +60,8 @@ async function killUnderLoad() {
       RUNTARA_CORE_ADDR: `127.0.0.1:${corePort}`,
       RUNTARA_REPLICA_ID: "faults",
       RUNTARA_WAKE_RECONCILE_INTERVAL_MS: "500",
+      RUNTARA_ENV_HTTP_HOST: "127.0.0.1",
+      RUNTARA_NATIVE_RUNNER: "enabled",
     });
     await cli.waitFor("environment listening", 60_000);
     return cli;
@@ -92,6 +94,10 @@ async function killUnderLoad() {
     const runs = new Map(registered.map((r) => [r.instance_id, r.n]));
     const twice = running.filter((id) => (runs.get(id) ?? 0) > 1).length + sleeping.filter((id) => (runs.get(id) ?? 0) > 2).length;
     const count = (s: string) => byStatus.find((r) => r.status === s)?.n ?? 0;
+    const failures = (
+      await pool.query(`SELECT termination_reason AS reason, left(error, 120) AS error FROM instances WHERE instance_id = ANY($1) AND status = 'failed'`, [all])
+    ).rows as { reason: string; error: string }[];
+    for (const f of failures) console.log(`  failed after the kill: ${f.reason}: ${f.error}`);
     rows.push({
       scenario: "kill -9 of npm start, restart",
       load: `${RUNNING} running, ${SLEEPING} sleeping (native)`,

@@ -51,6 +51,8 @@ const PREVIOUS_RUN_WAIT_MS = 10_000;
  * src/lifecycle; processes are started by the Launcher and watched by the Supervisor.
  */
 export class InstanceManager {
+  private readonly outcomes = new Map<string, Promise<Instance | null>>();
+
   constructor(private readonly deps: InstanceManagerDeps) {}
 
   async start(req: StartRequest): Promise<{ instanceId: string; status: Status }> {
@@ -295,9 +297,10 @@ export class InstanceManager {
   /**
    * Yields the instance now and then every transition, in order, until it is terminal: the
    * first and intermediate messages carry the instance without its large fields (input,
-   * output, stderr), the terminal one the whole row. Transitions come from the database's own
-   * record of them (a burst of three is three messages), read once per change for all
-   * watchers of the instance.
+   * output, stderr), the terminal one its outcome (output, error, stderr; not the input the
+   * caller sent). Transitions come from the database's own record of them (a burst of three is
+   * three messages); each change and each outcome is read once for all watchers of the
+   * instance.
    */
   async *watch(tenantId: string, instanceId: string, abort: AbortSignal): AsyncGenerator<Instance> {
     const { db, transitions: feeds } = this.deps;
@@ -306,7 +309,7 @@ export class InstanceManager {
       const snapshot = await repo.findInstanceSnapshot(db, tenantId, instanceId);
       if (snapshot === null) throw new NotFound(`instance ${instanceId} not found`);
       if (isTerminal(snapshot.instance.status)) {
-        yield (await repo.findInstance(db, tenantId, instanceId)) ?? snapshot.instance;
+        yield (await this.outcomeOf(instanceId)) ?? snapshot.instance;
         return;
       }
       yield snapshot.instance;
@@ -316,7 +319,7 @@ export class InstanceManager {
           if (t.id <= seen) continue;
           seen = t.id;
           if (isTerminal(t.status)) {
-            yield (await repo.findInstance(db, tenantId, instanceId)) ?? { ...snapshot.instance, status: t.status, terminationReason: t.terminationReason };
+            yield (await this.outcomeOf(instanceId)) ?? { ...snapshot.instance, status: t.status, terminationReason: t.terminationReason };
             return;
           }
           yield { ...snapshot.instance, status: t.status, terminationReason: t.terminationReason };
@@ -325,6 +328,21 @@ export class InstanceManager {
     } finally {
       changes.close();
     }
+  }
+
+  /**
+   * A terminal instance's outcome, read once for every watcher that asks within a second:
+   * 200 watchers of an instance with a 16 MiB output must not read it 200 times.
+   */
+  private outcomeOf(instanceId: string): Promise<Instance | null> {
+    let read = this.outcomes.get(instanceId);
+    if (read === undefined) {
+      read = repo.findInstanceOutcome(this.deps.db, instanceId);
+      this.outcomes.set(instanceId, read);
+      const forget = () => setTimeout(() => this.outcomes.delete(instanceId), 1_000).unref();
+      read.then(forget, () => this.outcomes.delete(instanceId));
+    }
+    return read;
   }
 
   /** Launches a new instance; a failure settles it as FAILED (launch_failed) and is reported. */

@@ -73,6 +73,10 @@ const keyColumns = sql.fragment`created_at::text AS created_key, finished_at::te
 const fullColumns = sql.fragment`instance_id, tenant_id, image_id::text, image_name, status, termination_reason, exit_code,
   checkpoint_id, created_at, started_at, finished_at, heartbeat_at, sleep_until, input, output, error, stderr,
   memory_peak_bytes, cpu_usage_usec, timeout_seconds, env, ${keyColumns}`;
+/** A watch's last message: the outcome (output, stderr), not the input the caller sent. */
+const outcomeColumns = sql.fragment`instance_id, tenant_id, image_id::text, image_name, status, termination_reason, exit_code,
+  checkpoint_id, created_at, started_at, finished_at, heartbeat_at, sleep_until, NULL::bytea AS input, output, error, stderr,
+  memory_peak_bytes, cpu_usage_usec, timeout_seconds, env, ${keyColumns}`;
 /** Lists leave the large columns out. */
 const listColumns = sql.fragment`instance_id, tenant_id, image_id::text, image_name, status, termination_reason, exit_code,
   checkpoint_id, created_at, started_at, finished_at, heartbeat_at, sleep_until, NULL::bytea AS input, NULL::bytea AS output,
@@ -112,6 +116,11 @@ export async function transitionsAfter(db: Db, instanceId: string, afterId: bigi
 export async function latestTransitionId(db: Db, instanceId: string): Promise<bigint> {
   return db.oneFirst(sql.type(z.object({ id: z.bigint() }))`
     SELECT COALESCE(max(id), 0)::bigint AS id FROM instance_transitions WHERE instance_id = ${instanceId}`);
+}
+
+/** The instance with its outcome but without its input. */
+export async function findInstanceOutcome(db: Db, instanceId: string): Promise<Instance | null> {
+  return db.maybeOne(sql.type(instanceRow)`SELECT ${outcomeColumns} FROM instances WHERE instance_id = ${instanceId}`);
 }
 
 export async function findInstance(db: Db, tenantId: string, instanceId: string): Promise<Instance | null> {

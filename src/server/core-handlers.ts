@@ -1,11 +1,11 @@
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { CoreService } from "../../gen/runtara/core/v1/core_pb.js";
-import { SignalType, SortOrder } from "../../gen/runtara/core/v1/types_pb.js";
+import { SignalType } from "../../gen/runtara/core/v1/types_pb.js";
 import type { ManagementCalls } from "../core/management-calls.js";
-import { InvalidArgument } from "../errors.js";
 import type { Tokens } from "../lifecycle/index.js";
-import { protoCheckpoint, protoEvent, protoSignalType, protoStatus, requestTime, signalKindFromProto } from "../protocol/convert.js";
-import { boundedBytes, boundedText, pageOffset, pageLimit, requireId } from "../validation.js";
+import { protoCheckpoint, protoEvent, protoSignalType, protoStatus, signalKindFromProto } from "../protocol/convert.js";
+import { boundedBytes, requireId } from "../validation.js";
+import { checkpointFilters, eventFilters } from "./read-view-filters.js";
 
 const MAX_SIGNAL_PAYLOAD = 1024 * 1024;
 
@@ -44,14 +44,7 @@ export function coreHandlers(core: ManagementCalls, tokens: Tokens, health: Core
     },
     async listCheckpoints(req, ctx) {
       const { tenantId, instanceId } = await target(req, ctx);
-      const r = await core.listCheckpoints(tenantId, {
-        instanceId,
-        checkpointId: req.checkpointId === "" ? "" : requireId("checkpoint_id", req.checkpointId),
-        limit: pageLimit("limit", req.limit),
-        offset: pageOffset("offset", req.offset),
-        createdAfterMs: requestTime("created_after", req.createdAfter),
-        createdBeforeMs: requestTime("created_before", req.createdBefore),
-      });
+      const r = await core.listCheckpoints(tenantId, { instanceId, ...checkpointFilters(req) });
       return { checkpoints: r.items.map(protoCheckpoint), totalCount: r.total };
     },
     async getCheckpoint(req, ctx) {
@@ -66,19 +59,7 @@ export function coreHandlers(core: ManagementCalls, tokens: Tokens, health: Core
     },
     async listEvents(req, ctx) {
       const { tenantId, instanceId } = await target(req, ctx);
-      if (req.sortOrder !== SortOrder.UNSPECIFIED && req.sortOrder !== SortOrder.ASC && req.sortOrder !== SortOrder.DESC) {
-        throw new InvalidArgument("sort_order", "must be ASC or DESC");
-      }
-      const r = await core.listEvents(tenantId, {
-        instanceId,
-        eventType: boundedText("event_type", req.eventType, 64),
-        subtype: boundedText("subtype", req.subtype, 128),
-        limit: pageLimit("limit", req.limit),
-        offset: pageOffset("offset", req.offset),
-        createdAfterMs: requestTime("created_after", req.createdAfter),
-        createdBeforeMs: requestTime("created_before", req.createdBefore),
-        ascending: req.sortOrder === SortOrder.ASC,
-      });
+      const r = await core.listEvents(tenantId, { instanceId, ...eventFilters(req) });
       return { events: r.items.map(protoEvent), totalCount: r.total };
     },
     async healthCheck(_req, ctx) {

@@ -1,10 +1,9 @@
 import type { ServiceImpl } from "@connectrpc/connect";
-import { SortOrder } from "../../gen/runtara/core/v1/types_pb.js";
 import type { EnvironmentService } from "../../gen/runtara/environment/v1/environment_pb.js";
-import { InvalidArgument } from "../errors.js";
 import type { SignalService } from "../instances/index.js";
-import { protoCheckpoint, protoEvent, protoStatus, requestTime, signalKindFromProto } from "../protocol/convert.js";
-import { boundedBytes, boundedText, pageOffset, pageLimit, requireId } from "../validation.js";
+import { protoCheckpoint, protoEvent, protoStatus, signalKindFromProto } from "../protocol/convert.js";
+import { boundedBytes, requireId } from "../validation.js";
+import { checkpointFilters, eventFilters } from "./read-view-filters.js";
 
 type SignalHandlers = Pick<
   ServiceImpl<typeof EnvironmentService>,
@@ -37,14 +36,7 @@ export function signalHandlers(signals: SignalService): SignalHandlers {
       return {};
     },
     async listCheckpoints(req) {
-      const res = await signals.listCheckpoints({
-        ...target(req),
-        checkpointId: req.checkpointId === "" ? "" : requireId("checkpoint_id", req.checkpointId),
-        limit: pageLimit("limit", req.limit),
-        offset: pageOffset("offset", req.offset),
-        createdAfterMs: requestTime("created_after", req.createdAfter),
-        createdBeforeMs: requestTime("created_before", req.createdBefore),
-      });
+      const res = await signals.listCheckpoints({ ...target(req), ...checkpointFilters(req) });
       return { checkpoints: res.items.map(protoCheckpoint), totalCount: res.total };
     },
     async getCheckpoint(req) {
@@ -53,19 +45,7 @@ export function signalHandlers(signals: SignalService): SignalHandlers {
       return { checkpoint: protoCheckpoint(res.checkpoint), state: res.state };
     },
     async listEvents(req) {
-      if (req.sortOrder !== SortOrder.UNSPECIFIED && req.sortOrder !== SortOrder.ASC && req.sortOrder !== SortOrder.DESC) {
-        throw new InvalidArgument("sort_order", "must be ASC or DESC");
-      }
-      const res = await signals.listEvents({
-        ...target(req),
-        eventType: boundedText("event_type", req.eventType, 64),
-        subtype: boundedText("subtype", req.subtype, 128),
-        limit: pageLimit("limit", req.limit),
-        offset: pageOffset("offset", req.offset),
-        createdAfterMs: requestTime("created_after", req.createdAfter),
-        createdBeforeMs: requestTime("created_before", req.createdBefore),
-        ascending: req.sortOrder === SortOrder.ASC,
-      });
+      const res = await signals.listEvents({ ...target(req), ...eventFilters(req) });
       return { events: res.items.map(protoEvent), totalCount: res.total };
     },
   };
