@@ -15,9 +15,41 @@ export interface EnvironmentOptions extends CleanupOptions {
   databaseUrl?: string;
   /** Port of the management API (gRPC, gRPC-Web, Connect). 0 picks a free port. @default 8002 */
   httpPort?: number;
-  /** Address the management API binds. @default "0.0.0.0" */
+  /**
+   * Address the management API binds. A non-loopback address needs `apiKeysFile` (or
+   * `allowUnauthenticated`), else the environment refuses to start. @default "127.0.0.1"
+   */
   httpHost?: string;
-  /** host:port of core; instances get it as RUNTARA_CORE_ADDR. @default "127.0.0.1:8001" */
+  /** Serve the management API without API keys on a non-loopback address (explicit opt-out). @default false */
+  allowUnauthenticated?: boolean;
+  /**
+   * Host names (Host / :authority, without port) the management API answers besides loopback
+   * ones, when it has no API keys (DNS-rebinding defence). @default []
+   */
+  allowedHosts?: readonly string[];
+  /** PEM certificate chain and key: the management API speaks TLS (h2 and http/1.1 by ALPN). */
+  tlsCertFile?: string;
+  tlsKeyFile?: string;
+  /** Core's own TLS pair (embedded or standalone core). @default tlsCertFile/tlsKeyFile */
+  coreTlsCertFile?: string;
+  coreTlsKeyFile?: string;
+  /** CA of client certificates core demands for CoreService calls (mutual TLS); needs core TLS. */
+  coreClientCaFile?: string;
+  /** Extra CA the environment trusts for a standalone core's certificate (`https://` coreAddr). */
+  coreCaFile?: string;
+  /** Client certificate and key the environment presents to a core that demands one. */
+  coreClientCertFile?: string;
+  coreClientKeyFile?: string;
+  /** Open connections each listener accepts at most. @default 4096 */
+  maxConnections?: number;
+  /** Concurrent HTTP/2 streams per connection. @default 256 */
+  maxStreamsPerConnection?: number;
+  /** A request body that stalls this long is cut off (responses are not timed), ms. @default 60000 */
+  bodyIdleTimeoutMs?: number;
+  /**
+   * host:port of core; instances get it as RUNTARA_CORE_ADDR. `https://host:port` reaches a
+   * standalone core over TLS. @default "127.0.0.1:8001"
+   */
   coreAddr?: string;
   /** Run core in this process (bound on coreAddr). @default true */
   embedCore?: boolean;
@@ -110,12 +142,45 @@ export interface EnvironmentOptions extends CleanupOptions {
   ociUidCount?: number;
 }
 
-export type CompiledOptions = Readonly<Required<Omit<EnvironmentOptions, "databaseUrl" | "ociRuntime" | "apiKeysFile" | "ociUidBase" | "ociUidCount">>> & {
+/** Options without a default (unset means "not used"). */
+type OptionalSettings =
+  | "databaseUrl"
+  | "ociRuntime"
+  | "apiKeysFile"
+  | "ociUidBase"
+  | "ociUidCount"
+  | "tlsCertFile"
+  | "tlsKeyFile"
+  | "coreTlsCertFile"
+  | "coreTlsKeyFile"
+  | "coreClientCaFile"
+  | "coreCaFile"
+  | "coreClientCertFile"
+  | "coreClientKeyFile";
+
+/** PEM files of one TLS listener. */
+export interface TlsFiles {
+  readonly certFile: string;
+  readonly keyFile: string;
+  /** CA of client certificates (mutual TLS). */
+  readonly clientCaFile?: string;
+}
+
+export type CompiledOptions = Readonly<Required<Omit<EnvironmentOptions, OptionalSettings>>> & {
   readonly databaseUrl: string | undefined;
   readonly ociRuntime: string | undefined;
   readonly apiKeysFile: string | undefined;
   readonly coreHost: string;
   readonly corePort: number;
+  /** Core is reached (and, embedded, served) over TLS. */
+  readonly coreTls: boolean;
+  /** TLS of the management API, when configured. */
+  readonly tls: TlsFiles | undefined;
+  /** TLS of an embedded or standalone core, when configured. */
+  readonly coreServerTls: TlsFiles | undefined;
+  readonly coreCaFile: string | undefined;
+  readonly coreClientCertFile: string | undefined;
+  readonly coreClientKeyFile: string | undefined;
   /** Resolved `nativeUser` when the environment runs as root (native processes drop to it), else undefined. */
   readonly nativeRunAs: SystemUser | undefined;
   /** From ociUidBase/ociUidCount; undefined leaves the OCI runner's default (/etc/subuid). */
@@ -124,7 +189,12 @@ export type CompiledOptions = Readonly<Required<Omit<EnvironmentOptions, "databa
 
 const defaults = {
   httpPort: 8002,
-  httpHost: "0.0.0.0",
+  httpHost: "127.0.0.1",
+  allowUnauthenticated: false,
+  allowedHosts: [],
+  maxConnections: 4096,
+  maxStreamsPerConnection: 256,
+  bodyIdleTimeoutMs: 60_000,
   coreAddr: "127.0.0.1:8001",
   embedCore: true,
   dataDir: ".data",
@@ -160,7 +230,7 @@ const defaults = {
   tenantMaxImageBytes: 100 * 1024 ** 3,
   nativeRunner: "auto",
   nativeUser: "nobody",
-} satisfies Omit<Required<EnvironmentOptions>, "databaseUrl" | "ociRuntime" | "apiKeysFile" | "ociUidBase" | "ociUidCount" | keyof CleanupOptions>;
+} satisfies Omit<Required<EnvironmentOptions>, OptionalSettings | keyof CleanupOptions>;
 
 export { ConfigError };
 
@@ -181,7 +251,20 @@ export function compileOptions(options: EnvironmentOptions = {}): CompiledOption
   };
   port("httpPort", o.httpPort, true);
   // Port 0 (a free port) only makes sense for an embedded core, e.g. in tests.
-  const [coreHost, corePort] = splitHostPort("coreAddr", o.coreAddr, o.embedCore);
+  const { host: coreHost, port: corePort, tls: coreUrlTls } = parseCoreAddr("coreAddr", o.coreAddr, o.embedCore);
+  if (!isLoopbackHost(o.httpHost) && options.apiKeysFile === undefined && !o.allowUnauthenticated) {
+    throw new ConfigError(
+      `httpHost (RUNTARA_ENV_HTTP_HOST) ${o.httpHost} is not a loopback address and no RUNTARA_API_KEYS_FILE is set: anyone who can reach the port could run code. ` +
+        "Set RUNTARA_API_KEYS_FILE, or RUNTARA_ALLOW_UNAUTHENTICATED=true to accept an unauthenticated API explicitly",
+    );
+  }
+  boundedInt("maxConnections", o.maxConnections, 16, 1_000_000);
+  boundedInt("maxStreamsPerConnection", o.maxStreamsPerConnection, 1, 10_000);
+  boundedInt("bodyIdleTimeoutMs", o.bodyIdleTimeoutMs, 100, 3_600_000);
+  const tls = compileTls(o);
+  if (o.embedCore && coreUrlTls && tls.coreServerTls === undefined) {
+    throw new ConfigError("coreAddr (RUNTARA_CORE_ADDR) is https:// but the embedded core has no certificate (RUNTARA_CORE_TLS_CERT_FILE/KEY_FILE or RUNTARA_TLS_CERT_FILE/KEY_FILE)");
+  }
   positiveInt("dbPoolSize", o.dbPoolSize);
   // An execution timeout past what setTimeout can hold would fire at once and kill every
   // instance; the bound is the API's own (timeout_seconds).
@@ -223,8 +306,12 @@ export function compileOptions(options: EnvironmentOptions = {}): CompiledOption
     databaseUrl: options.databaseUrl,
     ociRuntime: options.ociRuntime,
     apiKeysFile: options.apiKeysFile,
+    allowedHosts: Object.freeze([...o.allowedHosts]),
     coreHost,
     corePort,
+    ...tls,
+    // An embedded core with a certificate serves TLS; a standalone one is named https://.
+    coreTls: o.embedCore ? tls.coreServerTls !== undefined : coreUrlTls,
     ...compileRunnerOptions(o),
   });
 }
@@ -239,6 +326,31 @@ function positiveInt(name: string, v: number) {
 
 function stripUndefined<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+/** `host:port`, or `http(s)://host:port` (https: core is reached over TLS). */
+export function parseCoreAddr(name: string, addr: string, allowZeroPort = false): { host: string; port: number; tls: boolean } {
+  const scheme = /^(https?):\/\//.exec(addr);
+  const [host, port] = splitHostPort(name, scheme ? addr.slice(scheme[0].length).replace(/\/$/, "") : addr, allowZeroPort);
+  return { host, port, tls: scheme?.[1] === "https" };
+}
+
+function compileTls(o: EnvironmentOptions) {
+  const pair = (what: string, cert: string | undefined, key: string | undefined) => {
+    if ((cert === undefined) !== (key === undefined)) throw new ConfigError(`${what}: set both the certificate and the key file, or neither`);
+    return cert === undefined || key === undefined ? undefined : { certFile: cert, keyFile: key };
+  };
+  const tls = pair("tlsCertFile/tlsKeyFile (RUNTARA_TLS_CERT_FILE/RUNTARA_TLS_KEY_FILE)", o.tlsCertFile, o.tlsKeyFile);
+  const corePair = pair("coreTlsCertFile/coreTlsKeyFile (RUNTARA_CORE_TLS_CERT_FILE/RUNTARA_CORE_TLS_KEY_FILE)", o.coreTlsCertFile, o.coreTlsKeyFile) ?? tls;
+  if (o.coreClientCaFile !== undefined && corePair === undefined) {
+    throw new ConfigError("coreClientCaFile (RUNTARA_CORE_CLIENT_CA_FILE) needs core TLS (RUNTARA_CORE_TLS_CERT_FILE/KEY_FILE or RUNTARA_TLS_CERT_FILE/KEY_FILE)");
+  }
+  const coreServerTls = corePair === undefined ? undefined : { ...corePair, ...(o.coreClientCaFile !== undefined ? { clientCaFile: o.coreClientCaFile } : {}) };
+  const client = pair("coreClientCertFile/coreClientKeyFile (RUNTARA_CORE_CLIENT_CERT_FILE/RUNTARA_CORE_CLIENT_KEY_FILE)", o.coreClientCertFile, o.coreClientKeyFile);
+  if (o.embedCore !== false && o.coreClientCaFile !== undefined && client === undefined) {
+    throw new ConfigError("coreClientCaFile (RUNTARA_CORE_CLIENT_CA_FILE) on an embedded core needs the environment's client certificate (RUNTARA_CORE_CLIENT_CERT_FILE/KEY_FILE)");
+  }
+  return { tls, coreServerTls, coreCaFile: o.coreCaFile, coreClientCertFile: client?.certFile, coreClientKeyFile: client?.keyFile };
 }
 
 export function splitHostPort(name: string, addr: string, allowZeroPort = false): [string, number] {
@@ -265,7 +377,7 @@ export function readEnvironmentOptions(env: NodeJS.ProcessEnv): EnvironmentOptio
   const coreAddr = str("RUNTARA_CORE_ADDR");
   if (coreAddr !== undefined) {
     try {
-      splitHostPort("RUNTARA_CORE_ADDR", coreAddr);
+      parseCoreAddr("RUNTARA_CORE_ADDR", coreAddr);
     } catch (e) {
       throw new ConfigError((e as Error).message);
     }
@@ -293,6 +405,19 @@ export function readEnvironmentOptions(env: NodeJS.ProcessEnv): EnvironmentOptio
     databaseUrl,
     httpPort: int("RUNTARA_ENV_HTTP_PORT", 0, 65535),
     httpHost: str("RUNTARA_ENV_HTTP_HOST"),
+    allowUnauthenticated: bool("RUNTARA_ALLOW_UNAUTHENTICATED"),
+    allowedHosts: readAllowedHosts(str("RUNTARA_ALLOWED_HOSTS")),
+    tlsCertFile: str("RUNTARA_TLS_CERT_FILE"),
+    tlsKeyFile: str("RUNTARA_TLS_KEY_FILE"),
+    coreTlsCertFile: str("RUNTARA_CORE_TLS_CERT_FILE"),
+    coreTlsKeyFile: str("RUNTARA_CORE_TLS_KEY_FILE"),
+    coreClientCaFile: str("RUNTARA_CORE_CLIENT_CA_FILE"),
+    coreCaFile: str("RUNTARA_CORE_CA_FILE"),
+    coreClientCertFile: str("RUNTARA_CORE_CLIENT_CERT_FILE"),
+    coreClientKeyFile: str("RUNTARA_CORE_CLIENT_KEY_FILE"),
+    maxConnections: int("RUNTARA_MAX_CONNECTIONS", 16, 1_000_000),
+    maxStreamsPerConnection: int("RUNTARA_MAX_STREAMS_PER_CONNECTION", 1, 10_000),
+    bodyIdleTimeoutMs: seconds("RUNTARA_BODY_IDLE_TIMEOUT_SECS", 1, 3_600),
     coreAddr,
     embedCore: bool("RUNTARA_EMBED_CORE"),
     dataDir: str("DATA_DIR"),
@@ -330,6 +455,14 @@ export function readEnvironmentOptions(env: NodeJS.ProcessEnv): EnvironmentOptio
     ...readCleanupOptions(env),
     ...readRunnerOptions(env),
   };
+}
+
+function readAllowedHosts(value: string | undefined): string[] | undefined {
+  const hosts = value?.split(",").map((h) => h.trim().toLowerCase()).filter((h) => h !== "");
+  for (const h of hosts ?? []) {
+    if (!/^[a-z0-9.-]{1,253}$/.test(h)) throw new ConfigError(`RUNTARA_ALLOWED_HOSTS entries must be host names without port, got "${h}"`);
+  }
+  return hosts;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -397,6 +530,6 @@ export function nativeRunnerAllowed(o: CompiledOptions): boolean {
   return o.apiKeysFile === undefined && isLoopbackHost(o.httpHost);
 }
 
-function isLoopbackHost(host: string): boolean {
+export function isLoopbackHost(host: string): boolean {
   return host === "localhost" || host === "::1" || /^(::ffff:)?127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }

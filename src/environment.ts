@@ -17,7 +17,11 @@ import { HeartbeatMonitor } from "./scheduler/heartbeat-monitor.js";
 import { MaintenanceLoop } from "./scheduler/maintenance-loop.js";
 import { WakeScheduler } from "./scheduler/wake-scheduler.js";
 import type { OnePortServer } from "./server/http.js";
-import { apiKeyAuth, loadApiKeys, type ApiKeys } from "./server/api-keys.js";
+import { ApiKeys } from "./server/api-keys.js";
+import { environmentAccess } from "./server/environment-access.js";
+import { sharedProbe } from "./server/health.js";
+import { loadTlsMaterial } from "./server/tls.js";
+import { coreLink, type CoreLink } from "./core-link.js";
 import { environmentRoutes } from "./server/routes.js";
 import { serve } from "./server/serve.js";
 import { forwardUnixSocket } from "./server/unix-forwarder.js";
@@ -51,6 +55,7 @@ export class Environment {
   readonly logger: Logger;
   private readonly startup: Startup;
   private running: Partial<Running> = {};
+  private apiKeys: ApiKeys | undefined;
 
   constructor(options: EnvironmentRuntimeOptions = {}) {
     this.options = compileOptions(options);
@@ -86,6 +91,11 @@ export class Environment {
     return this.startup.start(() => this.startSequence());
   }
 
+  /** Re-reads what may change without a restart (SIGHUP): the API keys file. */
+  async reload(): Promise<void> {
+    await this.apiKeys?.reload();
+  }
+
   async stop(): Promise<void> {
     await this.startup.stop();
     this.running = {};
@@ -101,7 +111,11 @@ export class Environment {
   private async startSequence(): Promise<void> {
     const o = this.options;
     const s = this.startup;
-    const apiKeys = o.apiKeysFile === undefined ? undefined : await loadApiKeys(o.apiKeysFile);
+    const apiKeys = o.apiKeysFile === undefined ? undefined : await ApiKeys.load(o.apiKeysFile, this.logger.child({ component: "api-keys" }));
+    if (apiKeys) {
+      this.apiKeys = apiKeys;
+      s.onStop("stop watching the API keys file", apiKeys.watch());
+    }
     await secureDataDir(o.dataDir);
     const databaseUrl = await this.startDatabase();
     await migrate(databaseUrl, this.logger);
@@ -114,7 +128,12 @@ export class Environment {
     const core = o.embedCore ? await this.startCore(db, listener, tokens) : undefined;
     this.running = { databaseUrl, db, tokens, core };
 
-    const gateway = s.own("close the core client", new CoreGateway(core ? `${o.coreHost}:${core.address.port}` : o.coreAddr, tokens, o.maxPayloadBytes + 8 * 1024 * 1024), (g) => g.close());
+    const link = await coreLink(o, core ? instanceCoreAddr(o, core.address.port).replace(/:\d+$/, "") : o.coreHost, core?.address.port);
+    const gateway = s.own(
+      "close the core client",
+      new CoreGateway({ baseUrl: link.baseUrl, connect: () => link.connect("h2", true) }, tokens, o.maxPayloadBytes + 8 * 1024 * 1024),
+      (g) => g.close(),
+    );
     const store = new ImageStore(o.dataDir, o.replicaId);
     await store.clearStaging();
     const checkRunner = nativeRunnerCheck(nativeRunnerAllowed(o));
@@ -124,8 +143,8 @@ export class Environment {
       tenantMaxImageBytes: BigInt(o.tenantMaxImageBytes),
       checkRunner,
     });
-    const coreSocketDir = await this.startCoreSocket(core);
-    const { instances, signals } = this.buildInstances({ db, listener, store, gateway, tokens, core, checkRunner, coreSocketDir });
+    const coreSocketDir = await this.startCoreSocket(link);
+    const { instances, signals } = this.buildInstances({ db, listener, store, gateway, tokens, core, link, checkRunner, coreSocketDir });
     // Workflows keep running: a restart of the environment must not kill them.
     s.onStop("detach from the workflows", () => instances.detachAll());
     await instances.recover();
@@ -133,7 +152,10 @@ export class Environment {
 
     this.running.server = await this.startServer({ images, instances, signals, gateway, db, apiKeys });
     this.startWorkers(db, listener, instances);
-    this.logger.info({ port: this.running.server.address.port, host: o.httpHost, version: VERSION }, "environment listening");
+    this.logger.info(
+      { port: this.running.server.address.port, host: o.httpHost, tls: o.tls !== undefined, apiKeys: apiKeys !== undefined, version: VERSION },
+      "environment listening",
+    );
   }
 
   private async startDatabase(): Promise<string> {
@@ -158,13 +180,11 @@ export class Environment {
    * Containers with their own network namespace reach core only through a Unix socket under
    * DATA_DIR, bind-mounted into them and forwarded to core's port. Returns its directory.
    */
-  private async startCoreSocket(core: CoreRuntime | undefined): Promise<string | undefined> {
+  private async startCoreSocket(link: CoreLink): Promise<string | undefined> {
     const o = this.options;
     if (o.networkMode === "host") return undefined;
     const dir = path.join(o.dataDir, "sockets");
-    const target = instanceCoreAddr(o, core?.address.port);
-    const [host, port] = [target.slice(0, target.lastIndexOf(":")), Number(target.slice(target.lastIndexOf(":") + 1))];
-    const forwarder = await forwardUnixSocket(path.join(dir, CORE_SOCKET_NAME), { host, port }, this.logger);
+    const forwarder = await forwardUnixSocket(path.join(dir, CORE_SOCKET_NAME), (protocol) => link.connect(protocol, false), this.logger);
     this.startup.onStop("close the core socket", () => forwarder.close());
     return dir;
   }
@@ -176,6 +196,7 @@ export class Environment {
     gateway: CoreGateway;
     tokens: Tokens;
     core: CoreRuntime | undefined;
+    link: CoreLink;
     checkRunner: RunnerCheck;
     coreSocketDir: string | undefined;
   }) {
@@ -198,6 +219,7 @@ export class Environment {
       options: {
         dataDir: o.dataDir,
         coreAddr: instanceCoreAddr(o, core?.address.port),
+        coreUrl: `${new URL(deps.link.baseUrl).protocol}//${instanceCoreAddr(o, core?.address.port)}`,
         skipCertVerification: o.skipCertVerification,
         networkMode: o.networkMode,
         coreSocketDir: deps.coreSocketDir,
@@ -232,6 +254,8 @@ export class Environment {
   }): Promise<OnePortServer> {
     const o = this.options;
     const shutdown = new AbortController();
+    const keys = deps.apiKeys;
+    const tls = o.tls && (await loadTlsMaterial(o.tls, "RUNTARA_TLS_CERT_FILE/RUNTARA_TLS_KEY_FILE"));
     const server = await serve({
       routes: environmentRoutes({
         images: deps.images,
@@ -241,12 +265,19 @@ export class Environment {
         probes: {
           version: VERSION,
           startedAtMs: Date.now(),
-          database: () => databasePing(deps.db),
-          core: () => deps.gateway.reachable(),
-          activeInstances: () => deps.instances.countActive(),
+          database: sharedProbe(() => databasePing(deps.db)),
+          core: sharedProbe(() => deps.gateway.reachable()),
+          activeInstances: (tenantId) => deps.instances.countActive(tenantId),
+          caller: (headers) => {
+            if (!keys) return "all";
+            const tenantId = keys.tenantOf(headers.get("authorization"));
+            return tenantId === undefined ? undefined : { tenantId };
+          },
         },
       }),
-      interceptors: deps.apiKeys ? [apiKeyAuth(deps.apiKeys)] : [],
+      ...environmentAccess(keys, o.allowedHosts),
+      limits: o,
+      ...(tls ? { tls } : {}),
       port: o.httpPort,
       host: o.httpHost,
       corsOrigins: o.corsOrigins,

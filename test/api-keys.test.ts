@@ -38,7 +38,7 @@ describe("API keys (RUNTARA_API_KEYS_FILE)", () => {
   });
 
   it("the key decides the tenant: missing or wrong key is UNAUTHENTICATED, another tenant_id is PERMISSION_DENIED", async () => {
-    assert.equal((await client().healthCheck({})).databaseReachable, true, "health needs no key");
+    assert.equal((await client().healthCheck({})).healthy, true, "health needs no key");
     await rejectsWithCode(client().listImages({ tenantId: "tenant-a" }), Code.Unauthenticated, "missing API key");
     await rejectsWithCode(client("not-a-key-at-all-xxxx").listImages({ tenantId: "tenant-a" }), Code.Unauthenticated, "invalid API key");
     await rejectsWithCode(client(KEY_A).listImages({ tenantId: "tenant-b" }), Code.PermissionDenied, "tenant_id");
@@ -59,7 +59,7 @@ describe("API keys (RUNTARA_API_KEYS_FILE)", () => {
 
   it("an unreadable or malformed keys file stops startup naming the variable", async () => {
     const bad = path.join(dir, "bad");
-    await writeFile(bad, "tenant-a short\n");
+    await writeFile(bad, "tenant-a short\n", { mode: 0o600 });
     await assert.rejects(startEnvironment({ apiKeysFile: bad }), /RUNTARA_API_KEYS_FILE: line 1/);
     await assert.rejects(startEnvironment({ apiKeysFile: path.join(dir, "missing") }), /RUNTARA_API_KEYS_FILE: cannot read/);
   });

@@ -45,6 +45,7 @@ function inMemory(overrides: { instances?: Partial<InstanceManager>; signals?: P
       database: async () => true,
       core: async () => true,
       activeInstances: async () => 0n,
+      caller: () => "all",
     },
   });
   const transport = createRouterTransport(routes, { router: { interceptors: [observeCalls(pino({ level: "silent" }))] } });

@@ -75,9 +75,9 @@ describe("native runner policy (RUNTARA_NATIVE_RUNNER)", () => {
   it("auto allows native only on loopback without API keys", () => {
     assert.equal(nativeRunnerAllowed(compileOptions({ httpHost: "127.0.0.1" })), true);
     assert.equal(nativeRunnerAllowed(compileOptions({ httpHost: "::1" })), true);
-    assert.equal(nativeRunnerAllowed(compileOptions({ httpHost: "0.0.0.0" })), false);
+    assert.equal(nativeRunnerAllowed(compileOptions({ httpHost: "0.0.0.0", allowUnauthenticated: true })), false);
     assert.equal(nativeRunnerAllowed(compileOptions({ httpHost: "127.0.0.1", apiKeysFile: "/k" })), false);
-    assert.equal(nativeRunnerAllowed(compileOptions({ httpHost: "0.0.0.0", nativeRunner: "enabled" })), true);
+    assert.equal(nativeRunnerAllowed(compileOptions({ httpHost: "0.0.0.0", allowUnauthenticated: true, nativeRunner: "enabled" })), true);
     assert.equal(nativeRunnerAllowed(compileOptions({ httpHost: "127.0.0.1", nativeRunner: "disabled" })), false);
   });
 
@@ -113,7 +113,7 @@ describe("native runner policy (RUNTARA_NATIVE_RUNNER)", () => {
         req.header.set("authorization", "Bearer key-sec-0123456789abcdef");
         return next(req);
       };
-      for (const options of [{ apiKeysFile: keysFile }, { httpHost: "0.0.0.0" }]) {
+      for (const options of [{ apiKeysFile: keysFile }, { httpHost: "0.0.0.0", allowUnauthenticated: true }]) {
         const t = await startEnvironment({ ...options, databaseUrl: open.database.url });
         try {
           const client = createClient(EnvironmentService, createConnectTransport({ baseUrl: t.baseUrl, httpVersion: "2", interceptors: [auth] }));
@@ -130,7 +130,7 @@ describe("native runner policy (RUNTARA_NATIVE_RUNNER)", () => {
         }
       }
       // The explicit opt-in wins over a non-loopback bind.
-      const enabled = await startEnvironment({ httpHost: "0.0.0.0", nativeRunner: "enabled", databaseUrl: open.database.url });
+      const enabled = await startEnvironment({ httpHost: "0.0.0.0", allowUnauthenticated: true, nativeRunner: "enabled", databaseUrl: open.database.url });
       try {
         const client = environmentClient(enabled.baseUrl);
         await client.registerImage({ tenantId: TENANT, name: "n3", binary, runnerType: RunnerType.NATIVE });

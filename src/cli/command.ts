@@ -4,6 +4,8 @@ import { ConfigError, readEnvironmentOptions, type EnvironmentOptions } from "..
 interface Runnable {
   start(): Promise<void>;
   stop(): Promise<void>;
+  /** Re-reads what may change while running (SIGHUP). */
+  reload?(): Promise<void>;
 }
 
 /**
@@ -30,7 +32,7 @@ export async function runCommand(
 
 /**
  * Starts `target` and stops it on SIGINT/SIGTERM: the first signal stops gracefully, a second
- * one exits at once. The only place that installs signal handlers or calls process.exit.
+ * one exits at once; SIGHUP reloads. The only place that installs signal handlers or calls process.exit.
  */
 async function runUntilSignalled(target: Runnable, logger: Logger): Promise<void> {
   try {
@@ -61,4 +63,6 @@ async function runUntilSignalled(target: Runnable, logger: Logger): Promise<void
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
+  const reload = target.reload?.bind(target);
+  if (reload) process.on("SIGHUP", () => void reload());
 }

@@ -6,11 +6,13 @@ import { InstanceService } from "../../gen/runtara/core/v1/instance_pb.js";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import { ChannelHub, type Listener } from "../db/index.js";
 import { coreHandlers } from "../server/core-handlers.js";
-import { healthService } from "../server/health.js";
+import { healthService, sharedProbe } from "../server/health.js";
 import type { OnePortServer } from "../server/http.js";
 import { instanceHandlers } from "../server/instance-handlers.js";
 import { registerReflection } from "../server/reflection.js";
 import { serve } from "../server/serve.js";
+import { clientCertGate } from "../server/gates.js";
+import { loadTlsMaterial } from "../server/tls.js";
 import type { CompiledOptions } from "../config.js";
 import type { Tokens } from "../lifecycle/index.js";
 import { VERSION } from "../version.js";
@@ -28,8 +30,11 @@ export type CoreRuntimeOptions = Pick<
   | "maxCheckpointsPerInstance"
   | "maxEventsPerInstance"
   | "maxCustomSignalsPerInstance"
-  | "corsOrigins"
   | "shutdownGraceMs"
+  | "coreServerTls"
+  | "maxConnections"
+  | "maxStreamsPerConnection"
+  | "bodyIdleTimeoutMs"
 >;
 
 /**
@@ -58,7 +63,9 @@ export class CoreRuntime {
     const signals = new ChannelHub(this.listener, "runtara_signal");
     const instances = new InstanceCalls(this.db, signals, this.logger.child({ component: "core" }), this.options);
     const management = new ManagementCalls(this.db, this.logger.child({ component: "core" }), this.options);
-    const database = () => databasePing(this.db);
+    const database = sharedProbe(() => databasePing(this.db));
+    const tlsFiles = this.options.coreServerTls;
+    const tls = tlsFiles && (await loadTlsMaterial(tlsFiles, "RUNTARA_CORE_TLS_CERT_FILE/KEY_FILE (or RUNTARA_TLS_CERT_FILE/KEY_FILE), RUNTARA_CORE_CLIENT_CA_FILE"));
     this.server = await serve({
       routes: (router) => {
         router.service(InstanceService, instanceHandlers(instances, this.tokens));
@@ -68,14 +75,20 @@ export class CoreRuntime {
       },
       port: this.options.corePort,
       host: this.options.coreHost,
-      corsOrigins: this.options.corsOrigins,
+      // Browsers have no business with core: no CORS.
+      corsOrigins: [],
+      limits: this.options,
+      ...(tls ? { tls } : {}),
+      // With a client CA, CoreService (the management token's side) also needs a client
+      // certificate; instances keep proving themselves with their tokens alone.
+      gates: tls?.clientCa ? [clientCertGate(CoreService.typeName)] : [],
       logger: this.logger.child({ component: "core-rpc" }),
       // Payload limits are checked by the handlers with a clear message; this only caps
       // what a single message may make the server buffer.
       readMaxBytes: this.options.maxPayloadBytes + 1024 * 1024,
       shutdownSignal: this.shutdown.signal,
     });
-    this.logger.info({ port: this.server.address.port, host: this.options.coreHost }, "core listening");
+    this.logger.info({ port: this.server.address.port, host: this.options.coreHost, tls: tls !== undefined, clientCertificates: tls?.clientCa !== undefined }, "core listening");
   }
 
   async stop(): Promise<void> {

@@ -1,5 +1,6 @@
 import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import type { Duplex } from "node:stream";
 import { CoreService } from "../../gen/runtara/core/v1/core_pb.js";
 import { SortOrder } from "../../gen/runtara/core/v1/types_pb.js";
 import type { CheckpointSummary, InstanceEvent } from "../lifecycle/index.js";
@@ -38,9 +39,12 @@ export interface EventQuery extends Omit<CheckpointQuery, "checkpointId"> {
 export class CoreGateway {
   private readonly client: Client<typeof CoreService>;
   private readonly session: Http2SessionManager;
+  /** host:port of core, for messages. */
+  private readonly coreName: string;
 
   constructor(
-    private readonly coreAddr: string,
+    /** Core's base URL and how to open a connection to it (cleartext or TLS). */
+    core: { baseUrl: string; connect(): Duplex },
     /** The management token, read per call; reloaded when core refuses it (a rotation elsewhere). */
     private readonly tokens: { managementToken(): string; refresh(): Promise<void> },
     /** Largest answer read from core (a checkpoint's state, a page of events). */
@@ -50,9 +54,10 @@ export class CoreGateway {
       req.header.set("authorization", `Bearer ${tokens.managementToken()}`);
       return next(req);
     };
-    const baseUrl = `http://${coreAddr}`;
+    const baseUrl = core.baseUrl;
+    this.coreName = new URL(baseUrl).host;
     // Pings notice a restarted core; the idle timeout lets an unused session go away.
-    this.session = new Http2SessionManager(baseUrl, { pingIntervalMs: 10_000, idleConnectionTimeoutMs: 60_000 });
+    this.session = new Http2SessionManager(baseUrl, { pingIntervalMs: 10_000, idleConnectionTimeoutMs: 60_000 }, { createConnection: () => core.connect() });
     this.client = createClient(
       CoreService,
       createConnectTransport({ baseUrl, httpVersion: "2", interceptors: [auth], defaultTimeoutMs: 30_000, sessionManager: this.session, readMaxBytes }),
@@ -136,7 +141,7 @@ export class CoreGateway {
         return this.call(fn, true);
       }
       if (err.code === Code.Unavailable || err.code === Code.DeadlineExceeded) {
-        throw new Unavailable(`core at ${this.coreAddr} is unreachable (${err.rawMessage}); retry later`);
+        throw new Unavailable(`core at ${this.coreName} is unreachable (${err.rawMessage}); retry later`);
       }
       throw new ConnectError(err.rawMessage, err.code, undefined, undefined, err);
     }

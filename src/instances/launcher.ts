@@ -16,6 +16,8 @@ export interface LauncherOptions {
   dataDir: string;
   /** host:port instances use to reach core. */
   coreAddr: string;
+  /** Core's URL over TCP (http:// or https://, for coreAddr). */
+  coreUrl: string;
   skipCertVerification: boolean;
   networkMode: NetworkMode;
   replicaId: string;
@@ -118,7 +120,7 @@ export class Launcher {
     const { tokens, options } = this.deps;
     // A container with its own network namespace reaches core only through the socket.
     const viaSocket = target.runnerType === "oci" && options.networkMode !== "host";
-    const url = viaSocket ? CORE_SOCKET_URL_IN_CONTAINER : `http://${options.coreAddr}`;
+    const url = viaSocket ? CORE_SOCKET_URL_IN_CONTAINER : options.coreUrl;
     const env: Record<string, string> = {
       ...target.env,
       RUNTARA_INSTANCE_ID: target.instanceId,

@@ -273,8 +273,9 @@ export class InstanceManager {
   }
 
   /** Instances holding or about to hold a process, cluster-wide (HealthCheck). */
-  countActive(): Promise<bigint> {
-    return repo.countActiveInstances(this.deps.db);
+  /** PENDING and RUNNING instances of one tenant, or of all. */
+  countActive(tenantId: string | undefined): Promise<bigint> {
+    return repo.countActiveInstances(this.deps.db, tenantId);
   }
 
   async get(tenantId: string, instanceId: string): Promise<Instance> {

@@ -159,9 +159,10 @@ export async function insertRunningProcess(db: Db, p: ProcessRecord): Promise<bo
 }
 
 /** Instances that hold or are about to hold a process: pending or running. */
-export async function countActiveInstances(db: Db): Promise<bigint> {
+export async function countActiveInstances(db: Db, tenantId: string | undefined): Promise<bigint> {
+  const tenant = tenantId === undefined ? sql.fragment`` : sql.fragment` AND tenant_id = ${tenantId}`;
   return db.oneFirst(sql.type(z.object({ count: z.bigint() }))`
-    ${cappedCount(sql.fragment`instances WHERE status IN ${statusList(LAUNCHED)}`)}`);
+    ${cappedCount(sql.fragment`instances WHERE status IN ${statusList(LAUNCHED)}${tenant}`)}`);
 }
 
 export type InstanceOrder = "created_desc" | "created_asc" | "finished_desc" | "finished_asc";

@@ -1,24 +1,80 @@
 import { createHash, timingSafeEqual } from "node:crypto";
-import { readFile } from "node:fs/promises";
+import { unwatchFile, watchFile } from "node:fs";
+import { readFile, stat } from "node:fs/promises";
 import type { Interceptor, StreamRequest, UnaryRequest } from "@connectrpc/connect";
-import { EnvironmentService } from "../../gen/runtara/environment/v1/environment_pb.js";
+import type { Logger } from "pino";
 import { ConfigError } from "../config.js";
 import { PermissionDenied, Unauthenticated } from "../errors.js";
 
 /** API keys by SHA-256 digest (keys are never kept or compared in the clear). */
-export type ApiKeys = ReadonlyMap<string, string>;
+type KeyDigests = ReadonlyMap<string, string>;
 
 const digest = (key: string) => createHash("sha256").update(key).digest("hex");
 
+/** How often the keys file is checked for changes (a poll survives editors that replace the file). */
+const WATCH_INTERVAL_MS = 1_000;
+
 /**
- * Reads RUNTARA_API_KEYS_FILE: one `<tenant_id> <key>` per line; blank lines and lines
- * starting with # are ignored. Keys must be at least 16 characters.
+ * RUNTARA_API_KEYS_FILE: one `<tenant_id> <key>` per line; blank lines and lines starting
+ * with # are ignored; keys have at least 16 characters. The file must not be readable or
+ * writable by group or others. `reload()` (SIGHUP) and a change of the file replace the keys
+ * at once; a reload that fails keeps the keys in force and logs why.
  */
-export async function loadApiKeys(file: string): Promise<ApiKeys> {
+export class ApiKeys {
+  private constructor(
+    private readonly file: string,
+    private keys: KeyDigests,
+    private readonly logger: Logger,
+  ) {}
+
+  static async load(file: string, logger: Logger): Promise<ApiKeys> {
+    return new ApiKeys(file, await readKeys(file), logger);
+  }
+
+  /** The tenant whose key `authorization` (`Bearer <key>`) carries, or undefined. */
+  tenantOf(authorization: string | null | undefined): string | undefined {
+    const key = /^Bearer (\S+)$/.exec(authorization ?? "")?.[1];
+    if (key === undefined) return undefined;
+    const d = Buffer.from(digest(key));
+    let tenant: string | undefined;
+    // Every candidate is compared, so the time taken does not tell which one matched.
+    for (const [candidate, owner] of this.keys) {
+      if (timingSafeEqual(Buffer.from(candidate), d)) tenant = owner;
+    }
+    return tenant;
+  }
+
+  async reload(): Promise<void> {
+    try {
+      this.keys = await readKeys(this.file);
+      this.logger.info({ file: this.file, keys: this.keys.size }, "API keys reloaded");
+    } catch (err) {
+      this.logger.error({ err, file: this.file }, "API keys not reloaded; the previous keys stay in force");
+    }
+  }
+
+  /** Reloads whenever the file changes; returns the function that stops watching. */
+  watch(): () => void {
+    const onChange = (now: { mtimeMs: number; ino: number; size: number }, before: { mtimeMs: number; ino: number; size: number }) => {
+      if (now.mtimeMs !== before.mtimeMs || now.ino !== before.ino || now.size !== before.size) void this.reload();
+    };
+    watchFile(this.file, { interval: WATCH_INTERVAL_MS, persistent: false }, onChange);
+    return () => unwatchFile(this.file, onChange);
+  }
+}
+
+async function readKeys(file: string): Promise<KeyDigests> {
   let text: string;
   try {
+    const st = await stat(file);
+    if ((st.mode & 0o077) !== 0) {
+      throw new ConfigError(
+        `RUNTARA_API_KEYS_FILE: ${file} is accessible by group or others (mode ${(st.mode & 0o777).toString(8)}); chmod 600 it`,
+      );
+    }
     text = await readFile(file, "utf8");
   } catch (e) {
+    if (e instanceof ConfigError) throw e;
     throw new ConfigError(`RUNTARA_API_KEYS_FILE: cannot read ${file}: ${(e as Error).message}`);
   }
   const keys = new Map<string, string>();
@@ -33,16 +89,6 @@ export async function loadApiKeys(file: string): Promise<ApiKeys> {
   return keys;
 }
 
-function tenantOfKey(keys: ApiKeys, authorization: string | null): string {
-  const key = /^Bearer (\S+)$/.exec(authorization ?? "")?.[1];
-  if (key === undefined) throw new Unauthenticated("missing API key (authorization: Bearer <key>)");
-  const d = Buffer.from(digest(key));
-  for (const [candidate, tenant] of keys) {
-    if (timingSafeEqual(Buffer.from(candidate), d)) return tenant;
-  }
-  throw new Unauthenticated("invalid API key");
-}
-
 function checkTenant(message: unknown, tenant: string) {
   if (message === null || typeof message !== "object") return;
   const m = message as { tenantId?: unknown; payload?: { case?: string; value?: { tenantId?: unknown } } };
@@ -53,14 +99,17 @@ function checkTenant(message: unknown, tenant: string) {
 }
 
 /**
- * When API keys are configured, every EnvironmentService call except HealthCheck needs
- * `authorization: Bearer <key>`; the key decides the tenant, and a request naming another
- * tenant_id is PERMISSION_DENIED (streamed requests are checked message by message).
+ * The key decides the tenant: a request naming another tenant_id is PERMISSION_DENIED
+ * (streamed requests are checked message by message). Whether a key is present and valid
+ * was checked before the body was read (see http-auth.ts); this sees only those requests.
  */
-export function apiKeyAuth(keys: ApiKeys): Interceptor {
+export function tenantOfKeyCheck(keys: ApiKeys, exempt: (service: string, method: string) => boolean): Interceptor {
   return (next) => async (req) => {
-    if (req.service.typeName !== EnvironmentService.typeName || req.method.name === "HealthCheck") return next(req);
-    const tenant = tenantOfKey(keys, req.header.get("authorization"));
+    if (exempt(req.service.typeName, req.method.name)) return next(req);
+    const found = keys.tenantOf(req.header.get("authorization"));
+    // The keys may have been reloaded between the HTTP check and here.
+    if (found === undefined) throw new Unauthenticated("invalid API key");
+    const tenant = found;
     if (!req.stream) {
       checkTenant((req as UnaryRequest).message, tenant);
       return next(req);

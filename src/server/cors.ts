@@ -1,13 +1,11 @@
-import type http from "node:http";
-import type http2 from "node:http2";
 import { cors } from "@connectrpc/connect";
-
-type Req = http.IncomingMessage | http2.Http2ServerRequest;
-type Res = http.ServerResponse | http2.Http2ServerResponse;
+import type { Req, Res } from "./refuse.js";
 
 /**
- * Wraps a handler with CORS for the configured origins ("*" allows any). connect-node has
- * no CORS handling of its own; the header lists come from @connectrpc/connect's `cors`.
+ * Wraps a handler with CORS for the configured origins; "*" (only when configured so) allows
+ * any origin and answers `*`, never an echo of the caller's origin. Every answer says
+ * `Vary: Origin`, so no cache hands one origin's answer to another. connect-node has no CORS
+ * handling of its own; the header lists come from @connectrpc/connect's `cors`.
  */
 export function withCors(origins: readonly string[], handler: (req: Req, res: Res) => void) {
   if (origins.length === 0) return handler;
@@ -16,10 +14,10 @@ export function withCors(origins: readonly string[], handler: (req: Req, res: Re
   const allowHeaders = [...cors.allowedHeaders, "Authorization", "X-Request-Id"].join(", ");
   const exposeHeaders = [...cors.exposedHeaders, "X-Request-Id"].join(", ");
   return (req: Req, res: Res) => {
+    res.setHeader("Vary", "Origin");
     const origin = req.headers.origin;
     if (typeof origin === "string" && (any || allowed.has(origin))) {
-      res.setHeader("Access-Control-Allow-Origin", origin);
-      res.setHeader("Vary", "Origin");
+      res.setHeader("Access-Control-Allow-Origin", any ? "*" : origin);
       res.setHeader("Access-Control-Expose-Headers", exposeHeaders);
       if (req.method === "OPTIONS") {
         res.setHeader("Access-Control-Allow-Methods", cors.allowedMethods.join(", "));

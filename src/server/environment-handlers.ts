@@ -6,14 +6,23 @@ export interface HealthProbes {
   startedAtMs: number;
   database(): Promise<boolean>;
   core(): Promise<boolean>;
-  activeInstances(): Promise<bigint>;
+  /** PENDING and RUNNING instances: of one tenant, or of all when undefined. */
+  activeInstances(tenantId: string | undefined): Promise<bigint>;
+  /**
+   * Who asks, from the request headers: `all` (no API keys are configured), a tenant (a valid
+   * key), or undefined (no valid key), who learns only whether the service is healthy.
+   */
+  caller(headers: Headers): "all" | { tenantId: string } | undefined;
 }
 
 export function healthHandler(probes: HealthProbes): Pick<ServiceImpl<typeof EnvironmentService>, "healthCheck"> {
   return {
-    async healthCheck() {
+    async healthCheck(_req, ctx) {
       const [database, core] = await Promise.all([probes.database(), probes.core()]);
-      const activeInstances = database ? await probes.activeInstances().catch(() => 0n) : 0n;
+      const caller = probes.caller(ctx.requestHeader);
+      if (caller === undefined) return { healthy: database && core };
+      const tenantId = caller === "all" ? undefined : caller.tenantId;
+      const activeInstances = database ? await probes.activeInstances(tenantId).catch(() => 0n) : 0n;
       return {
         healthy: database && core,
         version: probes.version,

@@ -1,9 +1,25 @@
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { Health, HealthCheckResponse_ServingStatus as Status } from "../../gen/grpc/health/v1/health_pb.js";
 
+/** How long one database probe answers for every health caller. */
+const PROBE_TTL_MS = 2_000;
+
+/**
+ * One probe in flight at a time, its answer reused for PROBE_TTL_MS: a thousand Watch streams
+ * or a probe storm cost one database round trip every two seconds, not one each.
+ */
+export function sharedProbe(probe: () => Promise<boolean>, ttlMs = PROBE_TTL_MS): () => Promise<boolean> {
+  let last: { at: number; answer: Promise<boolean> } | undefined;
+  return () => {
+    const now = Date.now();
+    if (last === undefined || now - last.at >= ttlMs) last = { at: now, answer: probe().catch(() => false) };
+    return last.answer;
+  };
+}
+
 /**
  * grpc.health.v1.Health. The overall service ("") and every served service report SERVING
- * while `probe()` (database reachability) succeeds, NOT_SERVING otherwise.
+ * while `probe()` (database reachability, a sharedProbe) succeeds, NOT_SERVING otherwise.
  */
 export function healthService(serviceNames: readonly string[], probe: () => Promise<boolean>): ServiceImpl<typeof Health> {
   const known = new Set(["", ...serviceNames]);

@@ -3,24 +3,30 @@ import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
 import { withCors } from "./cors.js";
-import { listenOnePort, type OnePortServer } from "./http.js";
+import { withGates, type Gate } from "./gates.js";
+import { listenOnePort, type ConnectionLimits, type OnePortServer, type TlsMaterial } from "./http.js";
 import { observeCalls } from "./interceptors.js";
 
 export interface ServeOptions {
   routes: (router: ConnectRouter) => void;
   port: number;
   host: string;
+  /** Browser origins allowed (empty: no CORS headers at all). */
   corsOrigins: readonly string[];
   logger: Logger;
   /** Largest single message accepted (stream messages count one by one). */
   readMaxBytes: number;
   /** Aborted when the server shuts down; ends server streams so close() can finish. */
   shutdownSignal: AbortSignal;
-  /** Interceptors after logging/error mapping (e.g. API-key auth). */
+  limits: ConnectionLimits;
+  tls?: TlsMaterial;
+  /** Checks of headers and connection before the body is read (API keys, Host, client certificate). */
+  gates?: readonly Gate[];
+  /** Interceptors after logging/error mapping (e.g. the tenant of an API key). */
   interceptors?: Interceptor[];
 }
 
-/** gRPC, gRPC-Web and Connect (JSON and binary) over HTTP/1.1 and h2c on one port. */
+/** gRPC, gRPC-Web and Connect (JSON and binary) over HTTP/1.1 and HTTP/2 on one port. */
 export function serve(options: ServeOptions): Promise<OnePortServer> {
   // Every in-flight call listens on the shutdown signal; many at once is normal.
   setMaxListeners(0, options.shutdownSignal);
@@ -30,5 +36,6 @@ export function serve(options: ServeOptions): Promise<OnePortServer> {
     readMaxBytes: options.readMaxBytes,
     shutdownSignal: options.shutdownSignal,
   });
-  return listenOnePort(withCors(options.corsOrigins, handler), options.port, options.host);
+  // CORS preflights carry no credentials, so they are answered before the gates.
+  return listenOnePort(withCors(options.corsOrigins, withGates(options.gates ?? [], handler)), options);
 }

@@ -14,8 +14,10 @@ export interface UnixForwarder {
 /**
  * Core for containers that have their own network namespace (host loopback is out of their
  * reach): a Unix socket at `socketPath` whose connections are piped byte for byte to core's
- * TCP listener. Bytes, not requests, so whatever that listener does — HTTP/1.1 and h2c,
- * TLS, connection limits — applies unchanged, for an embedded and a standalone core alike.
+ * listener through `connect`. Bytes, not requests, so whatever that listener does (HTTP/1.1
+ * and HTTP/2, connection limits) applies unchanged, for an embedded and a standalone core
+ * alike. Workflows speak cleartext on the socket; when core speaks TLS, `connect` wraps the
+ * bytes in it, naming the protocol the workflow chose (its first bytes) for ALPN.
  *
  * Permissions: the directory is 0711 root (traversable, not listable, not writable: nothing
  * can be planted next to the socket) and is what containers get mounted; the socket is 0666
@@ -23,7 +25,11 @@ export interface UnixForwarder {
  * which grants no more than core's TCP port on loopback already does: every call needs an
  * instance token.
  */
-export async function forwardUnixSocket(socketPath: string, target: { host: string; port: number }, logger: Logger): Promise<UnixForwarder> {
+export async function forwardUnixSocket(
+  socketPath: string,
+  connect: (protocol: "h2" | "http/1.1") => net.Socket,
+  logger: Logger,
+): Promise<UnixForwarder> {
   if (Buffer.byteLength(socketPath) > MAX_SOCKET_PATH) {
     throw new Error(`core socket path ${socketPath} is longer than ${MAX_SOCKET_PATH} bytes; use a shorter DATA_DIR`);
   }
@@ -36,18 +42,26 @@ export async function forwardUnixSocket(socketPath: string, target: { host: stri
   });
   const sockets = new Set<net.Socket>();
   const server = net.createServer((inbound) => {
-    const outbound = net.connect(target.port, target.host);
-    for (const s of [inbound, outbound]) {
-      sockets.add(s);
-      s.once("close", () => sockets.delete(s));
-    }
-    // Either side failing or ending takes the other with it; nothing to report to the peer.
-    inbound.on("error", () => outbound.destroy());
-    outbound.on("error", (err) => {
-      logger.debug({ err }, "core connection from a container failed");
-      inbound.destroy();
+    sockets.add(inbound);
+    inbound.once("close", () => sockets.delete(inbound));
+    inbound.on("error", () => inbound.destroy());
+    inbound.setTimeout(10_000, () => inbound.destroy()); // until the first bytes
+    inbound.once("readable", function sniff() {
+      const head: Buffer | null = inbound.read(3) ?? inbound.read();
+      if (head === null) return void inbound.once("readable", sniff);
+      inbound.setTimeout(0);
+      inbound.unshift(head);
+      const outbound = connect(head.toString("latin1") === "PRI" ? "h2" : "http/1.1");
+      sockets.add(outbound);
+      outbound.once("close", () => sockets.delete(outbound));
+      // Either side failing or ending takes the other with it; nothing to report to the peer.
+      inbound.on("error", () => outbound.destroy());
+      outbound.on("error", (err) => {
+        logger.debug({ err }, "core connection from a container failed");
+        inbound.destroy();
+      });
+      inbound.pipe(outbound).pipe(inbound);
     });
-    inbound.pipe(outbound).pipe(inbound);
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);

@@ -1,0 +1,73 @@
+import net from "node:net";
+import type { TLSSocket } from "node:tls";
+import { Code } from "@connectrpc/connect";
+import type { ApiKeys } from "./api-keys.js";
+import { refuse, type Req, type Res } from "./refuse.js";
+
+/**
+ * A check on a request's headers and connection, made before its body is read: a refusal
+ * costs the server nothing however large the body the client meant to send.
+ */
+export type Gate = (req: Req) => { code: Code; message: string } | undefined;
+
+export function withGates(gates: readonly Gate[], handler: (req: Req, res: Res) => void) {
+  if (gates.length === 0) return handler;
+  return (req: Req, res: Res) => {
+    for (const gate of gates) {
+      const refusal = gate(req);
+      if (refusal !== undefined) return refuse(req, res, refusal.code, refusal.message);
+    }
+    handler(req, res);
+  };
+}
+
+/** `/<service>/<method>` of an RPC request path (query string dropped). */
+function rpcOf(req: Req): { service: string; method: string } | undefined {
+  const m = /^\/([^/?]+)\/([^/?]+)/.exec(req.url ?? "");
+  return m ? { service: m[1]!, method: m[2]! } : undefined;
+}
+
+/** Calls of `service`, other than `exempt` methods, need a valid API key. */
+export function apiKeyGate(keys: ApiKeys, service: string, exempt: ReadonlySet<string>): Gate {
+  return (req) => {
+    const rpc = rpcOf(req);
+    if (rpc?.service !== service || exempt.has(rpc.method)) return undefined;
+    const authorization = req.headers.authorization;
+    if (authorization === undefined) return { code: Code.Unauthenticated, message: "missing API key (authorization: Bearer <key>)" };
+    if (keys.tenantOf(authorization) === undefined) return { code: Code.Unauthenticated, message: "invalid API key" };
+    return undefined;
+  };
+}
+
+/**
+ * DNS-rebinding defence for a server without API keys: a browser page whose host name was
+ * re-pointed at this machine still sends its own name in Host. IP literals cannot be
+ * rebound, so they pass, as do `localhost` and the names configured.
+ */
+export function hostGate(allowedNames: readonly string[]): Gate {
+  const allowed = new Set(["localhost", ...allowedNames.map((n) => n.toLowerCase())]);
+  return (req) => {
+    const authority = (req.headers[":authority"] ?? req.headers.host) as string | undefined;
+    const host = hostOf(authority ?? "");
+    if (host !== undefined && (net.isIP(host) !== 0 || allowed.has(host) || host.endsWith(".localhost"))) return undefined;
+    return {
+      code: Code.PermissionDenied,
+      message: `Host ${JSON.stringify(authority ?? "")} is not allowed; add it to RUNTARA_ALLOWED_HOSTS or configure RUNTARA_API_KEYS_FILE`,
+    };
+  };
+}
+
+function hostOf(authority: string): string | undefined {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+))(?::\d{1,5})?$/.exec(authority);
+  return m ? (m[1] ?? m[2]!).toLowerCase() : undefined;
+}
+
+/** Calls of `service` need a client certificate the TLS listener verified (mutual TLS). */
+export function clientCertGate(service: string): Gate {
+  return (req) => {
+    if (rpcOf(req)?.service !== service) return undefined;
+    const socket = ("stream" in req ? req.stream.session?.socket : req.socket) as TLSSocket | undefined;
+    if (socket?.authorized === true) return undefined;
+    return { code: Code.Unauthenticated, message: `${service} needs a client certificate signed by RUNTARA_CORE_CLIENT_CA_FILE` };
+  };
+}
