@@ -15,6 +15,7 @@ import net from "node:net";
 import { networkInterfaces, tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
+import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import { Code, createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
@@ -426,6 +427,24 @@ describe("TLS on both ports (M8)", () => {
       await assert.rejects(environmentClient(`http://127.0.0.1:${t.env.address.port}`, "connect-json-h1").healthCheck({}, { timeoutMs: 3_000 }));
       // A client that does not trust the CA is refused by its own TLS stack.
       await assert.rejects(createClient(EnvironmentService, createConnectTransport({ baseUrl: base, httpVersion: "1.1" })).healthCheck({}), /certificate/);
+    } finally {
+      await t.close();
+    }
+  });
+
+  it("a native SDK workflow reaches core over https:// (RUNTARA_SKIP_CERT_VERIFICATION passed on) and completes", async () => {
+    const t = await startEnvironment({ tlsCertFile: pki.cert, tlsKeyFile: pki.key, skipCertVerification: true });
+    try {
+      const client = createClient(EnvironmentService, createConnectTransport({ baseUrl: `https://localhost:${t.env.address.port}`, httpVersion: "2", nodeOptions: { ca: pki.ca } }));
+      const tsx = createRequire(import.meta.url).resolve("tsx");
+      const script = `#!/bin/sh\nexec "${process.execPath}" --import "${tsx}" "${path.join(root, "test/scripts/long-step.ts")}"\n`;
+      const { imageId } = await client.registerImage({ tenantId: TENANT, name: "sdk", binary: new TextEncoder().encode(script), runnerType: RunnerType.NATIVE });
+      const { instanceId } = await client.startInstance({ tenantId: TENANT, imageId, env: { STEP_MS: "50" } });
+      let last;
+      for await (const r of client.watchInstance({ tenantId: TENANT, instanceId }, { timeoutMs: 60_000 })) last = r.instance!;
+      assert.equal(last!.status, InstanceStatus.COMPLETED, `${last!.error} ${last!.stderr}`);
+      const [row] = (await t.query(`SELECT 1 FROM instance_events WHERE instance_id = $1 AND event_type = 'registered'`, [instanceId])) as unknown[];
+      assert.ok(row, "the workflow registered with core over TLS");
     } finally {
       await t.close();
     }
