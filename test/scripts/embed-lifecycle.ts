@@ -31,7 +31,7 @@ for await (const res of client.watchInstance({ tenantId: "embed", instanceId }))
   if (res.instance!.status === InstanceStatus.COMPLETED) break;
 }
 // A workflow still running when the environment stops keeps running on its own.
-const { instanceId: survivor } = await client.startInstance({ tenantId: "embed", imageId, env: { WORKFLOW_MODE: "slow", SLOW_MS: "1000" } });
+const { instanceId: survivor } = await client.startInstance({ tenantId: "embed", imageId, env: { WORKFLOW_MODE: "slow", SLOW_MS: "4000" } });
 const pid = await env.db.oneFirst(sql.type(z.object({ pid: z.number() }))`SELECT pid FROM running_processes WHERE instance_id = ${survivor}`);
 await env.stop();
 let alive = true;
