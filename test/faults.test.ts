@@ -190,6 +190,24 @@ describe("faults", () => {
       assert.equal((await statusOf(ownerClient, instanceId)).terminationReason, TerminationReason.CANCELLED);
     });
 
+    it("a process whose instance was cancelled while nobody watched it (mid-launch, or between restarts) is stopped when watching begins", async (t) => {
+      await setUp();
+      t.after(tearDown);
+      const first = await startReplica("replica-c");
+      const client = environmentClient(first.baseUrl);
+      const imageId = await registerWorkflow(client, RunnerType.NATIVE);
+      const { instanceId } = await client.startInstance({ tenantId: TENANT, imageId, env: { WORKFLOW_MODE: "hang" } });
+      await waitForStatus(client, instanceId, InstanceStatus.RUNNING);
+      const [{ pid }] = (await first.query<{ pid: number }>("SELECT pid FROM running_processes WHERE instance_id = $1", [instanceId])) as [{ pid: number }];
+      await first.env.stop(); // the workflow keeps running, unwatched
+      // The cancel that nobody was subscribed to hear (as when it lands during a launch).
+      await first.query("UPDATE instances SET status = 'cancelled', termination_reason = 'cancelled', finished_at = now() WHERE instance_id = $1", [instanceId]);
+      assert.ok(isAlive(pid));
+      await startReplica("replica-c");
+      await waitUntil(async () => !isAlive(pid), 10_000);
+      await waitUntil(async () => (await first.query("SELECT 1 FROM running_processes WHERE instance_id = $1", [instanceId])).length === 0);
+    });
+
     it("a process row of another boot is never adopted or signalled, and a bad row does not block startup", async (t) => {
       await setUp();
       t.after(tearDown);

@@ -59,6 +59,9 @@ export class Supervisor {
       },
     );
     this.tracked.set(instanceId, entry);
+    // A change before the subscription (a CANCEL while the launch was under way, a row settled
+    // while an adopted process was unwatched) sent its notification to nobody: look once now.
+    void this.endIfTerminal(instanceId, entry);
   }
 
   isTracked(instanceId: string): boolean {

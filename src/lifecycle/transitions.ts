@@ -177,13 +177,17 @@ export async function register(db: Db, key: InstanceKey, checkpointId: string) {
     SELECT u.status, u.tenant_id, u.input, ${pendingSignalSelect(instanceId)} FROM u`);
 }
 
-/** RUNNING -> SUSPENDED(sleeping) with the checkpoint (first write wins) and wake time. */
+/**
+ * RUNNING -> SUSPENDED(sleeping) with the checkpoint (first write wins) and wake time. A wake
+ * time already past is stored as now (due at once): the same wake, and a value every reader
+ * can represent (timestamps before 1000 AD do not survive JavaScript's date parsing).
+ */
 export async function sleep(db: Db, key: InstanceKey, checkpointId: string, state: Uint8Array, wakeAtMs: number) {
   const { instanceId } = key;
   return db.maybeOne(sql.type(z.object({ sleep_until: z.number() }))`
     WITH u AS (
       UPDATE instances
-      SET status = ${is("suspended")}, termination_reason = 'sleeping', sleep_until = to_timestamp(${wakeAtMs} / 1000.0),
+      SET status = ${is("suspended")}, termination_reason = 'sleeping', sleep_until = GREATEST(to_timestamp(${wakeAtMs} / 1000.0), now()),
           checkpoint_id = ${checkpointId}, heartbeat_at = now(), finished_at = NULL
       WHERE ${rowOf(key)} AND status = ${is("running")}
         AND NOT EXISTS (SELECT 1 FROM pending_signals WHERE instance_id = ${instanceId} AND signal_type = 'cancel')
@@ -457,7 +461,7 @@ export async function recordRunEnd(db: Db, instanceId: string, runId: string, o:
   const finalStatus = o.verdict === "cancelled" ? is("cancelled") : is("failed");
   const message =
     o.verdict === "crashed"
-      ? `process exited (${o.exitCode === null ? "killed by a signal" : `code ${o.exitCode}`}) without reporting a result`
+      ? `process exited (${o.exitCode === null ? "killed by a signal, or adopted after a restart so its status is unknown" : `code ${o.exitCode}`}) without reporting a result`
       : o.verdict === "timeout"
         ? "execution timed out"
         : o.verdict === "heartbeat_timeout"
