@@ -226,6 +226,6 @@ export class InstanceCalls {
   /** No row with this id and nonce: NOT_FOUND when the id is gone, else the token is an earlier row's. */
   private async notOwned(key: InstanceKey) {
     if ((await transitions.tokenNonce(this.db, key.instanceId)) === null) return new NotFound(`instance ${key.instanceId} not found`);
-    return new Unauthenticated("instance token belongs to an earlier instance with this id");
+    return new Unauthenticated("instance token belongs to an earlier run or an earlier instance with this id");
   }
 }
