@@ -8,7 +8,7 @@ import { ChannelHub, createDatabase, Listener, migrate, startEmbeddedPostgres, t
 import { ImageService, ImageStore } from "./images/index.js";
 import { CoreGateway, InstanceManager, Launcher, SignalService, Supervisor, TransitionFeeds } from "./instances/index.js";
 import { Tokens } from "./lifecycle/index.js";
-import { CORE_SOCKET_NAME, createRunners } from "./runner/index.js";
+import { CORE_SOCKET_NAME, createRunners, type Runners } from "./runner/index.js";
 import { nativeRunnerCheck, type RunnerCheck } from "./runner-policy.js";
 import { DatabaseCleanup } from "./scheduler/cleanup-database.js";
 import { ImageCleanup } from "./scheduler/cleanup-images.js";
@@ -137,14 +137,19 @@ export class Environment {
     const store = new ImageStore(o.dataDir, o.replicaId);
     await store.clearStaging();
     const checkRunner = nativeRunnerCheck(nativeRunnerAllowed(o));
+    const runners = createRunners({
+      oci: { runtime: o.ociRuntime, idMapping: o.ociIdMapping, logger: this.logger.child({ component: "oci-runner" }) },
+      native: { runAs: o.nativeRunAs, logger: this.logger.child({ component: "native-runner" }) },
+    });
     const images = new ImageService(db, store, this.logger.child({ component: "images" }), {
       maxImageBytes: BigInt(o.maxImageBytes),
       tenantMaxImages: o.tenantMaxImages,
       tenantMaxImageBytes: BigInt(o.tenantMaxImageBytes),
       checkRunner,
+      unpackOci: (layout, ref, bundle) => runners.oci.unpackImage(layout, ref, bundle),
     });
     const coreSocketDir = await this.startCoreSocket(link);
-    const { instances, signals } = this.buildInstances({ db, listener, store, gateway, tokens, core, link, checkRunner, coreSocketDir });
+    const { instances, signals } = this.buildInstances({ db, listener, store, gateway, tokens, core, link, runners, checkRunner, coreSocketDir });
     // Workflows keep running: a restart of the environment must not kill them.
     s.onStop("detach from the workflows", () => instances.detachAll());
     await instances.recover();
@@ -197,15 +202,12 @@ export class Environment {
     tokens: Tokens;
     core: CoreRuntime | undefined;
     link: CoreLink;
+    runners: Runners;
     checkRunner: RunnerCheck;
     coreSocketDir: string | undefined;
   }) {
-    const { db, listener, store, gateway, tokens, core } = deps;
+    const { db, listener, store, gateway, tokens, core, runners } = deps;
     const o = this.options;
-    const runners = createRunners({
-      oci: { runtime: o.ociRuntime, idMapping: o.ociIdMapping, logger: this.logger.child({ component: "oci-runner" }) },
-      native: { runAs: o.nativeRunAs, logger: this.logger.child({ component: "native-runner" }) },
-    });
     if (o.networkMode === "isolated") void runners.oci.outbound(); // logs how isolated containers get out
     const statusChanges = new ChannelHub(listener, "runtara_instance");
     const supervisor = new Supervisor(db, statusChanges, this.logger.child({ component: "supervisor" }));

@@ -18,6 +18,7 @@ import {
 } from "../gen/runtara/environment/v1/environment_pb.js";
 import { Environment, type EnvironmentRuntimeOptions } from "../src/environment.js";
 import { startEmbeddedPostgres, type EmbeddedDatabase } from "../src/db/index.js";
+import { createRunners } from "../src/runner/index.js";
 
 /**
  * Admin URL of the PostgreSQL the tests use: RUNTARA_TEST_DATABASE_URL, else the server on
@@ -384,4 +385,18 @@ export function startCli(vars: Record<string, string>): Cli {
       });
     },
   };
+}
+
+/**
+ * `skip` option of OCI suites: false when an OCI runtime works here; else the reason, except
+ * in CI, where a missing runtime must fail the suite rather than skip it.
+ */
+export async function ociSkip(): Promise<string | false> {
+  const problem = await createRunners()
+    .oci.runtime()
+    .then(
+      () => undefined,
+      (e: unknown) => (e as Error).message,
+    );
+  return problem !== undefined && process.env.CI !== "true" ? `no usable OCI runtime: ${problem}` : false;
 }

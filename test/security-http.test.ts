@@ -25,7 +25,6 @@ import { InstanceStatus } from "../gen/runtara/core/v1/types_pb.js";
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { EnvironmentService, RunnerType } from "../gen/runtara/environment/v1/environment_pb.js";
 import { compileOptions } from "../src/config.js";
-import { createRunners } from "../src/runner/index.js";
 import { ApiKeys } from "../src/server/api-keys.js";
 import { buildFixtures } from "./fixtures/build.js";
 import {
@@ -38,18 +37,13 @@ import {
   startEnvironment,
   stopTestPostgres,
   type TestEnvironment,
+  ociSkip,
 } from "./helpers.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const TENANT = "tenant-http";
 const KEY = "key-http-0123456789abcdef";
-const ociProblem = await createRunners()
-  .oci.runtime()
-  .then(
-    () => undefined,
-    (e: unknown) => (e as Error).message,
-  );
-const ociSkip = ociProblem !== undefined && process.env.CI !== "true" ? `no usable OCI runtime: ${ociProblem}` : false;
+const ociSkipReason = await ociSkip();
 
 after(() => stopTestPostgres());
 
@@ -450,7 +444,7 @@ describe("TLS on both ports (M8)", () => {
     }
   });
 
-  it("core over TLS with client certificates: CoreService needs one, instances reach core through TLS and complete", { skip: ociSkip }, async () => {
+  it("core over TLS with client certificates: CoreService needs one, instances reach core through TLS and complete", { skip: ociSkipReason }, async () => {
     const t = await startEnvironment({
       tlsCertFile: pki.cert,
       tlsKeyFile: pki.key,

@@ -30,19 +30,14 @@ import {
   tokenOf,
   waitUntil,
   type TestEnvironment,
+  ociSkip,
 } from "./helpers.js";
 
 const TENANT = "tenant-sec";
 const OTHER = "tenant-other";
 const isRoot = process.getuid?.() === 0;
 const rootSkip = isRoot ? false : "needs root (native processes switch users; files are chowned)";
-const runtimeProblem = await createRunners()
-  .oci.runtime()
-  .then(
-    () => undefined,
-    (e: unknown) => (e as Error).message,
-  );
-const ociSkip = runtimeProblem !== undefined && process.env.CI !== "true" ? `no usable OCI runtime: ${runtimeProblem}` : false;
+const ociSkipReason = await ociSkip();
 const dec = (b: Uint8Array) => JSON.parse(new TextDecoder().decode(b)) as Record<string, string>;
 const script = (body: string) => new TextEncoder().encode(`#!/bin/sh\n${body}\n`);
 
@@ -211,7 +206,7 @@ describe("native runner under root (C2)", { skip: rootSkip }, () => {
   });
 });
 
-describe("OCI isolation (H1, H2)", { skip: ociSkip }, () => {
+describe("OCI isolation (H1, H2)", { skip: ociSkipReason }, () => {
   let t: TestEnvironment;
   let client: ReturnType<typeof environmentClient>;
   let imageId: string;

@@ -3,7 +3,7 @@ import { z } from "zod";
 import { cappedCount } from "../db/count.js";
 import { AlreadyExists } from "../errors.js";
 import { ACTIVE, statusList } from "../lifecycle/index.js";
-import { RUNNER_KINDS, type Image, type NewImage } from "./types.js";
+import { IMAGE_FORMATS, RUNNER_KINDS, type Image, type NewImage } from "./types.js";
 
 type Db = DatabasePool | DatabaseTransactionConnection;
 
@@ -18,6 +18,8 @@ const imageRow = z
     size_bytes: z.bigint(),
     sha256: z.string(),
     created_at: z.number(),
+    format: z.enum(IMAGE_FORMATS),
+    manifest_digest: z.string().nullable(),
   })
   .transform(
     (r): Image => ({
@@ -30,10 +32,12 @@ const imageRow = z
       sizeBytes: r.size_bytes,
       sha256: r.sha256,
       createdAtMs: r.created_at,
+      format: r.format,
+      manifestDigest: r.manifest_digest,
     }),
   );
 
-const columns = sql.fragment`image_id, tenant_id, name, description, runner_type, metadata, size_bytes, sha256, created_at`;
+const columns = sql.fragment`image_id, tenant_id, name, description, runner_type, metadata, size_bytes, sha256, created_at, format, manifest_digest`;
 
 export async function insertImage(
   db: Db,
@@ -41,12 +45,14 @@ export async function insertImage(
   image: NewImage,
   sizeBytes: bigint,
   sha256: string,
+  manifestDigest: string | null,
 ): Promise<Image> {
   try {
     return await db.one(sql.type(imageRow)`
-      INSERT INTO images (image_id, tenant_id, name, description, runner_type, metadata, size_bytes, sha256)
+      INSERT INTO images (image_id, tenant_id, name, description, runner_type, metadata, size_bytes, sha256, format, manifest_digest)
       VALUES (${imageId}, ${image.tenantId}, ${image.name}, ${image.description}, ${image.runnerType},
-              ${image.metadata === undefined ? null : sql.jsonb(image.metadata as never)}, ${sizeBytes}, ${sha256})
+              ${image.metadata === undefined ? null : sql.jsonb(image.metadata as never)}, ${sizeBytes}, ${sha256},
+              ${image.format}, ${manifestDigest})
       RETURNING ${columns}`);
   } catch (e) {
     if (e instanceof UniqueIntegrityConstraintViolationError && e.constraint === "images_tenant_name_key") {

@@ -4,6 +4,7 @@ import type { Logger } from "pino";
 import { FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted } from "../errors.js";
 import type { RunnerCheck } from "../runner-policy.js";
 import { isValidId } from "../validation.js";
+import { unpackArchiveUpload, type LayoutUnpacker } from "./oci-archive.js";
 import * as repo from "./repository.js";
 import type { ImageStore, StagedUpload } from "./storage.js";
 import type { Image, ImagePage, NewImage } from "./types.js";
@@ -32,6 +33,8 @@ export interface ImageLimits {
   tenantMaxImageBytes: bigint;
   /** Refuses runner kinds this environment may not run (the native runner policy). */
   checkRunner: RunnerCheck;
+  /** Unpacks OCI archives (the OCI runner's); without it they are refused. */
+  unpackOci?: LayoutUnpacker;
 }
 
 export class ImageService {
@@ -55,6 +58,9 @@ export class ImageService {
   async registerStream(upload: ImageUpload, chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<Image> {
     const { maxImageBytes, tenantMaxImages, tenantMaxImageBytes } = this.limits;
     this.limits.checkRunner(upload.runnerType);
+    if (upload.format === "oci_archive" && upload.runnerType !== "oci") {
+      throw new InvalidArgument("format", "IMAGE_FORMAT_OCI_ARCHIVE needs runner_type RUNNER_TYPE_OCI");
+    }
     if (upload.binarySize > maxImageBytes) {
       throw new ResourceExhausted(`binary_size: ${upload.binarySize} bytes exceeds the limit of ${maxImageBytes} bytes`);
     }
@@ -85,16 +91,23 @@ export class ImageService {
       if (upload.sha256 !== undefined && upload.sha256 !== digest) {
         throw new InvalidArgument("sha256", `checksum mismatch: expected ${upload.sha256}, got ${digest}`);
       }
+      const manifestDigest = upload.format === "oci_archive" ? await this.unpackArchive(staged) : null;
       const imageId = randomUUID();
-      await staged.commit(imageId, upload.runnerType);
+      await staged.commit(imageId, upload.runnerType, upload.format);
       committedId = imageId;
-      const image = await repo.insertImage(this.db, imageId, upload, staged.size, digest);
+      const image = await repo.insertImage(this.db, imageId, upload, staged.size, digest, manifestDigest);
       this.logger.info({ imageId, tenantId: image.tenantId, name: image.name, sizeBytes: image.sizeBytes }, "image registered");
       return image;
     } catch (e) {
       await this.discard(staged, committedId);
       throw e;
     }
+  }
+
+  private async unpackArchive(staged: StagedUpload): Promise<string> {
+    const unpack = this.limits.unpackOci;
+    if (unpack === undefined) throw new FailedPrecondition("format: OCI archives cannot be unpacked here (no OCI runner)");
+    return unpackArchiveUpload(staged.path, unpack, this.limits.maxImageBytes);
   }
 
   private async discard(staged: StagedUpload, committedId: string | undefined) {

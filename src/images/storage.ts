@@ -1,12 +1,15 @@
 import { createHash, randomUUID, type Hash } from "node:crypto";
-import { link, mkdir, open, rename, rm, type FileHandle } from "node:fs/promises";
+import { link, mkdir, open, readFile, rename, rm, type FileHandle } from "node:fs/promises";
 import path from "node:path";
-import type { RunnerKind } from "./types.js";
+import type { ImageProcess } from "../runner/index.js";
+import { PROCESS_FILE } from "./oci-archive.js";
+import type { ImageFormat, RunnerKind } from "./types.js";
 
 /**
  * Image files under `${dataDir}/images/<image_id>/`: `binary` (mode 0755) and, for OCI
  * images, `bundle/rootfs/binary` (a hard link: the container's read-only root holds only
- * the static executable). Uploads are staged under `images/.staging/<replica id>/` and
+ * the static executable); for OCI archives the unpacked `bundle/rootfs` and `process.json`
+ * instead. Uploads are staged under `images/.staging/<replica id>/` and
  * renamed into place, so a half-written image is never visible at its final path; each
  * replica clears only its own staging (DATA_DIR may be shared). Files and directories are
  * fsynced before the caller commits the image's row, so a power loss cannot leave a row
@@ -37,6 +40,11 @@ export class ImageStore {
 
   bundlePath(imageId: string): string {
     return path.join(this.imageDir(imageId), "bundle");
+  }
+
+  /** The process an OCI archive image's config describes (see oci-archive.ts). */
+  async imageProcess(imageId: string): Promise<ImageProcess> {
+    return JSON.parse(await readFile(path.join(this.imageDir(imageId), PROCESS_FILE), "utf8")) as ImageProcess;
   }
 
   async stage(): Promise<StagedUpload> {
@@ -83,6 +91,11 @@ export class StagedUpload {
 
   get size(): bigint {
     return this.written;
+  }
+
+  /** The staging directory (holding `binary`) while the upload is not committed. */
+  get path(): string {
+    return this.dir;
   }
 
   /**
@@ -141,9 +154,11 @@ export class StagedUpload {
    * Lays out the bundle (for OCI) and renames the staged directory to its final path, with
    * every new directory entry on disk before this resolves (the row is written after it).
    */
-  async commit(imageId: string, runnerType: RunnerKind): Promise<void> {
+  async commit(imageId: string, runnerType: RunnerKind, format: ImageFormat): Promise<void> {
     await this.close();
-    if (runnerType === "oci") {
+    if (format === "oci_archive") {
+      await syncDir(path.join(this.dir, "bundle"));
+    } else if (runnerType === "oci") {
       const rootfs = path.join(this.dir, "bundle", "rootfs");
       await mkdir(rootfs, { recursive: true });
       await link(path.join(this.dir, "binary"), path.join(rootfs, "binary"));

@@ -1,6 +1,10 @@
 export const RUNNER_KINDS = ["oci", "native", "wasm"] as const;
 export type RunnerKind = (typeof RUNNER_KINDS)[number];
 
+export const IMAGE_FORMATS = ["binary", "oci_archive"] as const;
+/** What the uploaded bytes are: a static executable, or an OCI image archive (unpacked at registration). */
+export type ImageFormat = (typeof IMAGE_FORMATS)[number];
+
 export interface Image {
   imageId: string;
   tenantId: string;
@@ -12,6 +16,9 @@ export interface Image {
   sizeBytes: bigint;
   sha256: string;
   createdAtMs: number;
+  format: ImageFormat;
+  /** OCI archives: the manifest unpacked ("sha256:…"); null for binaries. */
+  manifestDigest: string | null;
 }
 
 export interface NewImage {
@@ -20,6 +27,7 @@ export interface NewImage {
   description: string;
   runnerType: RunnerKind;
   metadata: Record<string, unknown> | undefined;
+  format: ImageFormat;
 }
 
 export interface ImagePage {

@@ -8,7 +8,7 @@ import { FailedPrecondition, Unavailable } from "../errors.js";
 import type { ImageStore, RunnerKind } from "../images/index.js";
 import type { LaunchTarget, Tokens } from "../lifecycle/index.js";
 import type { RunnerCheck } from "../runner-policy.js";
-import { bootId, CORE_SOCKET_URL_IN_CONTAINER, stopWithGrace, type NetworkMode, type ResourceLimits, type Runner, type Runners } from "../runner/index.js";
+import { bootId, CORE_SOCKET_URL_IN_CONTAINER, stopWithGrace, type ImageProcess, type NetworkMode, type ResourceLimits, type Runner, type Runners } from "../runner/index.js";
 import * as repo from "./repository.js";
 import type { Supervisor } from "./supervisor.js";
 
@@ -62,7 +62,8 @@ export class Launcher {
     const { db, images, supervisor, logger, options } = this.deps;
     const runDir = path.join(options.dataDir, "runs", target.tenantId, target.instanceId);
     const runner = await this.checkRunnable(target.runnerType);
-    await this.checkImageIntact(target);
+    const imageProcess = target.imageFormat === "oci_archive" ? await this.archiveProcess(target) : undefined;
+    if (imageProcess === undefined) await this.checkImageIntact(target);
     await mkdir(runDir, { recursive: true, mode: 0o711 }); // runs/<tenant>: see secureDataDir
     const deadlineMs = Date.now() + target.timeoutSeconds * 1000;
     const process = await runner.launch({
@@ -70,6 +71,7 @@ export class Launcher {
       tenantId: target.tenantId,
       binaryPath: images.binaryPath(target.imageId),
       bundlePath: images.bundlePath(target.imageId),
+      ...(imageProcess ? { imageProcess } : {}),
       runDir,
       env: this.instanceEnv(target),
       networkMode: options.networkMode,
@@ -100,6 +102,15 @@ export class Launcher {
     }
     supervisor.track(target.instanceId, runId, process, deadlineMs);
     logger.info({ instanceId: target.instanceId, pid: process.pid, runner: runner.kind, launchMs: process.launchMs }, "instance launched");
+  }
+
+  /** The process of an unpacked OCI archive image; a missing or unreadable one is damage, as below. */
+  private async archiveProcess(target: LaunchTarget): Promise<ImageProcess> {
+    try {
+      return await this.deps.images.imageProcess(target.imageId);
+    } catch (e) {
+      throw new FailedPrecondition(`image ${target.imageId} is damaged on disk (${(e as Error).message}); register it again`);
+    }
   }
 
   /** A binary whose size is not the recorded one was damaged on disk (power loss, tampering). */

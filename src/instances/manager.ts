@@ -87,6 +87,7 @@ export class InstanceManager {
       env: req.env,
       tokenNonce,
       imageSizeBytes: image.sizeBytes,
+      imageFormat: image.format,
     });
     return { instanceId, status: (await this.statusOf(req.tenantId, instanceId)) ?? "pending" };
   }

@@ -291,6 +291,8 @@ export interface LaunchTarget {
   tokenNonce: string;
   /** The image's recorded size: a binary of another size on disk is damaged, not launched. */
   imageSizeBytes: bigint;
+  /** A static binary, or an unpacked OCI archive (whose config makes the process). */
+  imageFormat: "binary" | "oci_archive";
 }
 
 const launchRow = z
@@ -304,6 +306,7 @@ const launchRow = z
     env,
     token_nonce: z.string(),
     size_bytes: z.bigint(),
+    format: z.enum(["binary", "oci_archive"]),
   })
   .transform(
     (r): LaunchTarget => ({
@@ -316,6 +319,7 @@ const launchRow = z
       env: r.env,
       tokenNonce: r.token_nonce,
       imageSizeBytes: r.size_bytes,
+      imageFormat: r.format,
     }),
   );
 
@@ -335,7 +339,7 @@ export async function claimForRelaunch(db: Db, tenantId: string, instanceId: str
       RETURNING instance_id, tenant_id, image_id, timeout_seconds, checkpoint_id, env, token_nonce
     )
     SELECT u.instance_id, u.tenant_id, u.image_id::text, i.runner_type, u.timeout_seconds, u.checkpoint_id, u.env, u.token_nonce,
-      i.size_bytes
+      i.size_bytes, i.format
     FROM u JOIN images i ON i.image_id = u.image_id`);
 }
 
@@ -369,7 +373,7 @@ export async function claimDueWakes(db: Db, limit: number, replicaId: string): P
         i.launch_attempts, due.sleep_until
     )
     SELECT u.instance_id, u.tenant_id, u.image_id::text, img.runner_type, u.timeout_seconds, u.checkpoint_id, u.env,
-      u.token_nonce, img.size_bytes, u.launch_attempts, u.sleep_until
+      u.token_nonce, img.size_bytes, img.format, u.launch_attempts, u.sleep_until
     FROM u JOIN images img ON img.image_id = u.image_id`);
   return rows.map((r) => ({ target: launchRow.parse(r), attempt: r.launch_attempts, wakeAtMs: r.sleep_until }));
 }
@@ -404,7 +408,7 @@ export async function claimStalePending(
       RETURNING i.instance_id, i.tenant_id, i.image_id, i.timeout_seconds, i.checkpoint_id, i.env, i.token_nonce, i.launch_attempts
     )
     SELECT u.instance_id, u.tenant_id, u.image_id::text, img.runner_type, u.timeout_seconds, u.checkpoint_id, u.env,
-      u.token_nonce, img.size_bytes, u.launch_attempts
+      u.token_nonce, img.size_bytes, img.format, u.launch_attempts
     FROM u JOIN images img ON img.image_id = u.image_id`);
   return rows.map((r) => ({ target: launchRow.parse(r), attempt: r.launch_attempts, wakeAtMs: 0 }));
 }

@@ -11,10 +11,10 @@ import {
   SignalType,
   TerminationReason,
 } from "../../gen/runtara/core/v1/types_pb.js";
-import { RunnerType } from "../../gen/runtara/environment/v1/environment_pb.js";
+import { ImageFormat, RunnerType } from "../../gen/runtara/environment/v1/environment_pb.js";
 import type { CheckpointSummary, CustomSignal, InstanceEvent } from "../lifecycle/index.js";
 import { InvalidArgument } from "../errors.js";
-import type { RunnerKind } from "../images/index.js";
+import type { ImageFormat as ImageFormatKind, RunnerKind } from "../images/index.js";
 import type { PendingSignal, SignalKind, Status, TerminationReason as Reason } from "../lifecycle/index.js";
 
 /**
@@ -59,6 +59,23 @@ export function toRunnerKind(field: string, value: RunnerType): RunnerKind {
 
 export function fromRunnerKind(kind: RunnerKind): RunnerType {
   return kind === "native" ? RunnerType.NATIVE : kind === "wasm" ? RunnerType.WASM : RunnerType.OCI;
+}
+
+const imageFormats: Record<ImageFormat, ImageFormatKind> = {
+  [ImageFormat.UNSPECIFIED]: "binary",
+  [ImageFormat.BINARY]: "binary",
+  [ImageFormat.OCI_ARCHIVE]: "oci_archive",
+};
+
+/** Unspecified is a binary; a number outside the enum is refused. */
+export function toImageFormat(field: string, value: ImageFormat): ImageFormatKind {
+  const format = imageFormats[value];
+  if (format === undefined) throw new InvalidArgument(field, `unknown image format ${value}`);
+  return format;
+}
+
+export function fromImageFormat(format: ImageFormatKind): ImageFormat {
+  return format === "oci_archive" ? ImageFormat.OCI_ARCHIVE : ImageFormat.BINARY;
 }
 
 const encoder = new TextEncoder();

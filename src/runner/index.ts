@@ -28,6 +28,7 @@ export { NativeRunner, type NativeRunnerOptions } from "./native.js";
 export { containerIdFor, instanceIdOfContainer } from "./oci-spec.js";
 export { bootId, isSameProcess, readProcessStartTime, watchPid } from "./proc.js";
 export { STDERR_TAIL_BYTES } from "./logs.js";
+export { ImageUnpackError, type ImageProcess } from "./oci-image.js";
 
 export interface RunnersOptions {
   oci?: OciRunnerOptions;

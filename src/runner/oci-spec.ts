@@ -31,6 +31,10 @@ export interface OciConfigInput {
   rootfs: string;
   args: readonly string[];
   env: Readonly<Record<string, string>>;
+  /** Working directory. @default "/" */
+  cwd?: string;
+  /** User inside the user namespace. @default root (0:0), an unprivileged host uid */
+  user?: { uid: number; gid: number };
   hostname: string;
   /** Host directory bind-mounted read-write at /data; omitted for the runtime probe. */
   dataDir?: string;
@@ -108,12 +112,12 @@ export function buildOciConfig(c: OciConfigInput): object {
     ociVersion: "1.0.2",
     process: {
       terminal: false,
-      user: { uid: 0, gid: 0 },
+      user: c.user ?? { uid: 0, gid: 0 },
       args: [...c.args],
       env: Object.entries(c.env)
         .map(([k, v]) => `${k}=${v}`)
         .sort(),
-      cwd: "/",
+      cwd: c.cwd ?? "/",
       capabilities: CAPS_NONE,
       rlimits: [
         { type: "RLIMIT_NOFILE", hard: c.limits.nofile, soft: c.limits.nofile },

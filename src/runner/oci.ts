@@ -13,6 +13,7 @@ import { subordinateIdMapping, type IdMapping } from "./idmap.js";
 import { createPastaNetns, detectOutbound, netnsInodeOf, netnsPath, removeNetns, type Outbound } from "./netns.js";
 import { openLogs, readStderrTailOfRunDir } from "./logs.js";
 import { buildOciConfig, containerIdFor } from "./oci-spec.js";
+import { unpackOciImage, type ImageProcess } from "./oci-image.js";
 import { isSameProcess, readProcStat, readProcStatSync, watchPid } from "./proc.js";
 import { validateSpec } from "./spec.js";
 import {
@@ -125,6 +126,11 @@ export class OciRunner implements Runner {
   }
 
   /** How `isolated` containers reach the outside (looked up once; logged then). */
+  /** Unpacks the image `ref` of an OCI layout into `bundleDir` for this runner's user namespace. */
+  unpackImage(layoutDir: string, ref: string, bundleDir: string): Promise<ImageProcess> {
+    return unpackOciImage(layoutDir, ref, bundleDir, this.idMapping());
+  }
+
   outbound(): Promise<Outbound> {
     this.outboundInfo ??= detectOutbound().then((o) => {
       if (o.kind === "pasta") this.logger?.info({ pasta: o.pasta }, "isolated containers get outbound network through pasta");
@@ -155,7 +161,8 @@ export class OciRunner implements Runner {
     const rt = await this.runtime();
     const layout = await this.cgroupLayout();
     const rootfs = path.resolve(spec.bundlePath, "rootfs");
-    await requireExecutable(path.join(rootfs, "binary"), `image ${spec.imageId ?? "?"} bundle`);
+    const image = spec.imageProcess;
+    if (image === undefined) await requireExecutable(path.join(rootfs, "binary"), `image ${spec.imageId ?? "?"} bundle`);
     await this.prepareRootfs(rootfs);
 
     const containerId = containerIdFor(spec.instanceId);
@@ -164,10 +171,11 @@ export class OciRunner implements Runner {
     await this.clearStale(rt, layout, containerId, cgroupRel, outbound);
 
     const idMapping = this.idMapping();
-    // /data is the container root's own directory and nobody else's: 0700, owned by the
-    // mapped root. config.json (token, env) and the logs in it stay host root's, mode 0600,
-    // so the container cannot read them (host root is unmapped: "other" inside).
-    await chown(spec.runDir, idMapping.uidBase, idMapping.gidBase);
+    // /data is the container user's own directory and nobody else's: 0700, owned by the
+    // mapped root (or the image's user). config.json (token, env) and the logs in it stay
+    // host root's, mode 0600, so the container cannot read them (host root is unmapped:
+    // "other" inside).
+    await chown(spec.runDir, idMapping.uidBase + (image?.uid ?? 0), idMapping.gidBase + (image?.gid ?? 0));
     await chmod(spec.runDir, 0o700);
     const pasta = spec.networkMode === "isolated" && outbound.kind === "pasta" ? outbound : undefined;
     const pidFile = path.join(spec.runDir, PID_FILE);
@@ -177,8 +185,10 @@ export class OciRunner implements Runner {
       if (pasta) netnsIno = await createPastaNetns(pasta, containerId);
       const config = buildOciConfig({
         rootfs,
-        args: ["/binary"],
-        env: spec.env,
+        args: image?.args ?? ["/binary"],
+        // The image's Env (PATH and the like) under the instance's own variables.
+        env: { ...image?.env, ...spec.env },
+        ...(image ? { cwd: image.cwd, user: { uid: image.uid, gid: image.gid } } : {}),
         hostname: spec.instanceId.slice(0, 63).replaceAll(":", "-"),
         dataDir: spec.runDir,
         cgroupsPath: `${cgroupRel}/${LEAF}`,

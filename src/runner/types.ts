@@ -2,6 +2,7 @@
  * The runner seam: how an instance's process is launched, observed and stopped. Nothing here
  * knows about the database or the RPC layer; exit and resource data come back as values.
  */
+import type { ImageProcess } from "./oci-image.js";
 
 export type RunnerKindName = "oci" | "native";
 
@@ -43,6 +44,11 @@ export interface LaunchSpec {
   binaryPath: string;
   /** OCI only: the image bundle directory, holding `rootfs/binary`. Required by the OCI runner. */
   bundlePath?: string;
+  /**
+   * OCI only: the process an OCI image archive's config describes, run in its unpacked
+   * rootfs; without it the container runs `/binary`.
+   */
+  imageProcess?: ImageProcess;
   /**
    * Absolute run directory (`DATA_DIR/runs/<tenant>/<instance>`), created by the caller.
    * Holds `stdout.log` and `stderr.log` (appended to: a relaunch keeps earlier runs' output)

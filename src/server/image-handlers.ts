@@ -8,7 +8,7 @@ import {
 import { InvalidArgument, ResourceExhausted } from "../errors.js";
 import type { Image, ImageService, NewImage } from "../images/index.js";
 import { boundedBytes, boundedText, optionalSha256, pageLimit, pageOffset, requireId, requireJsonObjectBytes, requireUuid } from "../validation.js";
-import { fromRunnerKind, jsonBytes, toRunnerKind, toTimestamp } from "../protocol/convert.js";
+import { fromImageFormat, fromRunnerKind, jsonBytes, toImageFormat, toRunnerKind, toTimestamp } from "../protocol/convert.js";
 
 /** Largest binary accepted by the unary RegisterImage; larger goes through the stream. */
 export const UNARY_IMAGE_MAX_BYTES = 16 * 1024 * 1024;
@@ -73,13 +73,14 @@ export function imageHandlers(images: ImageService): ImageHandlers {
   };
 }
 
-function newImage(req: { tenantId: string; name: string; description: string; runnerType: number; metadata: Uint8Array }): NewImage {
+function newImage(req: { tenantId: string; name: string; description: string; runnerType: number; metadata: Uint8Array; format: number }): NewImage {
   return {
     tenantId: requireId("tenant_id", req.tenantId),
     name: requireId("name", req.name, 256),
     description: boundedText("description", req.description, 4096),
     runnerType: toRunnerKind("runner_type", req.runnerType),
     metadata: requireJsonObjectBytes("metadata", boundedBytes("metadata", req.metadata, 1024 * 1024)),
+    format: toImageFormat("format", req.format),
   };
 }
 
@@ -99,5 +100,7 @@ export function toProtoImage(image: Image): MessageInitShape<typeof ImageSchema>
     sizeBytes: image.sizeBytes,
     sha256: image.sha256,
     createdAt: toTimestamp(image.createdAtMs),
+    format: fromImageFormat(image.format),
+    manifestDigest: image.manifestDigest ?? "",
   };
 }

@@ -1,0 +1,52 @@
+import { chmod, readFile, rm } from "node:fs/promises";
+import path from "node:path";
+import { execa } from "execa";
+import type { IdMapping } from "./idmap.js";
+
+/** What an OCI image's config makes of its process: Entrypoint + Cmd, Env, WorkingDir, User. */
+export interface ImageProcess {
+  args: string[];
+  /** The image's Env (PATH and the like); an instance's own variables go on top. */
+  env: Record<string, string>;
+  cwd: string;
+  /** User inside the container (resolved against the image's /etc/passwd). */
+  uid: number;
+  gid: number;
+}
+
+/** The unpacker could not unpack a layout that passed verification (a layer it cannot read). */
+export class ImageUnpackError extends Error {}
+
+/**
+ * Unpacks the image tagged `ref` in an OCI layout into `bundleDir/rootfs` with umoci (layers,
+ * whiteouts and ownership are umoci's business), its files owned by the containers' mapped
+ * ids so they look as the image meant inside the user namespace. Returns the process the
+ * image config describes, as umoci resolved it (User names looked up in the image).
+ */
+export async function unpackOciImage(layoutDir: string, ref: string, bundleDir: string, mapping: IdMapping): Promise<ImageProcess> {
+  const map = (base: number) => `0:${base}:${mapping.size}`;
+  const result = await execa("umoci", ["unpack", "--uid-map", map(mapping.uidBase), "--gid-map", map(mapping.gidBase), "--image", `${layoutDir}:${ref}`, bundleDir], {
+    reject: false,
+    all: true,
+    stdin: "ignore",
+  }).catch((e: NodeJS.ErrnoException) => {
+    throw e.code === "ENOENT" ? new ImageUnpackError("umoci is not installed (Debian package umoci); OCI archives cannot be unpacked") : e;
+  });
+  if (result.exitCode !== 0) throw new ImageUnpackError(`umoci could not unpack the image: ${String(result.all ?? "").trim().slice(-2000)}`);
+  const spec = JSON.parse(await readFile(path.join(bundleDir, "config.json"), "utf8")) as {
+    process?: { args?: string[]; env?: string[]; cwd?: string; user?: { uid?: number; gid?: number } };
+  };
+  // Only the root filesystem is used; the runner writes its own runtime config per launch.
+  for (const f of ["config.json", "umoci.json"]) await rm(path.join(bundleDir, f), { force: true });
+  // Container root (a mapped host uid) must pass through the bundle to reach its rootfs.
+  await chmod(bundleDir, 0o711);
+  const p = spec.process ?? {};
+  if (!p.args || p.args.length === 0) throw new ImageUnpackError("the image config has neither Entrypoint nor Cmd: nothing to run");
+  const env: Record<string, string> = {};
+  for (const kv of p.env ?? []) {
+    const i = kv.indexOf("=");
+    // umoci adds TERM for a terminal; workflows have none.
+    if (i > 0 && kv.slice(0, i) !== "TERM") env[kv.slice(0, i)] = kv.slice(i + 1);
+  }
+  return { args: p.args, env, cwd: p.cwd || "/", uid: p.user?.uid ?? 0, gid: p.user?.gid ?? 0 };
+}

@@ -1,0 +1,193 @@
+/**
+ * OCI image archives as images (issue 11, item 1): archives built here with independent tools
+ * (umoci to make layers, skopeo to write `oci-archive:`), registered through the streamed
+ * upload, verified, unpacked and run under real runc; bad archives leave nothing behind.
+ */
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { appendFile, copyFile, mkdir, mkdtemp, readFile, rm, stat, symlink, truncate, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { promisify } from "node:util";
+import { gzipSync } from "node:zlib";
+import { after, before, describe, it } from "node:test";
+import { Code } from "@connectrpc/connect";
+import { InstanceStatus } from "../gen/runtara/core/v1/types_pb.js";
+import { ImageFormat, RunnerType } from "../gen/runtara/environment/v1/environment_pb.js";
+import { hostArchitecture } from "../src/images/oci-archive.js";
+import { buildFixtures } from "./fixtures/build.js";
+import {
+  chunksOf,
+  emptyImageTree,
+  environmentClient,
+  imageTree,
+  rejectsWithCode,
+  startEnvironment,
+  stopTestPostgres,
+  uploadMessages,
+  type TestEnvironment,
+  ociSkip,
+} from "./helpers.js";
+
+const run = promisify(execFile);
+const TENANT = "tenant-oci";
+const skip = await ociSkip();
+
+after(() => stopTestPostgres());
+
+interface Layer {
+  /** Path in the image -> host file to copy, or text content. */
+  files?: Record<string, { from: string } | { text: string }>;
+  symlinks?: Record<string, string>;
+  remove?: string[];
+}
+
+/** An OCI image layout made with umoci: one layer per entry, then the config. */
+async function buildLayout(dir: string, layers: Layer[], config: string[]): Promise<string> {
+  const layout = path.join(dir, "layout");
+  const bundle = path.join(dir, "bundle");
+  await run("umoci", ["init", "--layout", layout]);
+  await run("umoci", ["new", "--image", `${layout}:t`]);
+  for (const layer of layers) {
+    await run("umoci", ["unpack", "--image", `${layout}:t`, bundle]);
+    const rootfs = path.join(bundle, "rootfs");
+    for (const [p, source] of Object.entries(layer.files ?? {})) {
+      await mkdir(path.dirname(path.join(rootfs, p)), { recursive: true });
+      if ("from" in source) await copyFile(source.from, path.join(rootfs, p));
+      else await writeFile(path.join(rootfs, p), source.text);
+    }
+    for (const [p, target] of Object.entries(layer.symlinks ?? {})) await symlink(target, path.join(rootfs, p));
+    for (const p of layer.remove ?? []) await rm(path.join(rootfs, p), { recursive: true });
+    await run("umoci", ["repack", "--image", `${layout}:t`, bundle]);
+    await rm(bundle, { recursive: true, force: true });
+  }
+  await run("umoci", ["config", "--image", `${layout}:t`, ...config]);
+  return layout;
+}
+
+/** `skopeo copy oci:<layout>:t oci-archive:<file>`, as a user would make one. */
+async function archiveOf(layout: string, file: string): Promise<Uint8Array> {
+  await run("skopeo", ["copy", "--quiet", `oci:${layout}:t`, `oci-archive:${file}`]);
+  return new Uint8Array(await readFile(file));
+}
+
+describe("OCI image archives", { skip }, () => {
+  let t: TestEnvironment;
+  let dir: string;
+  let workflow: string;
+  let client: ReturnType<typeof environmentClient>;
+  let archive: Uint8Array;
+  let layout: string;
+
+  const register = (bytes: Uint8Array, name: string, runnerType = RunnerType.OCI) =>
+    client.registerImageStream(
+      uploadMessages({ tenantId: TENANT, name, runnerType, format: ImageFormat.OCI_ARCHIVE, binarySize: BigInt(bytes.byteLength) }, chunksOf(bytes, 256 * 1024)),
+    );
+
+  async function runToEnd(imageId: string, env: Record<string, string> = {}) {
+    const { instanceId } = await client.startInstance({ tenantId: TENANT, imageId, env });
+    let last;
+    for await (const r of client.watchInstance({ tenantId: TENANT, instanceId }, { timeoutMs: 60_000 })) last = r.instance!;
+    return last!;
+  }
+  const output = (i: { output: Uint8Array }) => JSON.parse(new TextDecoder().decode(i.output)) as Record<string, unknown>;
+
+  let treeBefore: string[];
+  async function assertNothingLeft(name: string) {
+    assert.deepEqual(await imageTree(t.dataDir), treeBefore, "no files of the refused upload");
+    assert.equal((await t.query(`SELECT count(*)::int AS n FROM images WHERE name = $1`, [name]))[0]!.n, 0, "no row");
+  }
+
+  before(async () => {
+    t = await startEnvironment();
+    client = environmentClient(t.baseUrl);
+    dir = await mkdtemp(path.join(tmpdir(), "runtara-oci-images-"));
+    workflow = (await buildFixtures()).workflow;
+    layout = await buildLayout(
+      path.join(dir, "a"),
+      [
+        {
+          files: { "bin/busybox": { from: "/bin/busybox" }, "bin/wf": { from: workflow }, "etc/gone": { text: "deleted above" }, "work/.keep": { text: "" } },
+          symlinks: { "bin/sh": "busybox" },
+        },
+        { files: { "etc/kept": { text: "here" } }, remove: ["etc/gone"] },
+      ],
+      [
+        "--config.entrypoint=/bin/wf",
+        "--config.env=FOO=from-image",
+        "--config.env=WORKFLOW_MODE=probe",
+        "--config.env=PROBE_ENV=FOO",
+        "--config.env=PROBE_PATHS=/etc/gone,/etc/kept,/bin/sh",
+        "--config.workingdir=/work",
+      ],
+    );
+    archive = await archiveOf(layout, path.join(dir, "a.tar"));
+  });
+  after(async () => {
+    await t.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("a two-layer image runs with its Entrypoint, Env and WorkingDir; the file its upper layer deleted is absent", async () => {
+    const { image } = await register(archive, "probe");
+    assert.equal(image!.format, ImageFormat.OCI_ARCHIVE);
+    const index = JSON.parse(await readFile(path.join(layout, "index.json"), "utf8")) as { manifests: { digest: string }[] };
+    assert.equal(image!.manifestDigest, index.manifests[0]!.digest, "the manifest digest is stored and shown");
+    assert.equal((await client.getImage({ tenantId: TENANT, imageId: image!.imageId })).image!.manifestDigest, image!.manifestDigest);
+    assert.equal((await client.listImages({ tenantId: TENANT })).images.find((i) => i.imageId === image!.imageId)!.manifestDigest, image!.manifestDigest);
+
+    const done = await runToEnd(image!.imageId);
+    assert.equal(done.status, InstanceStatus.COMPLETED, `${done.error} ${done.stderr}`);
+    assert.deepEqual(output(done), { env: "from-image", exists: "011", uid: 0, cwd: "/work" });
+    // The instance's own env goes on top of the image's.
+    const overridden = await runToEnd(image!.imageId, { FOO: "from-request" });
+    assert.equal(output(overridden).env, "from-request");
+    // Only the unpacked root and the process are kept, not the archive.
+    const files = await imageTree(t.dataDir);
+    assert.ok(files.includes(`${image!.imageId}/process.json`));
+    assert.ok(!files.includes(`${image!.imageId}/binary`));
+  });
+
+  it("a gzip-compressed archive and an image with a non-root User", async () => {
+    const { image: gz } = await register(gzipSync(archive), "probe-gz");
+    const done = await runToEnd(gz!.imageId);
+    assert.equal(done.status, InstanceStatus.COMPLETED, `${done.error} ${done.stderr}`);
+
+    await run("umoci", ["config", "--image", `${layout}:t`, "--config.user=1000:1000"]);
+    const { image: user } = await register(await archiveOf(layout, path.join(dir, "user.tar")), "probe-user");
+    const asUser = await runToEnd(user!.imageId);
+    assert.equal(asUser.status, InstanceStatus.COMPLETED, `${asUser.error} ${asUser.stderr}`);
+    assert.equal(output(asUser).uid, 1000);
+  });
+
+  it("a corrupted blob, a truncated archive, another architecture, a non-archive and a NATIVE runner are refused, leaving nothing", async () => {
+    treeBefore = await imageTree(t.dataDir);
+    assert.ok(treeBefore.includes(emptyImageTree(t)[1]!), "nothing staged");
+    // Corrupted: a layer blob with a byte appended, archived by tar itself.
+    const bad = path.join(dir, "bad");
+    await run("cp", ["-a", layout, bad]);
+    const manifest = JSON.parse(await readFile(path.join(bad, "index.json"), "utf8")) as { manifests: { digest: string }[] };
+    const m = JSON.parse(await readFile(path.join(bad, "blobs/sha256", manifest.manifests[0]!.digest.slice(7)), "utf8")) as { layers: { digest: string }[] };
+    await appendFile(path.join(bad, "blobs/sha256", m.layers[0]!.digest.slice(7)), "x");
+    await run("tar", ["-C", bad, "-cf", path.join(dir, "bad.tar"), "."]);
+    await rejectsWithCode(register(new Uint8Array(await readFile(path.join(dir, "bad.tar"))), "corrupt"), Code.InvalidArgument, "binary", "does not match its content");
+    await assertNothingLeft("corrupt");
+
+    const truncated = path.join(dir, "truncated.tar");
+    await writeFile(truncated, archive);
+    await truncate(truncated, Math.floor((await stat(truncated)).size / 2));
+    await rejectsWithCode(register(new Uint8Array(await readFile(truncated)), "truncated"), Code.InvalidArgument, "binary");
+    await assertNothingLeft("truncated");
+
+    const other = hostArchitecture() === "amd64" ? "arm64" : "amd64";
+    await run("umoci", ["config", "--image", `${layout}:t`, `--architecture=${other}`]);
+    await rejectsWithCode(register(await archiveOf(layout, path.join(dir, "other.tar")), "other-arch"), Code.FailedPrecondition, `linux/${other}`, "this host runs");
+    await assertNothingLeft("other-arch");
+
+    await rejectsWithCode(register(new TextEncoder().encode("not a tar at all, just text ".repeat(40)), "text"), Code.InvalidArgument, "binary");
+    await assertNothingLeft("text");
+
+    await rejectsWithCode(register(archive, "native-archive", RunnerType.NATIVE), Code.InvalidArgument, "format");
+    await assertNothingLeft("native-archive");
+  });
+});
