@@ -4,11 +4,9 @@
  * upload, verified, unpacked and run under real runc; bad archives leave nothing behind.
  */
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
-import { appendFile, copyFile, mkdir, mkdtemp, readFile, rm, stat, symlink, truncate, writeFile } from "node:fs/promises";
+import { appendFile, mkdtemp, readFile, rm, stat, truncate, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { promisify } from "node:util";
 import { gzipSync } from "node:zlib";
 import { after, before, describe, it } from "node:test";
 import { Code } from "@connectrpc/connect";
@@ -16,6 +14,7 @@ import { InstanceStatus } from "../gen/runtara/core/v1/types_pb.js";
 import { ImageFormat, RunnerType } from "../gen/runtara/environment/v1/environment_pb.js";
 import { hostArchitecture } from "../src/images/oci-archive.js";
 import { buildFixtures } from "./fixtures/build.js";
+import { archiveOf, buildLayout, run } from "./fixtures/oci-layout.js";
 import {
   chunksOf,
   emptyImageTree,
@@ -29,47 +28,10 @@ import {
   ociSkip,
 } from "./helpers.js";
 
-const run = promisify(execFile);
 const TENANT = "tenant-oci";
 const skip = await ociSkip();
 
 after(() => stopTestPostgres());
-
-interface Layer {
-  /** Path in the image -> host file to copy, or text content. */
-  files?: Record<string, { from: string } | { text: string }>;
-  symlinks?: Record<string, string>;
-  remove?: string[];
-}
-
-/** An OCI image layout made with umoci: one layer per entry, then the config. */
-async function buildLayout(dir: string, layers: Layer[], config: string[]): Promise<string> {
-  const layout = path.join(dir, "layout");
-  const bundle = path.join(dir, "bundle");
-  await run("umoci", ["init", "--layout", layout]);
-  await run("umoci", ["new", "--image", `${layout}:t`]);
-  for (const layer of layers) {
-    await run("umoci", ["unpack", "--image", `${layout}:t`, bundle]);
-    const rootfs = path.join(bundle, "rootfs");
-    for (const [p, source] of Object.entries(layer.files ?? {})) {
-      await mkdir(path.dirname(path.join(rootfs, p)), { recursive: true });
-      if ("from" in source) await copyFile(source.from, path.join(rootfs, p));
-      else await writeFile(path.join(rootfs, p), source.text);
-    }
-    for (const [p, target] of Object.entries(layer.symlinks ?? {})) await symlink(target, path.join(rootfs, p));
-    for (const p of layer.remove ?? []) await rm(path.join(rootfs, p), { recursive: true });
-    await run("umoci", ["repack", "--image", `${layout}:t`, bundle]);
-    await rm(bundle, { recursive: true, force: true });
-  }
-  await run("umoci", ["config", "--image", `${layout}:t`, ...config]);
-  return layout;
-}
-
-/** `skopeo copy oci:<layout>:t oci-archive:<file>`, as a user would make one. */
-async function archiveOf(layout: string, file: string): Promise<Uint8Array> {
-  await run("skopeo", ["copy", "--quiet", `oci:${layout}:t`, `oci-archive:${file}`]);
-  return new Uint8Array(await readFile(file));
-}
 
 describe("OCI image archives", { skip }, () => {
   let t: TestEnvironment;
