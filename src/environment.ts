@@ -6,7 +6,7 @@ import { secureDataDir } from "./data-dir.js";
 import { CoreRuntime } from "./core/runtime.js";
 import { ChannelHub, createDatabase, Listener, migrate, startEmbeddedPostgres, type Database } from "./db/index.js";
 import { ImageService, ImageStore } from "./images/index.js";
-import { CoreGateway, InstanceManager, Launcher, SignalService, Supervisor, TransitionFeeds } from "./instances/index.js";
+import { CoreGateway, InstanceManager, Launcher, RunLogReader, SignalService, Supervisor, TransitionFeeds } from "./instances/index.js";
 import { Tokens } from "./lifecycle/index.js";
 import { CORE_SOCKET_NAME, createRunners, type Runners } from "./runner/index.js";
 import { nativeRunnerCheck, type RunnerCheck } from "./runner-policy.js";
@@ -263,6 +263,7 @@ export class Environment {
         images: deps.images,
         instances: deps.instances,
         signals: deps.signals,
+        logs: new RunLogReader(deps.db, o.dataDir),
         defaults: { executionTimeoutSecs: o.executionTimeoutSecs, maxPayloadBytes: o.maxPayloadBytes },
         probes: {
           version: VERSION,

@@ -6,7 +6,7 @@ import { ConnectionError } from "slonik";
 import { InstanceStatus, SignalType, SortOrder } from "../gen/runtara/core/v1/types_pb.js";
 import { EnvironmentService, InstanceOrder } from "../gen/runtara/environment/v1/environment_pb.js";
 import type { ImageService } from "../src/images/index.js";
-import type { InstanceManager, SignalService } from "../src/instances/index.js";
+import type { InstanceManager, SignalService, RunLogReader } from "../src/instances/index.js";
 import { classifyLaunchError } from "../src/instances/launch-errors.js";
 import { LaunchError, RuntimeUnavailable } from "../src/runner/index.js";
 import { observeCalls } from "../src/server/interceptors.js";
@@ -38,6 +38,7 @@ function inMemory(overrides: { instances?: Partial<InstanceManager>; signals?: P
     images: recorder<ImageService>("images", {}),
     instances: recorder<InstanceManager>("instances", overrides.instances ?? {}),
     signals: recorder<SignalService>("signals", overrides.signals ?? {}),
+    logs: recorder<RunLogReader>("logs", {}),
     defaults: { executionTimeoutSecs: 300, maxPayloadBytes: 1024 * 1024 },
     probes: {
       version: "test",

@@ -66,6 +66,7 @@ export class Launcher {
     if (imageProcess === undefined) await this.checkImageIntact(target);
     await mkdir(runDir, { recursive: true, mode: 0o711 }); // runs/<tenant>: see secureDataDir
     const deadlineMs = Date.now() + target.timeoutSeconds * 1000;
+    const runId = randomUUID();
     const process = await runner.launch({
       instanceId: target.instanceId,
       tenantId: target.tenantId,
@@ -74,11 +75,11 @@ export class Launcher {
       ...(imageProcess ? { imageProcess } : {}),
       runDir,
       env: this.instanceEnv(target),
+      logHeader: `--- runtara: run ${runId} started ${new Date().toISOString()} ---\n`,
       networkMode: options.networkMode,
       coreSocketDir: options.coreSocketDir,
       limits: options.limits,
     });
-    const runId = randomUUID();
     try {
       // Recorded before tracking: a process that exits at once must find its row to settle.
       const recorded = await repo.insertRunningProcess(db, {

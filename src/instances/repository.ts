@@ -148,6 +148,11 @@ export interface ProcessRecord {
  * Records a launched process. False when a process of the instance is already recorded
  * (claims refuse while one is, so this means two launches raced; the caller stops its own).
  */
+/** Whether a run of the instance is recorded (its process has not been settled yet). */
+export async function runRecorded(db: Db, instanceId: string): Promise<boolean> {
+  return db.exists(sql.unsafe`SELECT 1 FROM running_processes WHERE instance_id = ${instanceId}`);
+}
+
 export async function insertRunningProcess(db: Db, p: ProcessRecord): Promise<boolean> {
   const row = await db.maybeOne(sql.unsafe`
     INSERT INTO running_processes (instance_id, run_id, boot_id, runner, container_id, pid, process_start_time, replica_id, host, run_dir, deadline)

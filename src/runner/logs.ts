@@ -1,4 +1,4 @@
-import { constants, fstatSync, openSync, readSync, closeSync, type Stats } from "node:fs";
+import { constants, fstatSync, openSync, readSync, closeSync, writeSync, type Stats } from "node:fs";
 import path from "node:path";
 import { LaunchError } from "./errors.js";
 
@@ -21,7 +21,7 @@ export class RunLogs {
     readonly stderrStart: number,
   ) {}
 
-  static open(runDir: string): RunLogs {
+  static open(runDir: string, header = ""): RunLogs {
     // O_RDWR so the tail can be read back through the same descriptor (pread ignores
     // O_APPEND), even if the workflow renames or replaces the path meanwhile. O_NONBLOCK so a
     // FIFO planted at the path cannot hang the open; it is then refused as not a regular file.
@@ -33,7 +33,9 @@ export class RunLogs {
     try {
       fstatRegular(stdoutFd);
       stderrFd = openSync(path.join(runDir, "stderr.log"), flags, 0o600);
-      return new RunLogs(stdoutFd, stderrFd, fstatRegular(stderrFd).size);
+      const stderrStart = fstatRegular(stderrFd).size;
+      if (header !== "") for (const fd of [stdoutFd, stderrFd]) writeSync(fd, header);
+      return new RunLogs(stdoutFd, stderrFd, stderrStart + Buffer.byteLength(header));
     } catch (e) {
       closeSync(stdoutFd);
       if (stderrFd >= 0) closeSync(stderrFd);
@@ -56,9 +58,9 @@ export class RunLogs {
 }
 
 /** RunLogs.open, failing as a LaunchError (say, the workflow left a directory at stderr.log). */
-export function openLogs(runDir: string): RunLogs {
+export function openLogs(runDir: string, header?: string): RunLogs {
   try {
-    return RunLogs.open(runDir);
+    return RunLogs.open(runDir, header);
   } catch (e) {
     throw new LaunchError("spawn_failed", `cannot open the log files in ${runDir}: ${(e as Error).message}`, "", { cause: e });
   }

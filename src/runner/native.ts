@@ -81,7 +81,7 @@ export class NativeRunner implements Runner {
     await requireExecutable(spec.binaryPath, `image ${spec.imageId ?? "?"}`);
     await this.claimRunDir(spec.runDir);
     const cgroup = await this.createCgroup(spec);
-    const logs = openLogs(spec.runDir);
+    const logs = openLogs(spec.runDir, spec.logHeader);
     const launchedAtMs = Date.now();
     const t0 = performance.now();
     const failed = async (e: unknown, child?: ChildProcess): Promise<never> => {

@@ -200,7 +200,7 @@ export class OciRunner implements Runner {
       });
       await writeFileReplacing(path.join(spec.runDir, "config.json"), JSON.stringify(config));
       await unlink(pidFile).catch(ignoreEnoent);
-      logs = openLogs(spec.runDir);
+      logs = openLogs(spec.runDir, spec.logHeader);
     } catch (e) {
       if (pasta) await removeNetns(pasta, containerId, netnsIno);
       throw e;

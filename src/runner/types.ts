@@ -61,6 +61,8 @@ export interface LaunchSpec {
    * process is started by absolute path, and SPEC §4 says nothing else leaks in.
    */
   env: Readonly<Record<string, string>>;
+  /** A line written to both logs before the process starts (marks where a run begins). */
+  logHeader?: string;
   limits: Readonly<ResourceLimits>;
   /** OCI only; see {@link NetworkMode}. */
   networkMode: NetworkMode;

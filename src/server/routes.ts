@@ -2,11 +2,12 @@ import type { ConnectRouter, ServiceImpl } from "@connectrpc/connect";
 import { EnvironmentService } from "../../gen/runtara/environment/v1/environment_pb.js";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import type { ImageService } from "../images/index.js";
-import type { InstanceManager, SignalService } from "../instances/index.js";
+import type { InstanceManager, RunLogReader, SignalService } from "../instances/index.js";
 import { healthHandler, type HealthProbes } from "./environment-handlers.js";
 import { healthService } from "./health.js";
 import { imageHandlers } from "./image-handlers.js";
 import { lifecycleHandlers, type LifecycleDefaults } from "./lifecycle-handlers.js";
+import { logHandlers } from "./log-handlers.js";
 import { registerReflection } from "./reflection.js";
 import { signalHandlers } from "./signal-handlers.js";
 
@@ -14,6 +15,7 @@ export interface EnvironmentRoutesDeps {
   images: ImageService;
   instances: InstanceManager;
   signals: SignalService;
+  logs: RunLogReader;
   defaults: LifecycleDefaults;
   probes: HealthProbes;
 }
@@ -28,6 +30,7 @@ export function environmentService(deps: EnvironmentRoutesDeps) {
     ...imageHandlers(deps.images),
     ...signalHandlers(deps.signals),
     ...lifecycleHandlers(deps.instances, deps.defaults),
+    ...logHandlers(deps.logs),
   } satisfies ServiceImpl<typeof EnvironmentService>;
 }
 

@@ -1,0 +1,113 @@
+import { constants } from "node:fs";
+import { open, type FileHandle } from "node:fs/promises";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import type { DatabasePool } from "slonik";
+import { NotFound } from "../errors.js";
+import { isTerminal, transitions } from "../lifecycle/index.js";
+import * as repo from "./repository.js";
+
+export type LogStreamName = "stdout" | "stderr";
+
+export interface LogChunk {
+  stream: LogStreamName;
+  data: Uint8Array;
+}
+
+export interface LogRequest {
+  tenantId: string;
+  instanceId: string;
+  /** Keep going as the logs grow, until the instance is terminal and its process settled. */
+  follow: boolean;
+  /** Start this many bytes before the end of each log; 0 for the beginning. */
+  tailBytes: number;
+  signal: AbortSignal;
+}
+
+/** Largest piece of a log in one message. */
+const CHUNK_BYTES = 64 * 1024;
+/** How often a followed log is checked for growth. */
+const POLL_MS = 250;
+
+interface OpenLog {
+  name: LogStreamName;
+  file: string;
+  handle: FileHandle | undefined;
+  offset: number;
+  /** Where the first read starts from the end (tail_bytes); used once. */
+  tail: number;
+}
+
+/**
+ * An instance's stdout.log and stderr.log, as the runners write them in its run directory
+ * (every run appends, after a marker line). The run directory is the workflow's `/data`, so
+ * a log is opened only as a regular file the environment owns, never through a symlink or
+ * into a FIFO the workflow may have planted there. A log capped in place (its middle
+ * dropped) shrinks under a follower, which then continues from the new end.
+ */
+export class RunLogReader {
+  constructor(
+    private readonly db: DatabasePool,
+    private readonly dataDir: string,
+  ) {}
+
+  async *read(req: LogRequest): AsyncGenerator<LogChunk> {
+    if ((await transitions.tenantStatus(this.db, req.tenantId, req.instanceId)) === null) throw new NotFound(`instance ${req.instanceId} not found`);
+    const runDir = path.join(this.dataDir, "runs", req.tenantId, req.instanceId);
+    const logs: OpenLog[] = (["stdout", "stderr"] as const).map((name) => ({ name, file: path.join(runDir, `${name}.log`), handle: undefined, offset: 0, tail: req.tailBytes }));
+    try {
+      for (;;) {
+        // Settled before the last pass, so nothing written before the end is missed.
+        const settled = req.follow ? await this.settled(req.instanceId) : true;
+        let readAny = false;
+        for (const log of logs) {
+          for await (const data of drain(log)) {
+            readAny = true;
+            yield { stream: log.name, data };
+          }
+        }
+        if (settled || req.signal.aborted) return;
+        if (!readAny) await sleep(POLL_MS, undefined, { signal: req.signal }).catch(() => {});
+      }
+    } finally {
+      for (const log of logs) await log.handle?.close();
+    }
+  }
+
+  private async settled(instanceId: string): Promise<boolean> {
+    const status = await transitions.currentStatus(this.db, instanceId);
+    return status === null || (isTerminal(status) && !(await repo.runRecorded(this.db, instanceId)));
+  }
+}
+
+/** What has been appended to the log since the last read. */
+async function* drain(log: OpenLog): AsyncGenerator<Uint8Array> {
+  log.handle ??= await openOwnRegularFile(log.file);
+  if (log.handle === undefined) return;
+  const size = (await log.handle.stat()).size;
+  if (log.tail > 0) {
+    log.offset = Math.max(0, size - log.tail);
+    log.tail = 0;
+  }
+  if (size < log.offset) log.offset = size; // capped in place meanwhile
+  while (log.offset < size) {
+    const buffer = Buffer.alloc(Math.min(CHUNK_BYTES, size - log.offset));
+    const { bytesRead } = await log.handle.read(buffer, 0, buffer.length, log.offset);
+    if (bytesRead === 0) return;
+    log.offset += bytesRead;
+    yield buffer.subarray(0, bytesRead);
+  }
+}
+
+async function openOwnRegularFile(file: string): Promise<FileHandle | undefined> {
+  let handle: FileHandle;
+  try {
+    handle = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch {
+    return undefined; // not there yet (no run so far), or a symlink
+  }
+  const st = await handle.stat();
+  if (st.isFile() && st.uid === (process.getuid?.() ?? st.uid)) return handle;
+  await handle.close();
+  return undefined;
+}

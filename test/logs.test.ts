@@ -1,0 +1,78 @@
+/**
+ * StreamInstanceLogs (issue 11, item 3): an instance's stdout and stderr from the beginning or
+ * the tail, followed live until it is terminal, across relaunches (each run marked), and never
+ * through a link the workflow planted in its run directory.
+ */
+import assert from "node:assert/strict";
+import { readFile, rm, symlink } from "node:fs/promises";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { Code } from "@connectrpc/connect";
+import { InstanceStatus } from "../gen/runtara/core/v1/types_pb.js";
+import { LogStream, RunnerType } from "../gen/runtara/environment/v1/environment_pb.js";
+import { buildFixtures } from "./fixtures/build.js";
+import { environmentClient, rejectsWithCode, startEnvironment, stopTestPostgres, waitUntil, type TestEnvironment } from "./helpers.js";
+
+const TENANT = "tenant-logs";
+after(() => stopTestPostgres());
+
+describe("StreamInstanceLogs", () => {
+  let t: TestEnvironment;
+  let client: ReturnType<typeof environmentClient>;
+  let chatty: string;
+
+  before(async () => {
+    t = await startEnvironment({ wakeReconcileIntervalMs: 500 });
+    client = environmentClient(t.baseUrl);
+    const script = "#!/bin/sh\nfor i in 1 2 3 4 5 6; do echo \"line $i\"; echo \"err $i\" >&2; sleep 0.4; done\n";
+    chatty = (await client.registerImage({ tenantId: TENANT, name: "chatty", binary: new TextEncoder().encode(script), runnerType: RunnerType.NATIVE })).imageId;
+  });
+  after(() => t.close());
+
+  async function collect(instanceId: string, options: { follow?: boolean; tailBytes?: bigint } = {}) {
+    const out = { stdout: "", stderr: "", firstAt: 0 };
+    const dec = new TextDecoder();
+    for await (const r of client.streamInstanceLogs({ tenantId: TENANT, instanceId, follow: options.follow ?? false, tailBytes: options.tailBytes ?? 0n }, { timeoutMs: 60_000 })) {
+      out.firstAt ||= Date.now();
+      if (r.stream === LogStream.STDOUT) out.stdout += dec.decode(r.data);
+      else out.stderr += dec.decode(r.data);
+    }
+    return out;
+  }
+
+  it("follows a running instance live and ends when it is terminal", async () => {
+    const { instanceId } = await client.startInstance({ tenantId: TENANT, imageId: chatty });
+    const followed = await collect(instanceId, { follow: true });
+    const { instance } = await client.getInstanceStatus({ tenantId: TENANT, instanceId });
+    assert.ok([InstanceStatus.FAILED, InstanceStatus.COMPLETED].includes(instance!.status), "terminal once the stream ended");
+    assert.ok(followed.firstAt < Number(instance!.finishedAt!.seconds) * 1000, "output arrived while the instance ran");
+    assert.match(followed.stdout, /^--- runtara: run [0-9a-f-]{36} started .* ---\nline 1\nline 2\nline 3\nline 4\nline 5\nline 6\n$/);
+    assert.match(followed.stderr, /err 6\n$/);
+    // Afterwards, the whole log, and its tail.
+    assert.equal((await collect(instanceId)).stdout, followed.stdout);
+    assert.equal((await collect(instanceId, { tailBytes: 14n })).stdout, "line 5\nline 6\n");
+  });
+
+  it("marks every run of a relaunched instance", async () => {
+    const binary = await readFile((await buildFixtures()).workflow);
+    const { imageId } = await client.registerImage({ tenantId: TENANT, name: "sleeper", binary, runnerType: RunnerType.NATIVE });
+    const { instanceId } = await client.startInstance({ tenantId: TENANT, imageId, env: { WORKFLOW_MODE: "sleep", SLEEP_MS: "300" } });
+    await waitUntil(async () => (await client.getInstanceStatus({ tenantId: TENANT, instanceId })).instance!.status === InstanceStatus.COMPLETED);
+    const { stdout, stderr } = await collect(instanceId, { follow: true });
+    assert.equal(stdout.match(/--- runtara: run /g)?.length, 2, stdout);
+    assert.equal(stderr.match(/--- runtara: run /g)?.length, 2, stderr);
+  });
+
+  it("another tenant's instance is NOT_FOUND; a symlink planted as a log is not followed", async () => {
+    const { instanceId } = await client.startInstance({ tenantId: TENANT, imageId: chatty });
+    const first = (tenantId: string, tailBytes = 0n) => client.streamInstanceLogs({ tenantId, instanceId, follow: false, tailBytes })[Symbol.asyncIterator]().next();
+    await rejectsWithCode(first("someone-else"), Code.NotFound);
+    await rejectsWithCode(first(TENANT, -1n), Code.InvalidArgument, "tail_bytes");
+    await collect(instanceId, { follow: true });
+    const log = path.join(t.dataDir, "runs", TENANT, instanceId, "stdout.log");
+    await rm(log);
+    await symlink("/etc/passwd", log);
+    const { stdout } = await collect(instanceId);
+    assert.equal(stdout, "", "nothing read through the link");
+  });
+});
