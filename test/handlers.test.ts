@@ -64,6 +64,7 @@ const invalid: [string, (c: Client) => Promise<unknown>, string][] = [
   ["StartInstance with a zero timeout", (c) => c.startInstance({ tenantId: "t", imageId: uuid, timeoutSeconds: 0n }), "timeout_seconds"],
   ["StartInstance with a timeout over 7 days", (c) => c.startInstance({ tenantId: "t", imageId: uuid, timeoutSeconds: 604_801n }), "timeout_seconds"],
   ["StartInstance overriding RUNTARA_*", (c) => c.startInstance({ tenantId: "t", imageId: uuid, env: { RUNTARA_TOKEN: "x" } }), "env"],
+  ["RegisterImage with a bad tag", (c) => c.registerImage({ tenantId: "t", name: "app", binary: new Uint8Array(1), tag: "v 1" }), "tag"],
   ["StartInstance with a bad env name", (c) => c.startInstance({ tenantId: "t", imageId: uuid, env: { "A-B": "x" } }), "env"],
   ["StopInstance with grace over an hour", (c) => c.stopInstance({ ...target, gracePeriodSeconds: 3601n }), "grace_period_seconds"],
   ["StopInstance with a long reason", (c) => c.stopInstance({ ...target, reason: "r".repeat(1025) }), "reason"],

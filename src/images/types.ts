@@ -12,6 +12,10 @@ export interface Image {
   sizeBytes: bigint;
   sha256: string;
   createdAtMs: number;
+  /** 1, 2, ... per (tenant, name), in registration order; never reused. */
+  version: number;
+  /** Optional label, unique among the versions of the name; null when none. */
+  tag: string | null;
 }
 
 export interface NewImage {
@@ -20,6 +24,7 @@ export interface NewImage {
   description: string;
   runnerType: RunnerKind;
   metadata: Record<string, unknown> | undefined;
+  tag: string | undefined;
 }
 
 export interface ImagePage {

@@ -10,6 +10,9 @@ import type { Image, ImageService, NewImage } from "../images/index.js";
 import { boundedBytes, boundedText, optionalSha256, pageLimit, pageOffset, requireId, requireJsonObjectBytes, requireUuid } from "../validation.js";
 import { fromRunnerKind, jsonBytes, toRunnerKind, toTimestamp } from "../protocol/convert.js";
 
+/** An image version's optional label. */
+const TAG = /^[A-Za-z0-9._-]{1,128}$/;
+
 /** Largest binary accepted by the unary RegisterImage; larger goes through the stream. */
 export const UNARY_IMAGE_MAX_BYTES = 16 * 1024 * 1024;
 
@@ -54,6 +57,7 @@ export function imageHandlers(images: ImageService): ImageHandlers {
       const page = await images.list({
         tenantId: requireId("tenant_id", req.tenantId),
         namePrefix: boundedText("name_prefix", req.namePrefix, 256),
+        allVersions: req.allVersions,
         limit: pageLimit("limit", req.limit),
         offset: pageOffset("offset", req.offset),
         pageToken: boundedText("page_token", req.pageToken, 1024),
@@ -73,13 +77,15 @@ export function imageHandlers(images: ImageService): ImageHandlers {
   };
 }
 
-function newImage(req: { tenantId: string; name: string; description: string; runnerType: number; metadata: Uint8Array }): NewImage {
+function newImage(req: { tenantId: string; name: string; description: string; runnerType: number; metadata: Uint8Array; tag: string }): NewImage {
+  if (req.tag !== "" && !TAG.test(req.tag)) throw new InvalidArgument("tag", "must be 1 to 128 of letters, digits and . _ -");
   return {
     tenantId: requireId("tenant_id", req.tenantId),
     name: requireId("name", req.name, 256),
     description: boundedText("description", req.description, 4096),
     runnerType: toRunnerKind("runner_type", req.runnerType),
     metadata: requireJsonObjectBytes("metadata", boundedBytes("metadata", req.metadata, 1024 * 1024)),
+    tag: req.tag === "" ? undefined : req.tag,
   };
 }
 
@@ -99,5 +105,7 @@ export function toProtoImage(image: Image): MessageInitShape<typeof ImageSchema>
     sizeBytes: image.sizeBytes,
     sha256: image.sha256,
     createdAt: toTimestamp(image.createdAtMs),
+    version: image.version,
+    tag: image.tag ?? "",
   };
 }
