@@ -1,14 +1,18 @@
 import assert from "node:assert/strict";
-import { stat } from "node:fs/promises";
+import { readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Code } from "@connectrpc/connect";
+import { InstanceStatus, SignalType, TerminationReason } from "../gen/runtara/core/v1/types_pb.js";
 import { RunnerType } from "../gen/runtara/environment/v1/environment_pb.js";
-import { environmentClient, patternBytes, rejectsWithCode, startEnvironment, stopTestPostgres, type TestEnvironment } from "./helpers.js";
+import { buildFixtures } from "./fixtures/build.js";
+import { environmentClient, patternBytes, rejectsWithCode, startEnvironment, stopTestPostgres, waitUntil, type TestEnvironment } from "./helpers.js";
 
-/** Images by name and version: registration, listing and deletion. */
+/** Images by name and version: registration, listing, deletion and starting by name. */
 
 after(() => stopTestPostgres());
+
+const dec = (b: Uint8Array) => JSON.parse(new TextDecoder().decode(b)) as unknown;
 
 describe("image versions", () => {
   let t: TestEnvironment;
@@ -129,5 +133,85 @@ describe("image versions", () => {
       const bogus = Buffer.from(JSON.stringify({ n: "lst-a", v: 0 })).toString("base64url");
       await rejectsWithCode(c.listImages({ tenantId: "lst", pageToken: bogus, allVersions: true }), Code.InvalidArgument, "page_token");
     });
+  });
+});
+
+describe("starting instances by image name and version", () => {
+  const TENANT = "by-name";
+  let t: TestEnvironment;
+  let c: ReturnType<typeof environmentClient>;
+  let workflow: Uint8Array;
+  let exitWith: Uint8Array;
+  before(async () => {
+    t = await startEnvironment();
+    c = environmentClient(t.baseUrl);
+    const fixtures = await buildFixtures();
+    [workflow, exitWith] = await Promise.all([readFile(fixtures.workflow), readFile(fixtures["exit-with"])]);
+  });
+  after(() => t?.close());
+
+  const status = async (instanceId: string) => (await c.getInstanceStatus({ tenantId: TENANT, instanceId })).instance!;
+  const settled = async (instanceId: string) => {
+    await waitUntil(async () => {
+      const s = await status(instanceId);
+      const done = [InstanceStatus.COMPLETED, InstanceStatus.FAILED, InstanceStatus.CANCELLED].includes(s.status);
+      return done && (await t.query("SELECT 1 FROM running_processes WHERE instance_id = $1", [instanceId])).length === 0;
+    });
+    return status(instanceId);
+  };
+
+  it("a paused instance of version 1 resumes on version 1 after version 2 is registered; by name starts 2; by name + version 1 starts 1", async () => {
+    // Version 1 is the workflow fixture; version 2 a different program that exits 7 saying so.
+    const v1 = await c.registerImage({ tenantId: TENANT, name: "flow", binary: workflow, runnerType: RunnerType.NATIVE, tag: "first" });
+    assert.equal(v1.image?.version, 1);
+    const paused = await c.startInstance({ tenantId: TENANT, imageName: "flow", env: { WORKFLOW_MODE: "cooperative" } });
+    assert.equal((await status(paused.instanceId)).imageId, v1.imageId, "by name, the latest (1)");
+    await waitUntil(async () => (await t.query("SELECT 1 FROM checkpoints WHERE instance_id = $1", [paused.instanceId])).length === 1);
+    await c.sendSignal({ tenantId: TENANT, instanceId: paused.instanceId, signalType: SignalType.PAUSE });
+    await waitUntil(async () => {
+      const s = await status(paused.instanceId);
+      return s.status === InstanceStatus.SUSPENDED && (await t.query("SELECT 1 FROM running_processes WHERE instance_id = $1", [paused.instanceId])).length === 0;
+    });
+
+    const v2 = await c.registerImage({ tenantId: TENANT, name: "flow", binary: exitWith, runnerType: RunnerType.NATIVE });
+    assert.equal(v2.image?.version, 2);
+
+    // Resumed after version 2 exists: version 1 continues from its checkpoint (version 2 would exit 7).
+    await c.resumeInstance({ tenantId: TENANT, instanceId: paused.instanceId });
+    const resumed = await settled(paused.instanceId);
+    assert.equal(resumed.status, InstanceStatus.COMPLETED, resumed.error || resumed.stderr);
+    assert.deepEqual(dec(resumed.output), { resumed: true });
+    assert.equal(resumed.imageId, v1.imageId);
+    assert.equal(resumed.exitCode, 0);
+
+    // By name alone: the latest, version 2.
+    const latest = await c.startInstance({ tenantId: TENANT, imageName: "flow", env: { EXIT_CODE: "7", STDERR_MSG: "this is version 2" } });
+    const ranLatest = await settled(latest.instanceId);
+    assert.equal(ranLatest.imageId, v2.imageId);
+    assert.equal(ranLatest.imageName, "flow");
+    assert.equal(ranLatest.exitCode, 7);
+    assert.equal(ranLatest.terminationReason, TerminationReason.CRASHED);
+    assert.match(ranLatest.stderr, /this is version 2/);
+
+    // By name and version 1: the workflow again.
+    const pinned = await c.startInstance({ tenantId: TENANT, imageName: "flow", imageVersion: 1, env: { WORKFLOW_MODE: "complete" } });
+    const ranPinned = await settled(pinned.instanceId);
+    assert.equal(ranPinned.imageId, v1.imageId);
+    assert.equal(ranPinned.status, InstanceStatus.COMPLETED, ranPinned.error);
+    assert.deepEqual(dec(ranPinned.output), { ok: true });
+  });
+
+  it("an unknown name or version is NOT_FOUND and starts nothing; ambiguous or incomplete references are INVALID_ARGUMENT", async () => {
+    const before = (await t.query<{ n: number }>("SELECT count(*)::int AS n FROM instances"))[0]!.n;
+    await rejectsWithCode(c.startInstance({ tenantId: TENANT, imageName: "nope" }), Code.NotFound, "image_name", "nope");
+    await rejectsWithCode(c.startInstance({ tenantId: TENANT, imageName: "flow", imageVersion: 9 }), Code.NotFound, "image_version", "9");
+    // Another tenant's name is not found either.
+    await rejectsWithCode(c.startInstance({ tenantId: "someone-else", imageName: "flow" }), Code.NotFound, "image_name");
+    const id = (await c.listImages({ tenantId: TENANT })).images[0]!.imageId;
+    await rejectsWithCode(c.startInstance({ tenantId: TENANT, imageId: id, imageName: "flow" }), Code.InvalidArgument, "image_name");
+    await rejectsWithCode(c.startInstance({ tenantId: TENANT, imageId: id, imageVersion: 1 }), Code.InvalidArgument, "image_version");
+    await rejectsWithCode(c.startInstance({ tenantId: TENANT }), Code.InvalidArgument, "image_id");
+    await rejectsWithCode(c.startInstance({ tenantId: TENANT, imageName: "flow", imageVersion: 0 }), Code.InvalidArgument, "image_version");
+    assert.equal((await t.query<{ n: number }>("SELECT count(*)::int AS n FROM instances"))[0]!.n, before);
   });
 });

@@ -83,6 +83,17 @@ export async function findImage(db: Db, tenantId: string, imageId: string): Prom
     SELECT ${columns} FROM images WHERE image_id = ${imageId} AND tenant_id = ${tenantId}`);
 }
 
+/** The tenant's image `name` at `version`, or at its latest version when none is given. */
+export async function findImageByName(db: Db, tenantId: string, name: string, version: number | undefined): Promise<Image | null> {
+  const filters = [sql.fragment`tenant_id = ${tenantId}`, sql.fragment`name = ${name}`];
+  if (version !== undefined) filters.push(sql.fragment`version = ${version}`);
+  return db.maybeOne(sql.type(imageRow)`
+    SELECT ${columns} FROM images
+    WHERE ${sql.join(filters, sql.fragment` AND `)}
+    ORDER BY version DESC
+    LIMIT 1`);
+}
+
 /** Escapes LIKE wildcards so a name prefix matches literally. */
 function likePrefix(prefix: string): string {
   return prefix.replace(/[\\%_]/g, (c) => `\\${c}`) + "%";

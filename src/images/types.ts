@@ -27,6 +27,9 @@ export interface NewImage {
   tag: string | undefined;
 }
 
+/** Which image an instance starts: one version by id, or by name (the latest, or a version). */
+export type ImageRef = { imageId: string } | { name: string; version: number | undefined };
+
 export interface ImagePage {
   images: Image[];
   nextPageToken: string;
