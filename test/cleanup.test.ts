@@ -415,8 +415,8 @@ describe("cleanup workers", () => {
     async function image(name: string, createdAgoMs: number, lastUsedAgoMs: number | null): Promise<string> {
       const imageId = randomUUID();
       await t.query(
-        `INSERT INTO images (image_id, tenant_id, name, runner_type, size_bytes, sha256, created_at, last_used_at)
-         VALUES ($1, 'tenant-img', $2, 'native', 4, repeat('a', 64), now() - $3::float8 * interval '1 millisecond',
+        `INSERT INTO images (image_id, tenant_id, name, version, runner_type, size_bytes, sha256, created_at, last_used_at)
+         VALUES ($1, 'tenant-img', $2, 1, 'native', 4, repeat('a', 64), now() - $3::float8 * interval '1 millisecond',
                  CASE WHEN $4::float8 IS NULL THEN NULL ELSE now() - $4::float8 * interval '1 millisecond' END)`,
         [imageId, name, createdAgoMs, lastUsedAgoMs],
       );

@@ -65,6 +65,12 @@ const invalid: [string, (c: Client) => Promise<unknown>, string][] = [
   ["StartInstance with a zero timeout", (c) => c.startInstance({ tenantId: "t", imageId: uuid, timeoutSeconds: 0n }), "timeout_seconds"],
   ["StartInstance with a timeout over 7 days", (c) => c.startInstance({ tenantId: "t", imageId: uuid, timeoutSeconds: 604_801n }), "timeout_seconds"],
   ["StartInstance overriding RUNTARA_*", (c) => c.startInstance({ tenantId: "t", imageId: uuid, env: { RUNTARA_TOKEN: "x" } }), "env"],
+  ["StartInstance with neither image_id nor image_name", (c) => c.startInstance({ tenantId: "t" }), "image_id"],
+  ["StartInstance with both image_id and image_name", (c) => c.startInstance({ tenantId: "t", imageId: uuid, imageName: "app" }), "image_name"],
+  ["StartInstance with image_version but no image_name", (c) => c.startInstance({ tenantId: "t", imageId: uuid, imageVersion: 2 }), "image_version"],
+  ["StartInstance with image_version 0", (c) => c.startInstance({ tenantId: "t", imageName: "app", imageVersion: 0 }), "image_version"],
+  ["StartInstance with a bad image_name", (c) => c.startInstance({ tenantId: "t", imageName: "../app" }), "image_name"],
+  ["RegisterImage with a bad tag", (c) => c.registerImage({ tenantId: "t", name: "app", binary: new Uint8Array(1), tag: "v 1" }), "tag"],
   ["StartInstance with a bad env name", (c) => c.startInstance({ tenantId: "t", imageId: uuid, env: { "A-B": "x" } }), "env"],
   ["StopInstance with grace over an hour", (c) => c.stopInstance({ ...target, gracePeriodSeconds: 3601n }), "grace_period_seconds"],
   ["StopInstance with a long reason", (c) => c.stopInstance({ ...target, reason: "r".repeat(1025) }), "reason"],
@@ -116,7 +122,7 @@ describe("EnvironmentService handlers in memory", () => {
       },
       instances: {
         start: async (req) => {
-          seen.push({ input: new TextDecoder().decode(req.input), timeoutSeconds: req.timeoutSeconds });
+          seen.push({ image: req.image, input: new TextDecoder().decode(req.input), timeoutSeconds: req.timeoutSeconds });
           return { instanceId: "generated", status: "running" };
         },
       },
@@ -126,9 +132,13 @@ describe("EnvironmentService handlers in memory", () => {
     const started = await client.startInstance({ tenantId: "t", imageId: uuid });
     assert.equal(started.instanceId, "generated");
     assert.equal(started.status, InstanceStatus.RUNNING);
+    await client.startInstance({ tenantId: "t", imageName: "app" });
+    await client.startInstance({ tenantId: "t", imageName: "app", imageVersion: 3 });
     assert.deepEqual(seen, [
       { tenantId: "t", instanceId: "i-1", kind: "pause", payload: "p" },
-      { input: "{}", timeoutSeconds: 300 },
+      { image: { imageId: uuid }, input: "{}", timeoutSeconds: 300 },
+      { image: { name: "app", version: undefined }, input: "{}", timeoutSeconds: 300 },
+      { image: { name: "app", version: 3 }, input: "{}", timeoutSeconds: 300 },
     ]);
   });
 

@@ -103,6 +103,8 @@ describe("every image RPC over each transport", () => {
           runnerType: RunnerType.OCI,
           sizeBytes: 100_000n,
           sha256: sha256Hex(small),
+          version: 1,
+          tag: "",
         },
         started,
       );
@@ -343,23 +345,41 @@ describe("failed registrations leave nothing behind", () => {
     });
   }
 
-  it("refuses a duplicate (tenant, name) with ALREADY_EXISTS and removes the duplicate's files", async () => {
+  it("registers an existing (tenant, name) as its next version; a taken tag is ALREADY_EXISTS and leaves no files", async () => {
     const client = environmentClient(t.baseUrl);
-    const first = await client.registerImage({ tenantId: "acme", name: "dup", binary: data });
-    const treeBefore = await imageTree(t.dataDir);
-    await rejectsWithCode(client.registerImage({ tenantId: "acme", name: "dup", binary: data }), Code.AlreadyExists, "dup");
-    await rejectsWithCode(
-      client.registerImageStream(uploadMessages({ tenantId: "acme", name: "dup", binarySize: BigInt(data.byteLength) }, chunksOf(data, MiB))),
-      Code.AlreadyExists,
-      "dup",
+    const first = await client.registerImage({ tenantId: "acme", name: "dup", binary: data, tag: "v1.0" });
+    const second = await client.registerImage({ tenantId: "acme", name: "dup", binary: data });
+    const third = await client.registerImageStream(
+      uploadMessages({ tenantId: "acme", name: "dup", binarySize: BigInt(data.byteLength), tag: "v3" }, chunksOf(data, MiB)),
     );
-    assert.deepEqual(await imageTree(t.dataDir), treeBefore, "no files of the refused duplicates");
-    assert.equal(await imageRows(t), 1);
-    // The same name is free in another tenant.
-    const other = await client.registerImage({ tenantId: "other", name: "dup", binary: data });
-    assert.notEqual(other.imageId, first.imageId);
+    assert.deepEqual(
+      [first.image, second.image, third.image].map((i) => [i?.version, i?.tag]),
+      [
+        [1, "v1.0"],
+        [2, ""],
+        [3, "v3"],
+      ],
+    );
+    assert.equal(new Set([first.imageId, second.imageId, third.imageId]).size, 3, "each version is its own image");
+    const treeBefore = await imageTree(t.dataDir);
+    await rejectsWithCode(client.registerImage({ tenantId: "acme", name: "dup", binary: data, tag: "v1.0" }), Code.AlreadyExists, "tag", "v1.0");
+    await rejectsWithCode(
+      client.registerImageStream(uploadMessages({ tenantId: "acme", name: "dup", binarySize: BigInt(data.byteLength), tag: "v3" }, chunksOf(data, MiB))),
+      Code.AlreadyExists,
+      "tag",
+    );
+    assert.deepEqual(await imageTree(t.dataDir), treeBefore, "no files of the refused registrations");
+    assert.equal(await imageRows(t), 3);
+    // A refused registration used no version number; the name is independent in another tenant.
+    const fourth = await client.registerImage({ tenantId: "acme", name: "dup", binary: data, tag: "v4" });
+    assert.equal(fourth.image?.version, 4);
+    const other = await client.registerImage({ tenantId: "other", name: "dup", binary: data, tag: "v1.0" });
+    assert.equal(other.image?.version, 1);
     for (const [tenantId, imageId] of [
       ["acme", first.imageId],
+      ["acme", second.imageId],
+      ["acme", third.imageId],
+      ["acme", fourth.imageId],
       ["other", other.imageId],
     ] as const) {
       await client.deleteImage({ tenantId, imageId });

@@ -42,6 +42,8 @@ describe("quotas", () => {
   it("images: count and bytes per tenant", async () => {
     for (let i = 0; i < 3; i++) await client.registerImage({ tenantId: "img-a", name: `i${i}`, binary: patternBytes(1024, i) });
     await rejectsWithCode(client.registerImage({ tenantId: "img-a", name: "i3", binary: patternBytes(1024) }), Code.ResourceExhausted, "RUNTARA_TENANT_MAX_IMAGES");
+    // Every version counts: a new version of a name the tenant has is refused as well.
+    await rejectsWithCode(client.registerImage({ tenantId: "img-a", name: "i0", binary: patternBytes(1024) }), Code.ResourceExhausted, "RUNTARA_TENANT_MAX_IMAGES");
     await client.registerImage({ tenantId: "img-b", name: "i0", binary: patternBytes(1024) });
     await client.registerImage({ tenantId: "img-c", name: "big", binary: patternBytes(9 * 1024 * 1024) });
     await rejectsWithCode(

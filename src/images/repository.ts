@@ -20,6 +20,8 @@ const imageRow = z
     created_at: z.number(),
     format: z.enum(IMAGE_FORMATS),
     manifest_digest: z.string().nullable(),
+    version: z.number().int(),
+    tag: z.string().nullable(),
   })
   .transform(
     (r): Image => ({
@@ -34,11 +36,19 @@ const imageRow = z
       createdAtMs: r.created_at,
       format: r.format,
       manifestDigest: r.manifest_digest,
+      version: r.version,
+      tag: r.tag,
     }),
   );
 
-const columns = sql.fragment`image_id, tenant_id, name, description, runner_type, metadata, size_bytes, sha256, created_at, format, manifest_digest`;
+const columns = sql.fragment`image_id, tenant_id, name, description, runner_type, metadata, size_bytes, sha256, created_at, format, manifest_digest, version, tag`;
 
+/**
+ * Inserts the next version of (tenant, name): 1 for a new name. The number comes from
+ * image_names' upsert in the same statement, so concurrent registrations of one name queue
+ * on that row's lock and get consecutive numbers (no retry, no max()+1 race), and a failed
+ * insert (a taken tag) gives its number back with the rolled-back statement.
+ */
 export async function insertImage(
   db: Db,
   imageId: string,
@@ -49,14 +59,19 @@ export async function insertImage(
 ): Promise<Image> {
   try {
     return await db.one(sql.type(imageRow)`
-      INSERT INTO images (image_id, tenant_id, name, description, runner_type, metadata, size_bytes, sha256, format, manifest_digest)
-      VALUES (${imageId}, ${image.tenantId}, ${image.name}, ${image.description}, ${image.runnerType},
-              ${image.metadata === undefined ? null : sql.jsonb(image.metadata as never)}, ${sizeBytes}, ${sha256},
-              ${image.format}, ${manifestDigest})
+      WITH next AS (
+        INSERT INTO image_names (tenant_id, name, last_version) VALUES (${image.tenantId}, ${image.name}, 1)
+        ON CONFLICT (tenant_id, name) DO UPDATE SET last_version = image_names.last_version + 1
+        RETURNING last_version)
+      INSERT INTO images (image_id, tenant_id, name, description, runner_type, metadata, size_bytes, sha256, version, tag, format, manifest_digest)
+      SELECT ${imageId}, ${image.tenantId}, ${image.name}, ${image.description}, ${image.runnerType},
+             ${image.metadata === undefined ? null : sql.jsonb(image.metadata as never)}, ${sizeBytes}, ${sha256},
+             next.last_version, ${image.tag ?? null}, ${image.format}, ${manifestDigest}
+      FROM next
       RETURNING ${columns}`);
   } catch (e) {
-    if (e instanceof UniqueIntegrityConstraintViolationError && e.constraint === "images_tenant_name_key") {
-      throw new AlreadyExists(`image "${image.name}" already exists for tenant "${image.tenantId}"`);
+    if (e instanceof UniqueIntegrityConstraintViolationError && e.constraint === "images_tenant_name_tag_key") {
+      throw new AlreadyExists(`tag: another version of image "${image.name}" is tagged "${image.tag}"`);
     }
     throw e;
   }
@@ -73,38 +88,76 @@ export async function findImage(db: Db, tenantId: string, imageId: string): Prom
     SELECT ${columns} FROM images WHERE image_id = ${imageId} AND tenant_id = ${tenantId}`);
 }
 
+/** The tenant's image `name` at `version`, or at its latest version when none is given. */
+export async function findImageByName(db: Db, tenantId: string, name: string, version: number | undefined): Promise<Image | null> {
+  const filters = [sql.fragment`tenant_id = ${tenantId}`, sql.fragment`name = ${name}`];
+  if (version !== undefined) filters.push(sql.fragment`version = ${version}`);
+  return db.maybeOne(sql.type(imageRow)`
+    SELECT ${columns} FROM images
+    WHERE ${sql.join(filters, sql.fragment` AND `)}
+    ORDER BY version DESC
+    LIMIT 1`);
+}
+
 /** Escapes LIKE wildcards so a name prefix matches literally. */
 function likePrefix(prefix: string): string {
   return prefix.replace(/[\\%_]/g, (c) => `\\${c}`) + "%";
 }
 
-export interface ImageListQuery {
+export interface ImageListFilter {
   tenantId: string;
   namePrefix: string;
-  limit: number;
-  offset: number;
-  /** Keyset: only names after this one. */
-  afterName: string | undefined;
+  /** Every version, or only the latest version of each name. */
+  allVersions: boolean;
 }
 
-/** One page ordered by name (unique per tenant), plus one extra row to detect a next page. */
+export interface ImageListQuery extends ImageListFilter {
+  limit: number;
+  offset: number;
+  /**
+   * Keyset: only rows after this one, in (name, version) order. Listing latest versions
+   * only, the version is ignored: the next page starts at the next name.
+   */
+  after: { name: string; version: number } | undefined;
+}
+
+/**
+ * The rows a listing shows, as conditions on `images img`. Latest versions only: no higher
+ * version of the same name exists (an anti-join on the (tenant_id, name, version) index, so
+ * the listing stays one ordered, index-driven scan with keyset and offset working as before).
+ */
+function listFilters(f: ImageListFilter) {
+  const filters = [sql.fragment`img.tenant_id = ${f.tenantId}`];
+  if (f.namePrefix !== "") filters.push(sql.fragment`img.name LIKE ${likePrefix(f.namePrefix)}`);
+  if (!f.allVersions) {
+    filters.push(sql.fragment`NOT EXISTS (
+      SELECT 1 FROM images newer
+      WHERE newer.tenant_id = img.tenant_id AND newer.name = img.name AND newer.version > img.version)`);
+  }
+  return filters;
+}
+
+/** One page ordered by name, then version, plus one extra row to detect a next page. */
 export async function listImages(db: Db, q: ImageListQuery): Promise<Image[]> {
-  const filters = [sql.fragment`tenant_id = ${q.tenantId}`];
-  if (q.namePrefix !== "") filters.push(sql.fragment`name LIKE ${likePrefix(q.namePrefix)}`);
-  if (q.afterName !== undefined) filters.push(sql.fragment`name > ${q.afterName}`);
+  const filters = listFilters(q);
+  if (q.after !== undefined) {
+    filters.push(
+      q.allVersions
+        ? sql.fragment`(img.name, img.version) > (${q.after.name}, ${q.after.version})`
+        : sql.fragment`img.name > ${q.after.name}`,
+    );
+  }
   const rows = await db.any(sql.type(imageRow)`
-    SELECT ${columns} FROM images
+    SELECT ${columns} FROM images img
     WHERE ${sql.join(filters, sql.fragment` AND `)}
-    ORDER BY name
+    ORDER BY img.name, img.version
     LIMIT ${q.limit + 1} OFFSET ${q.offset}`);
   return [...rows];
 }
 
-export async function countImages(db: Db, tenantId: string, namePrefix: string): Promise<bigint> {
-  const filters = [sql.fragment`tenant_id = ${tenantId}`];
-  if (namePrefix !== "") filters.push(sql.fragment`name LIKE ${likePrefix(namePrefix)}`);
+export async function countImages(db: Db, f: ImageListFilter): Promise<bigint> {
   return db.oneFirst(sql.type(z.object({ count: z.bigint() }))`
-    ${cappedCount(sql.fragment`images WHERE ${sql.join(filters, sql.fragment` AND `)}`)}`);
+    ${cappedCount(sql.fragment`images img WHERE ${sql.join(listFilters(f), sql.fragment` AND `)}`)}`);
 }
 
 export type DeleteOutcome = "deleted" | "not_found" | "in_use";

@@ -19,6 +19,8 @@ export interface ImageUpload extends NewImage {
 export interface ImageListRequest {
   tenantId: string;
   namePrefix: string;
+  /** Every version instead of the latest of each name. */
+  allVersions: boolean;
   limit: number;
   offset: number;
   pageToken: string;
@@ -96,7 +98,10 @@ export class ImageService {
       await staged.commit(imageId, upload.runnerType, upload.format);
       committedId = imageId;
       const image = await repo.insertImage(this.db, imageId, upload, staged.size, digest, manifestDigest);
-      this.logger.info({ imageId, tenantId: image.tenantId, name: image.name, sizeBytes: image.sizeBytes }, "image registered");
+      this.logger.info(
+        { imageId, tenantId: image.tenantId, name: image.name, version: image.version, format: image.format, sizeBytes: image.sizeBytes },
+        "image registered",
+      );
       return image;
     } catch (e) {
       await this.discard(staged, committedId);
@@ -125,19 +130,20 @@ export class ImageService {
     return image;
   }
 
+  /** Latest versions (one per name) or every version, ordered by name then version. */
   async list(req: ImageListRequest): Promise<ImagePage> {
-    const afterName = req.pageToken === "" ? undefined : decodePageToken(req.pageToken);
-    if (afterName !== undefined && req.offset !== 0) {
+    const after = req.pageToken === "" ? undefined : decodePageToken(req.pageToken, req.allVersions);
+    if (after !== undefined && req.offset !== 0) {
       throw new InvalidArgument("offset", "cannot be combined with page_token");
     }
-    const query = { tenantId: req.tenantId, namePrefix: req.namePrefix, limit: req.limit, offset: req.offset, afterName };
+    const filter = { tenantId: req.tenantId, namePrefix: req.namePrefix, allVersions: req.allVersions };
     const [rows, totalCount] = await Promise.all([
-      repo.listImages(this.db, query),
-      repo.countImages(this.db, req.tenantId, req.namePrefix),
+      repo.listImages(this.db, { ...filter, limit: req.limit, offset: req.offset, after }),
+      repo.countImages(this.db, filter),
     ]);
     const images = rows.slice(0, req.limit);
     const last = images[images.length - 1];
-    const nextPageToken = rows.length > req.limit && last ? encodePageToken(last.name) : "";
+    const nextPageToken = rows.length > req.limit && last ? encodePageToken(last, req.allVersions) : "";
     return { images, nextPageToken, totalCount };
   }
 
@@ -148,23 +154,34 @@ export class ImageService {
       throw new FailedPrecondition(`image ${imageId} is used by a pending, running or suspended instance`);
     }
     await this.store.remove(imageId);
-    this.logger.info({ imageId, tenantId }, "image deleted");
+    this.logger.info({ imageId, tenantId }, "image version deleted");
   }
 }
 
-/** Opaque keyset token: the last name of the previous page. */
-function encodePageToken(name: string): string {
-  return Buffer.from(JSON.stringify({ n: name })).toString("base64url");
+/**
+ * Opaque keyset token: the last name of the previous page, and with all_versions its version
+ * too. A token carries a version exactly when it was issued for all_versions, so one cannot
+ * continue a listing of the other kind (it would skip or repeat rows).
+ */
+function encodePageToken(last: Image, allVersions: boolean): string {
+  return Buffer.from(JSON.stringify(allVersions ? { n: last.name, v: last.version } : { n: last.name })).toString("base64url");
 }
 
-function decodePageToken(token: string): string {
+function decodePageToken(token: string, allVersions: boolean): { name: string; version: number } {
+  let parsed: unknown;
   try {
-    const parsed: unknown = JSON.parse(Buffer.from(token, "base64url").toString("utf8"));
-    const n = parsed && typeof parsed === "object" ? (parsed as { n?: unknown }).n : undefined;
-    // Only a name this API could have returned (a NUL, say, would reach PostgreSQL).
-    if (typeof n === "string" && isValidId(n, 256)) return n;
+    parsed = JSON.parse(Buffer.from(token, "base64url").toString("utf8"));
   } catch {
     // fall through: any undecodable token is the client's error
   }
-  throw new InvalidArgument("page_token", "is not a token returned by this API");
+  const { n, v } = parsed && typeof parsed === "object" ? (parsed as { n?: unknown; v?: unknown }) : {};
+  // Only a name this API could have returned (a NUL, say, would reach PostgreSQL).
+  const version = v === undefined ? undefined : typeof v === "number" && Number.isInteger(v) && v >= 1 && v <= 2 ** 31 - 1 ? v : null;
+  if (typeof n !== "string" || !isValidId(n, 256) || version === null) {
+    throw new InvalidArgument("page_token", "is not a token returned by this API");
+  }
+  if (allVersions !== (version !== undefined)) {
+    throw new InvalidArgument("page_token", `was issued for a listing with all_versions ${!allVersions}`);
+  }
+  return { name: n, version: version ?? 0 };
 }

@@ -16,6 +16,10 @@ export interface Image {
   sizeBytes: bigint;
   sha256: string;
   createdAtMs: number;
+  /** 1, 2, ... per (tenant, name), in registration order; never reused. */
+  version: number;
+  /** Optional label, unique among the versions of the name; null when none. */
+  tag: string | null;
   format: ImageFormat;
   /** OCI archives: the manifest unpacked ("sha256:…"); null for binaries. */
   manifestDigest: string | null;
@@ -27,8 +31,12 @@ export interface NewImage {
   description: string;
   runnerType: RunnerKind;
   metadata: Record<string, unknown> | undefined;
+  tag: string | undefined;
   format: ImageFormat;
 }
+
+/** Which image an instance starts: one version by id, or by name (the latest, or a version). */
+export type ImageRef = { imageId: string } | { name: string; version: number | undefined };
 
 export interface ImagePage {
   images: Image[];

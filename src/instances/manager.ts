@@ -3,7 +3,8 @@ import os from "node:os";
 import type { DatabasePool } from "slonik";
 import type { Logger } from "pino";
 import { FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable } from "../errors.js";
-import { findImage } from "../images/repository.js";
+import { findImage, findImageByName } from "../images/repository.js";
+import type { ImageRef } from "../images/types.js";
 import { isTerminal, transitions, type LaunchTarget, type Status } from "../lifecycle/index.js";
 import { bootId, isSameProcess, type Runners } from "../runner/index.js";
 import type { CoreGateway } from "./core-gateway.js";
@@ -17,7 +18,8 @@ import type { Instance } from "./types.js";
 
 export interface StartRequest {
   tenantId: string;
-  imageId: string;
+  /** The version the instance runs, now and on every relaunch (instances reference image_id). */
+  image: ImageRef;
   instanceId: string | undefined;
   input: Uint8Array;
   timeoutSeconds: number;
@@ -57,8 +59,7 @@ export class InstanceManager {
 
   async start(req: StartRequest): Promise<{ instanceId: string; status: Status }> {
     const { db, launcher } = this.deps;
-    const image = await findImage(db, req.tenantId, req.imageId);
-    if (image === null) throw new NotFound(`image ${req.imageId} not found`);
+    const image = await this.findImage(req.tenantId, req.image);
     await launcher.checkRunnable(image.runnerType);
     const instanceId = req.instanceId ?? randomUUID();
     const tokenNonce = await transitions.insertInstance(db, {
@@ -90,6 +91,22 @@ export class InstanceManager {
       imageFormat: image.format,
     });
     return { instanceId, status: (await this.statusOf(req.tenantId, instanceId)) ?? "pending" };
+  }
+
+  private async findImage(tenantId: string, ref: ImageRef) {
+    const { db } = this.deps;
+    if ("imageId" in ref) {
+      const image = await findImage(db, tenantId, ref.imageId);
+      if (image === null) throw new NotFound(`image ${ref.imageId} not found`);
+      return image;
+    }
+    const image = await findImageByName(db, tenantId, ref.name, ref.version);
+    if (image === null) {
+      throw new NotFound(
+        ref.version === undefined ? `image_name: image "${ref.name}" not found` : `image_version: image "${ref.name}" has no version ${ref.version}`,
+      );
+    }
+    return image;
   }
 
   /** Relaunches a SUSPENDED instance from its last checkpoint. */

@@ -10,6 +10,9 @@ import type { Image, ImageService, NewImage } from "../images/index.js";
 import { boundedBytes, boundedText, optionalSha256, pageLimit, pageOffset, requireId, requireJsonObjectBytes, requireUuid } from "../validation.js";
 import { fromImageFormat, fromRunnerKind, jsonBytes, toImageFormat, toRunnerKind, toTimestamp } from "../protocol/convert.js";
 
+/** An image version's optional label. */
+const TAG = /^[A-Za-z0-9._-]{1,128}$/;
+
 /** Largest binary accepted by the unary RegisterImage; larger goes through the stream. */
 export const UNARY_IMAGE_MAX_BYTES = 16 * 1024 * 1024;
 
@@ -54,6 +57,7 @@ export function imageHandlers(images: ImageService): ImageHandlers {
       const page = await images.list({
         tenantId: requireId("tenant_id", req.tenantId),
         namePrefix: boundedText("name_prefix", req.namePrefix, 256),
+        allVersions: req.allVersions,
         limit: pageLimit("limit", req.limit),
         offset: pageOffset("offset", req.offset),
         pageToken: boundedText("page_token", req.pageToken, 1024),
@@ -73,7 +77,8 @@ export function imageHandlers(images: ImageService): ImageHandlers {
   };
 }
 
-function newImage(req: { tenantId: string; name: string; description: string; runnerType: number; metadata: Uint8Array; format: number }): NewImage {
+function newImage(req: { tenantId: string; name: string; description: string; runnerType: number; metadata: Uint8Array; tag: string; format: number }): NewImage {
+  if (req.tag !== "" && !TAG.test(req.tag)) throw new InvalidArgument("tag", "must be 1 to 128 of letters, digits and . _ -");
   return {
     tenantId: requireId("tenant_id", req.tenantId),
     name: requireId("name", req.name, 256),
@@ -81,6 +86,7 @@ function newImage(req: { tenantId: string; name: string; description: string; ru
     runnerType: toRunnerKind("runner_type", req.runnerType),
     metadata: requireJsonObjectBytes("metadata", boundedBytes("metadata", req.metadata, 1024 * 1024)),
     format: toImageFormat("format", req.format),
+    tag: req.tag === "" ? undefined : req.tag,
   };
 }
 
@@ -102,5 +108,7 @@ export function toProtoImage(image: Image): MessageInitShape<typeof ImageSchema>
     createdAt: toTimestamp(image.createdAtMs),
     format: fromImageFormat(image.format),
     manifestDigest: image.manifestDigest ?? "",
+    version: image.version,
+    tag: image.tag ?? "",
   };
 }

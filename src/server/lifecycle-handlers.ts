@@ -8,6 +8,7 @@ import {
 } from "../../gen/runtara/environment/v1/environment_pb.js";
 import { MAX_EXECUTION_TIMEOUT_SECS } from "../config.js";
 import { InvalidArgument } from "../errors.js";
+import type { ImageRef } from "../images/index.js";
 import type { Instance, InstanceManager, InstanceOrder as Order } from "../instances/index.js";
 import { protoReason, protoStatus, requestTime, statusFromProto, toTimestamp } from "../protocol/convert.js";
 import { boundedBytes, boundedText, pageOffset, pageLimit, parseJsonBytes, requireId, requireUuid } from "../validation.js";
@@ -35,7 +36,7 @@ export function lifecycleHandlers(instances: InstanceManager, defaults: Lifecycl
   return {
     async startInstance(req) {
       const tenantId = requireId("tenant_id", req.tenantId);
-      const imageId = requireUuid("image_id", req.imageId);
+      const image = imageRef(req);
       const instanceId = req.instanceId === "" ? undefined : requireId("instance_id", req.instanceId);
       const input = boundedBytes("input", req.input, defaults.maxPayloadBytes);
       parseJsonBytes("input", input);
@@ -45,7 +46,7 @@ export function lifecycleHandlers(instances: InstanceManager, defaults: Lifecycl
       }
       const res = await instances.start({
         tenantId,
-        imageId,
+        image,
         instanceId,
         input: input.byteLength === 0 ? new TextEncoder().encode("{}") : input,
         timeoutSeconds,
@@ -92,6 +93,18 @@ export function lifecycleHandlers(instances: InstanceManager, defaults: Lifecycl
       }
     },
   };
+}
+
+/** Exactly one of image_id and image_name; image_version only with image_name. */
+function imageRef(req: { imageId: string; imageName: string; imageVersion?: number }): ImageRef {
+  if (req.imageName === "") {
+    if (req.imageVersion !== undefined) throw new InvalidArgument("image_version", "is given only with image_name");
+    if (req.imageId === "") throw new InvalidArgument("image_id", "is required (or image_name)");
+    return { imageId: requireUuid("image_id", req.imageId) };
+  }
+  if (req.imageId !== "") throw new InvalidArgument("image_name", "give image_id or image_name, not both");
+  if (req.imageVersion !== undefined && req.imageVersion < 1) throw new InvalidArgument("image_version", "must be 1 or more");
+  return { name: requireId("image_name", req.imageName, 256), version: req.imageVersion };
 }
 
 function validateEnv(env: Record<string, string>): Record<string, string> {
