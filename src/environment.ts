@@ -186,6 +186,7 @@ export class Environment {
       native: { runAs: o.nativeRunAs, logger: this.logger.child({ component: "native-runner" }) },
     });
     if (o.networkMode === "isolated") void runners.oci.outbound(); // logs how isolated containers get out
+    void runners.oci.init(); // logs whether containers get an init process
     const statusChanges = new ChannelHub(listener, "runtara_instance");
     const supervisor = new Supervisor(db, statusChanges, this.logger.child({ component: "supervisor" }));
     const launcher = new Launcher({

@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { constants, watch, type FSWatcher } from "node:fs";
-import { chmod, chown, mkdir, mkdtemp, open, rename, rm, stat, unlink, writeFile } from "node:fs/promises";
+import { access, chmod, chown, mkdir, mkdtemp, open, rename, rm, stat, unlink, writeFile } from "node:fs/promises";
 import { tmpdir, userInfo } from "node:os";
 import path from "node:path";
 import { execa } from "execa";
@@ -12,7 +12,7 @@ import { neverSettles, requireExecutable, type Holder } from "./common.js";
 import { subordinateIdMapping, type IdMapping } from "./idmap.js";
 import { createPastaNetns, detectOutbound, netnsInodeOf, netnsPath, removeNetns, type Outbound } from "./netns.js";
 import { openLogs, readStderrTailOfRunDir } from "./logs.js";
-import { buildOciConfig, containerIdFor } from "./oci-spec.js";
+import { buildOciConfig, containerIdFor, INIT_IN_CONTAINER } from "./oci-spec.js";
 import { isSameProcess, readProcStat, readProcStatSync, watchPid } from "./proc.js";
 import { validateSpec } from "./spec.js";
 import {
@@ -49,6 +49,12 @@ export interface OciRunnerOptions {
    * @default this user's first /etc/subuid and /etc/subgid range, else 100000:65536
    */
   idMapping?: IdMapping;
+  /**
+   * Static init run as each container's pid 1 (see `OciConfigInput.init`). When the file is
+   * not executable, containers run without one (logged once). @default "/usr/bin/tini-static"
+   * (Debian's `tini`)
+   */
+  initPath?: string;
   logger?: Logger;
 }
 
@@ -97,6 +103,7 @@ export class OciRunner implements Runner {
   private runtimeInfo: Promise<RuntimeInfo> | undefined;
   private cgroups: Promise<CgroupLayout> | undefined;
   private outboundInfo: Promise<Outbound> | undefined;
+  private initInfo: Promise<string | undefined> | undefined;
   private idMappingValue: IdMapping | undefined;
   private readonly preparedRootfs = new Set<string>();
   /** Active processes: the runtime child of a launch, the poll of an adoption. */
@@ -134,6 +141,22 @@ export class OciRunner implements Runner {
     return this.outboundInfo;
   }
 
+  /** The init binary containers get, or undefined without one (looked up once; logged then). */
+  init(): Promise<string | undefined> {
+    const file = this.options.initPath ?? "/usr/bin/tini-static";
+    this.initInfo ??= access(file, constants.X_OK).then(
+      () => {
+        this.logger?.info({ init: file }, "containers run their workflow under an init process");
+        return file;
+      },
+      () => {
+        this.logger?.warn({ init: file }, "no init binary: the workflow is its container's pid 1 (ignores SIGTERM without a handler, does not reap orphans); install tini");
+        return undefined;
+      },
+    );
+    return this.initInfo;
+  }
+
   /**
    * Finds and probes the runtime (once; a failure is not cached, so installing runc later
    * fixes launches without a restart). Rejects with `RuntimeUnavailable`.
@@ -161,6 +184,7 @@ export class OciRunner implements Runner {
     const containerId = containerIdFor(spec.instanceId);
     const cgroupRel = `${this.cgroupParent}/${containerId}`;
     const outbound = await this.outbound();
+    const init = await this.init();
     await this.clearStale(rt, layout, containerId, cgroupRel, outbound);
 
     const idMapping = this.idMapping();
@@ -187,6 +211,7 @@ export class OciRunner implements Runner {
         idMapping,
         coreSocketDir: spec.networkMode === "host" ? undefined : spec.coreSocketDir,
         seccomp: this.seccomp,
+        init,
       });
       await writeFileReplacing(path.join(spec.runDir, "config.json"), JSON.stringify(config));
       await unlink(pidFile).catch(ignoreEnoent);
@@ -471,7 +496,7 @@ export class OciRunner implements Runner {
         if (e.code !== "EEXIST") complete = false;
       });
     }
-    for (const f of ["etc/hosts", "etc/resolv.conf"]) {
+    for (const f of ["etc/hosts", "etc/resolv.conf", INIT_IN_CONTAINER.slice(1)]) {
       await open(path.join(rootfs, f), constants.O_WRONLY | constants.O_CREAT | constants.O_NOFOLLOW, 0o644).then(
         (h) => h.close(),
         () => (complete = false),

@@ -110,8 +110,9 @@ export interface RunningProcess {
   readonly kind: RunnerKindName;
   readonly instanceId: string;
   /**
-   * Host pid of the workflow process: the native child, or the container's init (the static
-   * binary, pid 1 inside) as seen from the host. Together with `startTime` it identifies this
+   * Host pid of the workflow process: the native child, or the container's init (tini, or the
+   * workflow binary without one; pid 1 inside) as seen from the host; either lives exactly as
+   * long as the container. Together with `startTime` it identifies this
    * process after a restart of the environment (pids are reused; start times are not).
    * OCI edge case: a container process that exited before its start time could be read is
    * stood in for by the runtime process (runc), which lives until the container is deleted.
