@@ -3,6 +3,7 @@ import { ConfigError, envReader } from "./env-vars.js";
 import { compileCleanupOptions, readCleanupOptions, type CleanupOptions } from "./scheduler/cleanup-config.js";
 import path from "node:path";
 import type { IdMapping } from "./runner/idmap.js";
+import { MIN_LOG_BYTES } from "./runner/log-cap.js";
 import { lookupUser, type SystemUser } from "./runner/users.js";
 
 /**
@@ -108,6 +109,11 @@ export interface EnvironmentOptions extends CleanupOptions {
   ociUidBase?: number;
   /** Number of ids in that user namespace (needs ociUidBase). @default 65536 */
   ociUidCount?: number;
+  /**
+   * Cap of each of a run's stdout.log and stderr.log, bytes: beyond it the first and the last
+   * half are kept, the middle dropped (checked every second while the run lasts). @default 16 MiB
+   */
+  maxLogBytes?: number;
 }
 
 export type CompiledOptions = Readonly<Required<Omit<EnvironmentOptions, "databaseUrl" | "ociRuntime" | "apiKeysFile" | "ociUidBase" | "ociUidCount">>> & {
@@ -160,6 +166,7 @@ const defaults = {
   tenantMaxImageBytes: 100 * 1024 ** 3,
   nativeRunner: "auto",
   nativeUser: "nobody",
+  maxLogBytes: 16 * 1024 * 1024,
 } satisfies Omit<Required<EnvironmentOptions>, "databaseUrl" | "ociRuntime" | "apiKeysFile" | "ociUidBase" | "ociUidCount" | keyof CleanupOptions>;
 
 export { ConfigError };
@@ -215,6 +222,7 @@ export function compileOptions(options: EnvironmentOptions = {}): CompiledOption
   boundedInt("tenantMaxActiveInstances", o.tenantMaxActiveInstances, 1, 1_000_000);
   boundedInt("tenantMaxImages", o.tenantMaxImages, 1, 1_000_000);
   boundedInt("tenantMaxImageBytes", o.tenantMaxImageBytes, 1, 1024 ** 5);
+  boundedInt("maxLogBytes", o.maxLogBytes, MIN_LOG_BYTES, 1024 ** 3);
   return Object.freeze({
     ...o,
     ...compileCleanupOptions(options),
@@ -327,6 +335,7 @@ export function readEnvironmentOptions(env: NodeJS.ProcessEnv): EnvironmentOptio
     tenantMaxActiveInstances: int("RUNTARA_TENANT_MAX_ACTIVE_INSTANCES", 1, 1_000_000),
     tenantMaxImages: int("RUNTARA_TENANT_MAX_IMAGES", 1, 1_000_000),
     tenantMaxImageBytes: int("RUNTARA_TENANT_MAX_IMAGE_BYTES", 1, 1024 ** 5),
+    maxLogBytes: int("RUNTARA_MAX_LOG_BYTES", MIN_LOG_BYTES, 1024 ** 3),
     ...readCleanupOptions(env),
     ...readRunnerOptions(env),
   };

@@ -182,8 +182,8 @@ export class Environment {
     const { db, listener, store, gateway, tokens, core } = deps;
     const o = this.options;
     const runners = createRunners({
-      oci: { runtime: o.ociRuntime, idMapping: o.ociIdMapping, logger: this.logger.child({ component: "oci-runner" }) },
-      native: { runAs: o.nativeRunAs, logger: this.logger.child({ component: "native-runner" }) },
+      oci: { runtime: o.ociRuntime, idMapping: o.ociIdMapping, maxLogBytes: o.maxLogBytes, logger: this.logger.child({ component: "oci-runner" }) },
+      native: { runAs: o.nativeRunAs, maxLogBytes: o.maxLogBytes, logger: this.logger.child({ component: "native-runner" }) },
     });
     if (o.networkMode === "isolated") void runners.oci.outbound(); // logs how isolated containers get out
     void runners.oci.init(); // logs whether containers get an init process

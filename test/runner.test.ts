@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { chmod, copyFile, mkdir, mkdtemp, readFile, readlink, rm, writeFile } from "node:fs/promises";
+import { chmod, copyFile, mkdir, mkdtemp, readFile, readlink, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
@@ -16,6 +16,7 @@ import { FailedPrecondition } from "../src/errors.js";
 import {
   DEFAULT_LIMITS,
   LaunchError,
+  MIN_LOG_BYTES,
   NativeRunner,
   OciRunner,
   RuntimeUnavailable,
@@ -244,6 +245,31 @@ for (const { name, runner, skip } of kinds) {
       assert.ok(exit.stderrTail.endsWith("€€THE-END\n"));
       assert.ok(exit.stderrTail.startsWith("€"));
       assert.ok(!exit.stderrTail.includes("\uFFFD"));
+    });
+
+    it("caps each log while the process runs and at its end, keeping the head and the tail", async () => {
+      const capped =
+        name === "native"
+          ? new NativeRunner({ maxLogBytes: MIN_LOG_BYTES })
+          : new OciRunner({ runtime: ociRuntime, maxLogBytes: MIN_LOG_BYTES });
+      const spec = await specFor("exit-with", { STDERR_FILL: String(3 * MIN_LOG_BYTES), STDERR_MSG: "THE-END", LINGER_MS: "2500" });
+      const stderrLog = path.join(spec.runDir, "stderr.log");
+      const proc = await capped.launch(spec);
+      await waitForOutput(spec.runDir, /^stdout line$/m); // written after all of stderr
+      const deadline = Date.now() + 2_000;
+      while ((await stat(stderrLog)).size > MIN_LOG_BYTES && Date.now() < deadline) await sleep(50);
+      assert.equal(await isSameProcess(proc.pid, proc.startTime), true, "still running");
+      assert.equal((await stat(stderrLog)).size, MIN_LOG_BYTES, "capped while running");
+      const exit = await withTimeout(proc.exited, 15_000, "did not exit");
+      assert.equal(exit.exitCode, 0);
+      assert.ok(exit.stderrTail.endsWith("€THE-END\n"));
+      const text = await readFile(stderrLog);
+      assert.equal(text.length, MIN_LOG_BYTES);
+      // (Not at byte 0 exactly: the OCI runtime may log a warning of its own to stderr first.)
+      assert.ok(text.subarray(0, 64 * 1024).toString().includes("€".repeat(1000)), "the head is kept");
+      assert.match(text.toString("latin1"), /\[runtara: log over its size limit; the middle was dropped here\]\n/);
+      assert.ok(text.toString().endsWith("€€THE-END\n"), "the tail is kept");
+      assert.equal(capped.activeCount(), 0);
     });
 
     it("appends on relaunch and reports only this run's stderr", async () => {

@@ -4,7 +4,8 @@ import { chmod, chown, readdir } from "node:fs/promises";
 import type { Logger } from "pino";
 import { detectCgroupLayout, removeCgroup, type CgroupLayout } from "./cgroup.js";
 import { LaunchError } from "./errors.js";
-import { openLogs, readStderrTailOfRunDir } from "./logs.js";
+import { adoptLogs, openLogs } from "./logs.js";
+import { DEFAULT_MAX_LOG_BYTES } from "./log-cap.js";
 import { neverSettles, requireExecutable, type Holder } from "./common.js";
 import { containerIdFor } from "./oci-spec.js";
 import { ProcessCgroup } from "./process-cgroup.js";
@@ -31,6 +32,8 @@ export interface NativeRunnerOptions {
   runAs?: { uid: number; gid: number };
   /** cgroup under which each process gets `native-<random>-<containerIdFor(instanceId)>`. @default "/runtara" */
   cgroupParent?: string;
+  /** Cap of each of a run's stdout.log and stderr.log: the head and the tail are kept (see capLogFile). @default 16 MiB */
+  maxLogBytes?: number;
   logger?: Logger;
 }
 
@@ -60,6 +63,7 @@ export class NativeRunner implements Runner {
   /** Active processes: our child of a launch, the poll of an adoption. */
   private readonly active = new Map<RunningProcess, Holder>();
   private readonly adoptPollMs: number;
+  private readonly maxLogBytes: number;
   private readonly cgroupParent: string;
   private cgroups: Promise<CgroupLayout | undefined> | undefined;
   /** Runs (launched or adopted, not yet cleaned up) per run directory. */
@@ -67,6 +71,7 @@ export class NativeRunner implements Runner {
 
   constructor(private readonly options: NativeRunnerOptions = {}) {
     this.adoptPollMs = options.adoptPollMs ?? 1_000;
+    this.maxLogBytes = options.maxLogBytes ?? DEFAULT_MAX_LOG_BYTES;
     this.cgroupParent = (options.cgroupParent ?? "/runtara").replace(/\/+$/, "");
   }
 
@@ -81,7 +86,7 @@ export class NativeRunner implements Runner {
     await requireExecutable(spec.binaryPath, `image ${spec.imageId ?? "?"}`);
     await this.claimRunDir(spec.runDir);
     const cgroup = await this.createCgroup(spec);
-    const logs = openLogs(spec.runDir);
+    const logs = openLogs(spec.runDir, this.maxLogBytes);
     const launchedAtMs = Date.now();
     const t0 = performance.now();
     const failed = async (e: unknown, child?: ChildProcess): Promise<never> => {
@@ -155,13 +160,16 @@ export class NativeRunner implements Runner {
 
   async adopt(spec: AdoptSpec): Promise<RunningProcess> {
     const abort = new AbortController();
+    const logs = adoptLogs(spec.runDir, this.maxLogBytes);
     const layout = await this.cgroupLayout();
     const cgroup = layout && (await ProcessCgroup.of(layout, spec.pid, `${this.cgroupParent}/`));
     this.claimCount(spec.runDir);
     const exited = (async (): Promise<ExitInfo> => {
       await watchPid(spec.pid, spec.startTime, { intervalMs: this.adoptPollMs, signal: abort.signal }).catch(() => neverSettles());
       const metrics = await this.cleanUp(spec.pid, cgroup, spec.runDir);
-      return { exitCode: null, signal: null, stderrTail: readStderrTailOfRunDir(spec.runDir), metrics };
+      const stderrTail = logs?.stderrTail() ?? "";
+      logs?.close();
+      return { exitCode: null, signal: null, stderrTail, metrics };
     })();
     const proc: RunningProcess = {
       kind: "native",

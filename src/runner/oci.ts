@@ -11,7 +11,8 @@ import { LaunchError, RuntimeUnavailable } from "./errors.js";
 import { neverSettles, requireExecutable, type Holder } from "./common.js";
 import { subordinateIdMapping, type IdMapping } from "./idmap.js";
 import { createPastaNetns, detectOutbound, netnsInodeOf, netnsPath, removeNetns, type Outbound } from "./netns.js";
-import { openLogs, readStderrTailOfRunDir } from "./logs.js";
+import { adoptLogs, openLogs } from "./logs.js";
+import { DEFAULT_MAX_LOG_BYTES } from "./log-cap.js";
 import { buildOciConfig, containerIdFor, INIT_IN_CONTAINER } from "./oci-spec.js";
 import { isSameProcess, readProcStat, readProcStatSync, watchPid } from "./proc.js";
 import { validateSpec } from "./spec.js";
@@ -55,6 +56,8 @@ export interface OciRunnerOptions {
    * (Debian's `tini`)
    */
   initPath?: string;
+  /** Cap of each of a run's stdout.log and stderr.log: the head and the tail are kept (see capLogFile). @default 16 MiB */
+  maxLogBytes?: number;
   logger?: Logger;
 }
 
@@ -99,6 +102,7 @@ export class OciRunner implements Runner {
   private readonly seccomp: boolean;
   private readonly startTimeoutMs: number;
   private readonly adoptPollMs: number;
+  private readonly maxLogBytes: number;
   private readonly logger: Logger | undefined;
   private runtimeInfo: Promise<RuntimeInfo> | undefined;
   private cgroups: Promise<CgroupLayout> | undefined;
@@ -117,6 +121,7 @@ export class OciRunner implements Runner {
     this.seccomp = options.seccomp ?? true;
     this.startTimeoutMs = options.startTimeoutMs ?? 30_000;
     this.adoptPollMs = options.adoptPollMs ?? 1_000;
+    this.maxLogBytes = options.maxLogBytes ?? DEFAULT_MAX_LOG_BYTES;
     this.logger = options.logger;
   }
 
@@ -215,7 +220,7 @@ export class OciRunner implements Runner {
       });
       await writeFileReplacing(path.join(spec.runDir, "config.json"), JSON.stringify(config));
       await unlink(pidFile).catch(ignoreEnoent);
-      logs = openLogs(spec.runDir);
+      logs = openLogs(spec.runDir, this.maxLogBytes);
     } catch (e) {
       if (pasta) await removeNetns(pasta, containerId, netnsIno);
       throw e;
@@ -325,6 +330,7 @@ export class OciRunner implements Runner {
     const layout = await this.cgroupLayout();
     const cgroupRel = `${this.cgroupParent}/${containerId}`;
     const abort = new AbortController();
+    const logs = adoptLogs(spec.runDir, this.maxLogBytes);
     let finished = false;
     const netnsIno = await netnsInodeOf(spec.pid);
     const exited = (async (): Promise<ExitInfo> => {
@@ -335,7 +341,9 @@ export class OciRunner implements Runner {
       const outbound = await this.outbound();
       // Only the namespace this process was in: a relaunch may already have made a new one.
       if (outbound.kind === "pasta" && netnsIno !== undefined) await removeNetns(outbound, containerId, netnsIno);
-      return { exitCode: null, signal: null, stderrTail: readStderrTailOfRunDir(spec.runDir), metrics };
+      const stderrTail = logs?.stderrTail() ?? "";
+      logs?.close();
+      return { exitCode: null, signal: null, stderrTail, metrics };
     })();
     const proc: RunningProcess = {
       kind: "oci",

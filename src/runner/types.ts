@@ -45,7 +45,8 @@ export interface LaunchSpec {
   bundlePath?: string;
   /**
    * Absolute run directory (`DATA_DIR/runs/<tenant>/<instance>`), created by the caller.
-   * Holds `stdout.log` and `stderr.log` (appended to: a relaunch keeps earlier runs' output)
+   * Holds `stdout.log` and `stderr.log` (appended to: a relaunch keeps earlier runs' output;
+   * each capped by the runner's `maxLogBytes`)
    * and, for OCI, `config.json` and `init.pid`; mounted at `/data` in a container and the
    * working directory of a native process.
    */
