@@ -114,6 +114,11 @@ export interface EnvironmentOptions extends CleanupOptions {
    * half are kept, the middle dropped (checked every second while the run lasts). @default 16 MiB
    */
   maxLogBytes?: number;
+  /**
+   * RLIMIT_FSIZE of every run (container or native process), bytes: the largest file it may
+   * write, logs included; beyond, SIGXFSZ ends it (FAILED, crashed). At least maxLogBytes. @default 1 GiB
+   */
+  maxFileBytes?: number;
 }
 
 export type CompiledOptions = Readonly<Required<Omit<EnvironmentOptions, "databaseUrl" | "ociRuntime" | "apiKeysFile" | "ociUidBase" | "ociUidCount">>> & {
@@ -167,6 +172,7 @@ const defaults = {
   nativeRunner: "auto",
   nativeUser: "nobody",
   maxLogBytes: 16 * 1024 * 1024,
+  maxFileBytes: 1024 ** 3,
 } satisfies Omit<Required<EnvironmentOptions>, "databaseUrl" | "ociRuntime" | "apiKeysFile" | "ociUidBase" | "ociUidCount" | keyof CleanupOptions>;
 
 export { ConfigError };
@@ -223,6 +229,11 @@ export function compileOptions(options: EnvironmentOptions = {}): CompiledOption
   boundedInt("tenantMaxImages", o.tenantMaxImages, 1, 1_000_000);
   boundedInt("tenantMaxImageBytes", o.tenantMaxImageBytes, 1, 1024 ** 5);
   boundedInt("maxLogBytes", o.maxLogBytes, MIN_LOG_BYTES, 1024 ** 3);
+  boundedInt("maxFileBytes", o.maxFileBytes, MIN_LOG_BYTES, 1024 ** 4);
+  // A log the cap lets grow past RLIMIT_FSIZE would kill the workflow for its own output.
+  if (o.maxLogBytes > o.maxFileBytes) {
+    throw new ConfigError(`maxLogBytes (RUNTARA_MAX_LOG_BYTES) must not exceed maxFileBytes (RUNTARA_MAX_FILE_BYTES), got ${o.maxLogBytes} > ${o.maxFileBytes}`);
+  }
   return Object.freeze({
     ...o,
     ...compileCleanupOptions(options),
@@ -336,6 +347,7 @@ export function readEnvironmentOptions(env: NodeJS.ProcessEnv): EnvironmentOptio
     tenantMaxImages: int("RUNTARA_TENANT_MAX_IMAGES", 1, 1_000_000),
     tenantMaxImageBytes: int("RUNTARA_TENANT_MAX_IMAGE_BYTES", 1, 1024 ** 5),
     maxLogBytes: int("RUNTARA_MAX_LOG_BYTES", MIN_LOG_BYTES, 1024 ** 3),
+    maxFileBytes: int("RUNTARA_MAX_FILE_BYTES", MIN_LOG_BYTES, 1024 ** 4),
     ...readCleanupOptions(env),
     ...readRunnerOptions(env),
   };

@@ -17,6 +17,7 @@ export function containerLimits(o: CompiledOptions): ResourceLimits {
     cpuQuotaUs: Math.round(o.cpuLimit * o.cpuPeriodUs),
     pidsLimit: o.pidsLimit,
     nofile: o.nofileLimit,
+    fileBytes: o.maxFileBytes,
   };
 }
 

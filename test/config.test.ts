@@ -91,6 +91,8 @@ describe("configuration from environment variables", () => {
     ["RUNTARA_EMBED_CORE", { RUNTARA_EMBED_CORE: "perhaps" }],
     ["RUNTARA_MAX_LOG_BYTES", { RUNTARA_MAX_LOG_BYTES: "1000" }],
     ["RUNTARA_MAX_LOG_BYTES", { RUNTARA_MAX_LOG_BYTES: "2147483648" }],
+    ["RUNTARA_MAX_FILE_BYTES", { RUNTARA_MAX_FILE_BYTES: "1000" }],
+    ["RUNTARA_MAX_FILE_BYTES", { RUNTARA_MAX_LOG_BYTES: "4194304", RUNTARA_MAX_FILE_BYTES: "2097152" }],
     ["RUNTARA_CORS_ORIGINS", { RUNTARA_CORS_ORIGINS: "example.test" }],
   ];
   for (const [name, env] of invalid) {

@@ -43,7 +43,13 @@ export interface NativeRunnerOptions {
  * race its first fork. The environment travels as `env -i NAME=value...` arguments: a shell
  * would add PWD and drop names that are not shell identifiers.
  */
-const GATE = 'read -r _ && exec /usr/bin/env -i "$@" </dev/null';
+const GATE = 'read -r _ && exec "$@" </dev/null';
+
+/**
+ * util-linux prlimit sets RLIMIT_FSIZE and execs the workflow (same pid and start time): Node
+ * cannot set an rlimit for a child.
+ */
+const PRLIMIT = "/usr/bin/prlimit";
 
 /** Names of native processes' cgroups start with this (OCI containers' with "runtara-"). */
 const NATIVE_CGROUP_PREFIX = "native-";
@@ -99,8 +105,10 @@ export class NativeRunner implements Runner {
     };
     let child: ChildProcess;
     try {
-      const gated = ["-c", GATE, "runtara-gate", ...Object.entries(spec.env).map(([k, v]) => `${k}=${v}`), spec.binaryPath];
-      child = spawn(cgroup ? "/bin/sh" : spec.binaryPath, cgroup ? gated : [], {
+      const limited = [`--fsize=${spec.limits.fileBytes}`, "--"];
+      const env = Object.entries(spec.env).map(([k, v]) => `${k}=${v}`);
+      const gated = ["-c", GATE, "runtara-gate", PRLIMIT, ...limited, "/usr/bin/env", "-i", ...env, spec.binaryPath];
+      child = spawn(cgroup ? "/bin/sh" : PRLIMIT, cgroup ? gated : [...limited, spec.binaryPath], {
         cwd: spec.runDir,
         env: cgroup ? {} : { ...spec.env },
         detached: true,

@@ -132,6 +132,7 @@ export function buildOciConfig(c: OciConfigInput): object {
       rlimits: [
         { type: "RLIMIT_NOFILE", hard: c.limits.nofile, soft: c.limits.nofile },
         { type: "RLIMIT_CORE", hard: 0, soft: 0 },
+        { type: "RLIMIT_FSIZE", hard: c.limits.fileBytes, soft: c.limits.fileBytes },
       ],
       noNewPrivileges: true,
     },

@@ -432,7 +432,7 @@ export class OciRunner implements Runner {
         env: {},
         hostname: "probe",
         cgroupsPath: `${cgroupRel}/${LEAF}`,
-        limits: { memoryBytes: 64 * 1024 * 1024, cpuQuotaUs: 100_000, cpuPeriodUs: 100_000, pidsLimit: 16, nofile: 64 },
+        limits: { memoryBytes: 64 * 1024 * 1024, cpuQuotaUs: 100_000, cpuPeriodUs: 100_000, pidsLimit: 16, nofile: 64, fileBytes: 1024 * 1024 },
         network: "new",
         idMapping: this.idMapping(),
         seccomp: this.seccomp,

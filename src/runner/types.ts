@@ -22,6 +22,11 @@ export interface ResourceLimits {
   pidsLimit: number;
   /** RLIMIT_NOFILE (soft = hard). */
   nofile: number;
+  /**
+   * RLIMIT_FSIZE (soft = hard), bytes: the largest file the process may write (beyond: SIGXFSZ,
+   * which ends it, or EFBIG). Bounds what one run puts on the disk per file, its logs included.
+   */
+  fileBytes: number;
 }
 
 /** Defaults a caller may use when it has no configuration of its own. */
@@ -31,6 +36,7 @@ export const DEFAULT_LIMITS: Readonly<ResourceLimits> = Object.freeze({
   cpuPeriodUs: 100_000,
   pidsLimit: 512,
   nofile: 4096,
+  fileBytes: 1024 ** 3,
 });
 
 export interface LaunchSpec {
