@@ -119,6 +119,10 @@ export interface EnvironmentOptions extends CleanupOptions {
    * write, logs included; beyond, SIGXFSZ ends it (FAILED, crashed). At least maxLogBytes. @default 1 GiB
    */
   maxFileBytes?: number;
+  /** pids.max of the cgroup all runs share (`/runtara`): processes + threads of all runs together; 0: no limit. @default 16384 */
+  totalPidsMax?: number;
+  /** memory.max of the cgroup all runs share, bytes; 0: no limit. @default 0 */
+  totalMemoryBytes?: number;
 }
 
 export type CompiledOptions = Readonly<Required<Omit<EnvironmentOptions, "databaseUrl" | "ociRuntime" | "apiKeysFile" | "ociUidBase" | "ociUidCount">>> & {
@@ -173,6 +177,8 @@ const defaults = {
   nativeUser: "nobody",
   maxLogBytes: 16 * 1024 * 1024,
   maxFileBytes: 1024 ** 3,
+  totalPidsMax: 16_384,
+  totalMemoryBytes: 0,
 } satisfies Omit<Required<EnvironmentOptions>, "databaseUrl" | "ociRuntime" | "apiKeysFile" | "ociUidBase" | "ociUidCount" | keyof CleanupOptions>;
 
 export { ConfigError };
@@ -230,6 +236,8 @@ export function compileOptions(options: EnvironmentOptions = {}): CompiledOption
   boundedInt("tenantMaxImageBytes", o.tenantMaxImageBytes, 1, 1024 ** 5);
   boundedInt("maxLogBytes", o.maxLogBytes, MIN_LOG_BYTES, 1024 ** 3);
   boundedInt("maxFileBytes", o.maxFileBytes, MIN_LOG_BYTES, 1024 ** 4);
+  boundedInt("totalPidsMax", o.totalPidsMax, 0, 4_194_304);
+  boundedInt("totalMemoryBytes", o.totalMemoryBytes, 0, 1024 ** 5);
   // A log the cap lets grow past RLIMIT_FSIZE would kill the workflow for its own output.
   if (o.maxLogBytes > o.maxFileBytes) {
     throw new ConfigError(`maxLogBytes (RUNTARA_MAX_LOG_BYTES) must not exceed maxFileBytes (RUNTARA_MAX_FILE_BYTES), got ${o.maxLogBytes} > ${o.maxFileBytes}`);
@@ -348,6 +356,8 @@ export function readEnvironmentOptions(env: NodeJS.ProcessEnv): EnvironmentOptio
     tenantMaxImageBytes: int("RUNTARA_TENANT_MAX_IMAGE_BYTES", 1, 1024 ** 5),
     maxLogBytes: int("RUNTARA_MAX_LOG_BYTES", MIN_LOG_BYTES, 1024 ** 3),
     maxFileBytes: int("RUNTARA_MAX_FILE_BYTES", MIN_LOG_BYTES, 1024 ** 4),
+    totalPidsMax: int("RUNTARA_TOTAL_PIDS_MAX", 0, 4_194_304),
+    totalMemoryBytes: int("RUNTARA_TOTAL_MEMORY_BYTES", 0, 1024 ** 5),
     ...readCleanupOptions(env),
     ...readRunnerOptions(env),
   };

@@ -23,7 +23,7 @@ import { serve } from "./server/serve.js";
 import { forwardUnixSocket } from "./server/unix-forwarder.js";
 import { Startup } from "./startup.js";
 import { VERSION } from "./version.js";
-import { containerLimits, databasePing, instanceCoreAddr, redactedDatabaseHost, startSecretRefresh } from "./wiring.js";
+import { aggregateLimits, containerLimits, databasePing, instanceCoreAddr, redactedDatabaseHost, startSecretRefresh } from "./wiring.js";
 
 export interface EnvironmentRuntimeOptions extends EnvironmentOptions {
   /** Root logger; components log through children of it. @default pino at `logLevel` */
@@ -182,8 +182,14 @@ export class Environment {
     const { db, listener, store, gateway, tokens, core } = deps;
     const o = this.options;
     const runners = createRunners({
-      oci: { runtime: o.ociRuntime, idMapping: o.ociIdMapping, maxLogBytes: o.maxLogBytes, logger: this.logger.child({ component: "oci-runner" }) },
-      native: { runAs: o.nativeRunAs, maxLogBytes: o.maxLogBytes, logger: this.logger.child({ component: "native-runner" }) },
+      oci: {
+        runtime: o.ociRuntime,
+        idMapping: o.ociIdMapping,
+        maxLogBytes: o.maxLogBytes,
+        aggregateLimits: aggregateLimits(o),
+        logger: this.logger.child({ component: "oci-runner" }),
+      },
+      native: { runAs: o.nativeRunAs, maxLogBytes: o.maxLogBytes, aggregateLimits: aggregateLimits(o), logger: this.logger.child({ component: "native-runner" }) },
     });
     if (o.networkMode === "isolated") void runners.oci.outbound(); // logs how isolated containers get out
     void runners.oci.init(); // logs whether containers get an init process

@@ -1,14 +1,19 @@
 /**
  * Resource limits of runs through a real Environment (real runc, real processes, real
- * PostgreSQL): RLIMIT_FSIZE ends a run that writes too large a file.
+ * PostgreSQL): RLIMIT_FSIZE ends a run that writes too large a file; the cgroup all runs share
+ * holds the aggregate limits.
  */
 import assert from "node:assert/strict";
-import { readFile, stat } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rm, rmdir, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { InstanceStatus, TerminationReason } from "../gen/runtara/core/v1/types_pb.js";
 import { RunnerType } from "../gen/runtara/environment/v1/environment_pb.js";
 import { buildFixtures } from "./fixtures/build.js";
+import { DEFAULT_LIMITS, NativeRunner, OciRunner, type Runner } from "../src/runner/index.js";
 import { environmentClient, startEnvironment, stopTestPostgres, waitUntil, type TestEnvironment } from "./helpers.js";
 
 const TENANT = "tenant-limits";
@@ -54,3 +59,49 @@ describe("run limits", () => {
     });
   }
 });
+
+describe("aggregate limits on the parent cgroup", () => {
+  const parent = `/runtara-test-${randomBytes(4).toString("hex")}`;
+  after(async () => {
+    // The runtime creates the parent in every hierarchy (v1 ones and the unified one).
+    for (const h of ["", ...(await readdir("/sys/fs/cgroup"))]) await rmdir(`/sys/fs/cgroup${h && `/${h}`}${parent}`).catch(() => {});
+  });
+
+  for (const [kind, make] of [
+    ["native", () => new NativeRunner({ cgroupParent: parent, aggregateLimits: { pidsMax: 1000, memoryBytes: 256 * 1024 * 1024 } })],
+    ["oci", () => new OciRunner({ cgroupParent: parent, aggregateLimits: { pidsMax: 1000, memoryBytes: 256 * 1024 * 1024 } })],
+  ] as const) {
+    it(`${kind}: pids.max and memory.max of the parent hold the configured values after a launch`, async () => {
+      const runner: Runner = make();
+      const fx = await buildFixtures();
+      const base = await mkdtempWithBundle(fx["exit-with"]);
+      const proc = await runner.launch({
+        instanceId: `agg-${kind}-${randomBytes(3).toString("hex")}`,
+        tenantId: "t",
+        binaryPath: fx["exit-with"],
+        bundlePath: base.bundle,
+        runDir: base.runDir,
+        env: {},
+        limits: DEFAULT_LIMITS,
+        networkMode: "host",
+      });
+      assert.equal((await proc.exited).exitCode, 0);
+      assert.equal((await readFile(`/sys/fs/cgroup/pids${parent}/pids.max`, "utf8")).trim(), "1000");
+      const memory = existsSync("/sys/fs/cgroup/memory") ? `/sys/fs/cgroup/memory${parent}/memory.limit_in_bytes` : `/sys/fs/cgroup${parent}/memory.max`;
+      assert.equal((await readFile(memory, "utf8")).trim(), String(256 * 1024 * 1024));
+      await base.remove();
+    });
+  }
+});
+
+/** A run directory and an OCI bundle holding `binary`, reachable by a container's mapped root. */
+async function mkdtempWithBundle(binary: string) {
+  const root = await mkdtemp(path.join(tmpdir(), "runtara-agg-"));
+  await chmod(root, 0o711);
+  const bundle = path.join(root, "bundle");
+  await mkdir(path.join(bundle, "rootfs"), { recursive: true });
+  await copyFile(binary, path.join(bundle, "rootfs", "binary"));
+  const runDir = path.join(root, "run");
+  await mkdir(runDir);
+  return { bundle, runDir, remove: () => rm(root, { recursive: true, force: true }) };
+}

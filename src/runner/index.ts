@@ -29,6 +29,7 @@ export { containerIdFor, instanceIdOfContainer } from "./oci-spec.js";
 export { bootId, isSameProcess, readProcessStartTime, watchPid } from "./proc.js";
 export { STDERR_TAIL_BYTES } from "./logs.js";
 export { DEFAULT_MAX_LOG_BYTES, MIN_LOG_BYTES } from "./log-cap.js";
+export type { AggregateLimits } from "./parent-cgroup.js";
 
 export interface RunnersOptions {
   oci?: OciRunnerOptions;

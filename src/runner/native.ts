@@ -6,6 +6,7 @@ import { detectCgroupLayout, removeCgroup, type CgroupLayout } from "./cgroup.js
 import { LaunchError } from "./errors.js";
 import { adoptLogs, openLogs } from "./logs.js";
 import { DEFAULT_MAX_LOG_BYTES } from "./log-cap.js";
+import { limitParentCgroup, type AggregateLimits } from "./parent-cgroup.js";
 import { neverSettles, requireExecutable, type Holder } from "./common.js";
 import { containerIdFor } from "./oci-spec.js";
 import { ProcessCgroup } from "./process-cgroup.js";
@@ -32,6 +33,11 @@ export interface NativeRunnerOptions {
   runAs?: { uid: number; gid: number };
   /** cgroup under which each process gets `native-<random>-<containerIdFor(instanceId)>`. @default "/runtara" */
   cgroupParent?: string;
+  /**
+   * Limits on `cgroupParent`, which both runners share: all runs together (applied at the
+   * first launch or adoption; a failure is logged, runs go on). @default none
+   */
+  aggregateLimits?: AggregateLimits;
   /** Cap of each of a run's stdout.log and stderr.log: the head and the tail are kept (see capLogFile). @default 16 MiB */
   maxLogBytes?: number;
   logger?: Logger;
@@ -281,6 +287,9 @@ export class NativeRunner implements Runner {
       async (layout) => {
         const names = await readdir(`${layout.unified}${this.cgroupParent}`).catch((): string[] => []);
         for (const name of names.filter((n) => n.startsWith(NATIVE_CGROUP_PREFIX))) await removeCgroup(layout, `${this.cgroupParent}/${name}`, [], 0);
+        await limitParentCgroup(layout, this.cgroupParent, this.options.aggregateLimits ?? {}).catch((e: unknown) =>
+          this.options.logger?.warn({ err: e, cgroup: this.cgroupParent }, "could not set the aggregate limits of all native processes"),
+        );
         return layout;
       },
       () => undefined,

@@ -13,6 +13,7 @@ import { subordinateIdMapping, type IdMapping } from "./idmap.js";
 import { createPastaNetns, detectOutbound, netnsInodeOf, netnsPath, removeNetns, type Outbound } from "./netns.js";
 import { adoptLogs, openLogs } from "./logs.js";
 import { DEFAULT_MAX_LOG_BYTES } from "./log-cap.js";
+import { limitParentCgroup, type AggregateLimits } from "./parent-cgroup.js";
 import { buildOciConfig, containerIdFor, INIT_IN_CONTAINER } from "./oci-spec.js";
 import { isSameProcess, readProcStat, readProcStatSync, watchPid } from "./proc.js";
 import { validateSpec } from "./spec.js";
@@ -56,6 +57,11 @@ export interface OciRunnerOptions {
    * (Debian's `tini`)
    */
   initPath?: string;
+  /**
+   * Limits on `cgroupParent`, which both runners share: all runs together (applied at the
+   * first launch or adoption; a failure is logged, runs go on). @default none
+   */
+  aggregateLimits?: AggregateLimits;
   /** Cap of each of a run's stdout.log and stderr.log: the head and the tail are kept (see capLogFile). @default 16 MiB */
   maxLogBytes?: number;
   logger?: Logger;
@@ -451,7 +457,12 @@ export class OciRunner implements Runner {
   }
 
   private cgroupLayout(): Promise<CgroupLayout> {
-    this.cgroups ??= detectCgroupLayout();
+    this.cgroups ??= detectCgroupLayout().then(async (layout) => {
+      await limitParentCgroup(layout, this.cgroupParent, this.options.aggregateLimits ?? {}).catch((e: unknown) =>
+        this.logger?.warn({ err: e, cgroup: this.cgroupParent }, "could not set the aggregate limits of all containers"),
+      );
+      return layout;
+    });
     return this.cgroups;
   }
 
