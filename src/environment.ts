@@ -222,6 +222,7 @@ export class Environment {
       transitions: new TransitionFeeds(db, statusChanges, this.logger.child({ component: "transition-feed" })),
       logger: this.logger.child({ component: "instances" }),
       replicaId: o.replicaId,
+      runsDir: path.join(o.dataDir, "runs"),
       maxLaunchAttempts: o.wakeMaxAttempts,
       tenantMaxActiveInstances: o.tenantMaxActiveInstances,
     });

@@ -8,6 +8,7 @@ import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rm, rmdir, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
+import { setTimeout as sleep } from "node:timers/promises";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { InstanceStatus, TerminationReason } from "../gen/runtara/core/v1/types_pb.js";
@@ -105,3 +106,34 @@ async function mkdtempWithBundle(binary: string) {
   await mkdir(runDir);
   return { bundle, runDir, remove: () => rm(root, { recursive: true, force: true }) };
 }
+
+describe("restart recovery: containers no run accounts for", () => {
+  it("removes this DATA_DIR's unrecorded container at startup, and leaves another's alone", async () => {
+    const t1 = await startEnvironment();
+    const fx = await buildFixtures();
+    const oci = new OciRunner();
+    const runDir = path.join(t1.dataDir, "runs", "tenant-x", `unrecorded-${randomBytes(3).toString("hex")}`);
+    await mkdir(runDir, { recursive: true });
+    const outside = await mkdtempWithBundle(fx.sleeper);
+    const launch = (id: string, dir: string) =>
+      oci.launch({ instanceId: id, tenantId: "tenant-x", binaryPath: "", bundlePath: outside.bundle, runDir: dir, env: {}, limits: DEFAULT_LIMITS, networkMode: "host" });
+    // Launched directly through the runner: no instance row, no running_processes row.
+    const unrecorded = await launch(path.basename(runDir), runDir);
+    const foreign = await launch(`foreign-${randomBytes(3).toString("hex")}`, outside.runDir);
+    await t1.env.stop();
+    const t2 = await startEnvironment({ databaseUrl: t1.database.url, dataDir: t1.dataDir });
+    try {
+      const exit = await Promise.race([unrecorded.exited, sleep(10_000, null)]);
+      assert.ok(exit !== null, "the unrecorded container was removed at startup");
+      const ids = (await oci.listContainers()).map((c) => c.containerId);
+      assert.ok(!ids.includes(unrecorded.containerId!));
+      assert.ok(ids.includes(foreign.containerId!), "a container of another DATA_DIR is not this environment's to remove");
+    } finally {
+      await foreign.stop("SIGKILL");
+      await foreign.exited;
+      await outside.remove();
+      await t2.close();
+      await t1.close();
+    }
+  });
+});

@@ -5,7 +5,7 @@ import type { Logger } from "pino";
 import { FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable } from "../errors.js";
 import { findImage } from "../images/repository.js";
 import { isTerminal, transitions, type LaunchTarget, type Status } from "../lifecycle/index.js";
-import { bootId, isSameProcess, type Runners } from "../runner/index.js";
+import { bootId, isSameProcess, RuntimeUnavailable, type Runners } from "../runner/index.js";
 import type { CoreGateway } from "./core-gateway.js";
 import { classifyLaunchError } from "./launch-errors.js";
 import type { Launcher } from "./launcher.js";
@@ -36,6 +36,8 @@ export interface InstanceManagerDeps {
   transitions: TransitionFeeds;
   logger: Logger;
   replicaId: string;
+  /** `DATA_DIR/runs`: containers whose bundle is under it were launched by environments of this DATA_DIR. */
+  runsDir: string;
   /** Launch attempts of a stale PENDING instance before it is FAILED (launch_failed). */
   maxLaunchAttempts: number;
   /** PENDING and RUNNING instances one tenant may start (relaunches of durable ones are not held back). */
@@ -213,9 +215,31 @@ export class InstanceManager {
       }
     }
     if (rows.length > 0) logger.info({ adopted, gone }, "recovered processes of the previous run");
+    await this.removeUnknownContainers();
     const relaunched = await this.relaunchStalePending(0, true);
     if (relaunched > 0) logger.info({ relaunched }, "relaunched instances whose launch the previous run did not finish");
     return { adopted, gone };
+  }
+
+  /**
+   * Removes containers of this DATA_DIR that no run accounts for: the previous run of the
+   * environment died between starting one and recording it, so nothing would ever stop, time
+   * out or settle it, and it would block the instance's relaunch. Runs after adoption, before
+   * this replica launches anything. A failure is logged; startup goes on.
+   */
+  private async removeUnknownContainers(): Promise<void> {
+    const { db, runners, logger, replicaId, runsDir } = this.deps;
+    try {
+      const ours = (await runners.oci.listContainers()).filter((c) => c.bundle.startsWith(`${runsDir}/`));
+      const unknown = new Set(await repo.instancesWithoutRun(db, ours.map((c) => c.instanceId), replicaId));
+      for (const c of ours.filter((c) => unknown.has(c.instanceId))) {
+        logger.warn({ instanceId: c.instanceId, containerId: c.containerId }, "removing a container no run accounts for");
+        await runners.oci.removeContainer(c.containerId);
+      }
+    } catch (e) {
+      if (e instanceof RuntimeUnavailable) return; // no OCI runtime: no containers either
+      logger.warn({ err: e }, "could not look for containers no run accounts for");
+    }
   }
 
   /**

@@ -14,7 +14,7 @@ import { createPastaNetns, detectOutbound, netnsInodeOf, netnsPath, removeNetns,
 import { adoptLogs, openLogs } from "./logs.js";
 import { DEFAULT_MAX_LOG_BYTES } from "./log-cap.js";
 import { limitParentCgroup, type AggregateLimits } from "./parent-cgroup.js";
-import { buildOciConfig, containerIdFor, INIT_IN_CONTAINER } from "./oci-spec.js";
+import { buildOciConfig, containerIdFor, INIT_IN_CONTAINER, instanceIdOfContainer } from "./oci-spec.js";
 import { isSameProcess, readProcStat, readProcStatSync, watchPid } from "./proc.js";
 import { validateSpec } from "./spec.js";
 import {
@@ -368,6 +368,35 @@ export class OciRunner implements Runner {
       this.active.delete(proc);
     });
     return proc;
+  }
+
+  /**
+   * Containers of ours (ids made by `containerIdFor`) the runtime holds state for, whatever
+   * their status, with their bundle (run) directory: at startup the caller tells the ones no
+   * recorded run accounts for (the environment died between launch and record) from the rest.
+   */
+  async listContainers(): Promise<{ containerId: string; instanceId: string; bundle: string }[]> {
+    const rt = await this.runtime();
+    const r = await this.exec(rt, ["list", "--format", "json"]);
+    if (r.failed) throw new Error(`${rt.command} list failed: ${lastLine(r.stderr)}`);
+    const all = (JSON.parse(r.stdout || "null") ?? []) as { id: string; bundle?: string }[];
+    return all.flatMap(({ id, bundle }) => {
+      const instanceId = instanceIdOfContainer(id);
+      return instanceId === undefined || bundle === undefined ? [] : [{ containerId: id, instanceId, bundle }];
+    });
+  }
+
+  /** Kills and deletes a container nobody watches, with its cgroup and network namespace. */
+  async removeContainer(containerId: string): Promise<void> {
+    const rt = await this.runtime();
+    const layout = await this.cgroupLayout();
+    await this.exec(rt, ["kill", containerId, "KILL"]);
+    const r = await this.exec(rt, ["delete", "--force", containerId]);
+    if (r.failed && (await this.containerExists(rt, containerId))) throw new Error(`${rt.command} delete ${containerId} failed: ${lastLine(r.stderr)}`);
+    const left = await removeCgroup(layout, `${this.cgroupParent}/${containerId}`, [LEAF]);
+    if (left.length > 0) this.logger?.warn({ containerId, left }, "could not remove the cgroup of a removed container");
+    const outbound = await this.outbound();
+    if (outbound.kind === "pasta") await removeNetns(outbound, containerId);
   }
 
   detachAll(): void {
