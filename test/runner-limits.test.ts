@@ -44,6 +44,19 @@ describe("run limits", () => {
     return (await env.getInstanceStatus({ tenantId: TENANT, instanceId })).instance!;
   }
 
+  it("a reused instance id starts in a fresh run directory (L5)", async () => {
+    const instanceId = `reused-${randomBytes(3).toString("hex")}`;
+    await env.startInstance({ tenantId: TENANT, imageId: images.native!, instanceId, env: { WORKFLOW_MODE: "exit3" } });
+    await settled(instanceId);
+    const runDir = path.join(t.dataDir, "runs", TENANT, instanceId);
+    assert.match(await readFile(path.join(runDir, "stderr.log"), "utf8"), /something went wrong/);
+    await t.query(`DELETE FROM instances WHERE instance_id = $1`, [instanceId]); // as the database cleanup does
+    await env.startInstance({ tenantId: TENANT, imageId: images.native!, instanceId, env: { WORKFLOW_MODE: "exit3", STDERR_MSG: "x" } });
+    await settled(instanceId);
+    const text = await readFile(path.join(runDir, "stderr.log"), "utf8");
+    assert.equal(text.match(/something went wrong/g)?.length, 1, "only the new run's output");
+  });
+
   for (const kind of ["native", "oci"] as const) {
     it(`${kind}: a file past RUNTARA_MAX_FILE_BYTES ends the run with SIGXFSZ: FAILED crashed, the file at the limit`, async () => {
       const { instanceId } = await env.startInstance({

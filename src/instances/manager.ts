@@ -372,7 +372,7 @@ export class InstanceManager {
   /** Launches a new instance; a failure settles it as FAILED (launch_failed) and is reported. */
   private async launch(target: LaunchTarget): Promise<void> {
     try {
-      await this.deps.launcher.launch(target);
+      await this.deps.launcher.launch(target, true);
     } catch (e) {
       const { error, recorded } = classifyLaunchError(e, `instance ${target.instanceId} is FAILED, launch_failed`);
       this.deps.logger.error({ err: e, instanceId: target.instanceId }, "launch failed");
