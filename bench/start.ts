@@ -324,6 +324,7 @@ function bareRuncPath(t: TestEnvironment, watch: RegisterWatch, oci: BareOci, ch
     cpuQuotaUs: Math.round(o.cpuLimit * 100_000),
     pidsLimit: o.pidsLimit,
     nofile: 4096,
+    fileBytes: o.maxFileBytes,
   };
   const rootArgs = oci.rt.stateRoot !== undefined ? ["--root", oci.rt.stateRoot] : [];
   return {

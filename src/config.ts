@@ -3,6 +3,7 @@ import { ConfigError, envReader } from "./env-vars.js";
 import { compileCleanupOptions, readCleanupOptions, type CleanupOptions } from "./scheduler/cleanup-config.js";
 import path from "node:path";
 import type { IdMapping } from "./runner/idmap.js";
+import { MIN_LOG_BYTES } from "./runner/log-cap.js";
 import { lookupUser, type SystemUser } from "./runner/users.js";
 
 /**
@@ -140,6 +141,20 @@ export interface EnvironmentOptions extends CleanupOptions {
   ociUidBase?: number;
   /** Number of ids in that user namespace (needs ociUidBase). @default 65536 */
   ociUidCount?: number;
+  /**
+   * Cap of each of a run's stdout.log and stderr.log, bytes: beyond it the first and the last
+   * half are kept, the middle dropped (checked every second while the run lasts). @default 16 MiB
+   */
+  maxLogBytes?: number;
+  /**
+   * RLIMIT_FSIZE of every run (container or native process), bytes: the largest file it may
+   * write, logs included; beyond, SIGXFSZ ends it (FAILED, crashed). At least maxLogBytes. @default 1 GiB
+   */
+  maxFileBytes?: number;
+  /** pids.max of the cgroup all runs share (`/runtara`): processes + threads of all runs together; 0: no limit. @default 16384 */
+  totalPidsMax?: number;
+  /** memory.max of the cgroup all runs share, bytes; 0: no limit. @default 0 */
+  totalMemoryBytes?: number;
 }
 
 /** Options without a default (unset means "not used"). */
@@ -230,6 +245,10 @@ const defaults = {
   tenantMaxImageBytes: 100 * 1024 ** 3,
   nativeRunner: "auto",
   nativeUser: "nobody",
+  maxLogBytes: 16 * 1024 * 1024,
+  maxFileBytes: 1024 ** 3,
+  totalPidsMax: 16_384,
+  totalMemoryBytes: 0,
 } satisfies Omit<Required<EnvironmentOptions>, OptionalSettings | keyof CleanupOptions>;
 
 export { ConfigError };
@@ -298,6 +317,14 @@ export function compileOptions(options: EnvironmentOptions = {}): CompiledOption
   boundedInt("tenantMaxActiveInstances", o.tenantMaxActiveInstances, 1, 1_000_000);
   boundedInt("tenantMaxImages", o.tenantMaxImages, 1, 1_000_000);
   boundedInt("tenantMaxImageBytes", o.tenantMaxImageBytes, 1, 1024 ** 5);
+  boundedInt("maxLogBytes", o.maxLogBytes, MIN_LOG_BYTES, 1024 ** 3);
+  boundedInt("maxFileBytes", o.maxFileBytes, MIN_LOG_BYTES, 1024 ** 4);
+  boundedInt("totalPidsMax", o.totalPidsMax, 0, 4_194_304);
+  boundedInt("totalMemoryBytes", o.totalMemoryBytes, 0, 1024 ** 5);
+  // A log the cap lets grow past RLIMIT_FSIZE would kill the workflow for its own output.
+  if (o.maxLogBytes > o.maxFileBytes) {
+    throw new ConfigError(`maxLogBytes (RUNTARA_MAX_LOG_BYTES) must not exceed maxFileBytes (RUNTARA_MAX_FILE_BYTES), got ${o.maxLogBytes} > ${o.maxFileBytes}`);
+  }
   return Object.freeze({
     ...o,
     ...compileCleanupOptions(options),
@@ -452,6 +479,10 @@ export function readEnvironmentOptions(env: NodeJS.ProcessEnv): EnvironmentOptio
     tenantMaxActiveInstances: int("RUNTARA_TENANT_MAX_ACTIVE_INSTANCES", 1, 1_000_000),
     tenantMaxImages: int("RUNTARA_TENANT_MAX_IMAGES", 1, 1_000_000),
     tenantMaxImageBytes: int("RUNTARA_TENANT_MAX_IMAGE_BYTES", 1, 1024 ** 5),
+    maxLogBytes: int("RUNTARA_MAX_LOG_BYTES", MIN_LOG_BYTES, 1024 ** 3),
+    maxFileBytes: int("RUNTARA_MAX_FILE_BYTES", MIN_LOG_BYTES, 1024 ** 4),
+    totalPidsMax: int("RUNTARA_TOTAL_PIDS_MAX", 0, 4_194_304),
+    totalMemoryBytes: int("RUNTARA_TOTAL_MEMORY_BYTES", 0, 1024 ** 5),
     ...readCleanupOptions(env),
     ...readRunnerOptions(env),
   };

@@ -1,4 +1,5 @@
-import { chmod, mkdir } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import { chmod, lstat, mkdir, rename, rm } from "node:fs/promises";
 import path from "node:path";
 
 /**
@@ -15,4 +16,23 @@ export async function secureDataDir(dataDir: string): Promise<void> {
     await mkdir(dir, { recursive: true, mode: 0o711 });
     await chmod(dir, 0o711);
   }
+}
+
+/**
+ * Removes the real directory `parent/name` (not a symlink: that is left alone), first renamed
+ * to a tombstone beside it, so the name is free at once (a new run of a reused instance id
+ * starts in a fresh directory) and the recursive removal works on a path no launch will reuse.
+ * `fs.rm` unlinks symlinks inside rather than following them. Returns whether it removed one.
+ */
+export async function removeDirViaTombstone(parent: string, name: string): Promise<boolean> {
+  const dir = path.join(parent, name);
+  const st = await lstat(dir).catch((e: NodeJS.ErrnoException) => {
+    if (e.code === "ENOENT") return undefined;
+    throw e;
+  });
+  if (!st?.isDirectory()) return false;
+  const tombstone = path.join(parent, `.removing-${randomBytes(6).toString("hex")}`);
+  await rename(dir, tombstone);
+  await rm(tombstone, { recursive: true, force: true });
+  return true;
 }

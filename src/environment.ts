@@ -27,7 +27,7 @@ import { serve } from "./server/serve.js";
 import { forwardUnixSocket } from "./server/unix-forwarder.js";
 import { Startup } from "./startup.js";
 import { VERSION } from "./version.js";
-import { containerLimits, databasePing, instanceCoreAddr, redactedDatabaseHost, startSecretRefresh } from "./wiring.js";
+import { aggregateLimits, containerLimits, databasePing, instanceCoreAddr, redactedDatabaseHost, startSecretRefresh } from "./wiring.js";
 
 export interface EnvironmentRuntimeOptions extends EnvironmentOptions {
   /** Root logger; components log through children of it. @default pino at `logLevel` */
@@ -138,8 +138,14 @@ export class Environment {
     await store.clearStaging();
     const checkRunner = nativeRunnerCheck(nativeRunnerAllowed(o));
     const runners = createRunners({
-      oci: { runtime: o.ociRuntime, idMapping: o.ociIdMapping, logger: this.logger.child({ component: "oci-runner" }) },
-      native: { runAs: o.nativeRunAs, logger: this.logger.child({ component: "native-runner" }) },
+      oci: {
+        runtime: o.ociRuntime,
+        idMapping: o.ociIdMapping,
+        maxLogBytes: o.maxLogBytes,
+        aggregateLimits: aggregateLimits(o),
+        logger: this.logger.child({ component: "oci-runner" }),
+      },
+      native: { runAs: o.nativeRunAs, maxLogBytes: o.maxLogBytes, aggregateLimits: aggregateLimits(o), logger: this.logger.child({ component: "native-runner" }) },
     });
     const images = new ImageService(db, store, this.logger.child({ component: "images" }), {
       maxImageBytes: BigInt(o.maxImageBytes),
@@ -209,6 +215,7 @@ export class Environment {
     const { db, listener, store, gateway, tokens, core, runners } = deps;
     const o = this.options;
     if (o.networkMode === "isolated") void runners.oci.outbound(); // logs how isolated containers get out
+    void runners.oci.init(); // logs whether containers get an init process
     const statusChanges = new ChannelHub(listener, "runtara_instance");
     const supervisor = new Supervisor(db, statusChanges, this.logger.child({ component: "supervisor" }));
     const launcher = new Launcher({
@@ -239,6 +246,7 @@ export class Environment {
       transitions: new TransitionFeeds(db, statusChanges, this.logger.child({ component: "transition-feed" })),
       logger: this.logger.child({ component: "instances" }),
       replicaId: o.replicaId,
+      runsDir: path.join(o.dataDir, "runs"),
       maxLaunchAttempts: o.wakeMaxAttempts,
       tenantMaxActiveInstances: o.tenantMaxActiveInstances,
     });

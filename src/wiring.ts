@@ -3,7 +3,7 @@ import { sql } from "slonik";
 import type { CompiledOptions } from "./config.js";
 import type { Database } from "./db/index.js";
 import type { Tokens } from "./lifecycle/index.js";
-import type { ResourceLimits } from "./runner/index.js";
+import type { AggregateLimits, ResourceLimits } from "./runner/index.js";
 import { MaintenanceLoop } from "./scheduler/maintenance-loop.js";
 import type { Startup } from "./startup.js";
 
@@ -17,6 +17,15 @@ export function containerLimits(o: CompiledOptions): ResourceLimits {
     cpuQuotaUs: Math.round(o.cpuLimit * o.cpuPeriodUs),
     pidsLimit: o.pidsLimit,
     nofile: o.nofileLimit,
+    fileBytes: o.maxFileBytes,
+  };
+}
+
+/** Limits of all runs together, on the cgroup both runners share (0 in the options: none). */
+export function aggregateLimits(o: CompiledOptions): AggregateLimits {
+  return {
+    pidsMax: o.totalPidsMax === 0 ? undefined : o.totalPidsMax,
+    memoryBytes: o.totalMemoryBytes === 0 ? undefined : o.totalMemoryBytes,
   };
 }
 

@@ -89,6 +89,12 @@ describe("configuration from environment variables", () => {
     ["RUNTARA_WAKE_BATCH_SIZE", { RUNTARA_WAKE_BATCH_SIZE: "0" }],
     ["RUNTARA_NOFILE_LIMIT", { RUNTARA_NOFILE_LIMIT: "99999999" }],
     ["RUNTARA_EMBED_CORE", { RUNTARA_EMBED_CORE: "perhaps" }],
+    ["RUNTARA_MAX_LOG_BYTES", { RUNTARA_MAX_LOG_BYTES: "1000" }],
+    ["RUNTARA_MAX_LOG_BYTES", { RUNTARA_MAX_LOG_BYTES: "2147483648" }],
+    ["RUNTARA_MAX_FILE_BYTES", { RUNTARA_MAX_FILE_BYTES: "1000" }],
+    ["RUNTARA_TOTAL_PIDS_MAX", { RUNTARA_TOTAL_PIDS_MAX: "-1" }],
+    ["RUNTARA_TOTAL_MEMORY_BYTES", { RUNTARA_TOTAL_MEMORY_BYTES: "lots" }],
+    ["RUNTARA_MAX_FILE_BYTES", { RUNTARA_MAX_LOG_BYTES: "4194304", RUNTARA_MAX_FILE_BYTES: "2097152" }],
     ["RUNTARA_CORS_ORIGINS", { RUNTARA_CORS_ORIGINS: "example.test" }],
   ];
   for (const [name, env] of invalid) {
@@ -109,5 +115,6 @@ describe("configuration from environment variables", () => {
     assert.throws(() => compileOptions({ executionTimeoutSecs: 3_000_000 }), /executionTimeoutSecs/);
     assert.throws(() => compileOptions({ shutdownGraceMs: -1 }), /shutdownGraceMs/);
     assert.throws(() => compileOptions({ cpuPeriodUs: 10 }), /cpuPeriodUs/);
+    assert.throws(() => compileOptions({ maxLogBytes: 1 }), /maxLogBytes/);
   });
 });

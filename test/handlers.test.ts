@@ -152,9 +152,17 @@ describe("EnvironmentService handlers in memory", () => {
         },
       }).client.startInstance({ tenantId: "t", imageId: uuid });
 
-    it("a runtime or image problem is FAILED_PRECONDITION with the runner's message", async () => {
-      await rejectsWithCode(failingStart(new RuntimeUnavailable("runc", "not installed")), Code.FailedPrecondition, "not installed", "launch_failed");
-      await rejectsWithCode(failingStart(new LaunchError("binary_not_found", "rootfs/binary is missing")), Code.FailedPrecondition, "rootfs/binary is missing");
+    it("a runtime or image problem is FAILED_PRECONDITION with a short message: no host path, no runtime stderr (L3)", async () => {
+      const unavailable = new RuntimeUnavailable("/opt/bin/runc", "runc: exec /data/runs/t/i/x: permission denied");
+      const e1 = await rejectsWithCode(failingStart(unavailable), Code.FailedPrecondition, "no usable container runtime", "launch_failed");
+      const missing = new LaunchError("binary_not_found", "image x bundle: /var/lib/runtara/images/x/bundle/rootfs/binary does not exist");
+      const e2 = await rejectsWithCode(failingStart(missing), Code.FailedPrecondition, "the image's executable is missing");
+      const refused = new LaunchError("start_failed", "runc could not start container runtara-i-1 (exit 1): mount /var/lib/runtara/runs/t/i: EPERM", "EPERM stderr");
+      const e3 = await rejectsWithCode(failingStart(refused), Code.FailedPrecondition, "could not start the container");
+      for (const [e, cause] of [[e1, unavailable], [e2, missing], [e3, refused]] as const) {
+        assert.doesNotMatch(e.rawMessage, /\/(opt|var|data)\/|EPERM|permission denied/);
+        assert.doesNotMatch(classifyLaunchError(cause, "x").recorded, /\/(opt|var|data)\/|EPERM|permission denied/, "nor the instance's error column");
+      }
     });
 
     it("the previous run's container still there, or a start timeout, is UNAVAILABLE (retry)", async () => {

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { chmod, copyFile, mkdir, mkdtemp, readFile, readlink, rm, writeFile } from "node:fs/promises";
+import { chmod, copyFile, mkdir, mkdtemp, readFile, readlink, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
@@ -16,6 +16,7 @@ import { FailedPrecondition } from "../src/errors.js";
 import {
   DEFAULT_LIMITS,
   LaunchError,
+  MIN_LOG_BYTES,
   NativeRunner,
   OciRunner,
   RuntimeUnavailable,
@@ -126,6 +127,18 @@ async function runToExit(runner: Runner, spec: LaunchSpec): Promise<{ exit: Exit
   return { exit, proc, stdout };
 }
 
+/** Launches, waits for `pattern` in stdout, kills the process; returns the first group. */
+async function runToExitAfter(runner: Runner, spec: LaunchSpec, pattern: RegExp): Promise<string> {
+  const proc = await runner.launch(spec);
+  try {
+    return (await waitForOutput(spec.runDir, pattern))[1]!;
+  } finally {
+    await proc.stop("SIGKILL");
+    await withTimeout(proc.exited, 10_000, `${spec.instanceId} did not exit`);
+    if (proc.kind === "oci") await assertNothingLeft(proc);
+  }
+}
+
 async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   try {
@@ -234,6 +247,31 @@ for (const { name, runner, skip } of kinds) {
       assert.ok(!exit.stderrTail.includes("\uFFFD"));
     });
 
+    it("caps each log while the process runs and at its end, keeping the head and the tail", async () => {
+      const capped =
+        name === "native"
+          ? new NativeRunner({ maxLogBytes: MIN_LOG_BYTES })
+          : new OciRunner({ runtime: ociRuntime, maxLogBytes: MIN_LOG_BYTES });
+      const spec = await specFor("exit-with", { STDERR_FILL: String(3 * MIN_LOG_BYTES), STDERR_MSG: "THE-END", LINGER_MS: "2500" });
+      const stderrLog = path.join(spec.runDir, "stderr.log");
+      const proc = await capped.launch(spec);
+      await waitForOutput(spec.runDir, /^stdout line$/m); // written after all of stderr
+      const deadline = Date.now() + 2_000;
+      while ((await stat(stderrLog)).size > MIN_LOG_BYTES && Date.now() < deadline) await sleep(50);
+      assert.equal(await isSameProcess(proc.pid, proc.startTime), true, "still running");
+      assert.equal((await stat(stderrLog)).size, MIN_LOG_BYTES, "capped while running");
+      const exit = await withTimeout(proc.exited, 15_000, "did not exit");
+      assert.equal(exit.exitCode, 0);
+      assert.ok(exit.stderrTail.endsWith("€THE-END\n"));
+      const text = await readFile(stderrLog);
+      assert.equal(text.length, MIN_LOG_BYTES);
+      // (Not at byte 0 exactly: the OCI runtime may log a warning of its own to stderr first.)
+      assert.ok(text.subarray(0, 64 * 1024).toString().includes("€".repeat(1000)), "the head is kept");
+      assert.match(text.toString("latin1"), /\[runtara: log over its size limit; the middle was dropped here\]\n/);
+      assert.ok(text.toString().endsWith("€€THE-END\n"), "the tail is kept");
+      assert.equal(capped.activeCount(), 0);
+    });
+
     it("appends on relaunch and reports only this run's stderr", async () => {
       const first = await specFor("exit-with", { STDERR_MSG: "first run", EXIT_CODE: "1" });
       assert.equal((await runToExit(runner, first)).exit.stderrTail, "first run\n");
@@ -325,8 +363,8 @@ describe("OCI runner specifics", { skip: ociSkip }, () => {
     const { exit, proc, stdout } = await runToExit(runners.oci, spec);
     assert.equal(exit.exitCode, 0, exit.stderrTail);
     const { fields } = parseView(stdout);
-    assert.equal(fields.get("pids"), "1", "sees only itself in /proc");
-    assert.equal(fields.get("pid"), "1");
+    assert.equal(fields.get("pids"), "2", "sees only itself and its init in /proc");
+    assert.notEqual(fields.get("pid"), "1", "the init is pid 1");
     assert.equal(fields.get("capeff"), "0000000000000000");
     assert.equal(fields.get("capbnd"), "0000000000000000");
     assert.equal(fields.get("capprm"), "0000000000000000");
@@ -370,16 +408,49 @@ describe("OCI runner specifics", { skip: ociSkip }, () => {
     for (const p of procs) await assertNothingLeft(p);
   });
 
-  it("pid and start time name the container's init (the workflow binary) on the host", async () => {
+  it("pid and start time name the container's init (tini, parent of the workflow binary) on the host", async () => {
     const spec = await specFor("sleeper");
     const proc = await runners.oci.launch(spec);
     await waitForOutput(spec.runDir, /^ready/m);
     assert.equal(await readProcessStartTime(proc.pid), proc.startTime);
-    const exe = await readlink(`/proc/${proc.pid}/exe`);
-    assert.match(exe, /binary$/);
+    assert.match(await readlink(`/proc/${proc.pid}/exe`), /\.runtara-init$/);
+    const children = (await readFile(`/proc/${proc.pid}/task/${proc.pid}/children`, "utf8")).trim().split(" ");
+    assert.equal(children.length, 1);
+    assert.match(await readlink(`/proc/${children[0]}/exe`), /binary$/);
     await proc.stop("SIGKILL");
     await proc.exited;
     await assertNothingLeft(proc);
+  });
+
+  it("init: a workflow without a SIGTERM handler ends on SIGTERM (it is not pid 1)", async () => {
+    const spec = await specFor("sleeper", { TERM_DEFAULT: "1" });
+    const proc = await runners.oci.launch(spec);
+    await waitForOutput(spec.runDir, /^ready/m);
+    await proc.stop("SIGTERM");
+    const exit = await withTimeout(proc.exited, 5_000, "SIGTERM did not end a workflow with the default disposition");
+    assert.equal(exit.exitCode, 128 + 15);
+    await assertNothingLeft(proc);
+  });
+
+  it("init: one that ignores SIGTERM, and its child, end by SIGTERM, grace, SIGKILL", async () => {
+    const spec = await specFor("sleeper", { IGNORE_TERM: "1", FORK: "1" });
+    const proc = await runners.oci.launch(spec);
+    await waitForOutput(spec.runDir, /^ready/m);
+    const t0 = Date.now();
+    const exit = await stopWithGrace(proc, 300);
+    const ms = Date.now() - t0;
+    assert.ok(ms >= 290 && ms < 5_000, `stopped after ${ms} ms`);
+    assert.equal(exit.exitCode, 137);
+    await assertNothingLeft(proc);
+  });
+
+  it("init: orphaned grandchildren are reaped (no zombies); without an init they are not", async () => {
+    const withInit = await runToExitAfter(runners.oci, await specFor("sleeper", { ORPHANS: "5" }), /^zombies (\d+)$/m);
+    assert.equal(withInit, "0");
+    const noInit = new OciRunner({ runtime: ociRuntime, initPath: path.join(base, "no-such-init") });
+    assert.equal(await noInit.init(), undefined);
+    const withoutInit = await runToExitAfter(noInit, await specFor("sleeper", { ORPHANS: "5" }), /^zombies (\d+)$/m);
+    assert.equal(withoutInit, "5", "the fixture does make zombies when nothing reaps them");
   });
 
   it("reports a container the runtime cannot create as a LaunchError, leaving nothing behind", async () => {
@@ -408,7 +479,7 @@ describe("OCI runner specifics", { skip: ociSkip }, () => {
     await writeFile(path.join(bundle, "rootfs", "binary"), "#!/bin/sh\necho hi\n", { mode: 0o755 });
     const { exit, proc } = await runToExit(runners.oci, await specFor("exit-with", {}, { bundlePath: bundle }));
     assert.notEqual(exit.exitCode, 0);
-    assert.match(exit.stderrTail, /exec \/binary: no such file or directory/);
+    assert.match(exit.stderrTail, /exec \/binary failed: no such file or directory/i, "tini's message");
     await assertNothingLeft(proc);
   });
 

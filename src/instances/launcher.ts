@@ -11,6 +11,7 @@ import type { RunnerCheck } from "../runner-policy.js";
 import { bootId, CORE_SOCKET_URL_IN_CONTAINER, stopWithGrace, type ImageProcess, type NetworkMode, type ResourceLimits, type Runner, type Runners } from "../runner/index.js";
 import * as repo from "./repository.js";
 import type { Supervisor } from "./supervisor.js";
+import { removeDirViaTombstone } from "../data-dir.js";
 
 export interface LauncherOptions {
   dataDir: string;
@@ -58,12 +59,19 @@ export class Launcher {
     return this.deps.runners.runnerFor(kind);
   }
 
-  async launch(target: LaunchTarget): Promise<void> {
+  /**
+   * `firstRun`: the instance was just created, so a run directory under its id belongs to an
+   * earlier, deleted instance with the same id; it is removed, and this run starts afresh
+   * (relaunches of a durable instance keep theirs).
+   */
+  async launch(target: LaunchTarget, firstRun = false): Promise<void> {
     const { db, images, supervisor, logger, options } = this.deps;
-    const runDir = path.join(options.dataDir, "runs", target.tenantId, target.instanceId);
+    const tenantRuns = path.join(options.dataDir, "runs", target.tenantId);
+    const runDir = path.join(tenantRuns, target.instanceId);
     const runner = await this.checkRunnable(target.runnerType);
     const imageProcess = target.imageFormat === "oci_archive" ? await this.archiveProcess(target) : undefined;
     if (imageProcess === undefined) await this.checkImageIntact(target);
+    if (firstRun) await removeDirViaTombstone(tenantRuns, target.instanceId);
     await mkdir(runDir, { recursive: true, mode: 0o711 }); // runs/<tenant>: see secureDataDir
     const deadlineMs = Date.now() + target.timeoutSeconds * 1000;
     const runId = randomUUID();

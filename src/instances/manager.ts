@@ -6,7 +6,7 @@ import { FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unava
 import { findImage, findImageByName } from "../images/repository.js";
 import type { ImageRef } from "../images/types.js";
 import { isTerminal, transitions, type LaunchTarget, type Status } from "../lifecycle/index.js";
-import { bootId, isSameProcess, type Runners } from "../runner/index.js";
+import { bootId, isSameProcess, RuntimeUnavailable, type Runners } from "../runner/index.js";
 import type { CoreGateway } from "./core-gateway.js";
 import { classifyLaunchError } from "./launch-errors.js";
 import type { Launcher } from "./launcher.js";
@@ -38,6 +38,8 @@ export interface InstanceManagerDeps {
   transitions: TransitionFeeds;
   logger: Logger;
   replicaId: string;
+  /** `DATA_DIR/runs`: containers whose bundle is under it were launched by environments of this DATA_DIR. */
+  runsDir: string;
   /** Launch attempts of a stale PENDING instance before it is FAILED (launch_failed). */
   maxLaunchAttempts: number;
   /** PENDING and RUNNING instances one tenant may start (relaunches of durable ones are not held back). */
@@ -231,9 +233,31 @@ export class InstanceManager {
       }
     }
     if (rows.length > 0) logger.info({ adopted, gone }, "recovered processes of the previous run");
+    await this.removeUnknownContainers();
     const relaunched = await this.relaunchStalePending(0, true);
     if (relaunched > 0) logger.info({ relaunched }, "relaunched instances whose launch the previous run did not finish");
     return { adopted, gone };
+  }
+
+  /**
+   * Removes containers of this DATA_DIR that no run accounts for: the previous run of the
+   * environment died between starting one and recording it, so nothing would ever stop, time
+   * out or settle it, and it would block the instance's relaunch. Runs after adoption, before
+   * this replica launches anything. A failure is logged; startup goes on.
+   */
+  private async removeUnknownContainers(): Promise<void> {
+    const { db, runners, logger, replicaId, runsDir } = this.deps;
+    try {
+      const ours = (await runners.oci.listContainers()).filter((c) => c.bundle.startsWith(`${runsDir}/`));
+      const unknown = new Set(await repo.instancesWithoutRun(db, ours.map((c) => c.instanceId), replicaId));
+      for (const c of ours.filter((c) => unknown.has(c.instanceId))) {
+        logger.warn({ instanceId: c.instanceId, containerId: c.containerId }, "removing a container no run accounts for");
+        await runners.oci.removeContainer(c.containerId);
+      }
+    } catch (e) {
+      if (e instanceof RuntimeUnavailable) return; // no OCI runtime: no containers either
+      logger.warn({ err: e }, "could not look for containers no run accounts for");
+    }
   }
 
   /**
@@ -367,7 +391,7 @@ export class InstanceManager {
   /** Launches a new instance; a failure settles it as FAILED (launch_failed) and is reported. */
   private async launch(target: LaunchTarget): Promise<void> {
     try {
-      await this.deps.launcher.launch(target);
+      await this.deps.launcher.launch(target, true);
     } catch (e) {
       const { error, recorded } = classifyLaunchError(e, `instance ${target.instanceId} is FAILED, launch_failed`);
       this.deps.logger.error({ err: e, instanceId: target.instanceId }, "launch failed");

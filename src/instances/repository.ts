@@ -274,6 +274,21 @@ export async function processesOf(db: Db, host: string, replicaId: string) {
     FROM running_processes WHERE host = ${host} AND replica_id = ${replicaId}`);
 }
 
+/**
+ * Of these instances, those no run accounts for: no process recorded by any replica, and not
+ * PENDING under another replica's claim (which may be between its launch and its record).
+ */
+export async function instancesWithoutRun(db: Db, instanceIds: readonly string[], replicaId: string): Promise<readonly string[]> {
+  if (instanceIds.length === 0) return [];
+  return db.anyFirst(sql.type(z.object({ instance_id: z.string() }))`
+    SELECT id AS instance_id FROM unnest(${sql.array(instanceIds, "text")}) AS ids(id)
+    WHERE NOT EXISTS (SELECT 1 FROM running_processes p WHERE p.instance_id = ids.id)
+      AND NOT EXISTS (
+        SELECT 1 FROM instances i
+        WHERE i.instance_id = ids.id AND i.status = ${is("pending")} AND i.claimed_by IS DISTINCT FROM ${replicaId}
+      )`);
+}
+
 /** RUNNING instances of this replica whose heartbeat is older than the timeout. */
 export async function staleOwnedInstances(db: Db, host: string, replicaId: string, timeoutMs: number): Promise<readonly string[]> {
   return db.anyFirst(sql.type(z.object({ instance_id: z.string() }))`

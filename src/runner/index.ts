@@ -28,6 +28,8 @@ export { NativeRunner, type NativeRunnerOptions } from "./native.js";
 export { containerIdFor, instanceIdOfContainer } from "./oci-spec.js";
 export { bootId, isSameProcess, readProcessStartTime, watchPid } from "./proc.js";
 export { STDERR_TAIL_BYTES } from "./logs.js";
+export { DEFAULT_MAX_LOG_BYTES, MIN_LOG_BYTES } from "./log-cap.js";
+export type { AggregateLimits } from "./parent-cgroup.js";
 export { ImageUnpackError, type ImageProcess } from "./oci-image.js";
 
 export interface RunnersOptions {

@@ -4,7 +4,9 @@ import { chmod, chown, readdir } from "node:fs/promises";
 import type { Logger } from "pino";
 import { detectCgroupLayout, removeCgroup, type CgroupLayout } from "./cgroup.js";
 import { LaunchError } from "./errors.js";
-import { openLogs, readStderrTailOfRunDir } from "./logs.js";
+import { adoptLogs, openLogs } from "./logs.js";
+import { DEFAULT_MAX_LOG_BYTES } from "./log-cap.js";
+import { limitParentCgroup, type AggregateLimits } from "./parent-cgroup.js";
 import { neverSettles, requireExecutable, type Holder } from "./common.js";
 import { containerIdFor } from "./oci-spec.js";
 import { ProcessCgroup } from "./process-cgroup.js";
@@ -31,6 +33,13 @@ export interface NativeRunnerOptions {
   runAs?: { uid: number; gid: number };
   /** cgroup under which each process gets `native-<random>-<containerIdFor(instanceId)>`. @default "/runtara" */
   cgroupParent?: string;
+  /**
+   * Limits on `cgroupParent`, which both runners share: all runs together (applied at the
+   * first launch or adoption; a failure is logged, runs go on). @default none
+   */
+  aggregateLimits?: AggregateLimits;
+  /** Cap of each of a run's stdout.log and stderr.log: the head and the tail are kept (see capLogFile). @default 16 MiB */
+  maxLogBytes?: number;
   logger?: Logger;
 }
 
@@ -40,7 +49,13 @@ export interface NativeRunnerOptions {
  * race its first fork. The environment travels as `env -i NAME=value...` arguments: a shell
  * would add PWD and drop names that are not shell identifiers.
  */
-const GATE = 'read -r _ && exec /usr/bin/env -i "$@" </dev/null';
+const GATE = 'read -r _ && exec "$@" </dev/null';
+
+/**
+ * util-linux prlimit sets RLIMIT_FSIZE and execs the workflow (same pid and start time): Node
+ * cannot set an rlimit for a child.
+ */
+const PRLIMIT = "/usr/bin/prlimit";
 
 /** Names of native processes' cgroups start with this (OCI containers' with "runtara-"). */
 const NATIVE_CGROUP_PREFIX = "native-";
@@ -60,6 +75,7 @@ export class NativeRunner implements Runner {
   /** Active processes: our child of a launch, the poll of an adoption. */
   private readonly active = new Map<RunningProcess, Holder>();
   private readonly adoptPollMs: number;
+  private readonly maxLogBytes: number;
   private readonly cgroupParent: string;
   private cgroups: Promise<CgroupLayout | undefined> | undefined;
   /** Runs (launched or adopted, not yet cleaned up) per run directory. */
@@ -67,6 +83,7 @@ export class NativeRunner implements Runner {
 
   constructor(private readonly options: NativeRunnerOptions = {}) {
     this.adoptPollMs = options.adoptPollMs ?? 1_000;
+    this.maxLogBytes = options.maxLogBytes ?? DEFAULT_MAX_LOG_BYTES;
     this.cgroupParent = (options.cgroupParent ?? "/runtara").replace(/\/+$/, "");
   }
 
@@ -81,7 +98,7 @@ export class NativeRunner implements Runner {
     await requireExecutable(spec.binaryPath, `image ${spec.imageId ?? "?"}`);
     await this.claimRunDir(spec.runDir);
     const cgroup = await this.createCgroup(spec);
-    const logs = openLogs(spec.runDir, spec.logHeader);
+    const logs = openLogs(spec.runDir, this.maxLogBytes, spec.logHeader);
     const launchedAtMs = Date.now();
     const t0 = performance.now();
     const failed = async (e: unknown, child?: ChildProcess): Promise<never> => {
@@ -94,8 +111,10 @@ export class NativeRunner implements Runner {
     };
     let child: ChildProcess;
     try {
-      const gated = ["-c", GATE, "runtara-gate", ...Object.entries(spec.env).map(([k, v]) => `${k}=${v}`), spec.binaryPath];
-      child = spawn(cgroup ? "/bin/sh" : spec.binaryPath, cgroup ? gated : [], {
+      const limited = [`--fsize=${spec.limits.fileBytes}`, "--"];
+      const env = Object.entries(spec.env).map(([k, v]) => `${k}=${v}`);
+      const gated = ["-c", GATE, "runtara-gate", PRLIMIT, ...limited, "/usr/bin/env", "-i", ...env, spec.binaryPath];
+      child = spawn(cgroup ? "/bin/sh" : PRLIMIT, cgroup ? gated : [...limited, spec.binaryPath], {
         cwd: spec.runDir,
         env: cgroup ? {} : { ...spec.env },
         detached: true,
@@ -155,13 +174,16 @@ export class NativeRunner implements Runner {
 
   async adopt(spec: AdoptSpec): Promise<RunningProcess> {
     const abort = new AbortController();
+    const logs = adoptLogs(spec.runDir, this.maxLogBytes);
     const layout = await this.cgroupLayout();
     const cgroup = layout && (await ProcessCgroup.of(layout, spec.pid, `${this.cgroupParent}/`));
     this.claimCount(spec.runDir);
     const exited = (async (): Promise<ExitInfo> => {
       await watchPid(spec.pid, spec.startTime, { intervalMs: this.adoptPollMs, signal: abort.signal }).catch(() => neverSettles());
       const metrics = await this.cleanUp(spec.pid, cgroup, spec.runDir);
-      return { exitCode: null, signal: null, stderrTail: readStderrTailOfRunDir(spec.runDir), metrics };
+      const stderrTail = logs?.stderrTail() ?? "";
+      logs?.close();
+      return { exitCode: null, signal: null, stderrTail, metrics };
     })();
     const proc: RunningProcess = {
       kind: "native",
@@ -265,6 +287,9 @@ export class NativeRunner implements Runner {
       async (layout) => {
         const names = await readdir(`${layout.unified}${this.cgroupParent}`).catch((): string[] => []);
         for (const name of names.filter((n) => n.startsWith(NATIVE_CGROUP_PREFIX))) await removeCgroup(layout, `${this.cgroupParent}/${name}`, [], 0);
+        await limitParentCgroup(layout, this.cgroupParent, this.options.aggregateLimits ?? {}).catch((e: unknown) =>
+          this.options.logger?.warn({ err: e, cgroup: this.cgroupParent }, "could not set the aggregate limits of all native processes"),
+        );
         return layout;
       },
       () => undefined,

@@ -52,7 +52,17 @@ export interface OciConfigInput {
   coreSocketDir?: string;
   /** Install the syscall deny-list (see `seccompProfile`). */
   seccomp: boolean;
+  /**
+   * Host path of a static init (tini), mounted read-only at {@link INIT_IN_CONTAINER} and run
+   * as pid 1 with `args` as its child: it forwards signals to the workflow's process group
+   * (a pid-1 workflow without handlers would ignore SIGTERM) and reaps orphaned children
+   * (which would otherwise stay zombies and fill the pids limit). Omitted: `args` is pid 1.
+   */
+  init?: string;
 }
+
+/** Where the init binary appears in a container; its mount point is prepared in the rootfs. */
+export const INIT_IN_CONTAINER = "/.runtara-init";
 
 const CAPS_NONE = { bounding: [], effective: [], inheritable: [], permitted: [], ambient: [] };
 
@@ -94,6 +104,9 @@ export function buildOciConfig(c: OciConfigInput): object {
   if (c.dataDir !== undefined) {
     mounts.push({ destination: "/data", type: "bind", source: c.dataDir, options: ["rbind", "rw", "nosuid", "nodev", "noexec"] });
   }
+  if (c.init !== undefined) {
+    mounts.push({ destination: INIT_IN_CONTAINER, type: "bind", source: c.init, options: ["bind", "ro", "nosuid", "nodev"] });
+  }
   if (c.coreSocketDir !== undefined) {
     // The directory, not the socket file: a restarted environment recreates the socket (a new
     // inode), which a file bind mount would not follow.
@@ -113,7 +126,8 @@ export function buildOciConfig(c: OciConfigInput): object {
     process: {
       terminal: false,
       user: c.user ?? { uid: 0, gid: 0 },
-      args: [...c.args],
+      // -g: signals go to the workflow's whole process group, as a Stop means all of it.
+      args: c.init !== undefined ? [INIT_IN_CONTAINER, "-g", "--", ...c.args] : [...c.args],
       env: Object.entries(c.env)
         .map(([k, v]) => `${k}=${v}`)
         .sort(),
@@ -122,6 +136,7 @@ export function buildOciConfig(c: OciConfigInput): object {
       rlimits: [
         { type: "RLIMIT_NOFILE", hard: c.limits.nofile, soft: c.limits.nofile },
         { type: "RLIMIT_CORE", hard: 0, soft: 0 },
+        { type: "RLIMIT_FSIZE", hard: c.limits.fileBytes, soft: c.limits.fileBytes },
       ],
       noNewPrivileges: true,
     },

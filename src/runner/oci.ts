@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { constants, watch, type FSWatcher } from "node:fs";
-import { chmod, chown, mkdir, mkdtemp, open, rename, rm, stat, unlink, writeFile } from "node:fs/promises";
+import { access, chmod, chown, mkdir, mkdtemp, open, rename, rm, stat, unlink, writeFile } from "node:fs/promises";
 import { tmpdir, userInfo } from "node:os";
 import path from "node:path";
 import { execa } from "execa";
@@ -11,8 +11,10 @@ import { LaunchError, RuntimeUnavailable } from "./errors.js";
 import { neverSettles, requireExecutable, type Holder } from "./common.js";
 import { subordinateIdMapping, type IdMapping } from "./idmap.js";
 import { createPastaNetns, detectOutbound, netnsInodeOf, netnsPath, removeNetns, type Outbound } from "./netns.js";
-import { openLogs, readStderrTailOfRunDir } from "./logs.js";
-import { buildOciConfig, containerIdFor } from "./oci-spec.js";
+import { adoptLogs, openLogs } from "./logs.js";
+import { DEFAULT_MAX_LOG_BYTES } from "./log-cap.js";
+import { limitParentCgroup, type AggregateLimits } from "./parent-cgroup.js";
+import { buildOciConfig, containerIdFor, INIT_IN_CONTAINER, instanceIdOfContainer } from "./oci-spec.js";
 import { unpackOciImage, type ImageProcess } from "./oci-image.js";
 import { isSameProcess, readProcStat, readProcStatSync, watchPid } from "./proc.js";
 import { validateSpec } from "./spec.js";
@@ -50,6 +52,19 @@ export interface OciRunnerOptions {
    * @default this user's first /etc/subuid and /etc/subgid range, else 100000:65536
    */
   idMapping?: IdMapping;
+  /**
+   * Static init run as each container's pid 1 (see `OciConfigInput.init`). When the file is
+   * not executable, containers run without one (logged once). @default "/usr/bin/tini-static"
+   * (Debian's `tini`)
+   */
+  initPath?: string;
+  /**
+   * Limits on `cgroupParent`, which both runners share: all runs together (applied at the
+   * first launch or adoption; a failure is logged, runs go on). @default none
+   */
+  aggregateLimits?: AggregateLimits;
+  /** Cap of each of a run's stdout.log and stderr.log: the head and the tail are kept (see capLogFile). @default 16 MiB */
+  maxLogBytes?: number;
   logger?: Logger;
 }
 
@@ -94,10 +109,12 @@ export class OciRunner implements Runner {
   private readonly seccomp: boolean;
   private readonly startTimeoutMs: number;
   private readonly adoptPollMs: number;
+  private readonly maxLogBytes: number;
   private readonly logger: Logger | undefined;
   private runtimeInfo: Promise<RuntimeInfo> | undefined;
   private cgroups: Promise<CgroupLayout> | undefined;
   private outboundInfo: Promise<Outbound> | undefined;
+  private initInfo: Promise<string | undefined> | undefined;
   private idMappingValue: IdMapping | undefined;
   private readonly preparedRootfs = new Set<string>();
   /** Active processes: the runtime child of a launch, the poll of an adoption. */
@@ -111,6 +128,7 @@ export class OciRunner implements Runner {
     this.seccomp = options.seccomp ?? true;
     this.startTimeoutMs = options.startTimeoutMs ?? 30_000;
     this.adoptPollMs = options.adoptPollMs ?? 1_000;
+    this.maxLogBytes = options.maxLogBytes ?? DEFAULT_MAX_LOG_BYTES;
     this.logger = options.logger;
   }
 
@@ -138,6 +156,22 @@ export class OciRunner implements Runner {
       return o;
     });
     return this.outboundInfo;
+  }
+
+  /** The init binary containers get, or undefined without one (looked up once; logged then). */
+  init(): Promise<string | undefined> {
+    const file = this.options.initPath ?? "/usr/bin/tini-static";
+    this.initInfo ??= access(file, constants.X_OK).then(
+      () => {
+        this.logger?.info({ init: file }, "containers run their workflow under an init process");
+        return file;
+      },
+      () => {
+        this.logger?.warn({ init: file }, "no init binary: the workflow is its container's pid 1 (ignores SIGTERM without a handler, does not reap orphans); install tini");
+        return undefined;
+      },
+    );
+    return this.initInfo;
   }
 
   /**
@@ -168,6 +202,7 @@ export class OciRunner implements Runner {
     const containerId = containerIdFor(spec.instanceId);
     const cgroupRel = `${this.cgroupParent}/${containerId}`;
     const outbound = await this.outbound();
+    const init = await this.init();
     await this.clearStale(rt, layout, containerId, cgroupRel, outbound);
 
     const idMapping = this.idMapping();
@@ -197,10 +232,11 @@ export class OciRunner implements Runner {
         idMapping,
         coreSocketDir: spec.networkMode === "host" ? undefined : spec.coreSocketDir,
         seccomp: this.seccomp,
+        init,
       });
       await writeFileReplacing(path.join(spec.runDir, "config.json"), JSON.stringify(config));
       await unlink(pidFile).catch(ignoreEnoent);
-      logs = openLogs(spec.runDir, spec.logHeader);
+      logs = openLogs(spec.runDir, this.maxLogBytes, spec.logHeader);
     } catch (e) {
       if (pasta) await removeNetns(pasta, containerId, netnsIno);
       throw e;
@@ -310,6 +346,7 @@ export class OciRunner implements Runner {
     const layout = await this.cgroupLayout();
     const cgroupRel = `${this.cgroupParent}/${containerId}`;
     const abort = new AbortController();
+    const logs = adoptLogs(spec.runDir, this.maxLogBytes);
     let finished = false;
     const netnsIno = await netnsInodeOf(spec.pid);
     const exited = (async (): Promise<ExitInfo> => {
@@ -320,7 +357,9 @@ export class OciRunner implements Runner {
       const outbound = await this.outbound();
       // Only the namespace this process was in: a relaunch may already have made a new one.
       if (outbound.kind === "pasta" && netnsIno !== undefined) await removeNetns(outbound, containerId, netnsIno);
-      return { exitCode: null, signal: null, stderrTail: readStderrTailOfRunDir(spec.runDir), metrics };
+      const stderrTail = logs?.stderrTail() ?? "";
+      logs?.close();
+      return { exitCode: null, signal: null, stderrTail, metrics };
     })();
     const proc: RunningProcess = {
       kind: "oci",
@@ -339,6 +378,35 @@ export class OciRunner implements Runner {
       this.active.delete(proc);
     });
     return proc;
+  }
+
+  /**
+   * Containers of ours (ids made by `containerIdFor`) the runtime holds state for, whatever
+   * their status, with their bundle (run) directory: at startup the caller tells the ones no
+   * recorded run accounts for (the environment died between launch and record) from the rest.
+   */
+  async listContainers(): Promise<{ containerId: string; instanceId: string; bundle: string }[]> {
+    const rt = await this.runtime();
+    const r = await this.exec(rt, ["list", "--format", "json"]);
+    if (r.failed) throw new Error(`${rt.command} list failed: ${lastLine(r.stderr)}`);
+    const all = (JSON.parse(r.stdout || "null") ?? []) as { id: string; bundle?: string }[];
+    return all.flatMap(({ id, bundle }) => {
+      const instanceId = instanceIdOfContainer(id);
+      return instanceId === undefined || bundle === undefined ? [] : [{ containerId: id, instanceId, bundle }];
+    });
+  }
+
+  /** Kills and deletes a container nobody watches, with its cgroup and network namespace. */
+  async removeContainer(containerId: string): Promise<void> {
+    const rt = await this.runtime();
+    const layout = await this.cgroupLayout();
+    await this.exec(rt, ["kill", containerId, "KILL"]);
+    const r = await this.exec(rt, ["delete", "--force", containerId]);
+    if (r.failed && (await this.containerExists(rt, containerId))) throw new Error(`${rt.command} delete ${containerId} failed: ${lastLine(r.stderr)}`);
+    const left = await removeCgroup(layout, `${this.cgroupParent}/${containerId}`, [LEAF]);
+    if (left.length > 0) this.logger?.warn({ containerId, left }, "could not remove the cgroup of a removed container");
+    const outbound = await this.outbound();
+    if (outbound.kind === "pasta") await removeNetns(outbound, containerId);
   }
 
   detachAll(): void {
@@ -409,7 +477,7 @@ export class OciRunner implements Runner {
         env: {},
         hostname: "probe",
         cgroupsPath: `${cgroupRel}/${LEAF}`,
-        limits: { memoryBytes: 64 * 1024 * 1024, cpuQuotaUs: 100_000, cpuPeriodUs: 100_000, pidsLimit: 16, nofile: 64 },
+        limits: { memoryBytes: 64 * 1024 * 1024, cpuQuotaUs: 100_000, cpuPeriodUs: 100_000, pidsLimit: 16, nofile: 64, fileBytes: 1024 * 1024 },
         network: "new",
         idMapping: this.idMapping(),
         seccomp: this.seccomp,
@@ -428,7 +496,12 @@ export class OciRunner implements Runner {
   }
 
   private cgroupLayout(): Promise<CgroupLayout> {
-    this.cgroups ??= detectCgroupLayout();
+    this.cgroups ??= detectCgroupLayout().then(async (layout) => {
+      await limitParentCgroup(layout, this.cgroupParent, this.options.aggregateLimits ?? {}).catch((e: unknown) =>
+        this.logger?.warn({ err: e, cgroup: this.cgroupParent }, "could not set the aggregate limits of all containers"),
+      );
+      return layout;
+    });
     return this.cgroups;
   }
 
@@ -481,7 +554,7 @@ export class OciRunner implements Runner {
         if (e.code !== "EEXIST") complete = false;
       });
     }
-    for (const f of ["etc/hosts", "etc/resolv.conf"]) {
+    for (const f of ["etc/hosts", "etc/resolv.conf", INIT_IN_CONTAINER.slice(1)]) {
       await open(path.join(rootfs, f), constants.O_WRONLY | constants.O_CREAT | constants.O_NOFOLLOW, 0o644).then(
         (h) => h.close(),
         () => (complete = false),

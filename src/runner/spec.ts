@@ -25,6 +25,7 @@ export function validateSpec(spec: LaunchSpec): void {
     ["cpuPeriodUs", l.cpuPeriodUs, 1_000],
     ["pidsLimit", l.pidsLimit, 1],
     ["nofile", l.nofile, 16],
+    ["fileBytes", l.fileBytes, 1024 * 1024],
   ] as const) {
     if (!Number.isSafeInteger(value) || value < min) bad(`limit ${name} must be an integer >= ${min}, got ${value}`);
   }

@@ -23,6 +23,11 @@ export interface ResourceLimits {
   pidsLimit: number;
   /** RLIMIT_NOFILE (soft = hard). */
   nofile: number;
+  /**
+   * RLIMIT_FSIZE (soft = hard), bytes: the largest file the process may write (beyond: SIGXFSZ,
+   * which ends it, or EFBIG). Bounds what one run puts on the disk per file, its logs included.
+   */
+  fileBytes: number;
 }
 
 /** Defaults a caller may use when it has no configuration of its own. */
@@ -32,6 +37,7 @@ export const DEFAULT_LIMITS: Readonly<ResourceLimits> = Object.freeze({
   cpuPeriodUs: 100_000,
   pidsLimit: 512,
   nofile: 4096,
+  fileBytes: 1024 ** 3,
 });
 
 export interface LaunchSpec {
@@ -51,7 +57,8 @@ export interface LaunchSpec {
   imageProcess?: ImageProcess;
   /**
    * Absolute run directory (`DATA_DIR/runs/<tenant>/<instance>`), created by the caller.
-   * Holds `stdout.log` and `stderr.log` (appended to: a relaunch keeps earlier runs' output)
+   * Holds `stdout.log` and `stderr.log` (appended to: a relaunch keeps earlier runs' output;
+   * each capped by the runner's `maxLogBytes`)
    * and, for OCI, `config.json` and `init.pid`; mounted at `/data` in a container and the
    * working directory of a native process.
    */
@@ -118,8 +125,9 @@ export interface RunningProcess {
   readonly kind: RunnerKindName;
   readonly instanceId: string;
   /**
-   * Host pid of the workflow process: the native child, or the container's init (the static
-   * binary, pid 1 inside) as seen from the host. Together with `startTime` it identifies this
+   * Host pid of the workflow process: the native child, or the container's init (tini, or the
+   * workflow binary without one; pid 1 inside) as seen from the host; either lives exactly as
+   * long as the container. Together with `startTime` it identifies this
    * process after a restart of the environment (pids are reused; start times are not).
    * OCI edge case: a container process that exited before its start time could be read is
    * stood in for by the runtime process (runc), which lives until the container is deleted.

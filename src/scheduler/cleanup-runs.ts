@@ -1,9 +1,10 @@
 import type { Dirent } from "node:fs";
-import { lstat, readdir, rm, rmdir } from "node:fs/promises";
+import { lstat, readdir, rmdir } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import type { DatabasePool } from "slonik";
 import type { Logger } from "pino";
+import { removeDirViaTombstone } from "../data-dir.js";
 import { runDirsToKeep } from "./cleanup-queries.js";
 import { tryAcquireGate } from "./gate.js";
 import { MaintenanceLoop } from "./maintenance-loop.js";
@@ -129,7 +130,7 @@ export class RunDirCleanup {
           continue;
         }
         try {
-          await rm(path.join(tenantDir, instanceId), { recursive: true, force: true });
+          await removeDirViaTombstone(tenantDir, instanceId);
           result.removed++;
           removedHere++;
         } catch (e) {
@@ -169,10 +170,7 @@ export async function removeRunDir(runsRoot: string, tenantId: string, instanceI
   if (!isPlainName(tenantId) || !isPlainName(instanceId)) return false;
   const tenantDir = path.join(runsRoot, tenantId);
   if (!(await lstatIfExists(tenantDir))?.isDirectory()) return false;
-  const dir = path.join(tenantDir, instanceId);
-  if (!(await lstatIfExists(dir))?.isDirectory()) return false;
-  await rm(dir, { recursive: true, force: true });
-  return true;
+  return removeDirViaTombstone(tenantDir, instanceId);
 }
 
 async function readdirIfExists(dir: string): Promise<Dirent[]> {
