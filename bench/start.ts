@@ -25,9 +25,15 @@
  * blocked the loop (libuv fork()s the whole process, so it grows with RSS), and the latency
  * of a trivial RPC issued every BENCH_PROBE_INTERVAL_MS (50) during the phase.
  *
+ * With the OCI runner it also starts an OCI image archive (node and an SDK workflow that
+ * registers, runs one step and completes, see test/fixtures/oci-layout.ts) next to the
+ * static-binary OCI image, serially, both through StartInstance, and prints their p50 side by
+ * side (A B B A, like the pairs above).
+ *
  * Counts (env): BENCH_NATIVE_STARTS (c=16, default 480), BENCH_NATIVE_STARTS_SERIAL (c=1,
  * default 150), BENCH_OCI_STARTS (default 192), BENCH_OCI_STARTS_SERIAL (default 50),
- * BENCH_CONCURRENCY (default 16), BENCH_RUNNERS ("native,oci"), BENCH_WARMUP (per path, 8).
+ * BENCH_ARCHIVE_STARTS (default 30), BENCH_CONCURRENCY (default 16), BENCH_RUNNERS
+ * ("native,oci"), BENCH_WARMUP (per path, 8).
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -40,13 +46,24 @@ import pg from "pg";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
-import { RunnerType } from "../gen/runtara/environment/v1/environment_pb.js";
+import { ImageFormat, RunnerType } from "../gen/runtara/environment/v1/environment_pb.js";
 import { detectCgroupLayout, removeCgroup } from "../src/runner/cgroup.js";
 import { FALLBACK_ID_MAPPING } from "../src/runner/idmap.js";
 import { buildOciConfig, instanceIdOfContainer } from "../src/runner/oci-spec.js";
 import { OciRunner, type RuntimeInfo } from "../src/runner/oci.js";
 import { buildFixtures } from "../test/fixtures/build.js";
-import { environmentClient, insertInstance, tokenOf, isAlive, startEnvironment, stopTestPostgres, type TestEnvironment } from "../test/helpers.js";
+import { nodeWorkflowArchive } from "../test/fixtures/oci-layout.js";
+import {
+  chunksOf,
+  environmentClient,
+  insertInstance,
+  tokenOf,
+  isAlive,
+  startEnvironment,
+  stopTestPostgres,
+  uploadMessages,
+  type TestEnvironment,
+} from "../test/helpers.js";
 import { fmt, instrumentSpawn, MiB, type SpawnCall, perSec, printLatency, ratioLine, runConcurrent, summarize, targetLine } from "./lib.js";
 
 const num = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
@@ -197,7 +214,7 @@ async function checkCompleted(t: TestEnvironment, ids: string[]): Promise<void> 
 }
 
 /** StartInstance through the environment's API. */
-function apiPath(t: TestEnvironment, watch: RegisterWatch, imageId: string, label: string): StartPath {
+function apiPath(t: TestEnvironment, watch: RegisterWatch, imageId: string, label: string, startEnv: Record<string, string> = MODE): StartPath {
   const env = environmentClient(t.baseUrl);
   return {
     label,
@@ -207,7 +224,7 @@ function apiPath(t: TestEnvironment, watch: RegisterWatch, imageId: string, labe
       const t0 = performance.now();
       const rec: { launchedAt: number; registeredAt?: number } = { launchedAt: t0 };
       run.times.set(instanceId, rec);
-      const rpc = env.startInstance({ tenantId: TENANT, imageId, instanceId, env: MODE }).then(() => run.rpcMs.push(performance.now() - t0));
+      const rpc = env.startInstance({ tenantId: TENANT, imageId, instanceId, env: startEnv }).then(() => run.rpcMs.push(performance.now() - t0));
       const [at] = await Promise.all([registered, rpc]);
       rec.registeredAt = at;
       run.registeredMs.push(at - t0);
@@ -519,6 +536,31 @@ async function leftoverContainers(rt: RuntimeInfo | undefined): Promise<string[]
   return listed.stdout.split("\n").filter((l) => l.startsWith("runtara-") || l.startsWith("rtbench-"));
 }
 
+/** StartInstance -> Register of an OCI archive image (node + SDK) next to the static-binary OCI image. */
+async function measureArchive(t: TestEnvironment, watch: RegisterWatch, env: ReturnType<typeof environmentClient>, binary: Uint8Array): Promise<void> {
+  const count = num("BENCH_ARCHIVE_STARTS", 30);
+  const dir = await mkdtemp(path.join(tmpdir(), "runtara-bench-archive-"));
+  try {
+    const archive = await nodeWorkflowArchive(dir, { complete: "bench/workflows/complete.ts" });
+    const header = { tenantId: TENANT, name: "bench-start-archive", runnerType: RunnerType.OCI, format: ImageFormat.OCI_ARCHIVE, binarySize: BigInt(archive.byteLength) };
+    const t0 = performance.now();
+    const { imageId: archiveId } = await env.registerImageStream(uploadMessages(header, chunksOf(archive, 1024 * 1024)));
+    const registerMs = performance.now() - t0;
+    const { imageId: binaryId } = await env.registerImage({ tenantId: TENANT, name: "bench-start-archive-binary", binary, runnerType: RunnerType.OCI });
+    const archivePath = apiPath(t, watch, archiveId, "OCI archive (node + SDK)", { WORKFLOW: "complete" });
+    const binaryPath = apiPath(t, watch, binaryId, "OCI static binary");
+    const r = await measurePair(t, "oci archive vs binary", archivePath, binaryPath, count, 1);
+    const a = summarize(r.api.registeredMs);
+    const b = summarize(r.bare.registeredMs);
+    console.log(`\nOCI image archive (${fmt(archive.byteLength / MiB, 0)} MiB, registered and unpacked in ${fmt(registerMs / 1000, 1)} s), concurrency 1`);
+    printLatency("  archive: StartInstance -> registered", a, "", 40);
+    printLatency("  binary:  StartInstance -> registered", b, "", 40);
+    console.log(`  ${ratioLine("ratio p50 archive / binary", a.p50, b.p50)}`);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
 const fixtures = await buildFixtures();
 const rt = RUNNERS.includes("oci") ? await new OciRunner().runtime() : undefined;
 const t = await startEnvironment(rt ? { ociRuntime: rt.command } : {});
@@ -560,6 +602,7 @@ try {
       report(r, apiLabel, bare.label);
     }
   }
+  if (RUNNERS.includes("oci")) await measureArchive(t, watch, env, binary);
   console.log(`\nload average after: ${loadavg().map((l) => fmt(l)).join(" ")}`);
   console.log(`summary (p50 ratio target <= 1.5; native target >= 200 starts/s)`);
   for (const r of results) {

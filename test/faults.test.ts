@@ -249,9 +249,10 @@ describe("faults", () => {
     const outcomes = await Promise.all(
       Array.from({ length: 40 }, async (_, i) => {
         const imageId = await registerWorkflow(client, RunnerType.NATIVE, `race-${i}`);
+        // The delete goes 0-19 ms after the start, so under any load both orders happen.
         const [started, deleted] = await Promise.allSettled([
           client.startInstance({ tenantId: TENANT, imageId, env: { WORKFLOW_MODE: "hang" }, timeoutSeconds: 60n }),
-          client.deleteImage({ tenantId: TENANT, imageId }),
+          new Promise((r) => setTimeout(r, i % 20)).then(() => client.deleteImage({ tenantId: TENANT, imageId })),
         ]);
         return { started, deleted };
       }),

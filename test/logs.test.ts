@@ -63,6 +63,30 @@ describe("StreamInstanceLogs", () => {
     assert.equal(stderr.match(/--- runtara: run /g)?.length, 2, stderr);
   });
 
+  it("a log over the cap keeps its head and its tail", async () => {
+    const capped = await startEnvironment({ maxLogBytes: 1024 * 1024 });
+    try {
+      const c = environmentClient(capped.baseUrl);
+      // 3 MiB of numbered lines, then a last line; the cap is 1 MiB.
+      const script = '#!/bin/sh\ni=0; while [ $i -lt 40000 ]; do echo "line $i ................................................................"; i=$((i+1)); done; echo "the very end"\n';
+      const { imageId } = await c.registerImage({ tenantId: TENANT, name: "loud", binary: new TextEncoder().encode(script), runnerType: RunnerType.NATIVE });
+      const { instanceId } = await c.startInstance({ tenantId: TENANT, imageId });
+      let text = "";
+      const dec = new TextDecoder();
+      for await (const r of c.streamInstanceLogs({ tenantId: TENANT, instanceId, follow: true, tailBytes: 0n }, { timeoutMs: 60_000 })) {
+        if (r.stream === LogStream.STDOUT) text += dec.decode(r.data, { stream: true });
+      }
+      const whole = await readFile(path.join(capped.dataDir, "runs", TENANT, instanceId, "stdout.log"), "utf8");
+      assert.ok(Buffer.byteLength(whole) <= 1024 * 1024, `the log holds ${Buffer.byteLength(whole)} bytes`);
+      assert.match(whole, /^--- runtara: run .*\nline 0 \./, "the head is kept");
+      assert.match(whole, /middle was dropped/, "the cut is marked");
+      assert.match(whole, /line 39999 \.+\nthe very end\n$/, "the tail is kept");
+      assert.match(text, /the very end\n$/, "the follower saw the end");
+    } finally {
+      await capped.close();
+    }
+  });
+
   it("another tenant's instance is NOT_FOUND; a symlink planted as a log is not followed", async () => {
     const { instanceId } = await client.startInstance({ tenantId: TENANT, imageId: chatty });
     const first = (tenantId: string, tailBytes = 0n) => client.streamInstanceLogs({ tenantId, instanceId, follow: false, tailBytes })[Symbol.asyncIterator]().next();
