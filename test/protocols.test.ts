@@ -134,8 +134,8 @@ describe("Connect JSON over HTTP/1.1", () => {
     assert.match(bad.body.message, /image_id/);
 
     const binary = b64(patternBytes(10, 1));
-    assert.equal((await connectJson(t.baseUrl, "RegisterImage", { tenantId: "json", name: "twice", binary })).status, 200);
-    const dup = await connectJson(t.baseUrl, "RegisterImage", { tenantId: "json", name: "twice", binary });
+    assert.equal((await connectJson(t.baseUrl, "RegisterImage", { tenantId: "json", name: "twice", binary, tag: "v1" })).status, 200);
+    const dup = await connectJson(t.baseUrl, "RegisterImage", { tenantId: "json", name: "twice", binary, tag: "v1" });
     assert.equal(dup.status, 409);
     assert.equal(dup.body.code, "already_exists");
 
