@@ -37,7 +37,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { copyFile, mkdir, mkdtemp, open, readFile, rm, writeFile } from "node:fs/promises";
+import { chmod, copyFile, mkdir, mkdtemp, open, readFile, rm, writeFile } from "node:fs/promises";
 import { cpus, loadavg, tmpdir } from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -154,12 +154,15 @@ class Prober {
   start(): void {
     this.samples = [];
     this.running = true;
+    // A failed probe ends the loop quietly: the phase's own error is the one worth reporting.
     this.loop = (async () => {
       while (this.running) {
         this.samples.push(await this.once());
         await sleep(PROBE_MS);
       }
-    })();
+    })().catch(() => {
+      this.running = false;
+    });
   }
 
   async stop(): Promise<number[]> {
@@ -322,13 +325,15 @@ interface BareOci {
 /** A read-only rootfs holding only /binary (and the mount points), like an image bundle's. */
 async function prepareBareOci(rt: RuntimeInfo, binary: string): Promise<BareOci> {
   const dir = await mkdtemp(path.join(tmpdir(), "runtara-bench-bundle-"));
+  // Container root is an unprivileged host uid (user namespace): it must pass through.
+  await chmod(dir, 0o711);
   const rootfs = path.join(dir, "rootfs");
   for (const d of ["proc", "dev", "data", "tmp", "etc"]) await mkdir(path.join(rootfs, d), { recursive: true });
   for (const f of ["etc/hosts", "etc/resolv.conf"]) await (await open(path.join(rootfs, f), "w")).close();
   await copyFile(binary, path.join(rootfs, "binary"));
   await execa("chmod", ["0755", path.join(rootfs, "binary")]);
   const runsDir = path.join(dir, "runs");
-  await mkdir(runsDir);
+  await mkdir(runsDir, { mode: 0o711 });
   return { rt, rootfs, runsDir, containerIds: new Set() };
 }
 

@@ -32,7 +32,8 @@ function isTimestampText(text: string): boolean {
 export function decodePageToken(token: string, order: InstanceOrder): { key: string | null; id: string } {
   try {
     const t = JSON.parse(Buffer.from(token, "base64url").toString("utf8")) as { o?: unknown; k?: unknown; i?: unknown };
-    const keyOk = t.k === null || (typeof t.k === "string" && isTimestampText(t.k));
+    // Only finished_at can be null (an unfinished instance); created_at never is.
+    const keyOk = (t.k === null && order.startsWith("finished")) || (typeof t.k === "string" && isTimestampText(t.k));
     if (t.o === order && keyOk && typeof t.i === "string" && isValidId(t.i)) return { key: t.k as string | null, id: t.i };
   } catch {
     // fall through: any malformed token gets the same answer
