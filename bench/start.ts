@@ -33,7 +33,9 @@
  * Counts (env): BENCH_NATIVE_STARTS (c=16, default 480), BENCH_NATIVE_STARTS_SERIAL (c=1,
  * default 150), BENCH_OCI_STARTS (default 192), BENCH_OCI_STARTS_SERIAL (default 50),
  * BENCH_ARCHIVE_STARTS (default 30), BENCH_CONCURRENCY (default 16), BENCH_RUNNERS
- * ("native,oci"), BENCH_WARMUP (per path, 8).
+ * ("native,oci"), BENCH_WARMUP (per path, 8). BENCH_NETWORK sets the environment's
+ * container network (default isolated: a pasta network namespace per start, which the bare
+ * runc baseline on the host network does not pay; `none` compares like with like).
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -568,7 +570,8 @@ async function measureArchive(t: TestEnvironment, watch: RegisterWatch, env: Ret
 
 const fixtures = await buildFixtures();
 const rt = RUNNERS.includes("oci") ? await new OciRunner().runtime() : undefined;
-const t = await startEnvironment(rt ? { ociRuntime: rt.command } : {});
+const NETWORK = process.env.BENCH_NETWORK as "isolated" | "none" | "host" | undefined;
+const t = await startEnvironment({ ...(rt ? { ociRuntime: rt.command } : {}), ...(NETWORK ? { networkMode: NETWORK } : {}) });
 const children = new Set<ChildProcess>();
 const prober = new Prober(t.baseUrl);
 let oci: BareOci | undefined;
