@@ -271,7 +271,7 @@ export class Environment {
         images: deps.images,
         instances: deps.instances,
         signals: deps.signals,
-        logs: new RunLogReader(deps.db, o.dataDir),
+        logs: new RunLogReader(deps.db, o.dataDir, o.maxLogBytes),
         defaults: { executionTimeoutSecs: o.executionTimeoutSecs, maxPayloadBytes: o.maxPayloadBytes },
         probes: {
           version: VERSION,

@@ -5,6 +5,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { DatabasePool } from "slonik";
 import { NotFound } from "../errors.js";
 import { isTerminal, transitions } from "../lifecycle/index.js";
+import { MARKER_MAX_BYTES, markerOffset, offsetAfterCap } from "../runner/log-cap.js";
 import * as repo from "./repository.js";
 
 export type LogStreamName = "stdout" | "stderr";
@@ -43,12 +44,14 @@ interface OpenLog {
  * (every run appends, after a marker line). The run directory is the workflow's `/data`, so
  * a log is opened only as a regular file the environment owns, never through a symlink or
  * into a FIFO the workflow may have planted there. A log capped in place (its middle
- * dropped) shrinks under a follower, which then continues from the new end.
+ * dropped, `maxLogBytes` as the runners cap it) shrinks under a follower, which then
+ * continues where its next byte moved to (the marker says how far).
  */
 export class RunLogReader {
   constructor(
     private readonly db: DatabasePool,
     private readonly dataDir: string,
+    private readonly maxLogBytes: number,
   ) {}
 
   async *read(req: LogRequest): AsyncGenerator<LogChunk> {
@@ -61,7 +64,7 @@ export class RunLogReader {
         const settled = req.follow ? await this.settled(req.instanceId) : true;
         let readAny = false;
         for (const log of logs) {
-          for await (const data of drain(log)) {
+          for await (const data of drain(log, this.maxLogBytes)) {
             readAny = true;
             yield { stream: log.name, data };
           }
@@ -81,7 +84,7 @@ export class RunLogReader {
 }
 
 /** What has been appended to the log since the last read. */
-async function* drain(log: OpenLog): AsyncGenerator<Uint8Array> {
+async function* drain(log: OpenLog, maxLogBytes: number): AsyncGenerator<Uint8Array> {
   log.handle ??= await openOwnRegularFile(log.file);
   if (log.handle === undefined) return;
   const size = (await log.handle.stat()).size;
@@ -89,7 +92,7 @@ async function* drain(log: OpenLog): AsyncGenerator<Uint8Array> {
     log.offset = Math.max(0, size - log.tail);
     log.tail = 0;
   }
-  if (size < log.offset) log.offset = size; // capped in place meanwhile
+  if (size < log.offset) log.offset = await offsetInCapped(log.handle, log.offset, size, maxLogBytes);
   while (log.offset < size) {
     const buffer = Buffer.alloc(Math.min(CHUNK_BYTES, size - log.offset));
     const { bytesRead } = await log.handle.read(buffer, 0, buffer.length, log.offset);
@@ -97,6 +100,13 @@ async function* drain(log: OpenLog): AsyncGenerator<Uint8Array> {
     log.offset += bytesRead;
     yield buffer.subarray(0, bytesRead);
   }
+}
+
+/** Where a follower at `offset` continues in a log capped meanwhile (at its end when no marker is found). */
+async function offsetInCapped(handle: FileHandle, offset: number, size: number, maxLogBytes: number): Promise<number> {
+  const at = Buffer.alloc(MARKER_MAX_BYTES);
+  const { bytesRead } = await handle.read(at, 0, at.length, markerOffset(maxLogBytes));
+  return Math.min(size, offsetAfterCap(offset, maxLogBytes, at.subarray(0, bytesRead)) ?? size);
 }
 
 async function openOwnRegularFile(file: string): Promise<FileHandle | undefined> {
