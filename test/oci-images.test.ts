@@ -4,12 +4,12 @@
  * upload, verified, unpacked and run under real runc; bad archives leave nothing behind.
  */
 import assert from "node:assert/strict";
-import { appendFile, mkdtemp, readFile, rm, stat, truncate, writeFile } from "node:fs/promises";
+import { appendFile, chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, truncate, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { gzipSync } from "node:zlib";
 import { after, before, describe, it } from "node:test";
-import { Code } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { InstanceStatus } from "../gen/runtara/core/v1/types_pb.js";
 import { ImageFormat, RunnerType } from "../gen/runtara/environment/v1/environment_pb.js";
 import { hostArchitecture } from "../src/images/oci-archive.js";
@@ -120,6 +120,64 @@ describe("OCI image archives", { skip }, () => {
     const asUser = await runToEnd(user!.imageId);
     assert.equal(asUser.status, InstanceStatus.COMPLETED, `${asUser.error} ${asUser.stderr}`);
     assert.equal(output(asUser).uid, 1000);
+  });
+
+  it("an image cannot reach the host: symlinked etc and run, setuid files, device nodes and FIFOs are defused", async () => {
+    const hostTarget = path.join(dir, "host-target");
+    const hostile = await buildLayout(
+      path.join(dir, "hostile"),
+      [
+        {
+          files: { "bin/busybox": { from: "/bin/busybox" }, "bin/wf": { from: workflow }, "bin/suid": { from: "/bin/busybox" } },
+          symlinks: { "bin/sh": "busybox", etc: hostTarget, run: `${hostTarget}-run` },
+          shape: async (rootfs) => {
+            await chmod(path.join(rootfs, "bin/suid"), 0o6755);
+            await mkdir(path.join(rootfs, "devs"));
+            await run("mknod", [path.join(rootfs, "devs/null"), "c", "1", "3"]);
+            await run("mknod", [path.join(rootfs, "devs/disk"), "b", "8", "0"]);
+            await run("mkfifo", [path.join(rootfs, "devs/fifo")]);
+          },
+        },
+      ],
+      ["--config.entrypoint=/bin/wf", "--config.env=WORKFLOW_MODE=probe", "--config.env=PROBE_PATHS=/bin/suid"],
+    );
+    const { image } = await register(await archiveOf(hostile, path.join(dir, "hostile.tar")), "hostile");
+    const bundle = path.join(t.dataDir, "images", image!.imageId, "bundle");
+    assert.equal((await stat(bundle)).mode & 0o777, 0o710, "host users other than root cannot enter the bundle");
+    assert.equal((await stat(path.join(bundle, "rootfs/bin/suid"))).mode & 0o7777, 0o755, "setuid and setgid cleared");
+    assert.deepEqual(await readdir(path.join(bundle, "rootfs/devs")), [], "device nodes and the FIFO removed");
+    // The runtime may refuse such a root (FAILED launch_failed) or run it; either way the host is untouched.
+    const outcome = await runToEnd(image!.imageId).then(
+      (done) => InstanceStatus[done.status],
+      (e: unknown) => (ConnectError.from(e).code === Code.FailedPrecondition ? "launch refused" : Promise.reject(e)),
+    );
+    assert.ok(["COMPLETED", "FAILED", "launch refused"].includes(outcome), outcome);
+    for (const p of [hostTarget, `${hostTarget}-run`]) {
+      await assert.rejects(stat(p), { code: "ENOENT" }, `${p} was created on the host through the image's symlink`);
+    }
+  });
+
+  it("a layer that unpacks past the image cap is refused before it is unpacked (a layer gzip bomb)", async () => {
+    const capped = await startEnvironment({ maxImageBytes: 32 * 1024 * 1024 });
+    try {
+      const bomb = await buildLayout(
+        path.join(dir, "bomb"),
+        [{ files: { "bin/wf": { from: workflow } }, shape: (rootfs) => writeFile(path.join(rootfs, "zeros"), Buffer.alloc(96 * 1024 * 1024)) }],
+        ["--config.entrypoint=/bin/wf"],
+      );
+      const bytes = await archiveOf(bomb, path.join(dir, "bomb.tar"));
+      assert.ok(bytes.byteLength < 8 * 1024 * 1024, `the archive is ${bytes.byteLength} bytes`);
+      const c = environmentClient(capped.baseUrl);
+      await rejectsWithCode(
+        c.registerImageStream(uploadMessages({ tenantId: TENANT, name: "bomb", runnerType: RunnerType.OCI, format: ImageFormat.OCI_ARCHIVE, binarySize: BigInt(bytes.byteLength) }, chunksOf(bytes, 256 * 1024))),
+        Code.InvalidArgument,
+        "binary",
+        "unpack to more than",
+      );
+      assert.deepEqual(await imageTree(capped.dataDir), emptyImageTree(capped), "nothing left of the refused upload");
+    } finally {
+      await capped.close();
+    }
   });
 
   it("a corrupted blob, a truncated archive, another architecture, a non-archive and a NATIVE runner are refused, leaving nothing", async () => {

@@ -17,7 +17,8 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
-import { Code, createClient, type Interceptor } from "@connectrpc/connect";
+import { gzipSync } from "node:zlib";
+import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { pino } from "pino";
 import { CoreService } from "../gen/runtara/core/v1/core_pb.js";
@@ -26,6 +27,7 @@ import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { EnvironmentService, RunnerType } from "../gen/runtara/environment/v1/environment_pb.js";
 import { compileOptions } from "../src/config.js";
 import { ApiKeys } from "../src/server/api-keys.js";
+import { healthService } from "../src/server/health.js";
 import { buildFixtures } from "./fixtures/build.js";
 import {
   environmentClient,
@@ -61,6 +63,20 @@ async function keysFile(dir: string, lines: string): Promise<string> {
   return file;
 }
 
+/** Writes `request` raw to a socket and resolves with everything read until the server closes (or 5 s). */
+function rawExchange(target: net.NetConnectOpts, request: string): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = net.connect(target);
+    let answer = "";
+    const done = () => resolve(answer);
+    socket.setTimeout(5_000, () => socket.destroy());
+    socket.on("connect", () => socket.write(request));
+    socket.on("data", (d) => (answer += d.toString("latin1")));
+    socket.on("close", done);
+    socket.on("error", done);
+  });
+}
+
 /** Resident memory of a process, bytes. */
 async function rssOf(pid: number): Promise<number> {
   const status = await readFile(`/proc/${pid}/status`, "utf8");
@@ -68,13 +84,13 @@ async function rssOf(pid: number): Promise<number> {
 }
 
 /** Sends `size` bytes as a Connect JSON body over HTTP/1.1 without a key; resolves with the status (or the error). */
-function unauthenticatedUpload(port: number, size: number, chunk: Buffer): Promise<number | string> {
+function unauthenticatedUpload(port: number, size: number, chunk: Buffer, rpcPath = "/runtara.environment.v1.EnvironmentService/RegisterImage"): Promise<number | string> {
   return new Promise((resolve) => {
     const req = http.request({
       host: "127.0.0.1",
       port,
       method: "POST",
-      path: "/runtara.environment.v1.EnvironmentService/RegisterImage",
+      path: rpcPath,
       headers: { "content-type": "application/json", "content-length": size },
       agent: false,
     });
@@ -141,6 +157,15 @@ describe("listening and authentication (C1, L7)", () => {
       await assert.rejects(ApiKeys.load(file, pino({ level: "silent" })), /RUNTARA_API_KEYS_FILE: .*\(mode 644\); chmod 600/);
       await chmod(file, 0o640);
       await assert.rejects(ApiKeys.load(file, pino({ level: "silent" })), /mode 640/);
+      // The server refuses it at start like any invalid configuration: exit 2, naming the variable.
+      const refused = spawnSync(process.execPath, ["--import", "tsx", "src/cli/environment.ts"], {
+        cwd: root,
+        env: { PATH: process.env.PATH, HOME: process.env.HOME, RUNTARA_DATABASE_URL: "postgres://127.0.0.1:1/none", RUNTARA_API_KEYS_FILE: file, DATA_DIR: path.join(dir, "data") },
+        encoding: "utf8",
+        timeout: 30_000,
+      });
+      assert.equal(refused.status, 2, refused.stderr);
+      assert.match(refused.stderr, /invalid configuration: RUNTARA_API_KEYS_FILE: .*mode 640/);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
@@ -150,6 +175,7 @@ describe("listening and authentication (C1, L7)", () => {
     let dir: string;
     let file: string;
     let port: number;
+    let corePort: number;
     let cli: ReturnType<typeof startCli>;
     let db: Awaited<ReturnType<typeof freshDatabase>>;
     const client = (key?: string) =>
@@ -160,11 +186,12 @@ describe("listening and authentication (C1, L7)", () => {
       file = await keysFile(dir, `${TENANT} ${KEY}\n`);
       db = await freshDatabase();
       port = await freePort();
+      corePort = await freePort();
       cli = startCli({
         RUNTARA_DATABASE_URL: db.url,
         DATA_DIR: path.join(dir, "data"),
         RUNTARA_ENV_HTTP_PORT: String(port),
-        RUNTARA_CORE_ADDR: `127.0.0.1:${await freePort()}`,
+        RUNTARA_CORE_ADDR: `127.0.0.1:${corePort}`,
         RUNTARA_API_KEYS_FILE: file,
       });
       await cli.waitFor("environment listening");
@@ -200,6 +227,80 @@ describe("listening and authentication (C1, L7)", () => {
       }
       await rejectsWithCode(client().listImages({ tenantId: TENANT }), Code.Unauthenticated, "missing API key");
       assert.equal((await client(KEY).listImages({ tenantId: TENANT })).totalCount, 0n, "a keyed client is served afterwards");
+    });
+
+    it("no Host, or one no URL can hold, is answered 400 on 8002, core and the core socket; the server lives on", async () => {
+      const paths = ["/grpc.health.v1.Health/Check", "/runtara.environment.v1.EnvironmentService/HealthCheck", "/runtara.core.v1.InstanceService/Register"];
+      const targets: net.NetConnectOpts[] = [{ port }, { port: corePort }, { path: path.join(dir, "data", "sockets", "core.sock") }];
+      for (const target of targets) {
+        for (const request of [
+          (p: string) => `POST ${p} HTTP/1.0\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}`,
+          (p: string) => `POST ${p} HTTP/1.1\r\nhost: x:99999\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}`,
+          (p: string) => `POST ${p} HTTP/1.1\r\nhost: localhost:99999\r\ncontent-type: application/grpc\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`,
+        ]) {
+          for (const p of paths) {
+            const answer = await rawExchange(target, request(p));
+            assert.match(answer, /^HTTP\/1\.[01] (400|200) /, `${JSON.stringify(target)} ${request(p).split("\r\n")[0]}: ${answer.slice(0, 200)}`);
+            assert.match(answer, /invalid_argument|grpc-status: 3/, answer.slice(0, 400));
+          }
+        }
+      }
+      // HTTP/2 with an :authority no URL can hold, on both ports.
+      for (const p of [port, corePort]) {
+        const session = http2.connect(`http://127.0.0.1:${p}`);
+        try {
+          const status = await new Promise<number>((resolve, reject) => {
+            const stream = session.request({ ":method": "POST", ":path": paths[0], ":authority": "x:99999", "content-type": "application/json" });
+            stream.on("response", (h) => resolve(Number(h[":status"])));
+            stream.on("error", reject);
+            stream.end("{}");
+          });
+          assert.equal(status, 400);
+        } finally {
+          session.close();
+        }
+      }
+      assert.equal(cli.child.exitCode, null, "the server is still running");
+      assert.equal((await client(KEY).healthCheck({})).healthy, true);
+    });
+
+    it("methods open without a key read at most 64 KiB: a large or gzip-bomb body is refused at its first frame", async (t) => {
+      const before = await rssOf(cli.child.pid!);
+      const health = createClient(Health, createGrpcTransport({ baseUrl: `http://127.0.0.1:${port}` }));
+      await rejectsWithCode(health.check({ service: "x".repeat(100_000) }), Code.ResourceExhausted);
+      // 30 × 60 MiB declared Connect bodies to the open HealthCheck and grpc.health.
+      const chunk = Buffer.alloc(1024 * 1024, 0x20);
+      const answers = await Promise.all(
+        Array.from({ length: 30 }, (_, i) =>
+          unauthenticatedUpload(port, 60 * 1024 * 1024, chunk, i % 2 ? "/grpc.health.v1.Health/Check" : "/runtara.environment.v1.EnvironmentService/HealthCheck"),
+        ),
+      );
+      for (const a of answers) assert.ok(a === 429 || a === "EPIPE" || a === "ECONNRESET", `answer ${a}`);
+      // A 64 MiB gzip bomb (64 KiB compressed) to grpc.health over gRPC.
+      const bomb = gzipSync(Buffer.alloc(64 * 1024 * 1024));
+      const frame = Buffer.alloc(5);
+      frame.writeUInt8(1, 0);
+      frame.writeUInt32BE(bomb.length, 1);
+      const session = http2.connect(`http://127.0.0.1:${port}`);
+      try {
+        const grpcStatus = await new Promise<string>((resolve, reject) => {
+          const stream = session.request({ ":method": "POST", ":path": "/grpc.health.v1.Health/Check", "content-type": "application/grpc", "grpc-encoding": "gzip", te: "trailers" });
+          let status = "";
+          stream.on("response", (h) => (status = String(h["grpc-status"] ?? "")));
+          stream.on("trailers", (h) => (status = String(h["grpc-status"] ?? status)));
+          stream.on("close", () => resolve(status));
+          stream.on("error", reject);
+          stream.resume();
+          stream.end(Buffer.concat([frame, bomb]));
+        });
+        assert.equal(grpcStatus, String(Code.ResourceExhausted));
+      } finally {
+        session.close();
+      }
+      const grown = (await rssOf(cli.child.pid!)) - before;
+      t.diagnostic(`server RSS grew ${(grown / 1048576).toFixed(1)} MiB over 30 open-method 60 MiB bodies and a 64 MiB gzip bomb`);
+      assert.ok(grown < 64 * 1024 * 1024, `server RSS grew ${(grown / 1048576).toFixed(1)} MiB`);
+      assert.equal((await health.check({})).status, 1, "health is served afterwards");
     });
 
     it("every protocol gets its own form of UNAUTHENTICATED before the body is read", async () => {
@@ -346,6 +447,22 @@ describe("without API keys on loopback: Host allowlist (M8), CORS (L4), limits (
     abort.abort();
     await watching;
     assert.deepEqual(seen, [1], "one SERVING, and the stream was still open after 2.5 s");
+  });
+
+  it("health watches open at once are capped (anyone may open one): past the cap RESOURCE_EXHAUSTED, freed ones count again", async () => {
+    const service = healthService([], async () => true, 2);
+    const abort = new AbortController();
+    const ctx = { signal: abort.signal } as Parameters<NonNullable<typeof service.watch>>[1];
+    const open = () => service.watch!({ service: "" } as never, ctx)[Symbol.asyncIterator]();
+    const [a, b] = [open(), open()];
+    assert.equal((await a.next()).value.status, 1);
+    assert.equal((await b.next()).value.status, 1);
+    await assert.rejects(open().next(), (e: unknown) => ConnectError.from(e).code === Code.ResourceExhausted);
+    await a.return!(undefined);
+    const c = open();
+    assert.equal((await c.next()).value.status, 1, "a closed watch frees its place");
+    abort.abort();
+    await Promise.all([b.return!(undefined), c.return!(undefined)]);
   });
 
   it("health probes are shared: 300 Health/Watch streams hold no more database connections than the pool", async () => {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { InstanceStatus, TerminationReason } from "../gen/runtara/core/v1/types_pb.js";
@@ -10,6 +10,7 @@ import {
   freePort,
   freshDatabase,
   isAlive as alive,
+  ociSkip,
   startCli,
   startEnvironment,
   stopTestPostgres,
@@ -18,9 +19,11 @@ import {
   type TestDatabase,
 } from "./helpers.js";
 import { tmpdir } from "node:os";
+import { execa } from "execa";
 import pg from "pg";
 
 const TENANT = "tenant-sup";
+const ociSkipReason = await ociSkip();
 
 
 
@@ -124,6 +127,30 @@ describe("supervision", () => {
         for (const id of running) assert.equal(counts[id], 1, "a running instance was not started again");
         assert.equal(counts[sleeping], 2, "the sleeper ran once before and once after its wake");
         await waitFor(async () => (await pool.query(`SELECT 1 FROM running_processes`)).rowCount === 0, 10_000);
+      } finally {
+        await pool.end();
+      }
+    });
+
+    it("a container that ended while the environment was down leaves no network namespace or pasta behind", { skip: ociSkipReason }, async () => {
+      const first = await launch();
+      const env = environmentClient(`http://127.0.0.1:${port}`);
+      const binary = await readFile((await buildFixtures()).workflow);
+      const { imageId } = await env.registerImage({ tenantId: TENANT, name: "wf-oci", binary, runnerType: RunnerType.OCI });
+      const { instanceId } = await env.startInstance({ tenantId: TENANT, imageId, env: { WORKFLOW_MODE: "slow", SLOW_MS: "1500" } });
+      const netns = `/run/netns/runtara-${instanceId}`;
+      const pool = new pg.Pool({ connectionString: db.url, max: 1 });
+      try {
+        await waitFor(async () => (await pool.query(`SELECT 1 FROM running_processes WHERE instance_id = $1`, [instanceId])).rows.length === 1);
+        const { pid } = (await pool.query(`SELECT pid FROM running_processes WHERE instance_id = $1`, [instanceId])).rows[0] as { pid: number };
+        assert.ok(await stat(netns), "an isolated container has its own namespace");
+        first.child.kill("SIGKILL");
+        await first.exited;
+        // The workflow cannot reach core now; it gives up and its container ends, unwatched.
+        await waitFor(async () => !alive(pid), 60_000);
+        await launch();
+        await waitFor(async () => (await stat(netns).catch(() => null)) === null, 15_000);
+        await waitFor(async () => !(await execa("pgrep", ["-f", `netns/runtara-${instanceId}`], { reject: false })).stdout.trim(), 10_000);
       } finally {
         await pool.end();
       }

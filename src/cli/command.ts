@@ -27,17 +27,22 @@ export async function runCommand(
     }
     throw e;
   }
-  await runUntilSignalled(target, target.logger);
+  await runUntilSignalled(name, target, target.logger);
 }
 
 /**
  * Starts `target` and stops it on SIGINT/SIGTERM: the first signal stops gracefully, a second
  * one exits at once; SIGHUP reloads. The only place that installs signal handlers or calls process.exit.
  */
-async function runUntilSignalled(target: Runnable, logger: Logger): Promise<void> {
+async function runUntilSignalled(name: string, target: Runnable, logger: Logger): Promise<void> {
   try {
     await target.start();
   } catch (e) {
+    // Configuration read at start (the API keys file, TLS files) exits 2 like the variables do.
+    if (e instanceof ConfigError) {
+      process.stderr.write(`${name}: invalid configuration: ${e.message}\n`);
+      process.exit(2);
+    }
     logger.fatal({ err: e }, "startup failed");
     process.exitCode = 1;
     return;

@@ -3,13 +3,12 @@ import type { Logger } from "pino";
 import type { DatabasePool } from "slonik";
 import { CoreService } from "../../gen/runtara/core/v1/core_pb.js";
 import { InstanceService } from "../../gen/runtara/core/v1/instance_pb.js";
-import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import { ChannelHub, type Listener } from "../db/index.js";
 import { coreHandlers } from "../server/core-handlers.js";
-import { healthService, sharedProbe } from "../server/health.js";
+import { sharedProbe } from "../server/health.js";
 import type { OnePortServer } from "../server/http.js";
 import { instanceHandlers } from "../server/instance-handlers.js";
-import { registerReflection } from "../server/reflection.js";
+import { registerOpenServices } from "../server/open-services.js";
 import { serve } from "../server/serve.js";
 import { clientCertGate } from "../server/gates.js";
 import { loadTlsMaterial } from "../server/tls.js";
@@ -70,8 +69,7 @@ export class CoreRuntime {
       routes: (router) => {
         router.service(InstanceService, instanceHandlers(instances, this.tokens));
         router.service(CoreService, coreHandlers(management, this.tokens, { version: VERSION, startedAtMs: Date.now(), database }));
-        router.service(Health, healthService([InstanceService.typeName, CoreService.typeName], database));
-        registerReflection(router, [InstanceService, CoreService, Health]);
+        registerOpenServices(router, [InstanceService, CoreService], database);
       },
       port: this.options.corePort,
       host: this.options.coreHost,

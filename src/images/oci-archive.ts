@@ -15,6 +15,14 @@ export const LAYOUT_REF = "runtara";
 const MAX_JSON_BYTES = 4 * 1024 * 1024;
 /** Entries an archive may hold (blobs, directories, anything skipped). */
 const MAX_ENTRIES = 100_000;
+/**
+ * A gzip-compressed archive may expand to at most this many times its size (and never past
+ * the image cap): real archives hold compressed layers and barely shrink in gzip, while a
+ * bomb of zeros would otherwise fill the disk up to the cap from a few MiB of upload.
+ */
+const MAX_ARCHIVE_EXPANSION = 32;
+/** ...but a small archive may always expand this far. */
+const MIN_EXPANSION_BUDGET = 64n * 1024n * 1024n;
 const BLOB = /^blobs\/sha256\/([0-9a-f]{64})$/;
 const MEDIA_INDEX = new Set(["application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"]);
 
@@ -67,15 +75,18 @@ export function hostArchitecture(): string {
  * `layoutDir` without trusting it: only `oci-layout`, `index.json` and `blobs/sha256/<hex>`
  * regular files are written (nothing else, so no link or path in the archive can reach
  * outside), every blob is hashed as it is written and must match its name, and at most
- * `maxBytes` are written in all (a gzip bomb stops there). Then the manifest for this host's
- * platform is chosen, its config and layers checked present with their declared sizes, and
- * `index.json` rewritten to name only it, tagged LAYOUT_REF, for the unpacker.
+ * `maxBytes` are written in all (less for a gzip-compressed archive: MAX_ARCHIVE_EXPANSION;
+ * a gzip bomb stops there). Then the manifest for this host's platform is chosen, its config
+ * and layers checked present with their declared sizes and their unpacked size within the
+ * same budget, and `index.json` rewritten to name only it, tagged LAYOUT_REF, for the unpacker.
  */
 export async function readOciArchive(archive: string, layoutDir: string, maxBytes: bigint): Promise<ArchiveLayout> {
   await mkdir(path.join(layoutDir, "blobs", "sha256"), { recursive: true });
   const head = await readHead(archive);
   const source = createReadStream(archive);
-  const tarStream: Readable = head[0] === 0x1f && head[1] === 0x8b ? source.pipe(createGunzip()) : source;
+  const gzipped = isGzip(head);
+  const tarStream: Readable = gzipped ? source.pipe(createGunzip()) : source;
+  const budget = gzipped ? min(maxBytes, max(MIN_EXPANSION_BUDGET, BigInt((await stat(archive)).size) * BigInt(MAX_ARCHIVE_EXPANSION))) : maxBytes;
   const entries = extract();
   tarStream.on("error", (e) => entries.destroy(e));
   tarStream.pipe(entries);
@@ -94,7 +105,7 @@ export async function readOciArchive(archive: string, layoutDir: string, maxByte
         if (name === "index.json") index = bytes;
         else ociLayout = bytes;
       } else if (blob) {
-        written += await writeBlob(entry, path.join(layoutDir, "blobs", "sha256", blob[1]!), blob[1]!, maxBytes - written);
+        written += await writeBlob(entry, path.join(layoutDir, "blobs", "sha256", blob[1]!), blob[1]!, budget - written);
       } else {
         entry.resume(); // directories, links, Docker's manifest.json and anything else: not used
         await new Promise<void>((resolve, reject) => entry.once("end", resolve).once("error", reject));
@@ -111,7 +122,8 @@ export async function readOciArchive(archive: string, layoutDir: string, maxByte
   const version = parseJson<{ imageLayoutVersion?: unknown }>(ociLayout, "oci-layout").imageLayoutVersion;
   if (typeof version !== "string" || !version.startsWith("1.")) throw new InvalidArgument("binary", `OCI archive has image layout version ${String(version)}; 1.x is supported`);
   await writeFile(path.join(layoutDir, "oci-layout"), JSON.stringify({ imageLayoutVersion: version }));
-  const chosen = await chooseManifest(layoutDir, parseJson<{ manifests?: unknown }>(index, "index.json"));
+  const { manifest: chosen, layers } = await chooseManifest(layoutDir, parseJson<{ manifests?: unknown }>(index, "index.json"));
+  await checkUnpackedSize(layoutDir, layers, budget);
   await writeFile(
     path.join(layoutDir, "index.json"),
     JSON.stringify({ schemaVersion: 2, manifests: [{ ...chosen, annotations: { "org.opencontainers.image.ref.name": LAYOUT_REF } }] }),
@@ -119,11 +131,48 @@ export async function readOciArchive(archive: string, layoutDir: string, maxByte
   return { manifestDigest: chosen.digest };
 }
 
+const isGzip = (head: Buffer) => head[0] === 0x1f && head[1] === 0x8b;
+const isZstd = (head: Buffer) => head.readUInt32LE(0) === 0xfd2fb528;
+const min = (a: bigint, b: bigint) => (a < b ? a : b);
+const max = (a: bigint, b: bigint) => (a > b ? a : b);
+
+/**
+ * The layers' tars together hold at most `maxBytes` (what umoci would write into the root
+ * filesystem), counted by decompressing each gzip layer without writing it: a layer bomb is
+ * refused before the unpacker starts. zstd layers are refused, as Node 20 cannot count them.
+ */
+async function checkUnpackedSize(layoutDir: string, layers: readonly Descriptor[], maxBytes: bigint): Promise<void> {
+  let total = 0n;
+  const tooBig = () => new InvalidArgument("binary", `the image's layers unpack to more than ${maxBytes} bytes (RUNTARA_MAX_IMAGE_BYTES, or ${MAX_ARCHIVE_EXPANSION}× a gzip-compressed archive)`);
+  for (const layer of layers) {
+    const file = blobFile(layoutDir, layer);
+    const head = await readHead(file);
+    if (isZstd(head)) throw new InvalidArgument("binary", `layer ${layer.digest} is zstd-compressed; push the image with gzip layers`);
+    if (!isGzip(head)) {
+      total += BigInt(layer.size);
+      if (total > maxBytes) throw tooBig();
+      continue;
+    }
+    const source = createReadStream(file);
+    try {
+      for await (const chunk of source.pipe(createGunzip())) {
+        total += BigInt((chunk as Buffer).length);
+        if (total > maxBytes) throw tooBig();
+      }
+    } catch (e) {
+      if (e instanceof InvalidArgument) throw e;
+      throw new InvalidArgument("binary", `layer ${layer.digest} is not a readable gzip stream: ${(e as Error).message}`);
+    } finally {
+      source.destroy();
+    }
+  }
+}
+
 async function readHead(file: string): Promise<Buffer> {
   const handle = await open(file, "r");
   try {
-    const head = Buffer.alloc(2);
-    await handle.read(head, 0, 2, 0);
+    const head = Buffer.alloc(4);
+    await handle.read(head, 0, 4, 0);
     return head;
   } finally {
     await handle.close();
@@ -206,7 +255,7 @@ async function jsonBlob<T>(layoutDir: string, d: Descriptor, what: string): Prom
  * two levels), preferring the platform a descriptor declares, and always confirmed by the
  * image config's own os/architecture.
  */
-async function chooseManifest(layoutDir: string, index: { manifests?: unknown }, depth = 0): Promise<Descriptor> {
+async function chooseManifest(layoutDir: string, index: { manifests?: unknown }, depth = 0): Promise<{ manifest: Descriptor; layers: Descriptor[] }> {
   const arch = hostArchitecture();
   const candidates = descriptorsOf(index.manifests, "index");
   const fitting = candidates.filter((d) => d.platform === undefined || (d.platform.os === "linux" && d.platform.architecture === arch));
@@ -222,7 +271,7 @@ async function chooseManifest(layoutDir: string, index: { manifests?: unknown },
     if (platform.os === "linux" && platform.architecture === arch) {
       const layers = Array.isArray(doc.layers) && doc.layers.length > 0 ? descriptorsOf(doc.layers, `manifest ${d.digest} layers`) : [];
       for (const layer of layers) await checkBlob(layoutDir, layer, "layer");
-      return { mediaType: d.mediaType ?? doc.mediaType ?? "application/vnd.oci.image.manifest.v1+json", digest: d.digest, size: d.size };
+      return { manifest: { mediaType: d.mediaType ?? doc.mediaType ?? "application/vnd.oci.image.manifest.v1+json", digest: d.digest, size: d.size }, layers };
     }
     seen.push(`${platform.os ?? "?"}/${platform.architecture ?? "?"}`);
   }

@@ -1,4 +1,4 @@
-import { chmod, readFile, rm } from "node:fs/promises";
+import { chmod, chown, lstat, readdir, readFile, rm } from "node:fs/promises";
 import path from "node:path";
 import { execa } from "execa";
 import type { IdMapping } from "./idmap.js";
@@ -12,6 +12,26 @@ export interface ImageProcess {
   /** User inside the container (resolved against the image's /etc/passwd). */
   uid: number;
   gid: number;
+}
+
+/**
+ * Makes an unpacked root filesystem harmless on the host, where it lies under DATA_DIR:
+ * device nodes, FIFOs and sockets go (containers get their own /dev), and setuid/setgid bits
+ * are cleared (containers run with no_new_privileges, so the bits grant nothing inside; on the
+ * host they would hand a local user the containers' shared mapped uid).
+ */
+async function defuse(dir: string): Promise<void> {
+  for (const entry of await readdir(dir, { withFileTypes: true })) {
+    const file = path.join(dir, entry.name);
+    if (entry.isDirectory()) await defuse(file);
+    if (entry.isCharacterDevice() || entry.isBlockDevice() || entry.isFIFO() || entry.isSocket()) {
+      await rm(file);
+      continue;
+    }
+    if (entry.isSymbolicLink()) continue;
+    const { mode } = await lstat(file);
+    if ((mode & 0o6000) !== 0) await chmod(file, mode & 0o1777);
+  }
 }
 
 /** The unpacker could not unpack a layout that passed verification (a layer it cannot read). */
@@ -38,8 +58,11 @@ export async function unpackOciImage(layoutDir: string, ref: string, bundleDir: 
   };
   // Only the root filesystem is used; the runner writes its own runtime config per launch.
   for (const f of ["config.json", "umoci.json"]) await rm(path.join(bundleDir, f), { force: true });
-  // Container root (a mapped host uid) must pass through the bundle to reach its rootfs.
-  await chmod(bundleDir, 0o711);
+  await defuse(path.join(bundleDir, "rootfs"));
+  // Container root (a mapped host uid, group gidBase) must pass through the bundle to reach
+  // its rootfs; host users other than root may not, so nothing in an image is theirs to run.
+  await chown(bundleDir, 0, mapping.gidBase);
+  await chmod(bundleDir, 0o710);
   const p = spec.process ?? {};
   if (!p.args || p.args.length === 0) throw new ImageUnpackError("the image config has neither Entrypoint nor Cmd: nothing to run");
   const env: Record<string, string> = {};

@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { constants, watch, type FSWatcher } from "node:fs";
-import { access, chmod, chown, mkdir, mkdtemp, open, rename, rm, stat, unlink, writeFile } from "node:fs/promises";
+import { access, chmod, chown, lstat, mkdir, mkdtemp, open, rename, rm, stat, unlink, writeFile } from "node:fs/promises";
 import { tmpdir, userInfo } from "node:os";
 import path from "node:path";
 import { execa } from "execa";
@@ -355,8 +355,10 @@ export class OciRunner implements Runner {
       const metrics = await readCgroupMetrics(layout, cgroupRel).catch((): ExitMetrics => ({ ...NO_METRICS }));
       await removeCgroup(layout, cgroupRel, [LEAF]);
       const outbound = await this.outbound();
-      // Only the namespace this process was in: a relaunch may already have made a new one.
-      if (outbound.kind === "pasta" && netnsIno !== undefined) await removeNetns(outbound, containerId, netnsIno);
+      // Only the namespace this process was in: a relaunch may already have made a new one. A
+      // process already gone at adoption (it ended while the environment was down) left its
+      // namespace under the name, and no relaunch can come before this exit is handled.
+      if (outbound.kind === "pasta") await removeNetns(outbound, containerId, netnsIno);
       const stderrTail = logs?.stderrTail() ?? "";
       logs?.close();
       return { exitCode: null, signal: null, stderrTail, metrics };
@@ -544,21 +546,31 @@ export class OciRunner implements Runner {
    * Mount points the runtime needs in the read-only root (it would otherwise create them in
    * the image directory itself on the first launch, racing concurrent launches). Idempotent and
    * best-effort: a rootfs where this fails (say `tmp` is a file) fails in the runtime instead,
-   * with its own clear message.
+   * with its own clear message. An image's root is its author's: where a path on the way is a
+   * symlink (`etc -> /host`), nothing is created here, since following it would write on the
+   * host; the runtime resolves such paths inside the root itself.
    */
   private async prepareRootfs(rootfs: string): Promise<void> {
     if (this.preparedRootfs.has(rootfs)) return;
     let complete = true;
     for (const d of ["proc", "dev", "data", "tmp", "etc", "run", "run/runtara"]) {
+      if (!(await realDirectories(rootfs, path.dirname(d)))) {
+        complete = false;
+        continue;
+      }
       await mkdir(path.join(rootfs, d), { mode: 0o755 }).catch((e: NodeJS.ErrnoException) => {
         if (e.code !== "EEXIST") complete = false;
       });
     }
     for (const f of ["etc/hosts", "etc/resolv.conf", INIT_IN_CONTAINER.slice(1)]) {
-      await open(path.join(rootfs, f), constants.O_WRONLY | constants.O_CREAT | constants.O_NOFOLLOW, 0o644).then(
-        (h) => h.close(),
-        () => (complete = false),
-      );
+      // O_NOFOLLOW guards the last component; the ones before are checked to be real directories.
+      const created =
+        (await realDirectories(rootfs, path.dirname(f))) &&
+        (await open(path.join(rootfs, f), constants.O_WRONLY | constants.O_CREAT | constants.O_NOFOLLOW, 0o644).then(
+          (h) => h.close().then(() => true),
+          () => false,
+        ));
+      if (!created) complete = false;
     }
     if (complete) this.preparedRootfs.add(rootfs);
   }
@@ -570,6 +582,17 @@ export class OciRunner implements Runner {
   private exec(rt: RuntimeInfo, args: string[], timeout = 10_000) {
     return execa(rt.command, [...this.globalArgs(), ...args], { reject: false, timeout, stdin: "ignore" });
   }
+}
+
+/** Whether every component of `rel` (".": none) under `root` is a directory, not a symlink to one. */
+async function realDirectories(root: string, rel: string): Promise<boolean> {
+  let at = root;
+  for (const part of rel.split("/").filter((p) => p !== "" && p !== ".")) {
+    at = path.join(at, part);
+    const st = await lstat(at).catch(() => undefined);
+    if (st === undefined || !st.isDirectory()) return false;
+  }
+  return true;
 }
 
 /**

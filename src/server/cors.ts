@@ -3,7 +3,7 @@ import type { Req, Res } from "./refuse.js";
 
 /**
  * Wraps a handler with CORS for the configured origins; "*" (only when configured so) allows
- * any origin and answers `*`, never an echo of the caller's origin. Every answer says
+ * any origin and answers `*`, never an echo of the caller's origin. Every answer then says
  * `Vary: Origin`, so no cache hands one origin's answer to another. connect-node has no CORS
  * handling of its own; the header lists come from @connectrpc/connect's `cors`.
  */

@@ -10,16 +10,41 @@ import { refuse, type Req, type Res } from "./refuse.js";
  */
 export type Gate = (req: Req) => { code: Code; message: string } | undefined;
 
+/**
+ * `handler` behind `authorityGate` and then `gates`. A request the handler still throws on
+ * synchronously (before any answer) gets an INTERNAL answer instead of taking the process down.
+ */
 export function withGates(gates: readonly Gate[], handler: (req: Req, res: Res) => void) {
-  if (gates.length === 0) return handler;
+  const all = [authorityGate, ...gates];
   return (req: Req, res: Res) => {
-    for (const gate of gates) {
+    for (const gate of all) {
       const refusal = gate(req);
       if (refusal !== undefined) return refuse(req, res, refusal.code, refusal.message);
     }
-    handler(req, res);
+    try {
+      handler(req, res);
+    } catch {
+      if (res.headersSent) res.destroy();
+      else refuse(req, res, Code.Internal, "the request could not be handled");
+    }
   };
 }
+
+/**
+ * The request names a host the way a URL can hold it. Every listener runs this first: the
+ * RPC layer builds a URL from Host (`:authority` on HTTP/2) and throws, outside any handler,
+ * on a missing one (HTTP/1.0) or one it cannot parse (`x:99999`).
+ */
+export const authorityGate: Gate = (req) => {
+  const authority = "authority" in req ? req.authority : req.headers.host;
+  if (!authority) return { code: Code.InvalidArgument, message: "the request names no host (Host header or :authority)" };
+  try {
+    new URL(req.url ?? "/", `http://${authority}`);
+    return undefined;
+  } catch {
+    return { code: Code.InvalidArgument, message: `Host ${JSON.stringify(authority)} is not a valid host[:port]` };
+  }
+};
 
 /** `/<service>/<method>` of an RPC request path (query string dropped). */
 function rpcOf(req: Req): { service: string; method: string } | undefined {

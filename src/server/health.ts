@@ -1,6 +1,12 @@
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { Health, HealthCheckResponse_ServingStatus as Status } from "../../gen/grpc/health/v1/health_pb.js";
 
+/**
+ * Health watches open at once per listener. Anyone may open one without a key, and each holds
+ * a stream and a timer; orchestrators poll Check, so a thousand is plenty.
+ */
+const MAX_WATCHERS = 1024;
+
 /** How long one database probe answers for every health caller. */
 const PROBE_TTL_MS = 2_000;
 
@@ -21,12 +27,25 @@ export function sharedProbe(probe: () => Promise<boolean>, ttlMs = PROBE_TTL_MS)
  * grpc.health.v1.Health. The overall service ("") and every served service report SERVING
  * while `probe()` (database reachability, a sharedProbe) succeeds, NOT_SERVING otherwise.
  */
-export function healthService(serviceNames: readonly string[], probe: () => Promise<boolean>): ServiceImpl<typeof Health> {
+export function healthService(serviceNames: readonly string[], probe: () => Promise<boolean>, maxWatchers = MAX_WATCHERS): ServiceImpl<typeof Health> {
   const known = new Set(["", ...serviceNames]);
+  let watchers = 0;
   const statusOf = async (service: string) => {
     if (!known.has(service)) return undefined;
     return (await probe()) ? Status.SERVING : Status.NOT_SERVING;
   };
+  async function* watchStatus(service: string, signal: AbortSignal) {
+    let last: Status | undefined;
+    while (!signal.aborted) {
+      const status = (await statusOf(service)) ?? Status.SERVICE_UNKNOWN;
+      if (status !== last) yield { status };
+      last = status;
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, 5_000);
+        signal.addEventListener("abort", () => (clearTimeout(t), resolve()), { once: true });
+      });
+    }
+  }
   return {
     async check(req) {
       const status = await statusOf(req.service);
@@ -34,15 +53,12 @@ export function healthService(serviceNames: readonly string[], probe: () => Prom
       return { status };
     },
     async *watch(req, ctx) {
-      let last: Status | undefined;
-      while (!ctx.signal.aborted) {
-        const status = (await statusOf(req.service)) ?? Status.SERVICE_UNKNOWN;
-        if (status !== last) yield { status };
-        last = status;
-        await new Promise<void>((resolve) => {
-          const t = setTimeout(resolve, 5_000);
-          ctx.signal.addEventListener("abort", () => (clearTimeout(t), resolve()), { once: true });
-        });
+      if (watchers >= maxWatchers) throw new ConnectError(`${maxWatchers} health watches are open already; use Check`, Code.ResourceExhausted);
+      watchers++;
+      try {
+        yield* watchStatus(req.service, ctx.signal);
+      } finally {
+        watchers--;
       }
     },
     async list() {

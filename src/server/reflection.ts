@@ -1,6 +1,6 @@
 import { create, fromBinary, toBinary, type DescFile, type DescService, type MessageInitShape } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
-import type { ConnectRouter } from "@connectrpc/connect";
+import type { ConnectRouter, ConnectRouterOptions } from "@connectrpc/connect";
 import * as v1 from "../../gen/grpc/reflection/v1/reflection_pb.js";
 import * as v1alpha from "../../gen/grpc/reflection/v1alpha/reflection_pb.js";
 
@@ -10,7 +10,7 @@ type Response = MessageInitShape<typeof v1.ServerReflectionResponseSchema>;
  * gRPC server reflection (v1 and v1alpha share the wire shape, so one handler serves both)
  * for grpcurl `list` / `describe`. The RPC is bidi, so it works over HTTP/2 only.
  */
-export function registerReflection(router: ConnectRouter, served: readonly DescService[]) {
+export function registerReflection(router: ConnectRouter, served: readonly DescService[], options?: ConnectRouterOptions) {
   const services = [...served, v1.ServerReflection, v1alpha.ServerReflection];
   const files = new Map<string, DescFile>();
   const symbols = new Map<string, DescFile>();
@@ -91,7 +91,7 @@ export function registerReflection(router: ConnectRouter, served: readonly DescS
     async *serverReflectionInfo(requests) {
       for await (const req of requests) yield answer(req);
     },
-  });
+  }, options);
   router.service(v1alpha.ServerReflection, {
     async *serverReflectionInfo(requests) {
       for await (const req of requests) {
@@ -101,5 +101,5 @@ export function registerReflection(router: ConnectRouter, served: readonly DescS
         yield fromBinary(v1alpha.ServerReflectionResponseSchema, res);
       }
     },
-  });
+  }, options);
 }

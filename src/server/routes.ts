@@ -1,14 +1,12 @@
 import type { ConnectRouter, ServiceImpl } from "@connectrpc/connect";
 import { EnvironmentService } from "../../gen/runtara/environment/v1/environment_pb.js";
-import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import type { ImageService } from "../images/index.js";
 import type { InstanceManager, RunLogReader, SignalService } from "../instances/index.js";
 import { healthHandler, type HealthProbes } from "./environment-handlers.js";
-import { healthService } from "./health.js";
 import { imageHandlers } from "./image-handlers.js";
 import { lifecycleHandlers, type LifecycleDefaults } from "./lifecycle-handlers.js";
 import { logHandlers } from "./log-handlers.js";
-import { registerReflection } from "./reflection.js";
+import { OPEN_METHOD_OPTIONS, registerOpenServices } from "./open-services.js";
 import { signalHandlers } from "./signal-handlers.js";
 
 export interface EnvironmentRoutesDeps {
@@ -37,8 +35,11 @@ export function environmentService(deps: EnvironmentRoutesDeps) {
 /** Every service served on the management port. */
 export function environmentRoutes(deps: EnvironmentRoutesDeps) {
   return (router: ConnectRouter) => {
-    router.service(EnvironmentService, environmentService(deps));
-    router.service(Health, healthService([EnvironmentService.typeName], deps.probes.database));
-    registerReflection(router, [EnvironmentService, Health]);
+    const impl = environmentService(deps);
+    // Method by method: HealthCheck, open to callers without a key, gets the open methods' cap.
+    for (const method of EnvironmentService.methods) {
+      router.rpc(method as never, impl[method.localName as keyof typeof impl] as never, method === EnvironmentService.method.healthCheck ? OPEN_METHOD_OPTIONS : undefined);
+    }
+    registerOpenServices(router, [EnvironmentService], deps.probes.database);
   };
 }
