@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { chmod, lstat, mkdir, rename, rm } from "node:fs/promises";
+import { chmod, lstat, mkdir, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 
 /**
@@ -15,6 +15,20 @@ export async function secureDataDir(dataDir: string): Promise<void> {
   for (const dir of [dataDir, path.join(dataDir, "runs"), path.join(dataDir, "images")]) {
     await mkdir(dir, { recursive: true, mode: 0o711 });
     await chmod(dir, 0o711);
+  }
+}
+
+/**
+ * Directories above DATA_DIR that other users cannot pass through (no o+x), so neither can a
+ * container's mapped root or the native user: every launch would fail. A DATA_DIR under a
+ * 0700 home or mkdtemp directory is the usual cause.
+ */
+export async function closedAncestors(dataDir: string): Promise<string[]> {
+  const closed: string[] = [];
+  for (let dir = path.dirname(path.resolve(dataDir)); ; dir = path.dirname(dir)) {
+    const st = await stat(dir).catch(() => undefined);
+    if (st !== undefined && (st.mode & 0o001) === 0) closed.push(dir);
+    if (dir === path.dirname(dir)) return closed;
   }
 }
 

@@ -2,7 +2,7 @@ import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { pino, type Logger } from "pino";
 import { compileOptions, nativeRunnerAllowed, type CompiledOptions, type EnvironmentOptions } from "./config.js";
-import { secureDataDir } from "./data-dir.js";
+import { closedAncestors, secureDataDir } from "./data-dir.js";
 import { CoreRuntime } from "./core/runtime.js";
 import { ChannelHub, createDatabase, Listener, migrate, startEmbeddedPostgres, type Database } from "./db/index.js";
 import { ImageService, ImageStore } from "./images/index.js";
@@ -117,6 +117,10 @@ export class Environment {
       s.onStop("stop watching the API keys file", apiKeys.watch());
     }
     await secureDataDir(o.dataDir);
+    const closed = await closedAncestors(o.dataDir);
+    if (closed.length > 0) {
+      this.logger.warn({ dataDir: o.dataDir, closed }, "instances cannot reach DATA_DIR: a directory above it is not searchable by other users (chmod o+x it, or move DATA_DIR); every launch will fail");
+    }
     const databaseUrl = await this.startDatabase();
     await migrate(databaseUrl, this.logger);
     const db = s.own("close the database pool", await createDatabase({ url: databaseUrl, poolSize: o.dbPoolSize, logger: this.logger }), (d) => d.end());

@@ -73,9 +73,11 @@ describe("supervision", () => {
         RUNTARA_NATIVE_RUNNER: "enabled", // the CLI binds 0.0.0.0 by default, where native is off
       });
       current = cli;
+      launched.push(cli);
       await cli.waitFor("environment listening");
       return cli;
     };
+    const launched: Cli[] = [];
 
     before(async () => {
       db = await freshDatabase();
@@ -84,8 +86,9 @@ describe("supervision", () => {
       corePort = await freePort();
     });
     after(async () => {
-      current?.child.kill("SIGTERM");
-      await current?.exited;
+      // Every environment a test started, also one a failed test left behind.
+      for (const cli of launched) cli.child.kill("SIGTERM");
+      await Promise.all(launched.map((cli) => cli.exited));
       await db.drop();
       await rm(dataDir, { recursive: true, force: true });
     });
@@ -133,6 +136,8 @@ describe("supervision", () => {
     });
 
     it("a container that ended while the environment was down leaves no network namespace or pasta behind", { skip: ociSkipReason }, async () => {
+      current?.child.kill("SIGTERM"); // the previous test's environment holds the ports
+      await current?.exited;
       const first = await launch();
       const env = environmentClient(`http://127.0.0.1:${port}`);
       const binary = await readFile((await buildFixtures()).workflow);

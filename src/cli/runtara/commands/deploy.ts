@@ -1,0 +1,88 @@
+import { open, mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import type { Command } from "commander";
+import { ImageFormat, ImageSchema, RunnerType } from "../../../../gen/runtara/environment/v1/environment_pb.js";
+import { UsageError } from "../failures.js";
+import { bytes, details, messageJson } from "../output.js";
+import { enumArgument } from "../parse.js";
+import type { Action } from "../program.js";
+import { uploadImage } from "../upload.js";
+import { buildWorkflowImage } from "../workflow-image.js";
+
+const SOURCE = /\.(ts|mts|cts|js|mjs|cjs)$/;
+
+export function registerDeploy(program: Command, action: Action): void {
+  const workflow = program.command("workflow").description("build workflow images");
+  workflow
+    .command("build <file>")
+    .description("bundle a workflow (TypeScript or JavaScript) with esbuild and pack it with Node as an OCI image archive")
+    .option("--out <file>", "where the archive goes (default: <file name>.tar)")
+    .option("--node <path>", "the Node binary to pack (default: the one running this CLI)")
+    .action(
+      action(async (ctx, file: string, flags: { out?: string; node?: string }) => {
+        const out = flags.out ?? `${path.basename(file).replace(SOURCE, "")}.tar`;
+        const built = await buildWorkflowImage({ entry: file, out, ...(flags.node ? { node: flags.node } : {}) });
+        if (ctx.output === "json") return void process.stdout.write(JSON.stringify(built) + "\n");
+        process.stdout.write(details([["built", built.file], ["size", bytes(built.sizeBytes)], ["manifest digest", built.manifestDigest]]));
+      }),
+    );
+  program
+    .command("deploy <file>")
+    .description("register a workflow source file (built first), an OCI image archive or a static binary as a new version of --name")
+    .requiredOption("-n, --name <name>", "image name (a new version if it exists)")
+    .option("--tag <tag>", "label of this version")
+    .option("--description <text>", "shown with the image")
+    .option("--runner <runner>", "oci or native (binaries only; archives always run under oci)", "oci")
+    .option("--node <path>", "the Node binary to pack when building a source file")
+    .option("--no-progress", "no progress bar")
+    .action(
+      action(async (ctx, file: string, flags: { name: string; tag?: string; description?: string; runner: string; node?: string; progress: boolean }) => {
+        const runnerType = enumArgument<RunnerType>("--runner", { OCI: RunnerType.OCI, NATIVE: RunnerType.NATIVE }, flags.runner)!;
+        const work = await mkdtemp(path.join(tmpdir(), "runtara-deploy-"));
+        try {
+          let upload = file;
+          let format = await formatOf(file);
+          if (SOURCE.test(file)) {
+            if (runnerType !== RunnerType.OCI) throw new UsageError("--runner native needs a binary; a workflow source file is built into an OCI image");
+            upload = (await buildWorkflowImage({ entry: file, out: path.join(work, "image.tar"), ...(flags.node ? { node: flags.node } : {}) })).file;
+            format = ImageFormat.OCI_ARCHIVE;
+          }
+          const image = await uploadImage(
+            ctx,
+            upload,
+            { name: flags.name, tag: flags.tag ?? "", description: flags.description ?? "", runnerType, format },
+            flags.progress && process.stderr.isTTY === true,
+          );
+          if (ctx.output === "json") return void process.stdout.write(messageJson(ImageSchema, image));
+          process.stdout.write(
+            details([
+              ["name", image.name],
+              ["version", String(image.version)],
+              ["image id", image.imageId],
+              ["digest", image.manifestDigest || `sha256:${image.sha256}`],
+              ["size", bytes(image.sizeBytes)],
+            ]),
+          );
+        } finally {
+          await rm(work, { recursive: true, force: true });
+        }
+      }),
+    );
+}
+
+/** A tar (ustar magic at 257) or gzip file is taken for an OCI image archive, anything else for a binary. */
+async function formatOf(file: string): Promise<ImageFormat> {
+  const handle = await open(file, "r").catch((e: NodeJS.ErrnoException) => {
+    throw new UsageError(`cannot read ${file}: ${e.code === "ENOENT" ? "no such file" : e.message}`);
+  });
+  try {
+    const head = Buffer.alloc(263);
+    const { bytesRead } = await handle.read(head, 0, head.length, 0);
+    const gzip = bytesRead >= 2 && head[0] === 0x1f && head[1] === 0x8b;
+    const tar = bytesRead >= 262 && head.subarray(257, 262).toString("latin1") === "ustar";
+    return gzip || tar ? ImageFormat.OCI_ARCHIVE : ImageFormat.BINARY;
+  } finally {
+    await handle.close();
+  }
+}
