@@ -181,17 +181,27 @@ function withBodyTimeouts(handler: Handler, idleMs: number): Handler {
     if (!req.complete) {
       const cut = () => {
         if ("stream" in req) req.stream.close(http2.constants.NGHTTP2_CANCEL);
-        else req.socket.destroy();
+        else req.socket?.destroy();
       };
       const total = setTimeout(cut, BODY_TOTAL_MS);
       total.unref();
       req.setTimeout(idleMs, cut);
       const done = () => {
         clearTimeout(total);
-        req.setTimeout(0);
+        // A closed HTTP/1.1 request has no socket left (setTimeout would throw); a closed
+        // HTTP/2 stream has nothing left to time.
+        if ("stream" in req ? !req.stream.destroyed : req.socket !== null) req.setTimeout(0);
       };
       req.once("end", done);
       req.once("close", done);
+      // An HTTP/2 answer given before the body ended (a refusal, a size limit): the rest of the
+      // body is unwanted, and Node would keep buffering it; end the stream (RFC 9113 §8.1).
+      if ("stream" in req) {
+        const stream = req.stream;
+        res.once("finish", () => {
+          if (!req.complete && !stream.closed) stream.close(http2.constants.NGHTTP2_NO_ERROR);
+        });
+      }
     }
     handler(req, res);
   };

@@ -1,5 +1,5 @@
 import type http from "node:http";
-import http2 from "node:http2";
+import type http2 from "node:http2";
 import { type Code, ConnectError } from "@connectrpc/connect";
 import { codeToHttpStatus, endStreamFlag, errorToJson } from "@connectrpc/connect/protocol-connect";
 
@@ -12,8 +12,8 @@ export type Res = http.ServerResponse | http2.Http2ServerResponse;
  * message; Connect unary and anything else: the JSON error with its HTTP status), then
  * deals with the body nobody wants: HTTP/1.1 discards up to DISCARD_LIMIT of it, so a small
  * request keeps its connection (closing at once makes the client's own body write fail with
- * EPIPE before it reads the answer), and closes the connection beyond; HTTP/2 resets the
- * stream with NO_ERROR (RFC 9113 §8.1: the response is complete, the client may stop sending).
+ * EPIPE before it reads the answer), and closes the connection beyond; on HTTP/2 the listener
+ * ends the stream with NO_ERROR once the answer is sent (see withBodyTimeouts).
  */
 /** Body bytes of a refused HTTP/1.1 request read and dropped before its connection is closed. */
 const DISCARD_LIMIT = 1024 * 1024;
@@ -36,12 +36,6 @@ export function refuse(req: Req, res: Res, code: Code, message: string): void {
   } else {
     res.writeHead(codeToHttpStatus(code), { "content-type": "application/json" });
     res.end(JSON.stringify(errorToJson(error, undefined)));
-  }
-  if ("stream" in req) {
-    const stream = req.stream;
-    res.once("finish", () => {
-      if (!stream.closed) stream.close(http2.constants.NGHTTP2_NO_ERROR);
-    });
   }
 }
 
