@@ -473,6 +473,31 @@ describe("without API keys on loopback: Host allowlist (M8), CORS (L4), limits (
     assert.deepEqual(seen, [1], "one SERVING, and the stream was still open after 2.5 s");
   });
 
+  it("reflection streams that talk without reading are capped per listener; health checks are still answered", async () => {
+    const session = http2.connect(t.baseUrl);
+    try {
+      const request = Buffer.from([0, 0, 0, 0, 2, 0x3a, 0]); // one gRPC frame: list_services ""
+      const statuses = await Promise.all(
+        Array.from(
+          { length: 40 },
+          () =>
+            new Promise<string>((resolve) => {
+              const stream = session.request({ ":method": "POST", ":path": "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", "content-type": "application/grpc", te: "trailers" });
+              stream.on("response", (h) => resolve(String(h["grpc-status"] ?? "open")));
+              stream.on("error", () => resolve("error"));
+              stream.write(Buffer.concat(Array(1000).fill(request)));
+            }),
+        ),
+      );
+      assert.equal(statuses.filter((s) => s === "open").length, 16, statuses.join(","));
+      assert.equal(statuses.filter((s) => s === String(Code.ResourceExhausted)).length, 24, statuses.join(","));
+      const health = createClient(Health, createGrpcTransport({ baseUrl: t.baseUrl }));
+      assert.equal((await health.check({}, { timeoutMs: 5_000 })).status, 1, "a health check is answered meanwhile");
+    } finally {
+      session.destroy();
+    }
+  });
+
   it("health watches open at once are capped (anyone may open one): past the cap RESOURCE_EXHAUSTED, freed ones count again", async () => {
     const service = healthService([], async () => true, 2);
     const abort = new AbortController();
@@ -494,10 +519,22 @@ describe("without API keys on loopback: Host allowlist (M8), CORS (L4), limits (
     setMaxListeners(0, abort.signal);
     const clients = [0, 1].map(() => createClient(Health, createGrpcTransport({ baseUrl: t.baseUrl })));
     let serving = 0;
+    // All at once, like watchers reconnecting together: past the open-bodies cap a watcher is
+    // told RESOURCE_EXHAUSTED and retries, as a client should.
+    const watchOnce = async (i: number) => {
+      for await (const r of clients[i % 2]!.watch({ service: "" }, { signal: abort.signal })) if (r.status === 1) serving++;
+    };
     const streams = Array.from({ length: 300 }, (_, i) =>
       (async () => {
-        for await (const r of clients[i % 2]!.watch({ service: "" }, { signal: abort.signal })) if (r.status === 1) serving++;
-      })().catch(() => {}),
+        for (;;) {
+          try {
+            return await watchOnce(i);
+          } catch (e) {
+            if (ConnectError.from(e).code !== Code.ResourceExhausted || abort.signal.aborted) return;
+            await new Promise((r) => setTimeout(r, 100));
+          }
+        }
+      })(),
     );
     try {
       assert.ok(await eventually(async () => serving === 300, 15_000), `${serving} of 300 streams report SERVING`);

@@ -8,7 +8,7 @@ import { coreHandlers } from "../server/core-handlers.js";
 import { sharedProbe } from "../server/health.js";
 import type { OnePortServer } from "../server/http.js";
 import { instanceHandlers } from "../server/instance-handlers.js";
-import { registerOpenServices } from "../server/open-services.js";
+import { openMethodsGates, registerOpenServices } from "../server/open-services.js";
 import { serve } from "../server/serve.js";
 import { clientCertGate } from "../server/gates.js";
 import { loadTlsMaterial } from "../server/tls.js";
@@ -79,7 +79,7 @@ export class CoreRuntime {
       ...(tls ? { tls } : {}),
       // With a client CA, CoreService (the management token's side) also needs a client
       // certificate; instances keep proving themselves with their tokens alone.
-      gates: tls?.clientCa ? [clientCertGate(CoreService.typeName)] : [],
+      gates: [...(tls?.clientCa ? [clientCertGate(CoreService.typeName)] : []), ...openMethodsGates()],
       logger: this.logger.child({ component: "core-rpc" }),
       // Payload limits are checked by the handlers with a clear message; this only caps
       // what a single message may make the server buffer.

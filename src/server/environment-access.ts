@@ -2,6 +2,7 @@ import type { Interceptor } from "@connectrpc/connect";
 import { EnvironmentService } from "../../gen/runtara/environment/v1/environment_pb.js";
 import { tenantOfKeyCheck, type ApiKeys } from "./api-keys.js";
 import { apiKeyGate, hostGate, type Gate } from "./gates.js";
+import { openMethodsGates } from "./open-services.js";
 
 /** Methods of EnvironmentService anyone may call (HealthCheck then says only healthy or not). */
 const OPEN_METHODS: ReadonlySet<string> = new Set(["HealthCheck"]);
@@ -12,9 +13,10 @@ const OPEN_METHODS: ReadonlySet<string> = new Set(["HealthCheck"]);
  * operator opted out), and the Host check keeps DNS-rebinding browser pages out.
  */
 export function environmentAccess(keys: ApiKeys | undefined, allowedHosts: readonly string[]): { gates: Gate[]; interceptors: Interceptor[] } {
-  if (!keys) return { gates: [hostGate(allowedHosts)], interceptors: [] };
+  const open = openMethodsGates([...OPEN_METHODS].map((m) => `${EnvironmentService.typeName}/${m}`));
+  if (!keys) return { gates: [hostGate(allowedHosts), ...open], interceptors: [] };
   return {
-    gates: [apiKeyGate(keys, EnvironmentService.typeName, OPEN_METHODS)],
+    gates: [apiKeyGate(keys, EnvironmentService.typeName, OPEN_METHODS), ...open],
     interceptors: [tenantOfKeyCheck(keys, (service, method) => service !== EnvironmentService.typeName || OPEN_METHODS.has(method))],
   };
 }

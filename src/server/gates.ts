@@ -96,3 +96,26 @@ export function clientCertGate(service: string): Gate {
     return { code: Code.Unauthenticated, message: `${service} needs a client certificate signed by RUNTARA_CORE_CLIENT_CA_FILE` };
   };
 }
+
+/**
+ * At most `max` requests matching `matches` whose bodies are still arriving, at once (the
+ * methods anyone may call: each such stream may hold up to its flow-control window in server
+ * memory until read). Past the cap, RESOURCE_EXHAUSTED before anything is read.
+ */
+export function openBodiesGate(matches: (rpc: { service: string; method: string }) => boolean, max: number): Gate {
+  let open = 0;
+  return (req) => {
+    const rpc = rpcOf(req);
+    if (rpc === undefined || !matches(rpc) || req.complete) return undefined;
+    if (open >= max) return { code: Code.ResourceExhausted, message: `${max} requests to methods open without credentials are arriving already; retry` };
+    open++;
+    let counted = true;
+    const release = () => {
+      if (counted) open--;
+      counted = false;
+    };
+    req.once("end", release);
+    req.once("close", release);
+    return undefined;
+  };
+}
