@@ -26,7 +26,7 @@
  * of a trivial RPC issued every BENCH_PROBE_INTERVAL_MS (50) during the phase.
  *
  * With the OCI runner it also starts an OCI image archive (node and an SDK workflow that
- * registers, runs one step and completes, see test/fixtures/oci-layout.ts) next to the
+ * registers, runs one step and completes, built as `runtara workflow build` builds it) next to the
  * static-binary OCI image, serially, both through StartInstance, and prints their p50 side by
  * side (A B B A, like the pairs above).
  *
@@ -54,7 +54,7 @@ import { FALLBACK_ID_MAPPING } from "../src/runner/idmap.js";
 import { buildOciConfig, instanceIdOfContainer } from "../src/runner/oci-spec.js";
 import { OciRunner, type RuntimeInfo } from "../src/runner/oci.js";
 import { buildFixtures } from "../test/fixtures/build.js";
-import { nodeWorkflowArchive } from "../test/fixtures/oci-layout.js";
+import { buildWorkflowImage } from "../src/cli/runtara/workflow-image.js";
 import {
   chunksOf,
   environmentClient,
@@ -548,13 +548,15 @@ async function measureArchive(t: TestEnvironment, watch: RegisterWatch, env: Ret
   const count = num("BENCH_ARCHIVE_STARTS", 30);
   const dir = await mkdtemp(path.join(tmpdir(), "runtara-bench-archive-"));
   try {
-    const archive = await nodeWorkflowArchive(dir, { complete: "bench/workflows/complete.ts" });
+    // Built as `runtara workflow build` builds it.
+    const built = await buildWorkflowImage({ entry: "bench/workflows/complete.ts", out: path.join(dir, "complete.tar") });
+    const archive = new Uint8Array(await readFile(built.file));
     const header = { tenantId: TENANT, name: "bench-start-archive", runnerType: RunnerType.OCI, format: ImageFormat.OCI_ARCHIVE, binarySize: BigInt(archive.byteLength) };
     const t0 = performance.now();
     const { imageId: archiveId } = await env.registerImageStream(uploadMessages(header, chunksOf(archive, 1024 * 1024)));
     const registerMs = performance.now() - t0;
     const { imageId: binaryId } = await env.registerImage({ tenantId: TENANT, name: "bench-start-archive-binary", binary, runnerType: RunnerType.OCI });
-    const archivePath = apiPath(t, watch, archiveId, "OCI archive (node + SDK)", { WORKFLOW: "complete" });
+    const archivePath = apiPath(t, watch, archiveId, "OCI archive (node + SDK)");
     const binaryPath = apiPath(t, watch, binaryId, "OCI static binary");
     const r = await measurePair(t, "oci archive vs binary", archivePath, binaryPath, count, 1);
     const a = summarize(r.api.registeredMs);

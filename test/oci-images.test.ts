@@ -122,7 +122,7 @@ describe("OCI image archives", { skip }, () => {
     assert.equal(output(asUser).uid, 1000);
   });
 
-  it("an image cannot reach the host: symlinked etc and run, setuid files, device nodes and FIFOs are defused", async () => {
+  it("an image cannot reach the host: symlinked etc and run, setuid files, file capabilities, device nodes and FIFOs are defused", async () => {
     const hostTarget = path.join(dir, "host-target");
     const hostile = await buildLayout(
       path.join(dir, "hostile"),
@@ -132,6 +132,7 @@ describe("OCI image archives", { skip }, () => {
           symlinks: { "bin/sh": "busybox", etc: hostTarget, run: `${hostTarget}-run` },
           shape: async (rootfs) => {
             await chmod(path.join(rootfs, "bin/suid"), 0o6755);
+            await run("setcap", ["cap_dac_override,cap_setuid+ep", path.join(rootfs, "bin/busybox")]);
             await mkdir(path.join(rootfs, "devs"));
             await run("mknod", [path.join(rootfs, "devs/null"), "c", "1", "3"]);
             await run("mknod", [path.join(rootfs, "devs/disk"), "b", "8", "0"]);
@@ -146,6 +147,7 @@ describe("OCI image archives", { skip }, () => {
     assert.equal((await stat(bundle)).mode & 0o777, 0o710, "host users other than root cannot enter the bundle");
     assert.equal((await stat(path.join(bundle, "rootfs/bin/suid"))).mode & 0o7777, 0o755, "setuid and setgid cleared");
     assert.deepEqual(await readdir(path.join(bundle, "rootfs/devs")), [], "device nodes and the FIFO removed");
+    assert.equal((await run("getcap", [path.join(bundle, "rootfs/bin/busybox")])).stdout.trim(), "", "file capabilities dropped");
     // The runtime may refuse such a root (FAILED launch_failed) or run it; either way the host is untouched.
     const outcome = await runToEnd(image!.imageId).then(
       (done) => InstanceStatus[done.status],
@@ -175,12 +177,28 @@ describe("OCI image archives", { skip }, () => {
         "unpack to more than",
       );
       assert.deepEqual(await imageTree(capped.dataDir), emptyImageTree(capped), "nothing left of the refused upload");
+      // A 1 GiB sparse file is a few blocks of archive: refused for what it is, not its size.
+      const sparse = path.join(dir, "sparse");
+      await mkdir(sparse);
+      await writeFile(path.join(sparse, "big"), "");
+      await truncate(path.join(sparse, "big"), 1024 * 1024 * 1024);
+      await run("tar", ["--sparse", "--format=pax", "-C", sparse, "-cf", path.join(dir, "sparse.tar"), "big"]);
+      const sparseLayout = await buildLayout(path.join(dir, "sparse-image"), [{ files: { "bin/wf": { from: workflow } } }], ["--config.entrypoint=/bin/wf"]);
+      await run("umoci", ["raw", "add-layer", "--image", `${sparseLayout}:t`, path.join(dir, "sparse.tar")]);
+      const sparseBytes = await archiveOf(sparseLayout, path.join(dir, "sparse-image.tar"));
+      await rejectsWithCode(
+        c.registerImageStream(uploadMessages({ tenantId: TENANT, name: "sparse", runnerType: RunnerType.OCI, format: ImageFormat.OCI_ARCHIVE, binarySize: BigInt(sparseBytes.byteLength) }, chunksOf(sparseBytes, 256 * 1024))),
+        Code.InvalidArgument,
+        "binary",
+        "sparse file",
+      );
+      assert.deepEqual(await imageTree(capped.dataDir), emptyImageTree(capped), "nothing left of the sparse upload");
     } finally {
       await capped.close();
     }
   });
 
-  it("a corrupted blob, a truncated archive, another architecture, a non-archive and a NATIVE runner are refused, leaving nothing", async () => {
+  it("a corrupted blob, a truncated archive, another architecture, a non-archive, a NATIVE runner and an image with nothing to run are refused, leaving nothing", async () => {
     treeBefore = await imageTree(t.dataDir);
     assert.ok(treeBefore.includes(emptyImageTree(t)[1]!), "nothing staged");
     // Corrupted: a layer blob with a byte appended, archived by tar itself.
@@ -209,5 +227,9 @@ describe("OCI image archives", { skip }, () => {
 
     await rejectsWithCode(register(archive, "native-archive", RunnerType.NATIVE), Code.InvalidArgument, "format");
     await assertNothingLeft("native-archive");
+
+    const idle = await buildLayout(path.join(dir, "idle"), [{ files: { "bin/wf": { from: workflow } } }], []);
+    await rejectsWithCode(register(await archiveOf(idle, path.join(dir, "idle.tar")), "no-entrypoint"), Code.InvalidArgument, "binary", "neither Entrypoint nor Cmd");
+    await assertNothingLeft("no-entrypoint");
   });
 });

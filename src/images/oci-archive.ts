@@ -137,31 +137,40 @@ const min = (a: bigint, b: bigint) => (a < b ? a : b);
 const max = (a: bigint, b: bigint) => (a > b ? a : b);
 
 /**
- * The layers' tars together hold at most `maxBytes` (what umoci would write into the root
- * filesystem), counted by decompressing each gzip layer without writing it: a layer bomb is
- * refused before the unpacker starts. zstd layers are refused, as Node 20 cannot count them.
+ * The layers' files together hold at most `maxBytes` (what umoci would write into the root
+ * filesystem), counted from their tar headers as each layer is read (decompressed in memory,
+ * nothing written): a layer bomb is refused before the unpacker starts. Sparse entries are
+ * refused (their real size is not what the archive holds), and so are zstd layers (Node 20
+ * cannot read them to count).
  */
 async function checkUnpackedSize(layoutDir: string, layers: readonly Descriptor[], maxBytes: bigint): Promise<void> {
   let total = 0n;
-  const tooBig = () => new InvalidArgument("binary", `the image's layers unpack to more than ${maxBytes} bytes (RUNTARA_MAX_IMAGE_BYTES, or ${MAX_ARCHIVE_EXPANSION}× a gzip-compressed archive)`);
   for (const layer of layers) {
     const file = blobFile(layoutDir, layer);
     const head = await readHead(file);
     if (isZstd(head)) throw new InvalidArgument("binary", `layer ${layer.digest} is zstd-compressed; push the image with gzip layers`);
-    if (!isGzip(head)) {
-      total += BigInt(layer.size);
-      if (total > maxBytes) throw tooBig();
-      continue;
-    }
     const source = createReadStream(file);
+    const tar: Readable = isGzip(head) ? source.pipe(createGunzip()) : source;
+    const entries = extract();
+    tar.on("error", (e) => entries.destroy(e));
+    tar.pipe(entries);
     try {
-      for await (const chunk of source.pipe(createGunzip())) {
-        total += BigInt((chunk as Buffer).length);
-        if (total > maxBytes) throw tooBig();
+      for await (const entry of entries) {
+        const { header } = entry;
+        // An unknown type (null) is GNU's old sparse format among others; PAX sparse is GNU.sparse.*.
+        if ((header.type as string | null) === null || Object.keys(header.pax ?? {}).some((k) => k.startsWith("GNU.sparse"))) {
+          throw new InvalidArgument("binary", `layer ${layer.digest} holds a sparse file or an entry of an unknown type (${header.name}); they are not supported`);
+        }
+        total += BigInt(header.size ?? 0) + 512n;
+        if (total > maxBytes) {
+          throw new InvalidArgument("binary", `the image's layers unpack to more than ${maxBytes} bytes (RUNTARA_MAX_IMAGE_BYTES, or ${MAX_ARCHIVE_EXPANSION}× a gzip-compressed archive)`);
+        }
+        entry.resume();
+        await new Promise<void>((resolve, reject) => entry.once("end", resolve).once("error", reject));
       }
     } catch (e) {
       if (e instanceof InvalidArgument) throw e;
-      throw new InvalidArgument("binary", `layer ${layer.digest} is not a readable gzip stream: ${(e as Error).message}`);
+      throw new InvalidArgument("binary", `layer ${layer.digest} is not a readable tar (optionally gzip): ${(e as Error).message}`);
     } finally {
       source.destroy();
     }
@@ -267,8 +276,13 @@ async function chooseManifest(layoutDir: string, index: { manifests?: unknown },
       return chooseManifest(layoutDir, doc, depth + 1);
     }
     const [config] = descriptorsOf(doc.config === undefined ? undefined : [doc.config], `manifest ${d.digest} config`);
-    const platform = await jsonBlob<{ os?: string; architecture?: string }>(layoutDir, config!, "config");
+    const platform = await jsonBlob<{ os?: string; architecture?: string; config?: { Entrypoint?: unknown; Cmd?: unknown } }>(layoutDir, config!, "config");
     if (platform.os === "linux" && platform.architecture === arch) {
+      // Checked here: the unpacker would fill in a default (`sh`) the image never asked for.
+      const nonEmpty = (v: unknown) => Array.isArray(v) && v.length > 0;
+      if (!nonEmpty(platform.config?.Entrypoint) && !nonEmpty(platform.config?.Cmd)) {
+        throw new InvalidArgument("binary", "the image config has neither Entrypoint nor Cmd: nothing to run");
+      }
       const layers = Array.isArray(doc.layers) && doc.layers.length > 0 ? descriptorsOf(doc.layers, `manifest ${d.digest} layers`) : [];
       for (const layer of layers) await checkBlob(layoutDir, layer, "layer");
       return { manifest: { mediaType: d.mediaType ?? doc.mediaType ?? "application/vnd.oci.image.manifest.v1+json", digest: d.digest, size: d.size }, layers };

@@ -1,4 +1,4 @@
-import { chmod, chown, lstat, readdir, readFile, rm } from "node:fs/promises";
+import { chmod, chown, lchown, lstat, readdir, readFile, rm } from "node:fs/promises";
 import path from "node:path";
 import { execa } from "execa";
 import type { IdMapping } from "./idmap.js";
@@ -16,8 +16,8 @@ export interface ImageProcess {
 
 /**
  * Makes an unpacked root filesystem harmless on the host, where it lies under DATA_DIR:
- * device nodes, FIFOs and sockets go (containers get their own /dev), and setuid/setgid bits
- * are cleared (containers run with no_new_privileges, so the bits grant nothing inside; on the
+ * device nodes, FIFOs and sockets go (containers get their own /dev), and file capabilities
+ * and setuid/setgid bits are cleared (containers run with no_new_privileges, so the bits grant nothing inside; on the
  * host they would hand a local user the containers' shared mapped uid).
  */
 async function defuse(dir: string): Promise<void> {
@@ -29,7 +29,10 @@ async function defuse(dir: string): Promise<void> {
       continue;
     }
     if (entry.isSymbolicLink()) continue;
-    const { mode } = await lstat(file);
+    const { mode, uid, gid } = await lstat(file);
+    // A chown, even to the same owner, drops a file's capabilities (security.capability, which
+    // umoci restores from the layer and which would be effective on the host too).
+    if (entry.isFile()) await lchown(file, uid, gid);
     if ((mode & 0o6000) !== 0) await chmod(file, mode & 0o1777);
   }
 }
