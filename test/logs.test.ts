@@ -89,6 +89,44 @@ describe("StreamInstanceLogs", () => {
     }
   });
 
+  it("a follower slower than the workflow loses lines only at a marked cut, never silently", async () => {
+    const capped = await startEnvironment({ maxLogBytes: 1024 * 1024 });
+    try {
+      const c = environmentClient(capped.baseUrl);
+      // ~4 MiB at ~600 KB/s; the follower reads ~200 KB/s, so the cap cuts under it again and again.
+      const script =
+        '#!/bin/sh\ni=0; while [ $i -lt 60000 ]; do echo "line $i ................................................................"; i=$((i+1)); [ $((i % 1000)) -eq 0 ] && sleep 0.1; done; echo "the very end"\n';
+      const { imageId } = await c.registerImage({ tenantId: TENANT, name: "steady", binary: new TextEncoder().encode(script), runnerType: RunnerType.NATIVE });
+      const { instanceId } = await c.startInstance({ tenantId: TENANT, imageId });
+      let text = "";
+      const dec = new TextDecoder();
+      for await (const r of c.streamInstanceLogs({ tenantId: TENANT, instanceId, follow: true, tailBytes: 0n }, { timeoutMs: 120_000 })) {
+        if (r.stream === LogStream.STDOUT) text += dec.decode(r.data, { stream: true });
+        await new Promise((resolve) => setTimeout(resolve, 300));
+      }
+      let last = -1;
+      let cuts = 0;
+      let cutAllowed = false;
+      for (const line of text.split("\n")) {
+        if (line.includes("bytes of the middle were dropped here")) {
+          cutAllowed = true;
+          cuts++;
+          continue;
+        }
+        const m = /^line (\d+) \.{64}$/.exec(line);
+        if (!m) continue;
+        const n = Number(m[1]);
+        assert.ok(n === last + 1 || (cutAllowed && n > last), `line ${n} after line ${last} with no marked cut between`);
+        last = n;
+        cutAllowed = false;
+      }
+      assert.ok(cuts > 0, "the cap cut under the follower");
+      assert.match(text, /line 59999 \.+\nthe very end\n$/, "the follower saw the end");
+    } finally {
+      await capped.close();
+    }
+  });
+
   it("another tenant's instance is NOT_FOUND; a symlink planted as a log is not followed", async () => {
     const { instanceId } = await client.startInstance({ tenantId: TENANT, imageId: chatty });
     const first = (tenantId: string, tailBytes = 0n) => client.streamInstanceLogs({ tenantId, instanceId, follow: false, tailBytes })[Symbol.asyncIterator]().next();

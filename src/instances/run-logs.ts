@@ -5,7 +5,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { DatabasePool } from "slonik";
 import { NotFound } from "../errors.js";
 import { isTerminal, transitions } from "../lifecycle/index.js";
-import { MARKER_MAX_BYTES, markerOffset, offsetAfterCap } from "../runner/log-cap.js";
+import { MARKER_MAX_BYTES, markerOffset, offsetAfterCap, readMarker } from "../runner/log-cap.js";
 import * as repo from "./repository.js";
 
 export type LogStreamName = "stdout" | "stderr";
@@ -37,6 +37,8 @@ interface OpenLog {
   offset: number;
   /** Where the first read starts from the end (tail_bytes); used once. */
   tail: number;
+  /** The cap's shift of the file as `offset` counts it (undefined until first read; 0: never capped). */
+  shift: number | undefined;
 }
 
 /**
@@ -44,8 +46,8 @@ interface OpenLog {
  * (every run appends, after a marker line). The run directory is the workflow's `/data`, so
  * a log is opened only as a regular file the environment owns, never through a symlink or
  * into a FIFO the workflow may have planted there. A log capped in place (its middle
- * dropped, `maxLogBytes` as the runners cap it) shrinks under a follower, which then
- * continues where its next byte moved to (the marker says how far).
+ * dropped, `maxLogBytes` as the runners cap it) changes under a follower, which then
+ * continues where its next byte moved to (the marker's shift says how far).
  */
 export class RunLogReader {
   constructor(
@@ -57,7 +59,7 @@ export class RunLogReader {
   async *read(req: LogRequest): AsyncGenerator<LogChunk> {
     if ((await transitions.tenantStatus(this.db, req.tenantId, req.instanceId)) === null) throw new NotFound(`instance ${req.instanceId} not found`);
     const runDir = path.join(this.dataDir, "runs", req.tenantId, req.instanceId);
-    const logs: OpenLog[] = (["stdout", "stderr"] as const).map((name) => ({ name, file: path.join(runDir, `${name}.log`), handle: undefined, offset: 0, tail: req.tailBytes }));
+    const logs: OpenLog[] = (["stdout", "stderr"] as const).map((name) => ({ name, file: path.join(runDir, `${name}.log`), handle: undefined, offset: 0, tail: req.tailBytes, shift: undefined }));
     try {
       for (;;) {
         // Settled before the last pass, so nothing written before the end is missed.
@@ -83,30 +85,45 @@ export class RunLogReader {
   }
 }
 
-/** What has been appended to the log since the last read. */
+/**
+ * What has been appended to the log since the last read. A cut by the cap (see capLogFile)
+ * shows as a new shift in the marker: the offset is moved to where its next byte went, and a
+ * chunk read while a cut happened is dropped and read again from there.
+ */
 async function* drain(log: OpenLog, maxLogBytes: number): AsyncGenerator<Uint8Array> {
   log.handle ??= await openOwnRegularFile(log.file);
-  if (log.handle === undefined) return;
-  const size = (await log.handle.stat()).size;
+  const handle = log.handle;
+  if (handle === undefined) return;
+  const follow = async () => {
+    const shift = await shiftOf(handle, maxLogBytes);
+    if (log.shift !== undefined && shift.value !== log.shift && shift.cut) log.offset = offsetAfterCap(log.offset, maxLogBytes, log.shift, shift.cut);
+    log.shift = shift.value;
+  };
+  await follow();
+  const size = (await handle.stat()).size;
   if (log.tail > 0) {
     log.offset = Math.max(0, size - log.tail);
     log.tail = 0;
   }
-  if (size < log.offset) log.offset = await offsetInCapped(log.handle, log.offset, size, maxLogBytes);
+  log.offset = Math.min(log.offset, size);
   while (log.offset < size) {
     const buffer = Buffer.alloc(Math.min(CHUNK_BYTES, size - log.offset));
-    const { bytesRead } = await log.handle.read(buffer, 0, buffer.length, log.offset);
+    const { bytesRead } = await handle.read(buffer, 0, buffer.length, log.offset);
     if (bytesRead === 0) return;
+    const before = log.shift;
+    await follow();
+    if (log.shift !== before) return; // cut meanwhile: the next pass reads from the new offset
     log.offset += bytesRead;
     yield buffer.subarray(0, bytesRead);
   }
 }
 
-/** Where a follower at `offset` continues in a log capped meanwhile (at its end when no marker is found). */
-async function offsetInCapped(handle: FileHandle, offset: number, size: number, maxLogBytes: number): Promise<number> {
+/** The shift the marker at markerOffset states (0 and no cut when there is none). */
+async function shiftOf(handle: FileHandle, maxLogBytes: number): Promise<{ value: number; cut?: { length: number; shift: number } }> {
   const at = Buffer.alloc(MARKER_MAX_BYTES);
   const { bytesRead } = await handle.read(at, 0, at.length, markerOffset(maxLogBytes));
-  return Math.min(size, offsetAfterCap(offset, maxLogBytes, at.subarray(0, bytesRead)) ?? size);
+  const cut = readMarker(at.subarray(0, bytesRead));
+  return cut ? { value: cut.shift, cut } : { value: 0 };
 }
 
 async function openOwnRegularFile(file: string): Promise<FileHandle | undefined> {

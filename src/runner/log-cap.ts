@@ -4,30 +4,36 @@ import { closeSync, constants, fstatSync, ftruncateSync, openSync, readSync, wri
 export const LOG_CAP_INTERVAL_MS = 1_000;
 
 /**
- * Written where the middle of an over-long log was dropped. It states how many bytes went, so
- * a follower that had read past the cut can find where it stands in the shortened file.
+ * Written where the middle of an over-long log was dropped: how many bytes went in this cut
+ * (for people), and the shift (for followers): how far every byte after the marker now sits
+ * before where it would be had nothing ever been dropped. Shifts only grow, so a follower that
+ * knew the previous shift can tell that a cut happened and where its next byte went.
  */
-const marker = (dropped: number) => Buffer.from(`\n[runtara: log over its size limit; ${dropped} bytes of the middle were dropped here]\n`);
-const MARKER_PATTERN = /^\n\[runtara: log over its size limit; (\d+) bytes of the middle were dropped here\]\n/;
-/** Longest marker (the dropped count has at most 16 digits). */
-export const MARKER_MAX_BYTES = marker(10 ** 15).length;
+const marker = (dropped: number, shift: number) =>
+  Buffer.from(`\n[runtara: log over its size limit; ${dropped} bytes of the middle were dropped here; shift ${shift}]\n`);
+const MARKER_PATTERN = /^\n\[runtara: log over its size limit; \d+ bytes of the middle were dropped here; shift (\d+)\]\n/;
+/** Longest marker (counts of at most 16 digits). */
+export const MARKER_MAX_BYTES = marker(10 ** 15, 10 ** 15).length;
 
 /** Where a log capped at `maxBytes` holds its marker (right after the head it keeps). */
 export const markerOffset = (maxBytes: number) => Math.floor(maxBytes / 2);
 
+/** The marker at the start of `bytes` (read from markerOffset): its length and shift; undefined when none is there. */
+export function readMarker(bytes: Uint8Array): { length: number; shift: number } | undefined {
+  const m = MARKER_PATTERN.exec(Buffer.from(bytes).toString("latin1"));
+  return m ? { length: m[0].length, shift: Number(m[1]) } : undefined;
+}
+
 /**
- * Where a reader that had read up to `offset` of the file before it was capped continues in
- * the capped file (`bytesAtMarker` read from markerOffset): at the same byte when it had not
- * passed the head, at the marker when it was in the dropped middle, else where its byte moved.
- * Undefined when no marker is there. A reader that slept through two caps lands near, not on,
- * its byte.
+ * Where a reader at `offset` of the file as it was when the shift was `knownShift` continues
+ * after a cut (the marker now at markerOffset says `cut`): at the same byte when it had not
+ * passed the head, at the marker when its next byte was dropped, else where that byte moved.
  */
-export function offsetAfterCap(offset: number, maxBytes: number, bytesAtMarker: Uint8Array): number | undefined {
+export function offsetAfterCap(offset: number, maxBytes: number, knownShift: number, cut: { length: number; shift: number }): number {
   const head = markerOffset(maxBytes);
-  const m = MARKER_PATTERN.exec(Buffer.from(bytesAtMarker).toString("latin1"));
-  if (m === null) return undefined;
   if (offset <= head) return offset;
-  return Math.max(head, offset - Number(m[1]) + m[0].length);
+  const moved = offset + knownShift - cut.shift;
+  return moved < head + cut.length ? head : moved;
 }
 
 /** Default cap of each of a run's stdout.log and stderr.log. */
@@ -54,12 +60,19 @@ export function capLogFile(fd: number, maxBytes: number): ((offset: number) => n
   try {
     const size = fstatSync(rw).size;
     const head = markerOffset(maxBytes);
-    // The marker's length depends on the count it states, which depends on the tail's length.
-    let cut = marker(size - maxBytes);
-    while (marker(size - (maxBytes - cut.length)).length !== cut.length) cut = marker(size - (maxBytes - cut.length));
+    // The shift so far is in the marker of the previous cut, if there was one.
+    const previous = Buffer.alloc(MARKER_MAX_BYTES);
+    const shiftBefore = readMarker(previous.subarray(0, readSync(rw, previous, 0, previous.length, head)))?.shift ?? 0;
+    // The marker's length depends on the counts it states, which depend on the tail's length.
+    const cutFor = (length: number) => {
+      const tailFrom = size - (maxBytes - head - length);
+      return marker(tailFrom - head, shiftBefore + tailFrom - head - length);
+    };
+    let cut = cutFor(MARKER_MAX_BYTES);
+    while (cutFor(cut.length).length !== cut.length) cut = cutFor(cut.length);
+    cut = cutFor(cut.length);
     const tail = Buffer.alloc(maxBytes - head - cut.length);
     const tailFrom = size - tail.length;
-    cut = marker(tailFrom - head);
     let got = 0;
     while (got < tail.length) {
       const n = readSync(rw, tail, got, tail.length - got, tailFrom + got);
