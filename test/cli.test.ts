@@ -243,6 +243,31 @@ describe("runtara CLI", { skip }, () => {
     assert.equal(r.stdout.trim(), "instances");
   });
 
+  it("Ctrl-C while following a run leaves the instance running and says how to stop it (exit 130); status is coloured on a terminal only", async () => {
+    const child = spawn(process.execPath, [path.join(root, "bin/runtara.js"), "run", "approval", "--input", '{"request":"wait"}'], {
+      cwd: root,
+      env: { ...process.env, ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let err = "";
+    child.stderr!.setEncoding("utf8").on("data", (d: string) => (err += d));
+    const exited = new Promise<number | null>((resolve) => child.once("close", (code) => resolve(code)));
+    await waitUntil(async () => /RUNNING/.test(err), 60_000);
+    child.kill("SIGINT");
+    assert.equal(await exited, 130, err);
+    const id = /instance ([0-9a-f-]{36})/.exec(err)![1]!;
+    assert.match(err, new RegExp(`instance ${id} keeps running; stop it with: runtara instances stop ${id}`));
+    const status = await cli("-o", "json", "instances", "get", id);
+    assert.equal((JSON.parse(status.stdout) as { instance: { status: string } }).instance.status, "INSTANCE_STATUS_RUNNING");
+    assert.equal((await cli("instances", "cancel", id)).code, 0);
+
+    const plain = await cli("instances", "ls", "--status", "completed");
+    assert.ok(!plain.stdout.includes("\x1b["), "no escape codes into a pipe");
+    const command = `"${process.execPath}" "${root}/bin/runtara.js" instances ls --status completed`;
+    const tty = await execa("script", ["-qefc", command, "/dev/null"], { cwd: root, env: { ...env, TERM: "xterm" }, reject: false });
+    assert.ok(tty.stdout.includes("\x1b[32mCOMPLETED\x1b[39m"), `green on a terminal: ${JSON.stringify(tty.stdout.slice(0, 300))}`);
+  });
+
   it("workflow build twice gives the same digest", async () => {
     const a = await cli("-o", "json", "workflow", "build", "examples/wait-for-signal.ts", "--out", path.join(dir, "a.tar"));
     const b = await cli("-o", "json", "workflow", "build", "examples/wait-for-signal.ts", "--out", path.join(dir, "b.tar"));
