@@ -7,6 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import http2 from "node:http2";
 import { createHash, randomBytes } from "node:crypto";
 import { chmod, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -91,6 +92,13 @@ describe("runtara CLI", { skip }, () => {
     assert.match(r.stdout, /^[0-9a-f-]{36}\s+COMPLETED\s+completed\s+approval/m, "instances ls lists it");
   });
 
+  it("run --image-version N --detach prints the new instance's id", async () => {
+    const r = await cli("run", "hello", "--image-version", "1", "--detach");
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout.trim(), /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+    assert.equal((await cli("instances", "watch", r.stdout.trim())).code, 0);
+  });
+
   it("--output json of every list and get parses with the generated schemas and round-trips", async () => {
     const listed = await cli("-o", "json", "instances", "ls");
     assert.equal(listed.code, 0, listed.stderr);
@@ -159,6 +167,7 @@ describe("runtara CLI", { skip }, () => {
   });
 
   it("each failure prints one line saying what to do, with exit 1 (failed) or 2 (usage)", async () => {
+    const buildDirsBefore = (await readdir(tmpdir())).filter((f) => f.startsWith("runtara-build-"));
     const cases: [string[], Record<string, string>, number, RegExp][] = [
       [["images", "ls"], { RUNTARA_SERVER: "http://127.0.0.1:1" }, 1, /^runtara: cannot reach the server at http:\/\/127\.0\.0\.1:1 .*is it running\? Set --server or RUNTARA_SERVER$/],
       [["instances", "get", "no-such-instance"], {}, 1, /^runtara: .*no-such-instance.*not found/i],
@@ -169,12 +178,46 @@ describe("runtara CLI", { skip }, () => {
       [["no-such-command"], {}, 2, /unknown command 'no-such-command'/],
       [["deploy", "/nonexistent/file.bin", "--name", "x"], {}, 2, /^runtara: cannot read \/nonexistent\/file\.bin: no such file$/],
       [["--profile", "prod", "health"], {}, 2, /^runtara: profile "prod" named, but there is no config file/],
+      [["images", "ls", "--bogus"], {}, 2, /unknown option '--bogus'/],
+      [["deploy", "examples/wait-for-signal.ts"], {}, 2, /required option '-n, --name <name>' not specified/],
+      [["workflow", "build", "examples/wait-for-signal.ts", "--out", "examples/wait-for-signal.ts"], {}, 2, /^runtara: --out examples\/wait-for-signal\.ts is the workflow file itself$/],
+      [["workflow", "build", "examples/wait-for-signal.ts", "--out", "/nonexistent-dir/x.tar"], {}, 1, /^runtara: cannot write \/nonexistent-dir\/x\.tar: ENOENT$/],
+      [["run", "hello", "--input", "@/dev/zero"], {}, 2, /^runtara: --input: \/dev\/zero is not a regular file$/],
+      [["instances", "ls", "--limit", "2147483648"], {}, 2, /^runtara: --limit must be an integer from 1 to 2147483647/],
+      [["instances", "ls", "--created-after", "1"], {}, 2, /^runtara: --created-after must be an ISO time/],
+      [["health"], { RUNTARA_API_KEY: "secret-key\nwith-newline" }, 2, /^runtara: the API key holds characters an HTTP header cannot carry/],
     ];
     for (const [args, extra, code, line] of cases) {
       const r = await runtara(args, { ...env, ...extra });
       assert.equal(r.code, code, `${args.join(" ")}: ${r.stderr}`);
       assert.match(r.stderr.split("\n")[0]!, line, args.join(" "));
       if (code === 1) assert.equal(r.stderr.trim().split("\n").length, 1, `one line: ${r.stderr}`);
+      assert.ok(!r.stderr.includes("secret-key"), "the key is never printed");
+    }
+    assert.deepEqual((await readdir(tmpdir())).filter((f) => f.startsWith("runtara-build-") && !buildDirsBefore.includes(f)), [], "a failed build leaves no temporary files");
+    // A closed pipe ends `logs` quietly.
+    const id = (JSON.parse((await cli("-o", "json", "instances", "ls", "--limit", "1")).stdout) as { instances: { instanceId: string }[] }).instances[0]!.instanceId;
+    const piped = await execa("sh", ["-c", `"${process.execPath}" "${root}/bin/runtara.js" logs ${id} | head -c 1`], { env: { ...env }, reject: false });
+    assert.ok(!/EPIPE|Error|\n\s+at /.test(piped.stderr), `no EPIPE trace: ${piped.stderr}`);
+    // A profile's key goes only to its own server, never to one named with --server.
+    const seen: (string | undefined)[] = [];
+    const spy = http2.createServer((req, res) => {
+      seen.push(req.headers.authorization);
+      res.writeHead(503).end();
+    });
+    await new Promise<void>((resolve) => spy.listen(0, "127.0.0.1", resolve));
+    try {
+      const config = path.join(dir, "spy.json");
+      await writeFile(config, JSON.stringify({ default: "prod", profiles: { prod: { server: env.RUNTARA_SERVER, apiKey: "secret-key-of-prod-0123" } } }));
+      const other = await runtara(["--config", config, "--server", `http://127.0.0.1:${(spy.address() as { port: number }).port}`, "health"], { HOME: dir });
+      assert.equal(other.code, 1);
+      assert.ok(seen.length > 0 && seen.every((a) => a === undefined), `authorization sent: ${seen.join(",")}`);
+      await writeFile(config, JSON.stringify({ profiles: { prod: { server: env.RUNTARA_SERVER, insecure: "false" } } }));
+      const typo = await runtara(["--config", config, "--profile", "prod", "health"], { HOME: dir });
+      assert.equal(typo.code, 2);
+      assert.match(typo.stderr, /insecure must be true or false/);
+    } finally {
+      spy.close();
     }
     // A wrong API key, against a server with keys.
     const keysFile = path.join(dir, "keys");

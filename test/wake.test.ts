@@ -104,7 +104,7 @@ describe("wake scheduler", () => {
       assert.deepEqual(notOnce, [], "every sleeper registered exactly once and completed");
       // An instance completes before its process exits; the exits are recorded moments later.
       const tracked = async () => (await t.query(`SELECT count(*)::int AS n FROM running_processes`))[0]!.n as number;
-      assert.ok(await eventually(async () => (await tracked()) === 0, 15_000), `no process left tracked (${await tracked()} are)`);
+      assert.ok(await eventually(async () => (await tracked()) === 0, 30_000), `no process left tracked (${await tracked()} are)`);
     } finally {
       await second.stop();
     }

@@ -2,7 +2,6 @@
  * A client of the management API for Node programs: the generated EnvironmentService client
  * over HTTP/2 (Connect protocol, binary), with the API key sent on every call.
  */
-import { readFileSync } from "node:fs";
 import { createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { EnvironmentService } from "../../gen/runtara/environment/v1/environment_pb.js";
@@ -15,8 +14,8 @@ export interface EnvironmentClientOptions {
   baseUrl: string;
   /** Sent as `authorization: Bearer <key>`. */
   apiKey?: string;
-  /** PEM file of the CA that signed the server's certificate (https). */
-  caFile?: string;
+  /** PEM of the CA that signed the server's certificate (https). */
+  ca?: Buffer;
   /** Accept any server certificate (https; for testing only). */
   insecure?: boolean;
   /** Replaces the transport built from the options above. */
@@ -42,8 +41,10 @@ function environmentTransport(options: EnvironmentClientOptions): Transport {
     httpVersion: "2",
     useBinaryFormat: true,
     interceptors,
+    // A server (or something posing as one) cannot make the client buffer more than this.
+    readMaxBytes: 256 * 1024 * 1024,
     nodeOptions: {
-      ...(options.caFile ? { ca: readFileSync(options.caFile) } : {}),
+      ...(options.ca ? { ca: options.ca } : {}),
       ...(options.insecure ? { rejectUnauthorized: false } : {}),
     },
   });

@@ -94,13 +94,19 @@ async function* drain(log: OpenLog, maxLogBytes: number): AsyncGenerator<Uint8Ar
   log.handle ??= await openOwnRegularFile(log.file);
   const handle = log.handle;
   if (handle === undefined) return;
+  /** Takes in a cut made since the last look; false while one is under way (read nothing then). */
   const follow = async () => {
     const shift = await shiftOf(handle, maxLogBytes);
+    if (shift === "cutting") return false;
     if (log.shift !== undefined && shift.value !== log.shift && shift.cut) log.offset = offsetAfterCap(log.offset, maxLogBytes, log.shift, shift.cut);
     log.shift = shift.value;
+    return true;
   };
-  await follow();
+  if (!(await follow())) return;
   const size = (await handle.stat()).size;
+  // The size must be of the layout the offset counts in: a cut in between starts over next pass.
+  const shiftAtSize = log.shift;
+  if (!(await follow()) || log.shift !== shiftAtSize) return;
   if (log.tail > 0) {
     log.offset = Math.max(0, size - log.tail);
     log.tail = 0;
@@ -111,18 +117,19 @@ async function* drain(log: OpenLog, maxLogBytes: number): AsyncGenerator<Uint8Ar
     const { bytesRead } = await handle.read(buffer, 0, buffer.length, log.offset);
     if (bytesRead === 0) return;
     const before = log.shift;
-    await follow();
-    if (log.shift !== before) return; // cut meanwhile: the next pass reads from the new offset
+    // Cut meanwhile (or under way): drop the chunk; the next pass reads from the new offset.
+    if (!(await follow()) || log.shift !== before) return;
     log.offset += bytesRead;
     yield buffer.subarray(0, bytesRead);
   }
 }
 
-/** The shift the marker at markerOffset states (0 and no cut when there is none). */
-async function shiftOf(handle: FileHandle, maxLogBytes: number): Promise<{ value: number; cut?: { length: number; shift: number } }> {
+/** The shift the marker at markerOffset states (0 and no cut when there is none), or "cutting". */
+async function shiftOf(handle: FileHandle, maxLogBytes: number): Promise<{ value: number; cut?: { length: number; shift: number } } | "cutting"> {
   const at = Buffer.alloc(MARKER_MAX_BYTES);
   const { bytesRead } = await handle.read(at, 0, at.length, markerOffset(maxLogBytes));
   const cut = readMarker(at.subarray(0, bytesRead));
+  if (cut === "cutting") return cut;
   return cut ? { value: cut.shift, cut } : { value: 0 };
 }
 

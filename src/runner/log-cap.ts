@@ -18,8 +18,15 @@ export const MARKER_MAX_BYTES = marker(10 ** 15, 10 ** 15).length;
 /** Where a log capped at `maxBytes` holds its marker (right after the head it keeps). */
 export const markerOffset = (maxBytes: number) => Math.floor(maxBytes / 2);
 
-/** The marker at the start of `bytes` (read from markerOffset): its length and shift; undefined when none is there. */
-export function readMarker(bytes: Uint8Array): { length: number; shift: number } | undefined {
+/** At the marker's place while a cut moves bytes: what follows is not to be read yet. */
+const CUTTING = Buffer.from("\n[runtara: log over its size limit; cutting]\n");
+
+/**
+ * The marker at the start of `bytes` (read from markerOffset): its length and shift, "cutting"
+ * while a cut is under way, undefined when none is there.
+ */
+export function readMarker(bytes: Uint8Array): { length: number; shift: number } | "cutting" | undefined {
+  if (Buffer.from(bytes).subarray(0, CUTTING.length).equals(CUTTING)) return "cutting";
   const m = MARKER_PATTERN.exec(Buffer.from(bytes).toString("latin1"));
   return m ? { length: m[0].length, shift: Number(m[1]) } : undefined;
 }
@@ -62,7 +69,8 @@ export function capLogFile(fd: number, maxBytes: number): ((offset: number) => n
     const head = markerOffset(maxBytes);
     // The shift so far is in the marker of the previous cut, if there was one.
     const previous = Buffer.alloc(MARKER_MAX_BYTES);
-    const shiftBefore = readMarker(previous.subarray(0, readSync(rw, previous, 0, previous.length, head)))?.shift ?? 0;
+    const found = readMarker(previous.subarray(0, readSync(rw, previous, 0, previous.length, head)));
+    const shiftBefore = typeof found === "object" ? found.shift : 0;
     // The marker's length depends on the counts it states, which depend on the tail's length.
     const cutFor = (length: number) => {
       const tailFrom = size - (maxBytes - head - length);
@@ -79,7 +87,8 @@ export function capLogFile(fd: number, maxBytes: number): ((offset: number) => n
       if (n === 0) break;
       got += n;
     }
-    writeAll(rw, cut, head);
+    // Readers see "cutting" while bytes move, and the new marker only once they are in place.
+    writeAll(rw, CUTTING, head);
     writeAll(rw, tail.subarray(0, got), head + cut.length);
     // What the process appended while we moved the tail goes after it too; the truncate then
     // follows the last size check by microseconds instead of by the whole move.
@@ -96,6 +105,7 @@ export function capLogFile(fd: number, maxBytes: number): ((offset: number) => n
       end += n;
     }
     ftruncateSync(rw, end);
+    writeAll(rw, cut, head);
     return (offset) => (offset <= head ? offset : head + cut.length + Math.max(0, offset - tailFrom));
   } finally {
     closeSync(rw);

@@ -55,24 +55,43 @@ export function defaultConfigFile(env: NodeJS.ProcessEnv = process.env): string 
 }
 
 export function resolveContext(flags: GlobalFlags, env: NodeJS.ProcessEnv = process.env): Context {
-  const profile = readProfile(flags.config ?? env.RUNTARA_CONFIG ?? defaultConfigFile(env), flags.profile ?? env.RUNTARA_PROFILE);
-  const server = flags.server ?? env.RUNTARA_SERVER ?? profile.server ?? DEFAULT_SERVER;
-  if (!/^https?:\/\/[^/]+/.test(server)) throw new UsageError(`--server must be an http:// or https:// URL, got ${JSON.stringify(server)}`);
+  // An empty variable counts as unset.
+  const fromEnv = (name: string) => env[name] || undefined;
+  const profile = readProfile(flags.config ?? fromEnv("RUNTARA_CONFIG") ?? defaultConfigFile(env), flags.profile ?? fromEnv("RUNTARA_PROFILE"));
+  const server = flags.server ?? fromEnv("RUNTARA_SERVER") ?? profile.server ?? DEFAULT_SERVER;
+  try {
+    if (!/^https?:$/.test(new URL(server).protocol)) throw new Error();
+  } catch {
+    throw new UsageError(`--server must be an http:// or https:// URL, got ${JSON.stringify(server)}`);
+  }
   const output = flags.output ?? "table";
   if (output !== "table" && output !== "json") throw new UsageError(`--output must be table or json, got ${JSON.stringify(output)}`);
   const timeoutSecs = Number(flags.timeout ?? "30");
-  if (!Number.isFinite(timeoutSecs) || timeoutSecs <= 0) throw new UsageError(`--timeout must be a positive number of seconds, got ${JSON.stringify(flags.timeout)}`);
-  const caFile = flags.caFile ?? env.RUNTARA_CA_FILE ?? profile.caFile;
-  const apiKey = flags.apiKey ?? env.RUNTARA_API_KEY ?? profile.apiKey;
+  if (!/^\d+(\.\d+)?$/.test(flags.timeout ?? "30") || timeoutSecs <= 0 || timeoutSecs > 86_400) {
+    throw new UsageError(`--timeout must be a number of seconds from 0 to 86400, got ${JSON.stringify(flags.timeout)}`);
+  }
+  // A profile's credentials go only to that profile's server, never to one named otherwise.
+  const own = server === profile.server ? profile : {};
+  const caFile = flags.caFile ?? fromEnv("RUNTARA_CA_FILE") ?? own.caFile;
+  const apiKey = flags.apiKey ?? fromEnv("RUNTARA_API_KEY") ?? own.apiKey;
+  if (apiKey !== undefined && !/^[\x21-\x7e]+$/.test(apiKey)) throw new UsageError("the API key holds characters an HTTP header cannot carry (spaces, newlines, non-ASCII)");
+  let ca: Buffer | undefined;
+  if (caFile !== undefined) {
+    try {
+      ca = readFileSync(caFile);
+    } catch (e) {
+      throw new UsageError(`--ca-file: cannot read ${caFile}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+  }
   return {
     server,
-    tenant: flags.tenant ?? env.RUNTARA_TENANT ?? profile.tenant ?? "default",
+    tenant: flags.tenant || fromEnv("RUNTARA_TENANT") || profile.tenant || "default",
     output,
     client: createEnvironmentClient({
       baseUrl: server,
       ...(apiKey ? { apiKey } : {}),
-      ...(caFile ? { caFile } : {}),
-      insecure: flags.insecure ?? profile.insecure ?? false,
+      ...(ca ? { ca } : {}),
+      insecure: flags.insecure ?? own.insecure ?? false,
     }),
     unary: { timeoutMs: timeoutSecs * 1000 },
     tty: process.stdout.isTTY === true,
@@ -88,9 +107,16 @@ function readProfile(file: string, name: string | undefined): Profile {
     if ((e as NodeJS.ErrnoException).code === "ENOENT") throw new UsageError(`profile ${JSON.stringify(name)} named, but there is no config file ${file}`);
     throw new UsageError(`cannot read the config file ${file}: ${(e as Error).message}`);
   }
+  if (typeof config !== "object" || config === null) throw new UsageError(`the config file ${file} must hold a JSON object`);
   const chosen = name ?? config.default;
   if (chosen === undefined) return {};
-  const profile = config.profiles?.[chosen];
-  if (profile === undefined) throw new UsageError(`no profile ${JSON.stringify(chosen)} in ${file} (profiles: ${Object.keys(config.profiles ?? {}).join(", ") || "none"})`);
+  const profiles = typeof config.profiles === "object" && config.profiles !== null ? config.profiles : {};
+  const profile = Object.hasOwn(profiles, chosen) ? profiles[chosen] : undefined;
+  if (profile === undefined) throw new UsageError(`no profile ${JSON.stringify(chosen)} in ${file} (profiles: ${Object.keys(profiles).join(", ") || "none"})`);
+  if (typeof profile !== "object" || profile === null) throw new UsageError(`profile ${JSON.stringify(chosen)} in ${file} must be an object`);
+  for (const key of ["server", "apiKey", "tenant", "caFile"] as const) {
+    if (profile[key] !== undefined && typeof profile[key] !== "string") throw new UsageError(`profile ${JSON.stringify(chosen)} in ${file}: ${key} must be a string`);
+  }
+  if (profile.insecure !== undefined && typeof profile.insecure !== "boolean") throw new UsageError(`profile ${JSON.stringify(chosen)} in ${file}: insecure must be true or false`);
   return profile;
 }

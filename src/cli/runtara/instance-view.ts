@@ -2,7 +2,7 @@
 import { InstanceStatus, TerminationReason } from "../../../gen/runtara/core/v1/types_pb.js";
 import type { Instance } from "../../../gen/runtara/environment/v1/environment_pb.js";
 import type { Context } from "./context.js";
-import { bytes, details, duration, enumName, jsonBytes, relativeTime, statusText } from "./output.js";
+import { bytes, details, duration, enumName, jsonBytes, oneLine, relativeTime, statusText } from "./output.js";
 
 export const isTerminal = (s: InstanceStatus) => s === InstanceStatus.COMPLETED || s === InstanceStatus.FAILED || s === InstanceStatus.CANCELLED;
 
@@ -23,12 +23,12 @@ export function instanceDetails(ctx: Context, i: Instance): string {
     ["cpu", i.cpuUsageUsec === undefined ? "" : `${(Number(i.cpuUsageUsec) / 1e6).toFixed(2)}s`],
     ["input", jsonBytes(i.input)],
     ["output", jsonBytes(i.output)],
-    ["error", i.error],
+    ["error", oneLine(i.error)],
   ]);
 }
 
 /** `RUNNING`, `SUSPENDED (sleeping, wakes in 2s)`, `FAILED (crashed): message`. */
 export function statusLine(ctx: Context, i: Instance): string {
   const notes = [enumName(TerminationReason, i.terminationReason), i.wakeAt ? `wakes ${relativeTime(i.wakeAt)}` : ""].filter((n) => n !== "");
-  return `${statusText(ctx, i.status)}${notes.length ? ` (${notes.join(", ")})` : ""}${i.error ? `: ${i.error}` : ""}`;
+  return `${statusText(ctx, i.status)}${notes.length ? ` (${notes.join(", ")})` : ""}${i.error ? `: ${oneLine(i.error)}` : ""}`;
 }

@@ -8,6 +8,9 @@ import { toJson, type DescMessage, type MessageShape } from "@bufbuild/protobuf"
 import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { InstanceStatus } from "../../../gen/runtara/core/v1/types_pb.js";
 import type { Context } from "./context.js";
+import { oneLine } from "./failures.js";
+
+export { oneLine };
 
 type Style = Parameters<typeof styleText>[0];
 
@@ -94,7 +97,7 @@ export function jsonBytes(data: Uint8Array): string {
   try {
     return JSON.stringify(JSON.parse(text));
   } catch {
-    return text;
+    return oneLine(text);
   }
 }
 

@@ -1,17 +1,26 @@
 /** Arguments as the API wants them; anything malformed is a UsageError naming the flag. */
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import { timestampFromDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { UsageError } from "./failures.js";
+
+/** Largest JSON argument read from a file (the server's payload cap is smaller by default). */
+const MAX_JSON_ARGUMENT_BYTES = 64 * 1024 * 1024;
 
 /** `--input '{"a":1}'` or `--input @file.json`: JSON checked, sent as UTF-8 bytes. */
 export function jsonArgument(flag: string, value: string | undefined): Uint8Array {
   if (value === undefined) return new Uint8Array();
   let text = value;
   if (value.startsWith("@")) {
+    const file = value.slice(1);
+    // A regular file of bounded size: not /dev/zero, a FIFO or a directory.
     try {
-      text = readFileSync(value.slice(1), "utf8");
+      const st = statSync(file);
+      if (!st.isFile()) throw new UsageError(`${flag}: ${file} is not a regular file`);
+      if (st.size > MAX_JSON_ARGUMENT_BYTES) throw new UsageError(`${flag}: ${file} is larger than ${MAX_JSON_ARGUMENT_BYTES} bytes`);
+      text = readFileSync(file, "utf8");
     } catch (e) {
-      throw new UsageError(`${flag}: cannot read ${value.slice(1)}: ${(e as Error).message}`);
+      if (e instanceof UsageError) throw e;
+      throw new UsageError(`${flag}: cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
     }
   }
   try {
@@ -29,19 +38,19 @@ export function envArgument(value: string, previous: Record<string, string> = {}
   return { ...previous, [value.slice(0, i)]: value.slice(i + 1) };
 }
 
-export function intArgument(flag: string, value: string | undefined, min = 0): number | undefined {
+export function intArgument(flag: string, value: string | undefined, min = 0, max = 2 ** 31 - 1): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);
-  if (!Number.isSafeInteger(n) || n < min) throw new UsageError(`${flag} must be an integer of at least ${min}, got ${JSON.stringify(value)}`);
+  if (!/^-?\d+$/.test(value) || n < min || n > max) throw new UsageError(`${flag} must be an integer from ${min} to ${max}, got ${JSON.stringify(value)}`);
   return n;
 }
 
 /** An ISO 8601 time, or a duration ago: `15m`, `2h`, `7d`. */
 export function timeArgument(flag: string, value: string | undefined, now = Date.now()): Timestamp | undefined {
   if (value === undefined) return undefined;
-  const ago = /^(\d+)([smhd])$/.exec(value);
-  if (ago) return timestampFromDate(new Date(now - Number(ago[1]) * { s: 1e3, m: 6e4, h: 36e5, d: 864e5 }[ago[2] as "s"]));
-  const t = Date.parse(value);
+  const ago = /^(\d{1,9})([smhd])$/.exec(value);
+  if (ago) return timestampFromDate(new Date(Math.max(0, now - Number(ago[1]) * { s: 1e3, m: 6e4, h: 36e5, d: 864e5 }[ago[2] as "s"])));
+  const t = /^\d{4}-\d{2}-\d{2}/.test(value) ? Date.parse(value) : NaN;
   if (Number.isNaN(t)) throw new UsageError(`${flag} must be an ISO time (2026-12-01T10:00:00Z) or an age (15m, 2h, 7d), got ${JSON.stringify(value)}`);
   return timestampFromDate(new Date(t));
 }

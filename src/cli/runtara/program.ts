@@ -11,6 +11,7 @@ import { registerInspect } from "./commands/inspect.js";
 import { registerInstances } from "./commands/instances.js";
 import { registerRun } from "./commands/run.js";
 import { resolveContext, type Context, type GlobalFlags } from "./context.js";
+import { describeFailure, Reported } from "./failures.js";
 
 /** Wraps an action so it receives the resolved Context first. */
 export type Action = <A extends unknown[]>(fn: (ctx: Context, ...args: A) => Promise<void>) => (...args: A) => Promise<void>;
@@ -29,6 +30,8 @@ export function buildProgram(): Command {
     .addOption(new Option("--profile <name>", "named server in the config file").env("RUNTARA_PROFILE"))
     .addOption(new Option("--config <file>", "config file of named servers (default ~/.config/runtara/config.json)").env("RUNTARA_CONFIG"))
     .showHelpAfterError("(add --help for usage)")
+    // Before the commands are added, so they inherit it: a usage error anywhere exits 2.
+    .exitOverride()
     .addHelpText(
       "after",
       `
@@ -42,8 +45,16 @@ Exit codes: 0 success (run: the instance COMPLETED), 1 a failed operation, 2 a w
     );
   const action: Action =
     (fn) =>
-    (...args) =>
-      fn(resolveContext(program.opts<GlobalFlags>()), ...args);
+    async (...args) => {
+      const ctx = resolveContext(program.opts<GlobalFlags>());
+      try {
+        await fn(ctx, ...args);
+      } catch (e) {
+        // Described here, where the server actually called is known.
+        const { line, exitCode } = describeFailure(e, ctx.server);
+        throw new Reported(line, exitCode);
+      }
+    };
   registerDeploy(program, action);
   registerRun(program, action);
   registerImages(program, action);

@@ -51,7 +51,8 @@ function progressBar(total: number): SingleBar {
   const startedAt = Date.now();
   const bar = new SingleBar({
     stream: process.stderr,
-    hideCursor: true,
+    // The cursor stays visible: an interrupted upload must not leave the terminal without one.
+    hideCursor: false,
     format: (options, params) => {
       const width = options.barsize ?? 30;
       const filled = Math.round(params.progress * width);

@@ -6,8 +6,7 @@
  */
 import { createHash } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
-import { mkdtemp, realpath, rename, rm, stat } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { copyFile, realpath, stat } from "node:fs/promises";
 import path from "node:path";
 import { once } from "node:events";
 import { Readable, Transform } from "node:stream";
@@ -16,7 +15,8 @@ import { createGzip } from "node:zlib";
 import { build, type Message } from "esbuild";
 import { execa } from "execa";
 import { pack, type Pack } from "tar-stream";
-import { CommandFailed } from "./failures.js";
+import { CommandFailed, UsageError } from "./failures.js";
+import { withTempDir } from "./temp-dir.js";
 
 export interface BuildOptions {
   /** The workflow's entry file. */
@@ -49,10 +49,10 @@ interface LayerFile {
 }
 
 export async function buildWorkflowImage(options: BuildOptions): Promise<BuiltImage> {
+  if (path.resolve(options.out) === path.resolve(options.entry)) throw new UsageError(`--out ${options.out} is the workflow file itself`);
   const bundle = await bundleWorkflow(options.entry);
   const files: LayerFile[] = [...(await runtimeFiles(options.node ?? process.execPath)), { name: WORKFLOW_IN_IMAGE, mode: 0o644, from: bundle }];
-  const work = await mkdtemp(path.join(tmpdir(), "runtara-build-"));
-  try {
+  return withTempDir("runtara-build-", async (work) => {
     const tarFile = path.join(work, "layer.tar");
     const gzFile = path.join(work, "layer.tar.gz");
     const diffId = await writeLayerTar(files, tarFile);
@@ -71,25 +71,28 @@ export async function buildWorkflowImage(options: BuildOptions): Promise<BuiltIm
       schemaVersion: 2,
       manifests: [{ mediaType: "application/vnd.oci.image.manifest.v1+json", digest: manifestDigest, size: manifest.length, annotations: { "org.opencontainers.image.ref.name": "latest" } }],
     });
-    const partial = `${options.out}.partial`;
-    await writeArchive(partial, [
+    const archive = path.join(work, "image.tar");
+    await writeArchive(archive, [
       { name: "oci-layout", mode: 0o644, from: json({ imageLayoutVersion: "1.0.0" }) },
       { name: "index.json", mode: 0o644, from: index },
       { name: `blobs/sha256/${hex(configDescriptor.digest)}`, mode: 0o644, from: config },
       { name: `blobs/sha256/${hex(manifestDigest)}`, mode: 0o644, from: manifest },
       { name: `blobs/sha256/${hex(layerDigest)}`, mode: 0o644, from: gzFile },
     ]);
-    await rename(partial, options.out);
+    await copyFile(archive, options.out).catch((e: NodeJS.ErrnoException) => {
+      throw new CommandFailed(`cannot write ${options.out}: ${e.code ?? e.message}`);
+    });
     return { file: options.out, sizeBytes: (await stat(options.out)).size, manifestDigest };
-  } finally {
-    await rm(work, { recursive: true, force: true });
-  }
+  });
 }
 
 async function bundleWorkflow(entry: string): Promise<Buffer> {
   try {
     const result = await build({
-      entryPoints: [entry],
+      entryPoints: [path.resolve(entry)],
+      // Paths esbuild writes into the bundle are relative to the workflow's directory, not to
+      // wherever the command ran: the same file gives the same image from anywhere.
+      absWorkingDir: path.dirname(path.resolve(entry)),
       bundle: true,
       platform: "node",
       format: "esm",

@@ -1,5 +1,5 @@
-import { open, mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { constants } from "node:fs";
+import { open } from "node:fs/promises";
 import path from "node:path";
 import type { Command } from "commander";
 import { ImageFormat, ImageSchema, RunnerType } from "../../../../gen/runtara/environment/v1/environment_pb.js";
@@ -7,6 +7,7 @@ import { UsageError } from "../failures.js";
 import { bytes, details, messageJson } from "../output.js";
 import { enumArgument } from "../parse.js";
 import type { Action } from "../program.js";
+import { withTempDir } from "../temp-dir.js";
 import { uploadImage } from "../upload.js";
 import { buildWorkflowImage } from "../workflow-image.js";
 
@@ -39,8 +40,7 @@ export function registerDeploy(program: Command, action: Action): void {
     .action(
       action(async (ctx, file: string, flags: { name: string; tag?: string; description?: string; runner: string; node?: string; progress: boolean }) => {
         const runnerType = enumArgument<RunnerType>("--runner", { OCI: RunnerType.OCI, NATIVE: RunnerType.NATIVE }, flags.runner)!;
-        const work = await mkdtemp(path.join(tmpdir(), "runtara-deploy-"));
-        try {
+        await withTempDir("runtara-deploy-", async (work) => {
           let upload = file;
           let format = await formatOf(file);
           if (SOURCE.test(file)) {
@@ -64,19 +64,19 @@ export function registerDeploy(program: Command, action: Action): void {
               ["size", bytes(image.sizeBytes)],
             ]),
           );
-        } finally {
-          await rm(work, { recursive: true, force: true });
-        }
+        });
       }),
     );
 }
 
 /** A tar (ustar magic at 257) or gzip file is taken for an OCI image archive, anything else for a binary. */
 async function formatOf(file: string): Promise<ImageFormat> {
-  const handle = await open(file, "r").catch((e: NodeJS.ErrnoException) => {
+  // O_NONBLOCK: a FIFO cannot hang the open; it is then refused as not a regular file.
+  const handle = await open(file, constants.O_RDONLY | constants.O_NONBLOCK).catch((e: NodeJS.ErrnoException) => {
     throw new UsageError(`cannot read ${file}: ${e.code === "ENOENT" ? "no such file" : e.message}`);
   });
   try {
+    if (!(await handle.stat()).isFile()) throw new UsageError(`${file} is not a regular file`);
     const head = Buffer.alloc(263);
     const { bytesRead } = await handle.read(head, 0, head.length, 0);
     const gzip = bytesRead >= 2 && head[0] === 0x1f && head[1] === 0x8b;

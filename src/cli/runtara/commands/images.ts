@@ -1,6 +1,6 @@
 import type { Command } from "commander";
 import { GetImageResponseSchema, ImageFormat, ListImagesResponseSchema, RunnerType, type Image } from "../../../../gen/runtara/environment/v1/environment_pb.js";
-import { bytes, details, enumName, messageJson, relativeTime, table } from "../output.js";
+import { bytes, details, enumName, messageJson, oneLine, relativeTime, table } from "../output.js";
 import { intArgument } from "../parse.js";
 import type { Action } from "../program.js";
 
@@ -70,7 +70,7 @@ export function imageDetails(i: Image): string {
     ["size", bytes(i.sizeBytes)],
     ["sha256", i.sha256],
     ["manifest digest", i.manifestDigest],
-    ["description", i.description],
+    ["description", oneLine(i.description)],
     ["created", relativeTime(i.createdAt)],
   ];
   return details(rows);

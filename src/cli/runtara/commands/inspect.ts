@@ -109,7 +109,9 @@ export function registerInspect(program: Command, action: Action): void {
  * With `merged` (both go to one terminal) the run marker, written to both logs, shows once.
  */
 export async function printLogs(ctx: Context, instanceId: string, follow: boolean, tailBytes: number, signal?: AbortSignal, merged = false): Promise<void> {
-  for await (const r of ctx.client.streamInstanceLogs({ tenantId: ctx.tenant, instanceId, follow, tailBytes: BigInt(tailBytes) }, { signal })) {
+  // Without follow the logs are read to their current end: bounded by --timeout like any call.
+  const options = follow ? { signal } : { ...ctx.unary, signal };
+  for await (const r of ctx.client.streamInstanceLogs({ tenantId: ctx.tenant, instanceId, follow, tailBytes: BigInt(tailBytes) }, options)) {
     if (r.stream !== LogStream.STDERR) (merged ? process.stderr : process.stdout).write(r.data);
     else process.stderr.write(merged ? Buffer.from(r.data).toString("utf8").replace(RUN_MARKER, "") : r.data);
   }

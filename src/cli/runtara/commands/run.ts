@@ -17,7 +17,7 @@ interface RunFlags {
   input?: string;
   env?: Record<string, string>;
   id?: string;
-  version?: string;
+  imageVersion?: string;
   timeoutSecs?: string;
   detach?: boolean;
   logs: boolean;
@@ -30,7 +30,7 @@ export function registerRun(program: Command, action: Action): void {
     .option("-i, --input <json>", "input as JSON, or @file")
     .option("-e, --env <KEY=VALUE>", "environment variable for the workflow (repeatable)", envArgument)
     .option("--id <instance-id>", "instance id (default: a new UUID)")
-    .option("--version <n>", "image version to run")
+    .option("--image-version <n>", "image version to run (default: the latest)")
     .option("--timeout-secs <n>", "execution timeout of the instance")
     .option("-d, --detach", "print the instance id and return at once")
     .option("--no-logs", "do not print the workflow's output while following")
@@ -39,8 +39,8 @@ export function registerRun(program: Command, action: Action): void {
 }
 
 async function run(ctx: Context, image: string, flags: RunFlags): Promise<void> {
-  const version = intArgument("--version", flags.version, 1);
-  const timeout = intArgument("--timeout-secs", flags.timeoutSecs, 1);
+  const version = intArgument("--image-version", flags.imageVersion, 1, 2 ** 31 - 1);
+  const timeout = intArgument("--timeout-secs", flags.timeoutSecs, 1, 7 * 86_400);
   const { instanceId } = await ctx.client.startInstance(
     {
       tenantId: ctx.tenant,
@@ -66,7 +66,11 @@ async function run(ctx: Context, image: string, flags: RunFlags): Promise<void> 
   try {
     // Logs go to stderr while following, so stdout holds only the result.
     const logs = flags.logs ? printLogs(ctx, instanceId, true, 0, stop.signal, true).catch(() => {}) : Promise.resolve();
-    const final = await watchToEnd(ctx, instanceId, note, stop.signal);
+    const final = await watchToEnd(ctx, instanceId, note, stop.signal).catch((e: unknown) => {
+      // Ctrl-C aborted the watch: the interrupt handler asks, then exits; nothing more here.
+      if (stop.signal.aborted) return new Promise<never>(() => {});
+      throw e;
+    });
     await logs;
     const { instance } = await ctx.client.getInstanceStatus({ tenantId: ctx.tenant, instanceId }, ctx.unary);
     if (ctx.output === "json") process.stdout.write(messageJson(GetInstanceStatusResponseSchema, { $typeName: "runtara.environment.v1.GetInstanceStatusResponse", instance }));
