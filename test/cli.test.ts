@@ -307,7 +307,8 @@ describe("runtara CLI", { skip }, () => {
     const plain = await cli("instances", "ls", "--status", "completed");
     assert.ok(!plain.stdout.includes("\x1b["), "no escape codes into a pipe");
     const command = `"${process.execPath}" "${root}/bin/runtara.js" instances ls --status completed`;
-    const tty = await execa("script", ["-qefc", command, "/dev/null"], { cwd: root, env: { ...env, TERM: "xterm" }, reject: false });
+    // Node's colour detection also reads TERM and CI (a CI run gets no colour), so a plain terminal here.
+    const tty = await execa("script", ["-qefc", command, "/dev/null"], { cwd: root, env: { ...env, PATH: process.env.PATH!, TERM: "xterm-256color" }, extendEnv: false, reject: false });
     assert.ok(tty.stdout.includes("\x1b[32mCOMPLETED\x1b[39m"), `green on a terminal: ${JSON.stringify(tty.stdout.slice(0, 300))}`);
   });
 
