@@ -3,6 +3,12 @@ import path from "node:path";
 import { LaunchError } from "./errors.js";
 import { capLogFile, LOG_CAP_INTERVAL_MS } from "./log-cap.js";
 
+/**
+ * What tini (the containers' init) prints when a signal arrives just after the workflow ended
+ * (the runtime forwards signals of its own): noise in a report of the workflow's stderr.
+ */
+const INIT_NOISE = /^\[WARN {2}tini \(\d+\)\] Child was dead when forwarding signal\n/gm;
+
 /** How much of stderr an exit reports. */
 export const STDERR_TAIL_BYTES = 64 * 1024;
 
@@ -59,11 +65,14 @@ export class RunLogs {
     }
   }
 
-  /** This run's last `maxBytes` of stderr, read through our own descriptor, after a last cap. */
+  /**
+   * This run's last `maxBytes` of stderr, read through our own descriptor, after a last cap,
+   * without the container init's housekeeping warnings (they are not the workflow's output).
+   */
   stderrTail(maxBytes = STDERR_TAIL_BYTES): string {
     if (this.closed) return "";
     this.cap();
-    return readTail(this.stderrFd, this.stderrStart, maxBytes);
+    return readTail(this.stderrFd, this.stderrStart, maxBytes).replace(INIT_NOISE, "");
   }
 
   close(): void {
