@@ -41,8 +41,8 @@ describe("OCI image archives", { skip }, () => {
   let archive: Uint8Array;
   let layout: string;
 
-  const register = (bytes: Uint8Array, name: string, runnerType = RunnerType.OCI) =>
-    client.registerImageStream(
+  const register = (bytes: Uint8Array, name: string, runnerType = RunnerType.OCI, c = client) =>
+    c.registerImageStream(
       uploadMessages({ tenantId: TENANT, name, runnerType, format: ImageFormat.OCI_ARCHIVE, binarySize: BigInt(bytes.byteLength) }, chunksOf(bytes, 256 * 1024)),
     );
 
@@ -171,7 +171,7 @@ describe("OCI image archives", { skip }, () => {
       assert.ok(bytes.byteLength < 8 * 1024 * 1024, `the archive is ${bytes.byteLength} bytes`);
       const c = environmentClient(capped.baseUrl);
       await rejectsWithCode(
-        c.registerImageStream(uploadMessages({ tenantId: TENANT, name: "bomb", runnerType: RunnerType.OCI, format: ImageFormat.OCI_ARCHIVE, binarySize: BigInt(bytes.byteLength) }, chunksOf(bytes, 256 * 1024))),
+        register(bytes, "bomb", RunnerType.OCI, c),
         Code.InvalidArgument,
         "binary",
         "unpack to more than",
@@ -187,7 +187,7 @@ describe("OCI image archives", { skip }, () => {
       await run("umoci", ["raw", "add-layer", "--image", `${sparseLayout}:t`, path.join(dir, "sparse.tar")]);
       const sparseBytes = await archiveOf(sparseLayout, path.join(dir, "sparse-image.tar"));
       await rejectsWithCode(
-        c.registerImageStream(uploadMessages({ tenantId: TENANT, name: "sparse", runnerType: RunnerType.OCI, format: ImageFormat.OCI_ARCHIVE, binarySize: BigInt(sparseBytes.byteLength) }, chunksOf(sparseBytes, 256 * 1024))),
+        register(sparseBytes, "sparse", RunnerType.OCI, c),
         Code.InvalidArgument,
         "binary",
         "sparse file",

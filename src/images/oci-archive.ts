@@ -83,13 +83,8 @@ export function hostArchitecture(): string {
 export async function readOciArchive(archive: string, layoutDir: string, maxBytes: bigint): Promise<ArchiveLayout> {
   await mkdir(path.join(layoutDir, "blobs", "sha256"), { recursive: true });
   const head = await readHead(archive);
-  const source = createReadStream(archive);
-  const gzipped = isGzip(head);
-  const tarStream: Readable = gzipped ? source.pipe(createGunzip()) : source;
-  const budget = gzipped ? min(maxBytes, max(MIN_EXPANSION_BUDGET, BigInt((await stat(archive)).size) * BigInt(MAX_ARCHIVE_EXPANSION))) : maxBytes;
-  const entries = extract();
-  tarStream.on("error", (e) => entries.destroy(e));
-  tarStream.pipe(entries);
+  const budget = isGzip(head) ? min(maxBytes, max(MIN_EXPANSION_BUDGET, BigInt((await stat(archive)).size) * BigInt(MAX_ARCHIVE_EXPANSION))) : maxBytes;
+  const { source, entries } = tarEntries(archive, head);
   let written = 0n;
   let count = 0;
   let index: Buffer | undefined;
@@ -107,8 +102,7 @@ export async function readOciArchive(archive: string, layoutDir: string, maxByte
       } else if (blob) {
         written += await writeBlob(entry, path.join(layoutDir, "blobs", "sha256", blob[1]!), blob[1]!, budget - written);
       } else {
-        entry.resume(); // directories, links, Docker's manifest.json and anything else: not used
-        await new Promise<void>((resolve, reject) => entry.once("end", resolve).once("error", reject));
+        await skip(entry); // directories, links, Docker's manifest.json and anything else: not used
       }
     }
   } catch (e) {
@@ -149,11 +143,7 @@ async function checkUnpackedSize(layoutDir: string, layers: readonly Descriptor[
     const file = blobFile(layoutDir, layer);
     const head = await readHead(file);
     if (isZstd(head)) throw new InvalidArgument("binary", `layer ${layer.digest} is zstd-compressed; push the image with gzip layers`);
-    const source = createReadStream(file);
-    const tar: Readable = isGzip(head) ? source.pipe(createGunzip()) : source;
-    const entries = extract();
-    tar.on("error", (e) => entries.destroy(e));
-    tar.pipe(entries);
+    const { source, entries } = tarEntries(file, head);
     try {
       for await (const entry of entries) {
         const { header } = entry;
@@ -165,8 +155,7 @@ async function checkUnpackedSize(layoutDir: string, layers: readonly Descriptor[
         if (total > maxBytes) {
           throw new InvalidArgument("binary", `the image's layers unpack to more than ${maxBytes} bytes (RUNTARA_MAX_IMAGE_BYTES, or ${MAX_ARCHIVE_EXPANSION}× a gzip-compressed archive)`);
         }
-        entry.resume();
-        await new Promise<void>((resolve, reject) => entry.once("end", resolve).once("error", reject));
+        await skip(entry);
       }
     } catch (e) {
       if (e instanceof InvalidArgument) throw e;
@@ -175,6 +164,25 @@ async function checkUnpackedSize(layoutDir: string, layers: readonly Descriptor[
       source.destroy();
     }
   }
+}
+
+/** The entries of the tar in `file` (gunzipped when `head`, its first bytes, says gzip); destroy `source` when done. */
+function tarEntries(file: string, head: Buffer) {
+  const source = createReadStream(file);
+  const tar: Readable = isGzip(head) ? source.pipe(createGunzip()) : source;
+  const entries = extract();
+  tar.on("error", (e) => entries.destroy(e));
+  tar.pipe(entries);
+  return { source, entries };
+}
+
+/** Reads past an entry's data. */
+function skip(entry: { resume(): unknown; once(event: "end" | "error", listener: (e?: Error) => void): unknown }): Promise<void> {
+  entry.resume();
+  return new Promise<void>((resolve, reject) => {
+    entry.once("end", () => resolve());
+    entry.once("error", reject);
+  });
 }
 
 async function readHead(file: string): Promise<Buffer> {

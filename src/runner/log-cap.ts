@@ -77,8 +77,7 @@ export function capLogFile(fd: number, maxBytes: number): ((offset: number) => n
       return marker(tailFrom - head, shiftBefore + tailFrom - head - length);
     };
     let cut = cutFor(MARKER_MAX_BYTES);
-    while (cutFor(cut.length).length !== cut.length) cut = cutFor(cut.length);
-    cut = cutFor(cut.length);
+    for (let sized = MARKER_MAX_BYTES; cut.length !== sized; cut = cutFor(cut.length)) sized = cut.length;
     const tail = Buffer.alloc(maxBytes - head - cut.length);
     const tailFrom = size - tail.length;
     let got = 0;

@@ -5,7 +5,7 @@ import { apiKeyGate, hostGate, type Gate } from "./gates.js";
 import { openMethodsGates } from "./open-services.js";
 
 /** Methods of EnvironmentService anyone may call (HealthCheck then says only healthy or not). */
-const OPEN_METHODS: ReadonlySet<string> = new Set(["HealthCheck"]);
+export const OPEN_METHODS: ReadonlySet<string> = new Set([EnvironmentService.method.healthCheck.name]);
 
 /**
  * Who may call the management API. With API keys: a valid key before the body is read, and

@@ -1,6 +1,8 @@
 import type { DescService } from "@bufbuild/protobuf";
 import type { ConnectRouter, ConnectRouterOptions } from "@connectrpc/connect";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
+import * as v1 from "../../gen/grpc/reflection/v1/reflection_pb.js";
+import * as v1alpha from "../../gen/grpc/reflection/v1alpha/reflection_pb.js";
 import { openBodiesGate, type Gate } from "./gates.js";
 import { healthService } from "./health.js";
 import { registerReflection } from "./reflection.js";
@@ -23,7 +25,7 @@ export const OPEN_METHOD_OPTIONS: ConnectRouterOptions = { readMaxBytes: 64 * 10
  */
 const MAX_OPEN_HEALTH_BODIES = 256;
 const MAX_OPEN_REFLECTION_STREAMS = 16;
-const REFLECTION = new Set(["grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"]);
+const REFLECTION = new Set([v1.ServerReflection.typeName, v1alpha.ServerReflection.typeName]);
 
 /**
  * Gates of the methods open without credentials (health, reflection, and `alsoOpen` as

@@ -6,6 +6,7 @@ import { healthHandler, type HealthProbes } from "./environment-handlers.js";
 import { imageHandlers } from "./image-handlers.js";
 import { lifecycleHandlers, type LifecycleDefaults } from "./lifecycle-handlers.js";
 import { logHandlers } from "./log-handlers.js";
+import { OPEN_METHODS } from "./environment-access.js";
 import { OPEN_METHOD_OPTIONS, registerOpenServices } from "./open-services.js";
 import { signalHandlers } from "./signal-handlers.js";
 
@@ -36,9 +37,9 @@ export function environmentService(deps: EnvironmentRoutesDeps) {
 export function environmentRoutes(deps: EnvironmentRoutesDeps) {
   return (router: ConnectRouter) => {
     const impl = environmentService(deps);
-    // Method by method: HealthCheck, open to callers without a key, gets the open methods' cap.
+    // Method by method: those open to callers without a key get the open methods' cap.
     for (const method of EnvironmentService.methods) {
-      router.rpc(method as never, impl[method.localName as keyof typeof impl] as never, method === EnvironmentService.method.healthCheck ? OPEN_METHOD_OPTIONS : undefined);
+      router.rpc(method as never, impl[method.localName as keyof typeof impl] as never, OPEN_METHODS.has(method.name) ? OPEN_METHOD_OPTIONS : undefined);
     }
     registerOpenServices(router, [EnvironmentService], deps.probes.database);
   };

@@ -85,9 +85,19 @@ export function table(header: string[], rows: string[][]): string {
   return [line(header), ...rows.map(line)].join("\n") + "\n";
 }
 
-/** A message as protobuf JSON (what fromJson reads back), pretty-printed. */
-export function messageJson<Desc extends DescMessage>(schema: Desc, message: MessageShape<Desc>): string {
-  return JSON.stringify(toJson(schema, message, { alwaysEmitImplicit: false }), null, 2) + "\n";
+/** A message as protobuf JSON (what fromJson reads back), pretty-printed, or on one line with `indent` 0. */
+export function messageJson<Desc extends DescMessage>(schema: Desc, message: MessageShape<Desc>, indent = 2): string {
+  return JSON.stringify(toJson(schema, message, { alwaysEmitImplicit: false }), null, indent) + "\n";
+}
+
+/** A command's answer: the message as protobuf JSON with `-o json`, else what `human()` makes of it. */
+export function emit<Desc extends DescMessage>(ctx: Pick<Context, "output">, schema: Desc, message: MessageShape<Desc>, human: () => string): void {
+  process.stdout.write(ctx.output === "json" ? messageJson(schema, message) : human());
+}
+
+/** After a page of a listing: how to ask for the next one (stderr, so stdout stays the table). */
+export function morePages(nextPageToken: string): void {
+  if (nextPageToken) process.stderr.write(`more: --page-token ${nextPageToken}\n`);
 }
 
 /** UTF-8 JSON bytes (input, output, payloads) as text; raw text when not JSON; empty when none. */

@@ -20,15 +20,17 @@ export function buildProgram(): Command {
   const program = new Command("runtara")
     .description("Deploy, run and operate durable workflows on a Runtara environment.")
     .version(VERSION)
-    .addOption(new Option("--server <url>", "management API address").env("RUNTARA_SERVER").default(undefined, "http://127.0.0.1:8002"))
-    .addOption(new Option("--api-key <key>", "API key (sent as a bearer token)").env("RUNTARA_API_KEY"))
-    .addOption(new Option("--tenant <id>", "tenant to act for").env("RUNTARA_TENANT").default(undefined, "default"))
+    // The variables are read by resolveContext (one place for the precedence: flag, variable,
+    // profile, default); the help only names them.
+    .addOption(new Option("--server <url>", "management API address (env: RUNTARA_SERVER)").default(undefined, "http://127.0.0.1:8002"))
+    .addOption(new Option("--api-key <key>", "API key, sent as a bearer token (env: RUNTARA_API_KEY)"))
+    .addOption(new Option("--tenant <id>", "tenant to act for (env: RUNTARA_TENANT)").default(undefined, "default"))
     .addOption(new Option("-o, --output <format>", "table for people, json for scripts").choices(["table", "json"]).default("table"))
-    .addOption(new Option("--ca-file <pem>", "CA certificate of an https:// server").env("RUNTARA_CA_FILE"))
+    .addOption(new Option("--ca-file <pem>", "CA certificate of an https:// server (env: RUNTARA_CA_FILE)"))
     .addOption(new Option("--insecure", "accept any server certificate (testing only)"))
     .addOption(new Option("--timeout <seconds>", "deadline of each request").default("30"))
-    .addOption(new Option("--profile <name>", "named server in the config file").env("RUNTARA_PROFILE"))
-    .addOption(new Option("--config <file>", "config file of named servers (default ~/.config/runtara/config.json)").env("RUNTARA_CONFIG"))
+    .addOption(new Option("--profile <name>", "named server in the config file (env: RUNTARA_PROFILE)"))
+    .addOption(new Option("--config <file>", "config file of named servers, default ~/.config/runtara/config.json (env: RUNTARA_CONFIG)"))
     .showHelpAfterError("(add --help for usage)")
     // Before the commands are added, so they inherit it: a usage error anywhere exits 2.
     .exitOverride()

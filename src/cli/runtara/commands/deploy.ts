@@ -4,7 +4,7 @@ import path from "node:path";
 import type { Command } from "commander";
 import { ImageFormat, ImageSchema, RunnerType } from "../../../../gen/runtara/environment/v1/environment_pb.js";
 import { UsageError } from "../failures.js";
-import { bytes, details, messageJson } from "../output.js";
+import { bytes, details, emit } from "../output.js";
 import { enumArgument } from "../parse.js";
 import type { Action } from "../program.js";
 import { withTempDir } from "../temp-dir.js";
@@ -54,8 +54,7 @@ export function registerDeploy(program: Command, action: Action): void {
             { name: flags.name, tag: flags.tag ?? "", description: flags.description ?? "", runnerType, format },
             flags.progress && process.stderr.isTTY === true,
           );
-          if (ctx.output === "json") return void process.stdout.write(messageJson(ImageSchema, image));
-          process.stdout.write(
+          emit(ctx, ImageSchema, image, () =>
             details([
               ["name", image.name],
               ["version", String(image.version)],

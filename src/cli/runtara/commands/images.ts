@@ -1,6 +1,6 @@
 import type { Command } from "commander";
 import { GetImageResponseSchema, ImageFormat, ListImagesResponseSchema, RunnerType, type Image } from "../../../../gen/runtara/environment/v1/environment_pb.js";
-import { bytes, details, enumName, messageJson, oneLine, relativeTime, table } from "../output.js";
+import { bytes, details, emit, enumName, morePages, oneLine, relativeTime, table } from "../output.js";
 import { intArgument } from "../parse.js";
 import type { Action } from "../program.js";
 
@@ -25,14 +25,13 @@ export function registerImages(program: Command, action: Action): void {
           },
           ctx.unary,
         );
-        if (ctx.output === "json") return void process.stdout.write(messageJson(ListImagesResponseSchema, res));
-        process.stdout.write(
+        emit(ctx, ListImagesResponseSchema, res, () =>
           table(
             ["NAME", "VERSION", "TAG", "IMAGE ID", "RUNNER", "FORMAT", "SIZE", "CREATED"],
             res.images.map((i) => [i.name, String(i.version), i.tag, i.imageId, enumName(RunnerType, i.runnerType), formatName(i), bytes(i.sizeBytes), relativeTime(i.createdAt)]),
           ),
         );
-        if (res.nextPageToken) process.stderr.write(`more: --page-token ${res.nextPageToken}\n`);
+        morePages(res.nextPageToken);
       }),
     );
   images
@@ -41,8 +40,7 @@ export function registerImages(program: Command, action: Action): void {
     .action(
       action(async (ctx, imageId: string) => {
         const res = await ctx.client.getImage({ tenantId: ctx.tenant, imageId }, ctx.unary);
-        if (ctx.output === "json") return void process.stdout.write(messageJson(GetImageResponseSchema, res));
-        process.stdout.write(imageDetails(res.image!));
+        emit(ctx, GetImageResponseSchema, res, () => imageDetails(res.image!));
       }),
     );
   images

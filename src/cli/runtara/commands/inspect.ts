@@ -9,7 +9,7 @@ import {
 } from "../../../../gen/runtara/environment/v1/environment_pb.js";
 import type { Context } from "../context.js";
 import { CommandFailed } from "../failures.js";
-import { bytes, details, jsonBytes, messageJson, paint, relativeTime, table } from "../output.js";
+import { bytes, details, emit, jsonBytes, paint, relativeTime, table } from "../output.js";
 import { intArgument, jsonArgument } from "../parse.js";
 import type { Action } from "../program.js";
 
@@ -41,8 +41,7 @@ export function registerInspect(program: Command, action: Action): void {
     .action(
       action(async (ctx, instanceId: string, flags: { limit?: string }) => {
         const res = await ctx.client.listCheckpoints({ tenantId: ctx.tenant, instanceId, limit: intArgument("--limit", flags.limit, 1) ?? 0 }, ctx.unary);
-        if (ctx.output === "json") return void process.stdout.write(messageJson(ListCheckpointsResponseSchema, res));
-        process.stdout.write(table(["CHECKPOINT", "SIZE", "CREATED"], res.checkpoints.map((c) => [c.checkpointId, bytes(c.sizeBytes), relativeTime(c.createdAt)])));
+        emit(ctx, ListCheckpointsResponseSchema, res, () => table(["CHECKPOINT", "SIZE", "CREATED"], res.checkpoints.map((c) => [c.checkpointId, bytes(c.sizeBytes), relativeTime(c.createdAt)])));
       }),
     );
   checkpoints
@@ -51,9 +50,8 @@ export function registerInspect(program: Command, action: Action): void {
     .action(
       action(async (ctx, instanceId: string, checkpointId: string) => {
         const res = await ctx.client.getCheckpoint({ tenantId: ctx.tenant, instanceId, checkpointId }, ctx.unary);
-        if (ctx.output === "json") return void process.stdout.write(messageJson(GetCheckpointResponseSchema, res));
         const c = res.checkpoint!;
-        process.stdout.write(details([["checkpoint", c.checkpointId], ["size", bytes(c.sizeBytes)], ["created", relativeTime(c.createdAt)], ["state", jsonBytes(res.state)]]));
+        emit(ctx, GetCheckpointResponseSchema, res, () => details([["checkpoint", c.checkpointId], ["size", bytes(c.sizeBytes)], ["created", relativeTime(c.createdAt)], ["state", jsonBytes(res.state)]]));
       }),
     );
   program
@@ -76,8 +74,7 @@ export function registerInspect(program: Command, action: Action): void {
           },
           ctx.unary,
         );
-        if (ctx.output === "json") return void process.stdout.write(messageJson(ListEventsResponseSchema, res));
-        process.stdout.write(table(["TYPE", "SUBTYPE", "CHECKPOINT", "CREATED", "PAYLOAD"], res.events.map((e) => [e.eventType, e.subtype, e.checkpointId, relativeTime(e.createdAt), jsonBytes(e.payload)])));
+        emit(ctx, ListEventsResponseSchema, res, () => table(["TYPE", "SUBTYPE", "CHECKPOINT", "CREATED", "PAYLOAD"], res.events.map((e) => [e.eventType, e.subtype, e.checkpointId, relativeTime(e.createdAt), jsonBytes(e.payload)])));
       }),
     );
   program
@@ -86,19 +83,16 @@ export function registerInspect(program: Command, action: Action): void {
     .action(
       action(async (ctx) => {
         const res = await ctx.client.healthCheck({}, ctx.unary);
-        if (ctx.output === "json") process.stdout.write(messageJson(HealthCheckResponseSchema, res));
-        else {
-          process.stdout.write(
-            details([
-              ["server", ctx.server],
-              ["healthy", res.healthy ? paint(ctx, "green", "yes") : paint(ctx, "red", "no")],
-              ["version", res.version],
-              ["database", res.version ? (res.databaseReachable ? "reachable" : "unreachable") : ""],
-              ["core", res.version ? (res.coreReachable ? "reachable" : "unreachable") : ""],
-              ["active instances", res.version ? String(res.activeInstances) : ""],
-            ]),
-          );
-        }
+        emit(ctx, HealthCheckResponseSchema, res, () =>
+          details([
+            ["server", ctx.server],
+            ["healthy", res.healthy ? paint(ctx, "green", "yes") : paint(ctx, "red", "no")],
+            ["version", res.version],
+            ["database", res.version ? (res.databaseReachable ? "reachable" : "unreachable") : ""],
+            ["core", res.version ? (res.coreReachable ? "reachable" : "unreachable") : ""],
+            ["active instances", res.version ? String(res.activeInstances) : ""],
+          ]),
+        );
         if (!res.healthy) throw new CommandFailed(`the server at ${ctx.server} is not healthy`);
       }),
     );

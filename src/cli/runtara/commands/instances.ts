@@ -8,7 +8,7 @@ import {
 } from "../../../../gen/runtara/environment/v1/environment_pb.js";
 import { CommandFailed } from "../failures.js";
 import { instanceDetails, isTerminal, statusLine } from "../instance-view.js";
-import { duration, enumName, messageJson, relativeTime, statusText, table } from "../output.js";
+import { duration, emit, enumName, messageJson, morePages, relativeTime, statusText, table } from "../output.js";
 import { enumArgument, intArgument, timeArgument } from "../parse.js";
 import type { Context } from "../context.js";
 import type { Action } from "../program.js";
@@ -53,8 +53,7 @@ export function registerInstances(program: Command, action: Action): void {
           },
           ctx.unary,
         );
-        if (ctx.output === "json") return void process.stdout.write(messageJson(ListInstancesResponseSchema, res));
-        process.stdout.write(
+        emit(ctx, ListInstancesResponseSchema, res, () =>
           table(
             ["INSTANCE ID", "STATUS", "REASON", "IMAGE", "CREATED", "DURATION"],
             res.instances.map((i) => [
@@ -67,7 +66,7 @@ export function registerInstances(program: Command, action: Action): void {
             ]),
           ),
         );
-        if (res.nextPageToken) process.stderr.write(`more: --page-token ${res.nextPageToken}\n`);
+        morePages(res.nextPageToken);
       }),
     );
   instances
@@ -76,8 +75,7 @@ export function registerInstances(program: Command, action: Action): void {
     .action(
       action(async (ctx, instanceId: string) => {
         const res = await ctx.client.getInstanceStatus({ tenantId: ctx.tenant, instanceId }, ctx.unary);
-        if (ctx.output === "json") return void process.stdout.write(messageJson(GetInstanceStatusResponseSchema, res));
-        process.stdout.write(instanceDetails(ctx, res.instance!));
+        emit(ctx, GetInstanceStatusResponseSchema, res, () => instanceDetails(ctx, res.instance!));
       }),
     );
   instances
@@ -146,7 +144,7 @@ export async function watchToEnd(ctx: Context, instanceId: string, write: (line:
   try {
     for await (const res of ctx.client.watchInstance({ tenantId: ctx.tenant, instanceId }, { signal: both })) {
       const i = res.instance!;
-      if (ctx.output === "json") write(JSON.stringify(JSON.parse(messageJson(WatchInstanceResponseSchema, res))) + "\n");
+      if (ctx.output === "json") write(messageJson(WatchInstanceResponseSchema, res, 0));
       else if (i.status !== last) write(`${new Date().toISOString().slice(11, 23)}  ${statusLine(ctx, i)}\n`);
       last = i.status;
       if (isTerminal(i.status)) break;

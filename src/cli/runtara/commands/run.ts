@@ -72,10 +72,11 @@ async function run(ctx: Context, image: string, flags: RunFlags): Promise<void> 
       throw e;
     });
     await logs;
-    const { instance } = await ctx.client.getInstanceStatus({ tenantId: ctx.tenant, instanceId }, ctx.unary);
-    if (ctx.output === "json") process.stdout.write(messageJson(GetInstanceStatusResponseSchema, { $typeName: "runtara.environment.v1.GetInstanceStatusResponse", instance }));
-    else if (final === InstanceStatus.COMPLETED) process.stdout.write(`${jsonBytes(instance!.output)}\n`);
-    if (final !== InstanceStatus.COMPLETED) throw new CommandFailed(`instance ${instanceId} ended ${statusLine({ ...ctx, tty: false }, instance!)}`);
+    const res = await ctx.client.getInstanceStatus({ tenantId: ctx.tenant, instanceId }, ctx.unary);
+    const instance = res.instance!;
+    if (ctx.output === "json") process.stdout.write(messageJson(GetInstanceStatusResponseSchema, res));
+    else if (final === InstanceStatus.COMPLETED) process.stdout.write(`${jsonBytes(instance.output)}\n`);
+    if (final !== InstanceStatus.COMPLETED) throw new CommandFailed(`instance ${instanceId} ended ${statusLine({ ...ctx, tty: false }, instance)}`);
   } finally {
     interrupted.dispose();
   }
