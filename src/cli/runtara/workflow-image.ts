@@ -12,9 +12,9 @@ import { once } from "node:events";
 import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGzip } from "node:zlib";
-import { build, type Message } from "esbuild";
 import { execa } from "execa";
 import { pack, type Pack } from "tar-stream";
+import { bundleWorkflow } from "./bundle.js";
 import { CommandFailed, UsageError } from "./failures.js";
 import { withTempDir } from "./temp-dir.js";
 
@@ -38,8 +38,6 @@ export interface BuiltImage {
 const NODE_IN_IMAGE = "usr/bin/node";
 const WORKFLOW_IN_IMAGE = "app/workflow.mjs";
 const EPOCH = new Date(0);
-/** ESM bundles of CommonJS dependencies still call require() for Node's built-ins. */
-const REQUIRE_SHIM = 'import { createRequire as __runtaraCreateRequire } from "node:module"; const require = __runtaraCreateRequire(import.meta.url);';
 
 interface LayerFile {
   /** Path in the image, without a leading slash. */
@@ -84,32 +82,6 @@ export async function buildWorkflowImage(options: BuildOptions): Promise<BuiltIm
     });
     return { file: options.out, sizeBytes: (await stat(options.out)).size, manifestDigest };
   });
-}
-
-async function bundleWorkflow(entry: string): Promise<Buffer> {
-  try {
-    const result = await build({
-      entryPoints: [path.resolve(entry)],
-      // Paths esbuild writes into the bundle are relative to the workflow's directory, not to
-      // wherever the command ran: the same file gives the same image from anywhere.
-      absWorkingDir: path.dirname(path.resolve(entry)),
-      bundle: true,
-      platform: "node",
-      format: "esm",
-      target: "node20",
-      write: false,
-      banner: { js: REQUIRE_SHIM },
-      legalComments: "none",
-      logLevel: "silent",
-    });
-    return Buffer.from(result.outputFiles[0]!.contents);
-  } catch (e) {
-    const errors = (e as { errors?: Message[] }).errors;
-    if (!errors) throw e;
-    const first = errors[0];
-    const where = first?.location ? `${first.location.file}:${first.location.line}:${first.location.column}: ` : "";
-    throw new CommandFailed(`cannot bundle ${entry}: ${where}${first?.text ?? "unknown error"}${errors.length > 1 ? ` (and ${errors.length - 1} more)` : ""}`);
-  }
 }
 
 /** The Node binary and every shared library it links (with the loader), at their paths. */

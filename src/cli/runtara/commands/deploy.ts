@@ -10,6 +10,7 @@ import type { Action } from "../program.js";
 import { withTempDir } from "../temp-dir.js";
 import { uploadImage } from "../upload.js";
 import { buildWorkflowImage } from "../workflow-image.js";
+import { buildNativeExecutable } from "../workflow-native.js";
 
 const SOURCE = /\.(ts|mts|cts|js|mjs|cjs)$/;
 
@@ -17,24 +18,31 @@ export function registerDeploy(program: Command, action: Action): void {
   const workflow = program.command("workflow").description("build workflow images");
   workflow
     .command("build <file>")
-    .description("bundle a workflow (TypeScript or JavaScript) with esbuild and pack it with Node as an OCI image archive")
-    .option("--out <file>", "where the archive goes (default: <file name>.tar)")
+    .description("bundle a workflow (TypeScript or JavaScript) with esbuild and pack it with Node as an OCI image archive, or with --native as a single executable")
+    .option("--out <file>", "where the archive or executable goes (default: <file name>.tar, or <file name> with --native)")
+    .option("--native", "a single executable for the native runner (Node's single executable applications)")
     .option("--node <path>", "the Node binary to pack (default: the one running this CLI)")
     .action(
-      action(async (ctx, file: string, flags: { out?: string; node?: string }) => {
-        const out = flags.out ?? `${path.basename(file).replace(SOURCE, "")}.tar`;
-        const built = await buildWorkflowImage({ entry: file, out, ...(flags.node ? { node: flags.node } : {}) });
+      action(async (ctx, file: string, flags: { out?: string; native?: boolean; node?: string }) => {
+        const name = path.basename(file).replace(SOURCE, "");
+        const node = flags.node ? { node: flags.node } : {};
+        if (flags.native) {
+          const built = await buildNativeExecutable({ entry: file, out: flags.out ?? name, ...node });
+          if (ctx.output === "json") return void process.stdout.write(JSON.stringify(built) + "\n");
+          return void process.stdout.write(details([["built", built.file], ["size", bytes(built.sizeBytes)], ["sha256", built.sha256]]));
+        }
+        const built = await buildWorkflowImage({ entry: file, out: flags.out ?? `${name}.tar`, ...node });
         if (ctx.output === "json") return void process.stdout.write(JSON.stringify(built) + "\n");
         process.stdout.write(details([["built", built.file], ["size", bytes(built.sizeBytes)], ["manifest digest", built.manifestDigest]]));
       }),
     );
   program
     .command("deploy <file>")
-    .description("register a workflow source file (built first), an OCI image archive or a static binary as a new version of --name")
+    .description("register a workflow source file (built first), an OCI image archive or a binary as a new version of --name")
     .requiredOption("-n, --name <name>", "image name (a new version if it exists)")
     .option("--tag <tag>", "label of this version")
     .option("--description <text>", "shown with the image")
-    .option("--runner <runner>", "oci or native (binaries only; archives always run under oci)", "oci")
+    .option("--runner <runner>", "oci or native (a source file is then built as a single executable; archives always run under oci)", "oci")
     .option("--node <path>", "the Node binary to pack when building a source file")
     .option("--no-progress", "no progress bar")
     .action(
@@ -43,8 +51,10 @@ export function registerDeploy(program: Command, action: Action): void {
         await withTempDir("runtara-deploy-", async (work) => {
           let upload = file;
           let format = await formatOf(file);
-          if (SOURCE.test(file)) {
-            if (runnerType !== RunnerType.OCI) throw new UsageError("--runner native needs a binary; a workflow source file is built into an OCI image");
+          if (SOURCE.test(file) && runnerType === RunnerType.NATIVE) {
+            upload = (await buildNativeExecutable({ entry: file, out: path.join(work, "workflow"), ...(flags.node ? { node: flags.node } : {}) })).file;
+            format = ImageFormat.BINARY;
+          } else if (SOURCE.test(file)) {
             upload = (await buildWorkflowImage({ entry: file, out: path.join(work, "image.tar"), ...(flags.node ? { node: flags.node } : {}) })).file;
             format = ImageFormat.OCI_ARCHIVE;
           }
