@@ -1,5 +1,3 @@
 #!/usr/bin/env node
-// Starts core alone on RUNTARA_CORE_ADDR against the shared database.
-import { register } from "tsx/esm/api";
-register();
-await import("../src/cli/core.ts");
+// Starts core alone on RUNTARA_CORE_ADDR against the shared database, from the build in dist/.
+await import("../dist/src/cli/core.js");

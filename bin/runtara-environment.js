@@ -1,5 +1,3 @@
 #!/usr/bin/env node
-// Starts the environment (management API + embedded core). Runs the TypeScript sources via tsx.
-import { register } from "tsx/esm/api";
-register();
-await import("../src/cli/environment.ts");
+// Starts the environment (management API + embedded core), from the build in dist/.
+await import("../dist/src/cli/environment.js");

@@ -1,5 +1,3 @@
 #!/usr/bin/env node
-// The runtara CLI. Runs the TypeScript sources via tsx.
-import { register } from "tsx/esm/api";
-register();
-await import("../src/cli/runtara.ts");
+// The runtara CLI, from the build in dist/ (`npm run build`; npm ci in a checkout runs it).
+await import("../dist/src/cli/runtara.js");

@@ -26,7 +26,7 @@ import { environmentRoutes } from "./server/routes.js";
 import { serve } from "./server/serve.js";
 import { forwardUnixSocket } from "./server/unix-forwarder.js";
 import { Startup } from "./startup.js";
-import { VERSION } from "./version.js";
+import { VERSION } from "./package.js";
 import { aggregateLimits, containerLimits, databasePing, instanceCoreAddr, redactedDatabaseHost, startSecretRefresh } from "./wiring.js";
 
 export interface EnvironmentRuntimeOptions extends EnvironmentOptions {

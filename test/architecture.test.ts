@@ -59,7 +59,7 @@ export const RULES: Rule[] = [
     name: "the runtara CLI and the client reach the server only through the generated client (nothing of the server, database, runners or domain)",
     broken: (i) =>
       anyOf("src/cli/runtara", "src/cli/runtara.ts", "src/client")(i.from) &&
-      ((under("src")(i.to) && !anyOf("src/cli/runtara", "src/client", "src/version.ts")(i.to)) || ["slonik", "pg"].includes(i.to)),
+      ((under("src")(i.to) && !anyOf("src/cli/runtara", "src/client", "src/package.ts")(i.to)) || ["slonik", "pg"].includes(i.to)),
   },
   {
     name: "protobuf only at the edge: gen/ is imported by src/server, src/protocol, src/sdk, the client and CLI, the core gateway and core's composition root",

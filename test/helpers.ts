@@ -351,7 +351,7 @@ export interface Cli {
 
 /** Starts the CLI exactly as `npm start` does, with only the given variables (plus PATH/HOME). */
 export function startCli(vars: Record<string, string>): Cli {
-  const child = spawn(process.execPath, ["--import", "tsx", "src/cli/environment.ts"], {
+  const child = spawn(process.execPath, ["dist/src/cli/environment.js"], {
     cwd: path.resolve(path.dirname(fileURLToPath(import.meta.url)), ".."),
     env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root", ...vars },
     stdio: ["ignore", "pipe", "pipe"],

@@ -143,7 +143,7 @@ describe("listening and authentication (C1, L7)", () => {
 
   it("refuses to start on a non-loopback address without API keys (exit 2, naming the variables)", () => {
     const run = (vars: Record<string, string>) =>
-      spawnSync(process.execPath, ["--import", "tsx", "src/cli/environment.ts"], {
+      spawnSync(process.execPath, ["dist/src/cli/environment.js"], {
         cwd: root,
         env: { PATH: process.env.PATH, HOME: process.env.HOME, RUNTARA_DATABASE_URL: "postgres://127.0.0.1:1/none", ...vars },
         encoding: "utf8",
@@ -167,7 +167,7 @@ describe("listening and authentication (C1, L7)", () => {
       await chmod(file, 0o640);
       await assert.rejects(ApiKeys.load(file, pino({ level: "silent" })), /mode 640/);
       // The server refuses it at start like any invalid configuration: exit 2, naming the variable.
-      const refused = spawnSync(process.execPath, ["--import", "tsx", "src/cli/environment.ts"], {
+      const refused = spawnSync(process.execPath, ["dist/src/cli/environment.js"], {
         cwd: root,
         env: { PATH: process.env.PATH, HOME: process.env.HOME, RUNTARA_DATABASE_URL: "postgres://127.0.0.1:1/none", RUNTARA_API_KEYS_FILE: file, DATA_DIR: path.join(dir, "data") },
         encoding: "utf8",

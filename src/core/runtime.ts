@@ -14,7 +14,7 @@ import { clientCertGate } from "../server/gates.js";
 import { loadTlsMaterial } from "../server/tls.js";
 import type { CompiledOptions } from "../config.js";
 import type { Tokens } from "../lifecycle/index.js";
-import { VERSION } from "../version.js";
+import { VERSION } from "../package.js";
 import { databasePing } from "../wiring.js";
 import { InstanceCalls } from "./instance-calls.js";
 import { ManagementCalls } from "./management-calls.js";

@@ -1,9 +1,9 @@
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { runner } from "node-pg-migrate";
 import type { Logger } from "pino";
+import { PACKAGE_ROOT } from "../package.js";
 
-const MIGRATIONS_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../migrations");
+const MIGRATIONS_DIR = path.join(PACKAGE_ROOT, "migrations");
 
 /**
  * Applies pending SQL migrations from migrations/. node-pg-migrate holds a PostgreSQL

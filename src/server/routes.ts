@@ -23,14 +23,14 @@ export interface EnvironmentRoutesDeps {
  * EnvironmentService's handlers, checked for completeness at compile time: an RPC added to
  * the proto without a handler fails the build instead of answering UNIMPLEMENTED.
  */
-export function environmentService(deps: EnvironmentRoutesDeps) {
+export function environmentService(deps: EnvironmentRoutesDeps): ServiceImpl<typeof EnvironmentService> {
   return {
     ...healthHandler(deps.probes),
     ...imageHandlers(deps.images),
     ...signalHandlers(deps.signals),
     ...lifecycleHandlers(deps.instances, deps.defaults),
     ...logHandlers(deps.logs),
-  } satisfies ServiceImpl<typeof EnvironmentService>;
+  };
 }
 
 /** Every service served on the management port. */

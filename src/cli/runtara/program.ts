@@ -3,7 +3,7 @@
  * commands. Every action gets a Context resolved from the global options when it runs.
  */
 import { Command, Option } from "commander";
-import { VERSION } from "../../version.js";
+import { VERSION } from "../../package.js";
 import { registerCompletion } from "./commands/completion.js";
 import { registerDeploy } from "./commands/deploy.js";
 import { registerImages } from "./commands/images.js";
