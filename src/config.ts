@@ -92,6 +92,10 @@ export interface EnvironmentOptions extends CleanupOptions {
   wakeMaxAttempts?: number;
   /** File of `<tenant_id> <key>` lines; when set, the key decides the tenant of every call. */
   apiKeysFile?: string;
+  /** host:port of a separate listener for /metrics, /healthz and /readyz without API keys (an internal network). */
+  metricsAddr?: string;
+  /** With API keys: the tenant whose keys may read /metrics on the management port. */
+  metricsTenant?: string;
   /** A RUNNING instance silent this long is killed and FAILED (heartbeat_timeout), ms. @default 120000 */
   heartbeatTimeoutMs?: number;
   /** How often the heartbeat monitor checks, ms. @default 15000 */
@@ -160,6 +164,8 @@ export interface EnvironmentOptions extends CleanupOptions {
 /** Options without a default (unset means "not used"). */
 type OptionalSettings =
   | "databaseUrl"
+  | "metricsAddr"
+  | "metricsTenant"
   | "ociRuntime"
   | "apiKeysFile"
   | "ociUidBase"
@@ -185,6 +191,8 @@ export type CompiledOptions = Readonly<Required<Omit<EnvironmentOptions, Optiona
   readonly databaseUrl: string | undefined;
   readonly ociRuntime: string | undefined;
   readonly apiKeysFile: string | undefined;
+  readonly metrics: { host: string; port: number } | undefined;
+  readonly metricsTenant: string | undefined;
   readonly coreHost: string;
   readonly corePort: number;
   /** Core is reached (and, embedded, served) over TLS. */
@@ -333,6 +341,8 @@ export function compileOptions(options: EnvironmentOptions = {}): CompiledOption
     databaseUrl: options.databaseUrl,
     ociRuntime: options.ociRuntime,
     apiKeysFile: options.apiKeysFile,
+    metrics: metricsListener(options.metricsAddr),
+    metricsTenant: options.metricsTenant,
     allowedHosts: Object.freeze([...o.allowedHosts]),
     coreHost,
     corePort,
@@ -483,9 +493,18 @@ export function readEnvironmentOptions(env: NodeJS.ProcessEnv): EnvironmentOptio
     maxFileBytes: int("RUNTARA_MAX_FILE_BYTES", MIN_LOG_BYTES, 1024 ** 4),
     totalPidsMax: int("RUNTARA_TOTAL_PIDS_MAX", 0, 4_194_304),
     totalMemoryBytes: int("RUNTARA_TOTAL_MEMORY_BYTES", 0, 1024 ** 5),
+    metricsAddr: str("RUNTARA_METRICS_ADDR"),
+    metricsTenant: str("RUNTARA_METRICS_TENANT"),
     ...readCleanupOptions(env),
     ...readRunnerOptions(env),
   };
+}
+
+/** RUNTARA_METRICS_ADDR as host and port (0: a free port, for tests). */
+function metricsListener(addr: string | undefined): { host: string; port: number } | undefined {
+  if (addr === undefined) return undefined;
+  const [host, port] = splitHostPort("metricsAddr (RUNTARA_METRICS_ADDR)", addr, true);
+  return { host, port };
 }
 
 function readAllowedHosts(value: string | undefined): string[] | undefined {

@@ -2,6 +2,7 @@ import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { pino, type Logger } from "pino";
 import { compileOptions, nativeRunnerAllowed, type CompiledOptions, type EnvironmentOptions } from "./config.js";
+import { Metrics } from "./metrics/index.js";
 import { closedAncestors, secureDataDir } from "./data-dir.js";
 import { CoreRuntime } from "./core/runtime.js";
 import { ChannelHub, createDatabase, Listener, migrate, startEmbeddedPostgres, type Database } from "./db/index.js";
@@ -20,6 +21,7 @@ import type { OnePortServer } from "./server/http.js";
 import { ApiKeys } from "./server/api-keys.js";
 import { environmentAccess } from "./server/environment-access.js";
 import { sharedProbe } from "./server/health.js";
+import { listenOperations, metricsTenantGate, openMetrics, type Operations } from "./server/operations.js";
 import { loadTlsMaterial } from "./server/tls.js";
 import { coreLink, type CoreLink } from "./core-link.js";
 import { environmentRoutes } from "./server/routes.js";
@@ -53,6 +55,8 @@ interface Running {
 export class Environment {
   readonly options: CompiledOptions;
   readonly logger: Logger;
+  /** Prometheus metrics of this environment (served at /metrics). */
+  readonly metrics = new Metrics();
   private readonly startup: Startup;
   private running: Partial<Running> = {};
   private apiKeys: ApiKeys | undefined;
@@ -125,6 +129,7 @@ export class Environment {
     await migrate(databaseUrl, this.logger);
     const db = s.own("close the database pool", await createDatabase({ url: databaseUrl, poolSize: o.dbPoolSize, logger: this.logger }), (d) => d.end());
     const listener = new Listener(databaseUrl, this.logger.child({ component: "listener" }));
+    listener.onReconnect(() => this.metrics.listenerReconnects.inc());
     await listener.start();
     s.onStop("stop the listener", () => listener.stop());
     const tokens = await Tokens.load(db);
@@ -157,7 +162,7 @@ export class Environment {
       tenantMaxImageBytes: BigInt(o.tenantMaxImageBytes),
       checkRunner,
       unpackOci: (layout, ref, bundle) => runners.oci.unpackImage(layout, ref, bundle),
-    });
+    }, this.metrics.uploadBytes);
     const coreSocketDir = await this.startCoreSocket(link);
     const { instances, signals } = this.buildInstances({ db, listener, store, gateway, tokens, core, link, runners, checkRunner, coreSocketDir });
     // Workflows keep running: a restart of the environment must not kill them.
@@ -186,7 +191,7 @@ export class Environment {
 
   private async startCore(db: Database, listener: Listener, tokens: Tokens): Promise<CoreRuntime> {
     const o = this.options;
-    const core = new CoreRuntime(db, listener, tokens, this.logger, o);
+    const core = new CoreRuntime(db, listener, tokens, this.logger, o, this.metrics);
     await core.start();
     return this.startup.own("stop core", core, (c) => c.stop());
   }
@@ -229,6 +234,7 @@ export class Environment {
       tokens,
       supervisor,
       logger: this.logger.child({ component: "launcher" }),
+      metrics: this.metrics,
       options: {
         dataDir: o.dataDir,
         coreAddr: instanceCoreAddr(o, core?.address.port),
@@ -254,7 +260,7 @@ export class Environment {
       maxLaunchAttempts: o.wakeMaxAttempts,
       tenantMaxActiveInstances: o.tenantMaxActiveInstances,
     });
-    const signals = new SignalService(gateway, (tenantId, instanceId) => instances.relaunchIfSuspended(tenantId, instanceId));
+    const signals = new SignalService(gateway, (tenantId, instanceId) => instances.relaunchIfSuspended(tenantId, instanceId), this.metrics.signalDelivery);
     return { instances, signals };
   }
 
@@ -270,6 +276,20 @@ export class Environment {
     const shutdown = new AbortController();
     const keys = deps.apiKeys;
     const tls = o.tls && (await loadTlsMaterial(o.tls, "RUNTARA_TLS_CERT_FILE/RUNTARA_TLS_KEY_FILE"));
+    const database = sharedProbe(() => databasePing(deps.db));
+    const core = sharedProbe(() => deps.gateway.reachable());
+    this.metrics.readFrom({ countInstances: () => deps.instances.countByStatus(), poolState: () => deps.db.state() });
+    const ops: Operations = {
+      metrics: this.metrics,
+      readiness: async () => {
+        const [d, c] = await Promise.all([database(), core()]);
+        return { database: d, core: c };
+      },
+    };
+    if (o.metrics) {
+      const listener = await listenOperations(ops, o.metrics.host, o.metrics.port, this.logger.child({ component: "metrics" }));
+      this.startup.onStop("close the metrics listener", () => listener.close());
+    }
     const server = await serve({
       routes: environmentRoutes({
         images: deps.images,
@@ -280,8 +300,8 @@ export class Environment {
         probes: {
           version: VERSION,
           startedAtMs: Date.now(),
-          database: sharedProbe(() => databasePing(deps.db)),
-          core: sharedProbe(() => deps.gateway.reachable()),
+          database,
+          core,
           activeInstances: (tenantId) => deps.instances.countActive(tenantId),
           caller: (headers) => {
             if (!keys) return "all";
@@ -299,6 +319,8 @@ export class Environment {
       logger: this.logger.child({ component: "rpc" }),
       readMaxBytes: o.maxRequestBytes,
       shutdownSignal: shutdown.signal,
+      metrics: this.metrics,
+      operations: { ops, metricsGate: keys ? metricsTenantGate((a) => keys.tenantOf(a), o.metricsTenant) : openMetrics },
     });
     this.startup.onStop("close the server", async () => {
       const closing = server.close(o.shutdownGraceMs);
@@ -326,6 +348,7 @@ export class Environment {
             batchSize: o.wakeBatchSize,
             replicaId: o.replicaId,
             maxConcurrentLaunches: o.maxConcurrentWakeLaunches,
+            wakeLag: this.metrics.wakeLag,
           },
         ),
       },

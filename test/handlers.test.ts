@@ -9,6 +9,7 @@ import type { ImageService } from "../src/images/index.js";
 import type { InstanceManager, SignalService, RunLogReader } from "../src/instances/index.js";
 import { classifyLaunchError } from "../src/instances/launch-errors.js";
 import { LaunchError, RuntimeUnavailable } from "../src/runner/index.js";
+import { Metrics } from "../src/metrics/index.js";
 import { observeCalls } from "../src/server/interceptors.js";
 import { environmentRoutes } from "../src/server/routes.js";
 import { rejectsWithCode } from "./helpers.js";
@@ -49,7 +50,7 @@ function inMemory(overrides: { instances?: Partial<InstanceManager>; signals?: P
       caller: () => "all",
     },
   });
-  const transport = createRouterTransport(routes, { router: { interceptors: [observeCalls(pino({ level: "silent" }))] } });
+  const transport = createRouterTransport(routes, { router: { interceptors: [observeCalls(pino({ level: "silent" }), new Metrics().rpcDuration)] } });
   return { client: createClient(EnvironmentService, transport), reached };
 }
 

@@ -1,5 +1,6 @@
-import { pino, type Logger } from "pino";
+import type { Logger } from "pino";
 import { ConfigError, readEnvironmentOptions, type EnvironmentOptions } from "../config.js";
+import { commandLogger } from "./logger.js";
 
 interface Runnable {
   start(): Promise<void>;
@@ -19,7 +20,8 @@ export async function runCommand(
   let target: Runnable & { logger: Logger };
   try {
     const options = readEnvironmentOptions(process.env);
-    target = create({ ...options, logger: pino({ level: options.logLevel ?? "info" }) });
+    const format = process.env.LOG_FORMAT === "" ? undefined : process.env.LOG_FORMAT;
+    target = create({ ...options, logger: commandLogger(options.logLevel ?? "info", format) });
   } catch (e) {
     if (e instanceof ConfigError) {
       process.stderr.write(`${name}: invalid configuration: ${e.message}\n`);

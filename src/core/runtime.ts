@@ -13,6 +13,7 @@ import { serve } from "../server/serve.js";
 import { clientCertGate } from "../server/gates.js";
 import { loadTlsMaterial } from "../server/tls.js";
 import type { CompiledOptions } from "../config.js";
+import type { Metrics } from "../metrics/index.js";
 import type { Tokens } from "../lifecycle/index.js";
 import { VERSION } from "../package.js";
 import { databasePing } from "../wiring.js";
@@ -51,6 +52,7 @@ export class CoreRuntime {
     private readonly tokens: Tokens,
     private readonly logger: Logger,
     private readonly options: CoreRuntimeOptions,
+    private readonly metrics: Metrics,
   ) {}
 
   get address(): AddressInfo {
@@ -85,6 +87,7 @@ export class CoreRuntime {
       // what a single message may make the server buffer.
       readMaxBytes: this.options.maxPayloadBytes + 1024 * 1024,
       shutdownSignal: this.shutdown.signal,
+      metrics: this.metrics,
     });
     this.logger.info({ port: this.server.address.port, host: this.options.coreHost, tls: tls !== undefined, clientCertificates: tls?.clientCa !== undefined }, "core listening");
   }

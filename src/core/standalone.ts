@@ -1,6 +1,7 @@
 import type { AddressInfo } from "node:net";
 import { pino, type Logger } from "pino";
 import { ConfigError, compileOptions, type CompiledOptions, type EnvironmentOptions } from "../config.js";
+import { Metrics } from "../metrics/index.js";
 import { createDatabase, Listener, migrate } from "../db/index.js";
 import { Tokens } from "../lifecycle/index.js";
 import { Startup } from "../startup.js";
@@ -45,7 +46,8 @@ export class StandaloneCore {
       s.onStop("stop the listener", () => listener.stop());
       const tokens = await Tokens.load(db);
       startSecretRefresh(s, tokens, this.logger);
-      const runtime = new CoreRuntime(db, listener, tokens, this.logger, o);
+      // Recorded for the RPC log's sake; a standalone core serves no /metrics of its own yet.
+      const runtime = new CoreRuntime(db, listener, tokens, this.logger, o, new Metrics());
       await runtime.start();
       this.runtime = s.own("stop core", runtime, (r) => r.stop());
     });

@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { DatabasePool } from "slonik";
 import type { Logger } from "pino";
 import { FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted } from "../errors.js";
+import type { Metrics } from "../metrics/index.js";
 import type { RunnerCheck } from "../runner-policy.js";
 import { isValidId } from "../validation.js";
 import { unpackArchiveUpload, type LayoutUnpacker } from "./oci-archive.js";
@@ -45,6 +46,7 @@ export class ImageService {
     private readonly store: ImageStore,
     private readonly logger: Logger,
     private readonly limits: ImageLimits,
+    private readonly uploadBytes: Metrics["uploadBytes"],
   ) {}
 
   /** Registers an image whose bytes are already in memory (the unary RPC). */
@@ -102,6 +104,7 @@ export class ImageService {
         { imageId, tenantId: image.tenantId, name: image.name, version: image.version, format: image.format, sizeBytes: image.sizeBytes },
         "image registered",
       );
+      this.uploadBytes.inc(Number(image.sizeBytes));
       return image;
     } catch (e) {
       await this.discard(staged, committedId);

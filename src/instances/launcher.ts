@@ -9,6 +9,7 @@ import type { ImageStore, RunnerKind } from "../images/index.js";
 import type { LaunchTarget, Tokens } from "../lifecycle/index.js";
 import type { RunnerCheck } from "../runner-policy.js";
 import { bootId, CORE_SOCKET_URL_IN_CONTAINER, stopWithGrace, type ImageProcess, type NetworkMode, type ResourceLimits, type Runner, type Runners } from "../runner/index.js";
+import type { Metrics } from "../metrics/index.js";
 import * as repo from "./repository.js";
 import type { Supervisor } from "./supervisor.js";
 import { removeDirViaTombstone } from "../data-dir.js";
@@ -37,6 +38,7 @@ export interface LauncherDeps {
   supervisor: Supervisor;
   logger: Logger;
   options: LauncherOptions;
+  metrics: Pick<Metrics, "launches" | "launchFailures" | "launchDuration">;
 }
 
 /**
@@ -65,6 +67,20 @@ export class Launcher {
    * (relaunches of a durable instance keep theirs).
    */
   async launch(target: LaunchTarget, firstRun = false): Promise<void> {
+    const { metrics } = this.deps;
+    const labels = { runner: target.runnerType };
+    const done = metrics.launchDuration.startTimer(labels);
+    try {
+      await this.launchProcess(target, firstRun);
+    } catch (e) {
+      metrics.launchFailures.inc(labels);
+      throw e;
+    }
+    done();
+    metrics.launches.inc(labels);
+  }
+
+  private async launchProcess(target: LaunchTarget, firstRun: boolean): Promise<void> {
     const { db, images, supervisor, logger, options } = this.deps;
     const tenantRuns = path.join(options.dataDir, "runs", target.tenantId);
     const runDir = path.join(tenantRuns, target.instanceId);

@@ -316,6 +316,10 @@ export class InstanceManager {
 
   /** Instances holding or about to hold a process, cluster-wide (HealthCheck). */
   /** PENDING and RUNNING instances of one tenant, or of all. */
+  countByStatus(): Promise<ReadonlyMap<string, number>> {
+    return repo.countInstancesByStatus(this.deps.db);
+  }
+
   countActive(tenantId: string | undefined): Promise<bigint> {
     return repo.countActiveInstances(this.deps.db, tenantId);
   }

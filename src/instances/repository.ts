@@ -170,6 +170,13 @@ export async function countActiveInstances(db: Db, tenantId: string | undefined)
     ${cappedCount(sql.fragment`instances WHERE status IN ${statusList(LAUNCHED)}${tenant}`)}`);
 }
 
+/** Instances by status across tenants (the metrics' gauge): one grouped scan. */
+export async function countInstancesByStatus(db: Db): Promise<ReadonlyMap<string, number>> {
+  const rows = await db.any(sql.type(z.object({ status: z.string(), count: z.number() }))`
+    SELECT status::text AS status, count(*)::int AS count FROM instances GROUP BY status`);
+  return new Map(rows.map((r) => [r.status, r.count]));
+}
+
 export type InstanceOrder = "created_desc" | "created_asc" | "finished_desc" | "finished_asc";
 
 export interface InstanceListQuery {

@@ -1,5 +1,6 @@
 import type { CheckpointSummary, InstanceEvent } from "../lifecycle/index.js";
 import type { SignalKind, Status } from "../lifecycle/index.js";
+import type { Metrics } from "../metrics/index.js";
 import type { CheckpointQuery, CoreGateway, EventQuery } from "./core-gateway.js";
 
 /**
@@ -11,18 +12,27 @@ export class SignalService {
   constructor(
     private readonly core: CoreGateway,
     private readonly relaunchIfSuspended: (tenantId: string, instanceId: string) => Promise<Status | null>,
+    private readonly delivery: Metrics["signalDelivery"],
   ) {}
 
   async send(tenantId: string, instanceId: string, kind: SignalKind, payload: Uint8Array): Promise<Status> {
+    const done = this.delivery.startTimer({ kind });
     if (kind === "resume") {
       const relaunched = await this.relaunchIfSuspended(tenantId, instanceId);
-      if (relaunched !== null) return relaunched;
+      if (relaunched !== null) {
+        done();
+        return relaunched;
+      }
     }
-    return this.core.sendSignal(tenantId, instanceId, kind, payload);
+    const status = await this.core.sendSignal(tenantId, instanceId, kind, payload);
+    done();
+    return status;
   }
 
-  sendCustom(tenantId: string, instanceId: string, checkpointId: string, payload: Uint8Array): Promise<void> {
-    return this.core.sendCustomSignal(tenantId, instanceId, checkpointId, payload);
+  async sendCustom(tenantId: string, instanceId: string, checkpointId: string, payload: Uint8Array): Promise<void> {
+    const done = this.delivery.startTimer({ kind: "custom" });
+    await this.core.sendCustomSignal(tenantId, instanceId, checkpointId, payload);
+    done();
   }
 
   listCheckpoints(q: CheckpointQuery): Promise<{ items: CheckpointSummary[]; total: bigint }> {

@@ -16,6 +16,8 @@ export interface WakeSchedulerOptions {
    * claim never waits in a queue (where it could outlive the PENDING timeout). @default 32
    */
   maxConcurrentLaunches: number;
+  /** Records how late each wake was claimed, in seconds. */
+  wakeLag: { observe(seconds: number): void };
 }
 
 type State = "created" | "running" | "stopping" | "stopped";
@@ -125,7 +127,9 @@ export class WakeScheduler {
       // Launches run on while the pass ends and the timer is re-armed: a wake that comes due
       // during a slow launch is claimed on time instead of waiting for it (bench/wake).
       for (const c of claimed) {
-        this.logger.info({ instanceId: c.target.instanceId, lagMs: Date.now() - c.wakeAtMs, attempt: c.attempt }, "waking instance");
+        const lagMs = Date.now() - c.wakeAtMs;
+        this.options.wakeLag.observe(Math.max(0, lagMs) / 1000);
+        this.logger.info({ instanceId: c.target.instanceId, lagMs, attempt: c.attempt }, "waking instance");
         const launch = this.wake(c)
           .catch((e: unknown) => this.logger.error({ err: e, instanceId: c.target.instanceId }, "wake failed"))
           .finally(() => {

@@ -1,24 +1,33 @@
 import { randomUUID } from "node:crypto";
 import { Code, ConnectError, type Interceptor, type StreamResponse } from "@connectrpc/connect";
+import { codeToString } from "@connectrpc/connect/protocol-connect";
 import type { Logger } from "pino";
 import { toConnectError } from "./errors.js";
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
+/** Probes and tooling that call all day: their lines are at debug, so they do not flood the log. */
+const QUIET_SERVICES = new Set(["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"]);
+const QUIET_METHODS = new Set(["runtara.environment.v1.EnvironmentService/HealthCheck", "runtara.core.v1.CoreService/HealthCheck"]);
+
 /**
- * One log line per RPC (method, code, duration, request id) and the error-to-code mapping,
- * for unary and streaming calls alike. A client-supplied x-request-id is echoed when sane.
+ * One log line per RPC (method, code, duration, request id), its latency by method and code,
+ * and the error-to-code mapping, for unary and streaming calls alike. A client-supplied
+ * x-request-id is echoed when sane.
  */
-export function observeCalls(logger: Logger): Interceptor {
+export function observeCalls(logger: Logger, latency: { observe(labels: { method: string; code: string }, seconds: number): void }): Interceptor {
   return (next) => async (req) => {
     const started = performance.now();
     const supplied = req.header.get("x-request-id");
     const requestId = supplied && REQUEST_ID.test(supplied) ? supplied : randomUUID();
     const method = `${req.service.typeName}/${req.method.name}`;
+    const level = QUIET_SERVICES.has(req.service.typeName) || QUIET_METHODS.has(method) ? "debug" : "info";
     const log = (error?: unknown) => {
-      const ms = Math.round((performance.now() - started) * 100) / 100;
+      const elapsed = performance.now() - started;
+      const ms = Math.round(elapsed * 100) / 100;
       if (error === undefined) {
-        logger.info({ method, code: "Ok", ms, requestId }, "rpc");
+        latency.observe({ method, code: "ok" }, elapsed / 1000);
+        logger[level]({ method, code: "Ok", ms, requestId }, "rpc");
         return;
       }
       const mapped = toConnectError(error);
@@ -26,10 +35,11 @@ export function observeCalls(logger: Logger): Interceptor {
       // failed call can be found in the log.
       mapped.metadata.set("x-request-id", requestId);
       const code = Code[mapped.code] ?? String(mapped.code);
+      latency.observe({ method, code: codeToString(mapped.code) }, elapsed / 1000);
       if (mapped.code === Code.Internal || mapped.code === Code.Unknown) {
         logger.error({ method, code, ms, requestId, err: mapped.cause ?? mapped }, "rpc failed");
       } else {
-        logger.info({ method, code, ms, requestId, detail: mapped.rawMessage }, "rpc");
+        logger[level]({ method, code, ms, requestId, detail: mapped.rawMessage }, "rpc");
       }
       return mapped;
     };

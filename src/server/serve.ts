@@ -6,6 +6,8 @@ import { withCors } from "./cors.js";
 import { withGates, type Gate } from "./gates.js";
 import { listenOnePort, type ConnectionLimits, type OnePortServer, type TlsMaterial } from "./http.js";
 import { observeCalls } from "./interceptors.js";
+import { withOperations, type Operations } from "./operations.js";
+import type { Metrics } from "../metrics/index.js";
 
 export interface ServeOptions {
   routes: (router: ConnectRouter) => void;
@@ -24,6 +26,10 @@ export interface ServeOptions {
   gates?: readonly Gate[];
   /** Interceptors after logging/error mapping (e.g. the tenant of an API key). */
   interceptors?: Interceptor[];
+  /** Where RPC counts and latencies are recorded. */
+  metrics: Metrics;
+  /** /healthz, /readyz and /metrics on this port, and who may read /metrics. */
+  operations?: { ops: Operations; metricsGate: Gate };
 }
 
 /** gRPC, gRPC-Web and Connect (JSON and binary) over HTTP/1.1 and HTTP/2 on one port. */
@@ -32,10 +38,12 @@ export function serve(options: ServeOptions): Promise<OnePortServer> {
   setMaxListeners(0, options.shutdownSignal);
   const handler = connectNodeAdapter({
     routes: options.routes,
-    interceptors: [observeCalls(options.logger), ...(options.interceptors ?? [])],
+    interceptors: [observeCalls(options.logger, options.metrics.rpcDuration), ...(options.interceptors ?? [])],
     readMaxBytes: options.readMaxBytes,
     shutdownSignal: options.shutdownSignal,
   });
   // CORS preflights carry no credentials, so they are answered before the gates.
-  return listenOnePort(withCors(options.corsOrigins, withGates(options.gates ?? [], handler)), options);
+  const op = options.operations;
+  const served = op ? withOperations(op.ops, op.metricsGate, handler) : handler;
+  return listenOnePort(withCors(options.corsOrigins, withGates(options.gates ?? [], served)), options);
 }

@@ -1,0 +1,1 @@
+export { Metrics, type PoolState } from "./metrics.js";
