@@ -22,27 +22,35 @@ export function registerReflection(router: ConnectRouter, served: readonly DescS
       symbols.set(s.typeName, file);
       for (const m of s.methods) symbols.set(`${s.typeName}.${m.name}`, file);
     }
-    for (const e of file.enums) symbols.set(e.typeName, file);
+    // Enum values are scoped beside their enum (`runtara.core.v1.INSTANCE_STATUS_COMPLETED`).
+    const addEnum = (e: (typeof file.enums)[number], scope: string) => {
+      symbols.set(e.typeName, file);
+      for (const v of e.values) symbols.set(`${scope}${v.name}`, file);
+    };
+    const pkg = file.proto.package === "" ? "" : `${file.proto.package}.`;
+    for (const e of file.enums) addEnum(e, pkg);
     for (const x of file.extensions) symbols.set(x.typeName, file);
     const addMessage = (m: (typeof file.messages)[number]) => {
       symbols.set(m.typeName, file);
       for (const f of m.fields) symbols.set(`${m.typeName}.${f.name}`, file);
+      for (const o of m.oneofs) symbols.set(`${m.typeName}.${o.name}`, file);
       for (const n of m.nestedMessages) addMessage(n);
-      for (const e of m.nestedEnums) symbols.set(e.typeName, file);
+      for (const e of m.nestedEnums) addEnum(e, `${m.typeName}.`);
     };
     for (const m of file.messages) addMessage(m);
   };
   for (const s of services) addFile(s.file);
 
-  // A file with its transitive dependencies, each once, dependencies first.
+  // The requested file first (as grpc-go answers; older grpcurl releases take the first file
+  // for the answer), then its transitive dependencies, each once.
   const withDeps = (file: DescFile) => {
     const out: Uint8Array[] = [];
     const seen = new Set<string>();
     const visit = (f: DescFile) => {
       if (seen.has(f.proto.name)) return;
       seen.add(f.proto.name);
-      for (const d of f.dependencies) visit(d);
       out.push(toBinary(FileDescriptorProtoSchema, f.proto));
+      for (const d of f.dependencies) visit(d);
     };
     visit(file);
     return out;
