@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import http2 from "node:http2";
 import { createHash, randomBytes } from "node:crypto";
-import { chmod, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -167,7 +167,9 @@ describe("runtara CLI", { skip }, () => {
   });
 
   it("each failure prints one line saying what to do, with exit 1 (failed) or 2 (usage)", async () => {
-    const buildDirsBefore = (await readdir(tmpdir())).filter((f) => f.startsWith("runtara-build-"));
+    const buildDirsBefore = (await readdir(tmpdir())).filter((f) => f.startsWith("runtara-build-") || f.startsWith("runtara-deploy-"));
+    await symlink(path.join(root, "examples/wait-for-signal.ts"), path.join(dir, "link.ts"));
+    await writeFile(path.join(dir, "broken.json"), '{ "profiles": { "p": { "apiKey": secret-key-unquoted } } }');
     const cases: [string[], Record<string, string>, number, RegExp][] = [
       [["images", "ls"], { RUNTARA_SERVER: "http://127.0.0.1:1" }, 1, /^runtara: cannot reach the server at http:\/\/127\.0\.0\.1:1 .*is it running\? Set --server or RUNTARA_SERVER$/],
       [["instances", "get", "no-such-instance"], {}, 1, /^runtara: .*no-such-instance.*not found/i],
@@ -180,8 +182,16 @@ describe("runtara CLI", { skip }, () => {
       [["--profile", "prod", "health"], {}, 2, /^runtara: profile "prod" named, but there is no config file/],
       [["images", "ls", "--bogus"], {}, 2, /unknown option '--bogus'/],
       [["deploy", "examples/wait-for-signal.ts"], {}, 2, /required option '-n, --name <name>' not specified/],
-      [["workflow", "build", "examples/wait-for-signal.ts", "--out", "examples/wait-for-signal.ts"], {}, 2, /^runtara: --out examples\/wait-for-signal\.ts is the workflow file itself$/],
-      [["workflow", "build", "examples/wait-for-signal.ts", "--out", "/nonexistent-dir/x.tar"], {}, 1, /^runtara: cannot write \/nonexistent-dir\/x\.tar: ENOENT$/],
+      [["workflow", "build", "examples/wait-for-signal.ts", "--out", "examples/wait-for-signal.ts"], {}, 2, /^runtara: examples\/wait-for-signal\.ts is the workflow file itself; name another --out$/],
+      [["workflow", "build", "--native", "examples/wait-for-signal.ts", "--out", path.join(dir, "link.ts")], {}, 2, /^runtara: .*link\.ts is the workflow file itself; name another --out$/],
+      [["workflow", "build", "examples/wait-for-signal.ts", "--out", "/dev/null"], {}, 2, /^runtara: --out \/dev\/null is not a regular file$/],
+      [["workflow", "build", "examples/wait-for-signal.ts", "--out", "/nonexistent-dir/x.tar"], {}, 2, /^runtara: --out \/nonexistent-dir\/x\.tar: there is no directory \/nonexistent-dir$/],
+      [["workflow", "build", "/dev/zero"], {}, 2, /^runtara: \/dev\/zero is not a regular file$/],
+      [["workflow", "build", "--native", "examples/wait-for-signal.ts", "--node", ""], {}, 2, /^runtara: --node must name a Node binary$/],
+      [["workflow", "build", "evil\x1b[31m\nname.ts"], {}, 1, /^runtara: cannot bundle evil\\x1b\[31m \| name\.ts: /],
+      [["deploy", process.execPath, "--name", "node"], {}, 2, /is dynamically linked, so it cannot run as \/binary in an empty container root; deploy it with --runner native/],
+      [["--server", "http://admin:secret-key@127.0.0.1:1", "health"], {}, 2, /^runtara: --server must not hold credentials/],
+      [["--config", path.join(dir, "broken.json"), "health"], {}, 2, /^runtara: the config file .*broken\.json is not valid JSON/],
       [["run", "hello", "--input", "@/dev/zero"], {}, 2, /^runtara: --input: \/dev\/zero is not a regular file$/],
       [["instances", "ls", "--limit", "2147483648"], {}, 2, /^runtara: --limit must be an integer from 1 to 2147483647/],
       [["instances", "ls", "--created-after", "1"], {}, 2, /^runtara: --created-after must be an ISO time/],
@@ -194,7 +204,14 @@ describe("runtara CLI", { skip }, () => {
       if (code === 1) assert.equal(r.stderr.trim().split("\n").length, 1, `one line: ${r.stderr}`);
       assert.ok(!r.stderr.includes("secret-key"), "the key is never printed");
     }
-    assert.deepEqual((await readdir(tmpdir())).filter((f) => f.startsWith("runtara-build-") && !buildDirsBefore.includes(f)), [], "a failed build leaves no temporary files");
+    // Ctrl-C while deploy builds: the builder's and deploy's temporary directories both go.
+    const deploying = execa(process.execPath, [path.join(root, "bin/runtara.js"), "deploy", "examples/wait-for-signal.ts", "--name", "interrupted", "--runner", "native"], { cwd: root, env, reject: false });
+    await new Promise((resolve) => setTimeout(resolve, 2_500));
+    deploying.kill("SIGINT");
+    assert.equal((await deploying).exitCode, 130);
+    const leftover = (await readdir(tmpdir())).filter((f) => (f.startsWith("runtara-build-") || f.startsWith("runtara-deploy-")) && !buildDirsBefore.includes(f));
+    assert.deepEqual(leftover, [], "failed and interrupted builds leave no temporary files");
+    assert.ok((await stat("/dev/null")).isCharacterDevice(), "/dev/null is still a device");
     // A closed pipe ends `logs` quietly.
     const id = (JSON.parse((await cli("-o", "json", "instances", "ls", "--limit", "1")).stdout) as { instances: { instanceId: string }[] }).instances[0]!.instanceId;
     const piped = await execa("sh", ["-c", `"${process.execPath}" "${root}/bin/runtara.js" logs ${id} | head -c 1`], { env: { ...env }, reject: false });

@@ -1,7 +1,8 @@
 /** The workflow and everything it imports (the SDK included) as one ES module, by esbuild. */
+import { stat } from "node:fs/promises";
 import path from "node:path";
 import { build, type Message } from "esbuild";
-import { CommandFailed } from "./failures.js";
+import { CommandFailed, UsageError } from "./failures.js";
 
 /**
  * ESM bundles of CommonJS dependencies still call require() for Node's built-ins. Based on the
@@ -10,6 +11,9 @@ import { CommandFailed } from "./failures.js";
 const REQUIRE_SHIM = 'import { createRequire as __runtaraCreateRequire } from "node:module"; const require = __runtaraCreateRequire(process.execPath);';
 
 export async function bundleWorkflow(entry: string): Promise<Buffer> {
+  // A FIFO would hang the build and a device feed it forever; a missing file is esbuild's to report.
+  const source = await stat(entry).catch(() => undefined);
+  if (source && !source.isFile()) throw new UsageError(`${entry} is not a regular file`);
   try {
     const result = await build({
       entryPoints: [path.resolve(entry)],

@@ -59,11 +59,15 @@ export function resolveContext(flags: GlobalFlags, env: NodeJS.ProcessEnv = proc
   const fromEnv = (name: string) => env[name] || undefined;
   const profile = readProfile(flags.config ?? fromEnv("RUNTARA_CONFIG") ?? defaultConfigFile(env), flags.profile ?? fromEnv("RUNTARA_PROFILE"));
   const server = flags.server ?? fromEnv("RUNTARA_SERVER") ?? profile.server ?? DEFAULT_SERVER;
+  let url: URL;
   try {
-    if (!/^https?:$/.test(new URL(server).protocol)) throw new Error();
+    url = new URL(server);
+    if (!/^https?:$/.test(url.protocol)) throw new Error();
   } catch {
     throw new UsageError(`--server must be an http:// or https:// URL, got ${JSON.stringify(server)}`);
   }
+  // The server is named in messages; a password in it would be printed with them.
+  if (url.username !== "" || url.password !== "") throw new UsageError("--server must not hold credentials; give the key with --api-key (RUNTARA_API_KEY)");
   const output = flags.output ?? "table";
   if (output !== "table" && output !== "json") throw new UsageError(`--output must be table or json, got ${JSON.stringify(output)}`);
   const timeoutSecs = Number(flags.timeout ?? "30");
@@ -105,7 +109,9 @@ function readProfile(file: string, name: string | undefined): Profile {
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === "ENOENT" && name === undefined) return {};
     if ((e as NodeJS.ErrnoException).code === "ENOENT") throw new UsageError(`profile ${JSON.stringify(name)} named, but there is no config file ${file}`);
-    throw new UsageError(`cannot read the config file ${file}: ${(e as Error).message}`);
+    // A parse error quotes the text around the fault, which may be a key: say where, not what.
+    if (e instanceof SyntaxError) throw new UsageError(`the config file ${file} is not valid JSON${/position \d+/.exec(e.message) ? ` (at ${/position \d+/.exec(e.message)![0]})` : ""}`);
+    throw new UsageError(`cannot read the config file ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
   if (typeof config !== "object" || config === null) throw new UsageError(`the config file ${file} must hold a JSON object`);
   const chosen = name ?? config.default;

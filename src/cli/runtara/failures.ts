@@ -25,8 +25,9 @@ export const EXIT_USAGE = 2;
 
 export function describeFailure(e: unknown, server: string): { line: string; exitCode: number } {
   if (e instanceof Reported) return { line: e.line, exitCode: e.exitCode };
-  if (e instanceof UsageError) return { line: e.message, exitCode: EXIT_USAGE };
-  if (e instanceof CommandFailed) return { line: e.message, exitCode: EXIT_FAILED };
+  // File names and build errors in these messages are the user's text: shown safely too.
+  if (e instanceof UsageError) return { line: oneLine(e.message), exitCode: EXIT_USAGE };
+  if (e instanceof CommandFailed) return { line: oneLine(e.message), exitCode: EXIT_FAILED };
   if (e instanceof ConnectError) return { line: oneLine(rpcFailure(e, server)), exitCode: EXIT_FAILED };
   const code = (e as NodeJS.ErrnoException)?.code;
   return { line: oneLine(`${(e as Error)?.message ?? String(e)}${code && !String((e as Error)?.message).includes(code) ? ` (${code})` : ""}`), exitCode: EXIT_FAILED };

@@ -6,7 +6,7 @@
  */
 import { createHash } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
-import { copyFile, realpath, stat } from "node:fs/promises";
+import { realpath, stat } from "node:fs/promises";
 import path from "node:path";
 import { once } from "node:events";
 import { Readable, Transform } from "node:stream";
@@ -15,7 +15,8 @@ import { createGzip } from "node:zlib";
 import { execa } from "execa";
 import { pack, type Pack } from "tar-stream";
 import { bundleWorkflow } from "./bundle.js";
-import { CommandFailed, UsageError } from "./failures.js";
+import { checkBuildOutput, publishBuildOutput } from "./build-output.js";
+import { CommandFailed } from "./failures.js";
 import { withTempDir } from "./temp-dir.js";
 
 export interface BuildOptions {
@@ -47,7 +48,7 @@ interface LayerFile {
 }
 
 export async function buildWorkflowImage(options: BuildOptions): Promise<BuiltImage> {
-  if (path.resolve(options.out) === path.resolve(options.entry)) throw new UsageError(`--out ${options.out} is the workflow file itself`);
+  await checkBuildOutput(options.out, options.entry);
   const bundle = await bundleWorkflow(options.entry);
   const files: LayerFile[] = [...(await runtimeFiles(options.node ?? process.execPath)), { name: WORKFLOW_IN_IMAGE, mode: 0o644, from: bundle }];
   return withTempDir("runtara-build-", async (work) => {
@@ -77,10 +78,9 @@ export async function buildWorkflowImage(options: BuildOptions): Promise<BuiltIm
       { name: `blobs/sha256/${hex(manifestDigest)}`, mode: 0o644, from: manifest },
       { name: `blobs/sha256/${hex(layerDigest)}`, mode: 0o644, from: gzFile },
     ]);
-    await copyFile(archive, options.out).catch((e: NodeJS.ErrnoException) => {
-      throw new CommandFailed(`cannot write ${options.out}: ${e.code ?? e.message}`);
-    });
-    return { file: options.out, sizeBytes: (await stat(options.out)).size, manifestDigest };
+    const sizeBytes = (await stat(archive)).size;
+    await publishBuildOutput(archive, options.out, 0o644);
+    return { file: options.out, sizeBytes, manifestDigest };
   });
 }
 

@@ -5,13 +5,14 @@
  * modules with top-level await, so the main script imports the bundle from a data: URL through
  * the main context's module loader.
  */
-import { chmod, copyFile, readFile, realpath, stat, writeFile } from "node:fs/promises";
+import { chmod, copyFile, readFile, realpath, writeFile } from "node:fs/promises";
 import { createHash } from "node:crypto";
 import path from "node:path";
 import { execa } from "execa";
 import { inject } from "postject";
 import { bundleWorkflow } from "./bundle.js";
-import { CommandFailed, UsageError } from "./failures.js";
+import { checkBuildOutput, publishBuildOutput } from "./build-output.js";
+import { CommandFailed } from "./failures.js";
 import { withTempDir } from "./temp-dir.js";
 
 export interface NativeBuildOptions {
@@ -32,7 +33,7 @@ export interface BuiltExecutable {
 const SEA_FUSE = "NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2";
 
 export async function buildNativeExecutable(options: NativeBuildOptions): Promise<BuiltExecutable> {
-  if (path.resolve(options.out) === path.resolve(options.entry)) throw new UsageError(`--out ${options.out} is the workflow file itself`);
+  await checkBuildOutput(options.out, options.entry);
   const node = await realpath(options.node ?? process.execPath).catch(() => {
     throw new CommandFailed(`no Node binary at ${options.node}`);
   });
@@ -45,20 +46,20 @@ export async function buildNativeExecutable(options: NativeBuildOptions): Promis
     );
     // The blob's format belongs to the Node version, so the binary that runs it writes it.
     const prepared = await execa(node, ["--experimental-sea-config", "sea-config.json"], { cwd: work, reject: false, env: { NODE_OPTIONS: "" } });
-    if (prepared.exitCode !== 0) throw new CommandFailed(`${node} cannot make a single executable: ${firstLine(prepared.stderr || prepared.stdout)}`);
+    const why = firstLine(prepared.stderr || prepared.stdout) || (prepared.signal ? `killed by ${prepared.signal}` : `exit code ${prepared.exitCode ?? prepared.code}`);
+    if (prepared.exitCode !== 0) throw new CommandFailed(`${node} cannot make a single executable: ${why}`);
+    const blob = await readFile(path.join(work, "sea.blob")).catch(() => {
+      throw new CommandFailed(`${node} wrote no single executable blob; --node must be Node 20 or later`);
+    });
     const executable = path.join(work, "workflow");
     await copyFile(node, executable);
     await chmod(executable, 0o755);
-    const blob = await readFile(path.join(work, "sea.blob"));
     await quietly(() => inject(executable, "NODE_SEA_BLOB", blob, { sentinelFuse: SEA_FUSE })).catch((e: Error) => {
       throw new CommandFailed(`cannot make ${node} a single executable (${firstLine(e.message)}); use a Node binary from nodejs.org with --node`);
     });
-    await copyFile(executable, options.out).catch((e: NodeJS.ErrnoException) => {
-      throw new CommandFailed(`cannot write ${options.out}: ${e.code ?? e.message}`);
-    });
-    await chmod(options.out, 0o755);
-    const written = await readFile(options.out);
-    return { file: options.out, sizeBytes: (await stat(options.out)).size, sha256: createHash("sha256").update(written).digest("hex") };
+    const built = await readFile(executable);
+    await publishBuildOutput(executable, options.out, 0o755);
+    return { file: options.out, sizeBytes: built.length, sha256: createHash("sha256").update(built).digest("hex") };
   });
 }
 

@@ -7,12 +7,13 @@ import { UsageError } from "../failures.js";
 import { bytes, details, emit } from "../output.js";
 import { enumArgument } from "../parse.js";
 import type { Action } from "../program.js";
+import { isDynamicElf } from "../elf.js";
 import { withTempDir } from "../temp-dir.js";
 import { uploadImage } from "../upload.js";
 import { buildWorkflowImage } from "../workflow-image.js";
 import { buildNativeExecutable } from "../workflow-native.js";
 
-const SOURCE = /\.(ts|mts|cts|js|mjs|cjs)$/;
+const SOURCE = /\.(ts|mts|cts|tsx|js|mjs|cjs|jsx)$/i;
 
 export function registerDeploy(program: Command, action: Action): void {
   const workflow = program.command("workflow").description("build workflow images");
@@ -25,7 +26,7 @@ export function registerDeploy(program: Command, action: Action): void {
     .action(
       action(async (ctx, file: string, flags: { out?: string; native?: boolean; node?: string }) => {
         const name = path.basename(file).replace(SOURCE, "");
-        const node = flags.node ? { node: flags.node } : {};
+        const node = nodeOption(flags.node);
         if (flags.native) {
           const built = await buildNativeExecutable({ entry: file, out: flags.out ?? name, ...node });
           if (ctx.output === "json") return void process.stdout.write(JSON.stringify(built) + "\n");
@@ -50,13 +51,17 @@ export function registerDeploy(program: Command, action: Action): void {
         const runnerType = enumArgument<RunnerType>("--runner", { OCI: RunnerType.OCI, NATIVE: RunnerType.NATIVE }, flags.runner)!;
         await withTempDir("runtara-deploy-", async (work) => {
           let upload = file;
-          let format = await formatOf(file);
+          let { format, dynamic } = await inspectFile(file);
           if (SOURCE.test(file) && runnerType === RunnerType.NATIVE) {
-            upload = (await buildNativeExecutable({ entry: file, out: path.join(work, "workflow"), ...(flags.node ? { node: flags.node } : {}) })).file;
+            upload = (await buildNativeExecutable({ entry: file, out: path.join(work, "workflow"), ...nodeOption(flags.node) })).file;
             format = ImageFormat.BINARY;
           } else if (SOURCE.test(file)) {
-            upload = (await buildWorkflowImage({ entry: file, out: path.join(work, "image.tar"), ...(flags.node ? { node: flags.node } : {}) })).file;
+            upload = (await buildWorkflowImage({ entry: file, out: path.join(work, "image.tar"), ...nodeOption(flags.node) })).file;
             format = ImageFormat.OCI_ARCHIVE;
+          } else if (dynamic && runnerType === RunnerType.OCI) {
+            throw new UsageError(
+              `${file} is dynamically linked, so it cannot run as /binary in an empty container root; deploy it with --runner native, or as an OCI archive that holds its libraries`,
+            );
           }
           const image = await uploadImage(
             ctx,
@@ -78,8 +83,17 @@ export function registerDeploy(program: Command, action: Action): void {
     );
 }
 
-/** A tar (ustar magic at 257) or gzip file is taken for an OCI image archive, anything else for a binary. */
-async function formatOf(file: string): Promise<ImageFormat> {
+/** The Node binary option of the builders; an empty one is a mistake, not the default. */
+function nodeOption(node: string | undefined): { node?: string } {
+  if (node === "") throw new UsageError("--node must name a Node binary");
+  return node === undefined ? {} : { node };
+}
+
+/**
+ * A tar (ustar magic at 257) or gzip file is taken for an OCI image archive, anything else for
+ * a binary; `dynamic`: an executable that needs a dynamic loader.
+ */
+async function inspectFile(file: string): Promise<{ format: ImageFormat; dynamic: boolean }> {
   // O_NONBLOCK: a FIFO cannot hang the open; it is then refused as not a regular file.
   const handle = await open(file, constants.O_RDONLY | constants.O_NONBLOCK).catch((e: NodeJS.ErrnoException) => {
     throw new UsageError(`cannot read ${file}: ${e.code === "ENOENT" ? "no such file" : e.message}`);
@@ -90,7 +104,8 @@ async function formatOf(file: string): Promise<ImageFormat> {
     const { bytesRead } = await handle.read(head, 0, head.length, 0);
     const gzip = bytesRead >= 2 && head[0] === 0x1f && head[1] === 0x8b;
     const tar = bytesRead >= 262 && head.subarray(257, 262).toString("latin1") === "ustar";
-    return gzip || tar ? ImageFormat.OCI_ARCHIVE : ImageFormat.BINARY;
+    if (gzip || tar) return { format: ImageFormat.OCI_ARCHIVE, dynamic: false };
+    return { format: ImageFormat.BINARY, dynamic: await isDynamicElf(handle) };
   } finally {
     await handle.close();
   }
