@@ -1,7 +1,7 @@
 import { setMaxListeners } from "node:events";
 import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
+import { connectHandler } from "./connect-adapter.js";
 import { withCors } from "./cors.js";
 import { withGates, type Gate } from "./gates.js";
 import { listenOnePort, type ConnectionLimits, type OnePortServer, type TlsMaterial } from "./http.js";
@@ -32,11 +32,11 @@ export interface ServeOptions {
   operations?: { ops: Operations; metricsGate: Gate };
 }
 
-/** gRPC, gRPC-Web and Connect (JSON and binary) over HTTP/1.1 and HTTP/2 on one port. */
+/** gRPC, gRPC-Web (binary and text) and Connect (JSON and binary) over HTTP/1.1 and HTTP/2 on one port. */
 export function serve(options: ServeOptions): Promise<OnePortServer> {
   // Every in-flight call listens on the shutdown signal; many at once is normal.
   setMaxListeners(0, options.shutdownSignal);
-  const handler = connectNodeAdapter({
+  const handler = connectHandler({
     routes: options.routes,
     interceptors: [observeCalls(options.logger, options.metrics.rpcDuration), ...(options.interceptors ?? [])],
     readMaxBytes: options.readMaxBytes,
