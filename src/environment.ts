@@ -6,7 +6,7 @@ import { Metrics } from "./metrics/index.js";
 import { closedAncestors, secureDataDir } from "./data-dir.js";
 import { CoreRuntime } from "./core/runtime.js";
 import { ChannelHub, createDatabase, Listener, migrate, startEmbeddedPostgres, type Database } from "./db/index.js";
-import { ImageService, ImageStore } from "./images/index.js";
+import { ImageService, ImageStore, ResumableUploads } from "./images/index.js";
 import { CoreGateway, InstanceManager, Launcher, RunLogReader, SignalService, Supervisor, TransitionFeeds } from "./instances/index.js";
 import { Tokens } from "./lifecycle/index.js";
 import { CORE_SOCKET_NAME, createRunners, type Runners } from "./runner/index.js";
@@ -44,6 +44,11 @@ interface Running {
   core: CoreRuntime | undefined;
   server: OnePortServer;
 }
+
+/** A resumable upload with no call for this long is discarded (its staged bytes freed). */
+const RESUMABLE_UPLOAD_IDLE_MS = 15 * 60_000;
+/** Resumable uploads one tenant may have open at once. */
+const RESUMABLE_UPLOADS_PER_TENANT = 16;
 
 /**
  * The whole environment in one object: database (external or embedded), migrations, core
@@ -170,7 +175,15 @@ export class Environment {
     await instances.recover();
     s.checkNotStopped();
 
-    this.running.server = await this.startServer({ images, instances, signals, gateway, db, apiKeys });
+    const uploads = new ResumableUploads(images, this.logger.child({ component: "uploads" }), {
+      idleTimeoutMs: RESUMABLE_UPLOAD_IDLE_MS,
+      maxOpenPerTenant: RESUMABLE_UPLOADS_PER_TENANT,
+      // A chunk fits one request also as Connect JSON (base64: 4 bytes for 3), with room for the rest.
+      maxChunkBytes: Math.floor(((o.maxRequestBytes - 64 * 1024) * 3) / 4),
+    });
+    uploads.start();
+    s.onStop("discard open uploads", () => uploads.stop());
+    this.running.server = await this.startServer({ images, uploads, instances, signals, gateway, db, apiKeys });
     this.startWorkers(db, listener, instances);
     this.logger.info(
       { port: this.running.server.address.port, host: o.httpHost, tls: o.tls !== undefined, apiKeys: apiKeys !== undefined, version: VERSION },
@@ -266,6 +279,7 @@ export class Environment {
 
   private async startServer(deps: {
     images: ImageService;
+    uploads: ResumableUploads;
     instances: InstanceManager;
     signals: SignalService;
     gateway: CoreGateway;
@@ -293,6 +307,7 @@ export class Environment {
     const server = await serve({
       routes: environmentRoutes({
         images: deps.images,
+        uploads: deps.uploads,
         instances: deps.instances,
         signals: deps.signals,
         logs: new RunLogReader(deps.db, o.dataDir, o.maxLogBytes),

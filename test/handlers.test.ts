@@ -5,7 +5,7 @@ import { pino } from "pino";
 import { ConnectionError } from "slonik";
 import { InstanceStatus, SignalType, SortOrder } from "../gen/runtara/core/v1/types_pb.js";
 import { EnvironmentService, InstanceOrder } from "../gen/runtara/environment/v1/environment_pb.js";
-import type { ImageService } from "../src/images/index.js";
+import type { ImageService, ResumableUploads } from "../src/images/index.js";
 import type { InstanceManager, SignalService, RunLogReader } from "../src/instances/index.js";
 import { classifyLaunchError } from "../src/instances/launch-errors.js";
 import { LaunchError, RuntimeUnavailable } from "../src/runner/index.js";
@@ -37,6 +37,7 @@ function inMemory(overrides: { instances?: Partial<InstanceManager>; signals?: P
     }) as T;
   const routes = environmentRoutes({
     images: recorder<ImageService>("images", {}),
+    uploads: recorder<ResumableUploads>("uploads", {}),
     instances: recorder<InstanceManager>("instances", overrides.instances ?? {}),
     signals: recorder<SignalService>("signals", overrides.signals ?? {}),
     logs: recorder<RunLogReader>("logs", {}),

@@ -34,9 +34,11 @@ type Fields = Record<string, unknown>;
 function withTenant<T>(message: T, tenant: string): T {
   const m = message as Fields;
   if (m.tenantId === "") return { ...m, tenantId: tenant } as T;
-  // RegisterImageStream: the tenant is in the header, the stream's first message.
+  // RegisterImageStream: the tenant is in the header, the stream's first message; BeginImageUpload: in its header.
   const payload = m.payload as { case?: string; value?: Fields } | undefined;
   if (payload?.case === "header" && payload.value?.tenantId === "") return { ...m, payload: { ...payload, value: { ...payload.value, tenantId: tenant } } } as T;
+  const header = m.header as Fields | undefined;
+  if (typeof header === "object" && header !== null && header.tenantId === "") return { ...m, header: { ...header, tenantId: tenant } } as T;
   return message;
 }
 

@@ -40,6 +40,17 @@ export interface ImageLimits {
   unpackOci?: LayoutUnpacker;
 }
 
+/** An upload in progress (see ImageService.openUpload). */
+export interface OpenUpload {
+  /** Bytes stored so far. */
+  received(): bigint;
+  /** Appends a chunk; more than the declared size is INVALID_ARGUMENT. */
+  write(chunk: Uint8Array): Promise<void>;
+  /** Verifies size and checksum, registers the image; on failure everything is removed. */
+  complete(sha256: string | undefined): Promise<Image>;
+  discard(): Promise<void>;
+}
+
 export class ImageService {
   constructor(
     private readonly db: DatabasePool,
@@ -60,6 +71,23 @@ export class ImageService {
    * away mid-stream, the staged or renamed files are removed and no row exists.
    */
   async registerStream(upload: ImageUpload, chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<Image> {
+    const open = await this.openUpload(upload);
+    try {
+      for await (const chunk of chunks) await open.write(chunk);
+    } catch (e) {
+      await open.discard();
+      throw e;
+    }
+    return open.complete(upload.sha256);
+  }
+
+  /**
+   * An upload that may take many requests (RegisterImageStream's messages, or the resumable
+   * upload's chunks): checked against the limits and quotas before a byte is stored, then
+   * written to a staged file; complete() verifies and registers it, discard() removes it.
+   * Both paths share this, so an image is stored and checked the same way however it came.
+   */
+  async openUpload(upload: ImageUpload): Promise<OpenUpload> {
     const { maxImageBytes, tenantMaxImages, tenantMaxImageBytes } = this.limits;
     this.limits.checkRunner(upload.runnerType);
     if (upload.format === "oci_archive" && upload.runnerType !== "oci") {
@@ -79,21 +107,29 @@ export class ImageService {
       );
     }
     const staged = await this.store.stage();
-    let committedId: string | undefined;
-    try {
-      for await (const chunk of chunks) {
+    return {
+      received: () => staged.size,
+      write: async (chunk) => {
         if (staged.size + BigInt(chunk.byteLength) > upload.binarySize) {
           throw new InvalidArgument("binary_size", `received more than the declared ${upload.binarySize} bytes`);
         }
         await staged.write(chunk);
-      }
+      },
+      complete: (sha256) => this.complete(upload, staged, sha256),
+      discard: () => this.discard(staged, undefined),
+    };
+  }
+
+  private async complete(upload: ImageUpload, staged: StagedUpload, sha256: string | undefined): Promise<Image> {
+    let committedId: string | undefined;
+    try {
       if (staged.size !== upload.binarySize) {
         throw new InvalidArgument("binary_size", `declared ${upload.binarySize} bytes but received ${staged.size}`);
       }
       if (staged.size === 0n) throw new InvalidArgument("binary", "is required (empty)");
       const digest = await staged.finish();
-      if (upload.sha256 !== undefined && upload.sha256 !== digest) {
-        throw new InvalidArgument("sha256", `checksum mismatch: expected ${upload.sha256}, got ${digest}`);
+      if (sha256 !== undefined && sha256 !== digest) {
+        throw new InvalidArgument("sha256", `checksum mismatch: expected ${sha256}, got ${digest}`);
       }
       const manifestDigest = upload.format === "oci_archive" ? await this.unpackArchive(staged) : null;
       const imageId = randomUUID();

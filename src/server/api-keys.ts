@@ -91,8 +91,9 @@ async function readKeys(file: string): Promise<KeyDigests> {
 
 function checkTenant(message: unknown, tenant: string) {
   if (message === null || typeof message !== "object") return;
-  const m = message as { tenantId?: unknown; payload?: { case?: string; value?: { tenantId?: unknown } } };
-  const claimed = typeof m.tenantId === "string" ? m.tenantId : m.payload?.case === "header" ? m.payload.value?.tenantId : undefined;
+  // The tenant is in the message, in an upload stream's header message, or in BeginImageUpload's header.
+  const m = message as { tenantId?: unknown; payload?: { case?: string; value?: { tenantId?: unknown } }; header?: { tenantId?: unknown } };
+  const claimed = typeof m.tenantId === "string" ? m.tenantId : m.payload?.case === "header" ? m.payload.value?.tenantId : m.header?.tenantId;
   if (typeof claimed === "string" && claimed !== tenant) {
     throw new PermissionDenied(`tenant_id: this API key belongs to tenant "${tenant}", not "${claimed}"`);
   }

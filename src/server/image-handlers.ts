@@ -77,7 +77,7 @@ export function imageHandlers(images: ImageService): ImageHandlers {
   };
 }
 
-function newImage(req: { tenantId: string; name: string; description: string; runnerType: number; metadata: Uint8Array; tag: string; format: number }): NewImage {
+export function newImage(req: { tenantId: string; name: string; description: string; runnerType: number; metadata: Uint8Array; tag: string; format: number }): NewImage {
   if (req.tag !== "" && !TAG.test(req.tag)) throw new InvalidArgument("tag", "must be 1 to 128 of letters, digits and . _ -");
   return {
     tenantId: requireId("tenant_id", req.tenantId),
@@ -90,7 +90,7 @@ function newImage(req: { tenantId: string; name: string; description: string; ru
   };
 }
 
-function uploadLimits(header: ImageUploadHeader) {
+export function uploadLimits(header: ImageUploadHeader) {
   if (header.binarySize <= 0n) throw new InvalidArgument("binary_size", "must be greater than 0");
   return { binarySize: header.binarySize, sha256: optionalSha256("sha256", header.sha256) };
 }

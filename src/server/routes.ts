@@ -1,6 +1,6 @@
 import type { ConnectRouter, ServiceImpl } from "@connectrpc/connect";
 import { EnvironmentService } from "../../gen/runtara/environment/v1/environment_pb.js";
-import type { ImageService } from "../images/index.js";
+import type { ImageService, ResumableUploads } from "../images/index.js";
 import type { InstanceManager, RunLogReader, SignalService } from "../instances/index.js";
 import { healthHandler, type HealthProbes } from "./environment-handlers.js";
 import { imageHandlers } from "./image-handlers.js";
@@ -9,9 +9,11 @@ import { logHandlers } from "./log-handlers.js";
 import { OPEN_METHODS } from "./environment-access.js";
 import { OPEN_METHOD_OPTIONS, registerOpenServices } from "./open-services.js";
 import { signalHandlers } from "./signal-handlers.js";
+import { uploadHandlers } from "./upload-handlers.js";
 
 export interface EnvironmentRoutesDeps {
   images: ImageService;
+  uploads: ResumableUploads;
   instances: InstanceManager;
   signals: SignalService;
   logs: RunLogReader;
@@ -27,6 +29,7 @@ export function environmentService(deps: EnvironmentRoutesDeps): ServiceImpl<typ
   return {
     ...healthHandler(deps.probes),
     ...imageHandlers(deps.images),
+    ...uploadHandlers(deps.uploads),
     ...signalHandlers(deps.signals),
     ...lifecycleHandlers(deps.instances, deps.defaults),
     ...logHandlers(deps.logs),

@@ -26,6 +26,17 @@ type EnvironmentServiceClient interface {
 	// Registers an image of any size: a header, then chunks. Size and sha256 are verified;
 	// any failure or abort leaves no image and no file.
 	RegisterImageStream(ctx context.Context, opts ...grpc.CallOption) (EnvironmentService_RegisterImageStreamClient, error)
+	// A resumable upload made of unary calls, for clients that cannot stream a request
+	// (browsers): begin with the header, send chunks at their offsets, commit with the sha256.
+	// After a dropped connection, GetImageUpload says how many bytes arrived; send from there.
+	// The upload lives in the environment process that began it; idle for 15 minutes (or
+	// across a restart) it is discarded, as is one aborted. Stored and checked as
+	// RegisterImageStream stores and checks.
+	BeginImageUpload(ctx context.Context, in *BeginImageUploadRequest, opts ...grpc.CallOption) (*BeginImageUploadResponse, error)
+	UploadImageChunk(ctx context.Context, in *UploadImageChunkRequest, opts ...grpc.CallOption) (*UploadImageChunkResponse, error)
+	GetImageUpload(ctx context.Context, in *GetImageUploadRequest, opts ...grpc.CallOption) (*GetImageUploadResponse, error)
+	CommitImageUpload(ctx context.Context, in *CommitImageUploadRequest, opts ...grpc.CallOption) (*CommitImageUploadResponse, error)
+	AbortImageUpload(ctx context.Context, in *AbortImageUploadRequest, opts ...grpc.CallOption) (*AbortImageUploadResponse, error)
 	// The latest version of each name by default; every version with all_versions.
 	ListImages(ctx context.Context, in *ListImagesRequest, opts ...grpc.CallOption) (*ListImagesResponse, error)
 	GetImage(ctx context.Context, in *GetImageRequest, opts ...grpc.CallOption) (*GetImageResponse, error)
@@ -116,6 +127,51 @@ func (x *environmentServiceRegisterImageStreamClient) CloseAndRecv() (*RegisterI
 		return nil, err
 	}
 	return m, nil
+}
+
+func (c *environmentServiceClient) BeginImageUpload(ctx context.Context, in *BeginImageUploadRequest, opts ...grpc.CallOption) (*BeginImageUploadResponse, error) {
+	out := new(BeginImageUploadResponse)
+	err := c.cc.Invoke(ctx, "/runtara.environment.v1.EnvironmentService/BeginImageUpload", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *environmentServiceClient) UploadImageChunk(ctx context.Context, in *UploadImageChunkRequest, opts ...grpc.CallOption) (*UploadImageChunkResponse, error) {
+	out := new(UploadImageChunkResponse)
+	err := c.cc.Invoke(ctx, "/runtara.environment.v1.EnvironmentService/UploadImageChunk", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *environmentServiceClient) GetImageUpload(ctx context.Context, in *GetImageUploadRequest, opts ...grpc.CallOption) (*GetImageUploadResponse, error) {
+	out := new(GetImageUploadResponse)
+	err := c.cc.Invoke(ctx, "/runtara.environment.v1.EnvironmentService/GetImageUpload", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *environmentServiceClient) CommitImageUpload(ctx context.Context, in *CommitImageUploadRequest, opts ...grpc.CallOption) (*CommitImageUploadResponse, error) {
+	out := new(CommitImageUploadResponse)
+	err := c.cc.Invoke(ctx, "/runtara.environment.v1.EnvironmentService/CommitImageUpload", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *environmentServiceClient) AbortImageUpload(ctx context.Context, in *AbortImageUploadRequest, opts ...grpc.CallOption) (*AbortImageUploadResponse, error) {
+	out := new(AbortImageUploadResponse)
+	err := c.cc.Invoke(ctx, "/runtara.environment.v1.EnvironmentService/AbortImageUpload", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 func (c *environmentServiceClient) ListImages(ctx context.Context, in *ListImagesRequest, opts ...grpc.CallOption) (*ListImagesResponse, error) {
@@ -312,6 +368,17 @@ type EnvironmentServiceServer interface {
 	// Registers an image of any size: a header, then chunks. Size and sha256 are verified;
 	// any failure or abort leaves no image and no file.
 	RegisterImageStream(EnvironmentService_RegisterImageStreamServer) error
+	// A resumable upload made of unary calls, for clients that cannot stream a request
+	// (browsers): begin with the header, send chunks at their offsets, commit with the sha256.
+	// After a dropped connection, GetImageUpload says how many bytes arrived; send from there.
+	// The upload lives in the environment process that began it; idle for 15 minutes (or
+	// across a restart) it is discarded, as is one aborted. Stored and checked as
+	// RegisterImageStream stores and checks.
+	BeginImageUpload(context.Context, *BeginImageUploadRequest) (*BeginImageUploadResponse, error)
+	UploadImageChunk(context.Context, *UploadImageChunkRequest) (*UploadImageChunkResponse, error)
+	GetImageUpload(context.Context, *GetImageUploadRequest) (*GetImageUploadResponse, error)
+	CommitImageUpload(context.Context, *CommitImageUploadRequest) (*CommitImageUploadResponse, error)
+	AbortImageUpload(context.Context, *AbortImageUploadRequest) (*AbortImageUploadResponse, error)
 	// The latest version of each name by default; every version with all_versions.
 	ListImages(context.Context, *ListImagesRequest) (*ListImagesResponse, error)
 	GetImage(context.Context, *GetImageRequest) (*GetImageResponse, error)
@@ -357,6 +424,21 @@ func (UnimplementedEnvironmentServiceServer) RegisterImage(context.Context, *Reg
 }
 func (UnimplementedEnvironmentServiceServer) RegisterImageStream(EnvironmentService_RegisterImageStreamServer) error {
 	return status.Errorf(codes.Unimplemented, "method RegisterImageStream not implemented")
+}
+func (UnimplementedEnvironmentServiceServer) BeginImageUpload(context.Context, *BeginImageUploadRequest) (*BeginImageUploadResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method BeginImageUpload not implemented")
+}
+func (UnimplementedEnvironmentServiceServer) UploadImageChunk(context.Context, *UploadImageChunkRequest) (*UploadImageChunkResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method UploadImageChunk not implemented")
+}
+func (UnimplementedEnvironmentServiceServer) GetImageUpload(context.Context, *GetImageUploadRequest) (*GetImageUploadResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetImageUpload not implemented")
+}
+func (UnimplementedEnvironmentServiceServer) CommitImageUpload(context.Context, *CommitImageUploadRequest) (*CommitImageUploadResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method CommitImageUpload not implemented")
+}
+func (UnimplementedEnvironmentServiceServer) AbortImageUpload(context.Context, *AbortImageUploadRequest) (*AbortImageUploadResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method AbortImageUpload not implemented")
 }
 func (UnimplementedEnvironmentServiceServer) ListImages(context.Context, *ListImagesRequest) (*ListImagesResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ListImages not implemented")
@@ -476,6 +558,96 @@ func (x *environmentServiceRegisterImageStreamServer) Recv() (*RegisterImageStre
 		return nil, err
 	}
 	return m, nil
+}
+
+func _EnvironmentService_BeginImageUpload_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BeginImageUploadRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EnvironmentServiceServer).BeginImageUpload(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/runtara.environment.v1.EnvironmentService/BeginImageUpload",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EnvironmentServiceServer).BeginImageUpload(ctx, req.(*BeginImageUploadRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _EnvironmentService_UploadImageChunk_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UploadImageChunkRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EnvironmentServiceServer).UploadImageChunk(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/runtara.environment.v1.EnvironmentService/UploadImageChunk",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EnvironmentServiceServer).UploadImageChunk(ctx, req.(*UploadImageChunkRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _EnvironmentService_GetImageUpload_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetImageUploadRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EnvironmentServiceServer).GetImageUpload(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/runtara.environment.v1.EnvironmentService/GetImageUpload",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EnvironmentServiceServer).GetImageUpload(ctx, req.(*GetImageUploadRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _EnvironmentService_CommitImageUpload_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CommitImageUploadRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EnvironmentServiceServer).CommitImageUpload(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/runtara.environment.v1.EnvironmentService/CommitImageUpload",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EnvironmentServiceServer).CommitImageUpload(ctx, req.(*CommitImageUploadRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _EnvironmentService_AbortImageUpload_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AbortImageUploadRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EnvironmentServiceServer).AbortImageUpload(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/runtara.environment.v1.EnvironmentService/AbortImageUpload",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EnvironmentServiceServer).AbortImageUpload(ctx, req.(*AbortImageUploadRequest))
+	}
+	return interceptor(ctx, in, info, handler)
 }
 
 func _EnvironmentService_ListImages_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
@@ -765,6 +937,26 @@ var _EnvironmentService_serviceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RegisterImage",
 			Handler:    _EnvironmentService_RegisterImage_Handler,
+		},
+		{
+			MethodName: "BeginImageUpload",
+			Handler:    _EnvironmentService_BeginImageUpload_Handler,
+		},
+		{
+			MethodName: "UploadImageChunk",
+			Handler:    _EnvironmentService_UploadImageChunk_Handler,
+		},
+		{
+			MethodName: "GetImageUpload",
+			Handler:    _EnvironmentService_GetImageUpload_Handler,
+		},
+		{
+			MethodName: "CommitImageUpload",
+			Handler:    _EnvironmentService_CommitImageUpload_Handler,
+		},
+		{
+			MethodName: "AbortImageUpload",
+			Handler:    _EnvironmentService_AbortImageUpload_Handler,
 		},
 		{
 			MethodName: "ListImages",
