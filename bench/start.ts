@@ -25,10 +25,10 @@
  * blocked the loop (libuv fork()s the whole process, so it grows with RSS), and the latency
  * of a trivial RPC issued every BENCH_PROBE_INTERVAL_MS (50) during the phase.
  *
- * With the OCI runner it also starts an OCI image archive (node and an SDK workflow that
- * registers, runs one step and completes, built as `runtara workflow build` builds it) next to the
- * static-binary OCI image, serially, both through StartInstance, and prints their p50 side by
- * side (A B B A, like the pairs above).
+ * Per runner it also starts a workflow built as `runtara workflow build` builds it (node and an
+ * SDK workflow that registers, runs one step and completes: an OCI image archive, or a single
+ * executable with --native) next to the static binary, serially, both through StartInstance,
+ * and prints their p50 side by side (A B B A, like the pairs above).
  *
  * Counts (env): BENCH_NATIVE_STARTS (c=16, default 480), BENCH_NATIVE_STARTS_SERIAL (c=1,
  * default 150), BENCH_OCI_STARTS (default 192), BENCH_OCI_STARTS_SERIAL (default 50),
@@ -55,6 +55,7 @@ import { buildOciConfig, instanceIdOfContainer } from "../src/runner/oci-spec.js
 import { OciRunner, type RuntimeInfo } from "../src/runner/oci.js";
 import { buildFixtures } from "../test/fixtures/build.js";
 import { buildWorkflowImage } from "../src/cli/runtara/workflow-image.js";
+import { buildNativeExecutable } from "../src/cli/runtara/workflow-native.js";
 import {
   chunksOf,
   environmentClient,
@@ -543,28 +544,41 @@ async function leftoverContainers(rt: RuntimeInfo | undefined): Promise<string[]
   return listed.stdout.split("\n").filter((l) => l.startsWith("runtara-") || l.startsWith("rtbench-"));
 }
 
-/** StartInstance -> Register of an OCI archive image (node + SDK) next to the static-binary OCI image. */
-async function measureArchive(t: TestEnvironment, watch: RegisterWatch, env: ReturnType<typeof environmentClient>, binary: Uint8Array): Promise<void> {
+/**
+ * StartInstance -> Register of a workflow built as `runtara workflow build` builds it (node and
+ * an SDK workflow: an OCI image archive, or with --native a single executable) next to the
+ * static binary under the same runner.
+ */
+async function measureBuilt(
+  t: TestEnvironment,
+  watch: RegisterWatch,
+  env: ReturnType<typeof environmentClient>,
+  binary: Uint8Array,
+  runner: "oci" | "native",
+): Promise<void> {
   const count = num("BENCH_ARCHIVE_STARTS", 30);
-  const dir = await mkdtemp(path.join(tmpdir(), "runtara-bench-archive-"));
+  const dir = await mkdtemp(path.join(tmpdir(), "runtara-bench-built-"));
   try {
-    // Built as `runtara workflow build` builds it.
-    const built = await buildWorkflowImage({ entry: "bench/workflows/complete.ts", out: path.join(dir, "complete.tar") });
-    const archive = new Uint8Array(await readFile(built.file));
-    const header = { tenantId: TENANT, name: "bench-start-archive", runnerType: RunnerType.OCI, format: ImageFormat.OCI_ARCHIVE, binarySize: BigInt(archive.byteLength) };
+    const entry = "bench/workflows/complete.ts";
+    const file = runner === "oci" ? (await buildWorkflowImage({ entry, out: path.join(dir, "complete.tar") })).file : (await buildNativeExecutable({ entry, out: path.join(dir, "complete") })).file;
+    const built = new Uint8Array(await readFile(file));
+    const runnerType = runner === "oci" ? RunnerType.OCI : RunnerType.NATIVE;
+    const format = runner === "oci" ? ImageFormat.OCI_ARCHIVE : ImageFormat.BINARY;
+    const label = runner === "oci" ? "OCI image archive" : "native single executable";
+    const header = { tenantId: TENANT, name: `bench-start-built-${runner}`, runnerType, format, binarySize: BigInt(built.byteLength) };
     const t0 = performance.now();
-    const { imageId: archiveId } = await env.registerImageStream(uploadMessages(header, chunksOf(archive, 1024 * 1024)));
+    const { imageId: builtId } = await env.registerImageStream(uploadMessages(header, chunksOf(built, 1024 * 1024)));
     const registerMs = performance.now() - t0;
-    const { imageId: binaryId } = await env.registerImage({ tenantId: TENANT, name: "bench-start-archive-binary", binary, runnerType: RunnerType.OCI });
-    const archivePath = apiPath(t, watch, archiveId, "OCI archive (node + SDK)");
-    const binaryPath = apiPath(t, watch, binaryId, "OCI static binary");
-    const r = await measurePair(t, "oci archive vs binary", archivePath, binaryPath, count, 1);
+    const { imageId: binaryId } = await env.registerImage({ tenantId: TENANT, name: `bench-start-built-${runner}-binary`, binary, runnerType });
+    const builtPath = apiPath(t, watch, builtId, `${label} (node + SDK)`);
+    const binaryPath = apiPath(t, watch, binaryId, `${runner} static binary`);
+    const r = await measurePair(t, `${label} vs binary`, builtPath, binaryPath, count, 1);
     const a = summarize(r.api.registeredMs);
     const b = summarize(r.bare.registeredMs);
-    console.log(`\nOCI image archive (${fmt(archive.byteLength / MiB, 0)} MiB, registered and unpacked in ${fmt(registerMs / 1000, 1)} s), concurrency 1`);
-    printLatency("  archive: StartInstance -> registered", a, "", 40);
-    printLatency("  binary:  StartInstance -> registered", b, "", 40);
-    console.log(`  ${ratioLine("ratio p50 archive / binary", a.p50, b.p50)}`);
+    console.log(`\n${label} (${fmt(built.byteLength / MiB, 0)} MiB, registered in ${fmt(registerMs / 1000, 1)} s), concurrency 1`);
+    printLatency("  built:  StartInstance -> registered", a, "", 40);
+    printLatency("  binary: StartInstance -> registered", b, "", 40);
+    console.log(`  ${ratioLine("ratio p50 built / binary", a.p50, b.p50)}`);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -612,7 +626,7 @@ try {
       report(r, apiLabel, bare.label);
     }
   }
-  if (RUNNERS.includes("oci")) await measureArchive(t, watch, env, binary);
+  for (const runner of RUNNERS) await measureBuilt(t, watch, env, binary, runner);
   console.log(`\nload average after: ${loadavg().map((l) => fmt(l)).join(" ")}`);
   console.log(`summary (p50 ratio target <= 1.5; native target >= 200 starts/s)`);
   for (const r of results) {
