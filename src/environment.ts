@@ -301,7 +301,7 @@ export class Environment {
       },
     };
     if (o.metrics) {
-      const listener = await listenOperations(ops, o.metrics.host, o.metrics.port, this.logger.child({ component: "metrics" }));
+      const listener = await listenOperations(ops, { ...o.metrics, allowedHosts: o.allowedHosts }, this.logger.child({ component: "metrics" }));
       this.startup.onStop("close the metrics listener", () => listener.close());
     }
     const server = await serve({

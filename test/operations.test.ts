@@ -5,6 +5,7 @@
  * logs that probes do not flood.
  */
 import assert from "node:assert/strict";
+import http from "node:http";
 import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -94,6 +95,11 @@ describe("probes and metrics without API keys", () => {
     assert.match(await scraped.text(), /^runtara_launches_total\{runner="native"\} 2$/m);
     const rpc = await fetch(`${base}/runtara.environment.v1.EnvironmentService/HealthCheck`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" });
     assert.equal(rpc.status, 404, "no RPCs there");
+    // A page whose name was re-pointed at this address (DNS rebinding) sends its own Host.
+    const rebound = await new Promise<number>((resolve, reject) =>
+      http.get({ host: "127.0.0.1", port: metricsPort, path: "/metrics", headers: { host: "evil.example" } }, (res) => resolve(res.resume().statusCode!)).on("error", reject),
+    );
+    assert.equal(rebound, 403);
   });
 });
 
@@ -136,6 +142,8 @@ describe("metrics with API keys on", () => {
       assert.match(await tenant.text(), /may not read metrics/);
       const ok = await get("monitoring-key-0123456789");
       assert.equal(ok.status, 200);
+      const lower = await fetch(`${t.baseUrl}/metrics`, { headers: { authorization: "bearer monitoring-key-0123456789" } });
+      assert.equal(lower.status, 200, "the auth scheme is case-insensitive");
       await promtool(await ok.text());
       assert.equal((await fetch(`${t.baseUrl}/healthz`)).status, 200);
       assert.equal((await fetch(`${t.baseUrl}/readyz`)).status, 200);

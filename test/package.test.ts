@@ -6,7 +6,7 @@
  * called through fetch.
  */
 import assert from "node:assert/strict";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -87,6 +87,19 @@ createEnvironmentClient({ baseUrl: process.argv[2] }).healthCheck({}).then((h) =
     const cjs = await node("entries.cjs", server.baseUrl);
     assert.equal(cjs.exitCode, 0, cjs.stderr);
     assert.equal(cjs.stdout.trim(), "true");
+  });
+
+  it("the server bins answer --help and --version without starting anything", async () => {
+    for (const bin of ["runtara-environment", "runtara-core"]) {
+      const help = await node(path.join(scratch, "node_modules/.bin", bin), "--help");
+      assert.equal(help.exitCode, 0, help.stderr);
+      assert.match(help.stdout, new RegExp(`^usage: ${bin}\\n[\\s\\S]*environment variables`));
+      const version = await node(path.join(scratch, "node_modules/.bin", bin), "--version");
+      assert.match(version.stdout, /^\d+\.\d+\.\d+$/);
+      const wrong = await node(path.join(scratch, "node_modules/.bin", bin), "--port", "1");
+      assert.equal(wrong.exitCode, 2);
+    }
+    assert.deepEqual((await readdir(scratch)).filter((f) => f === ".data"), [], "no data directory was made");
   });
 
   it("the installed runtara bin runs without a TypeScript loader", async () => {

@@ -5,10 +5,12 @@
  * row and no file; offsets, tenants and sizes are enforced; concurrent retries are safe.
  */
 import assert from "node:assert/strict";
-import { readFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, utimes, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Code } from "@connectrpc/connect";
+import { pino } from "pino";
+import { Environment } from "../src/environment.js";
 import { RunnerType } from "../gen/runtara/environment/v1/environment_pb.js";
 import { emptyImageTree, environmentClient, imageTree, patternBytes, rejectsWithCode, sha256Hex, startEnvironment, stopTestPostgres, type TestEnvironment } from "./helpers.js";
 
@@ -104,6 +106,47 @@ describe("resumable image upload", () => {
     await rejectsWithCode(begin(100), Code.ResourceExhausted, "uploads open");
     for (const id of opened) await env.abortImageUpload({ tenantId: TENANT, uploadId: id });
     await begin(100).then(({ uploadId: id }) => env.abortImageUpload({ tenantId: TENANT, uploadId: id }));
+  });
+
+  it("the tenant's byte quota counts uploads in progress, and is checked again when an upload commits", async () => {
+    const own = await startEnvironment({ tenantMaxImageBytes: MiB });
+    try {
+      const client = environmentClient(own.baseUrl);
+      const bytes = patternBytes(600 * 1024, 7);
+      const header = (name: string) => ({ header: { tenantId: TENANT, name, runnerType: RunnerType.NATIVE, binarySize: BigInt(bytes.length) } });
+      const first = await client.beginImageUpload(header("first"));
+      await rejectsWithCode(client.beginImageUpload(header("second")), Code.ResourceExhausted, "binary_size", "uploads in progress");
+      // Another path registers meanwhile: the open upload no longer fits when it commits.
+      await client.registerImage({ tenantId: TENANT, name: "unary", binary: bytes, runnerType: RunnerType.NATIVE });
+      await client.uploadImageChunk({ tenantId: TENANT, uploadId: first.uploadId, offset: 0n, data: bytes });
+      await rejectsWithCode(client.commitImageUpload({ tenantId: TENANT, uploadId: first.uploadId, sha256: sha256Hex(bytes) }), Code.ResourceExhausted, "binary_size");
+      const [usage] = await own.query("SELECT count(*)::int AS n, sum(size_bytes)::bigint AS bytes FROM images WHERE tenant_id = $1", [TENANT]);
+      assert.deepEqual([usage!.n, Number(usage!.bytes)], [1, bytes.length], "only the unary image");
+      assert.deepEqual((await imageTree(own.dataDir)).filter((p) => p.startsWith(".staging") && !p.endsWith("/")), [], "nothing staged");
+      // Concurrent begins cannot pass the per-tenant cap together.
+      const begins = await Promise.allSettled(Array.from({ length: 40 }, (_, i) => client.beginImageUpload({ header: { tenantId: "many", name: `n${i}`, runnerType: RunnerType.NATIVE, binarySize: 10n } })));
+      assert.equal(begins.filter((b) => b.status === "fulfilled").length, 16);
+    } finally {
+      await own.close();
+    }
+  });
+
+  it("staged uploads another replica abandoned are removed at startup once stale; recent ones stay", async () => {
+    const staging = path.join(t.dataDir, "images", ".staging", "a-replica-that-never-returns");
+    for (const [upload, ageMs] of [["stale", 3 * 3600_000], ["recent", 60_000]] as const) {
+      await mkdir(path.join(staging, upload), { recursive: true });
+      await writeFile(path.join(staging, upload, "binary"), "partial");
+      const when = new Date(Date.now() - ageMs);
+      await utimes(path.join(staging, upload, "binary"), when, when);
+      await utimes(path.join(staging, upload), when, when);
+    }
+    const second = new Environment({ databaseUrl: t.database.url, dataDir: t.dataDir, httpPort: 0, coreAddr: "127.0.0.1:0", replicaId: "second", logger: pino({ level: "silent" }) });
+    await second.start();
+    try {
+      assert.deepEqual(await readdir(staging), ["recent"]);
+    } finally {
+      await second.stop();
+    }
   });
 
   it("uploads still open when the environment stops leave no staged file", async () => {

@@ -1,5 +1,6 @@
 import type { Logger } from "pino";
 import { ConfigError, readEnvironmentOptions, type EnvironmentOptions } from "../config.js";
+import { VERSION } from "../package.js";
 import { commandLogger } from "./logger.js";
 
 interface Runnable {
@@ -17,6 +18,20 @@ export async function runCommand(
   name: string,
   create: (options: EnvironmentOptions & { logger: Logger }) => Runnable & { logger: Logger },
 ): Promise<void> {
+  // Configured by environment variables only: an argument is a question (--help, --version) or a mistake.
+  const args = process.argv.slice(2);
+  if (args.includes("--help") || args.includes("-h")) {
+    process.stdout.write(`usage: ${name}\n\nRuns until SIGINT or SIGTERM (SIGHUP reloads the API keys). Configured by environment variables\n(DATA_DIR, RUNTARA_DATABASE_URL, RUNTARA_ENV_HTTP_PORT, RUNTARA_CORE_ADDR, RUNTARA_API_KEYS_FILE, ...):\nsee the Configuration table in the package's README.md. Defaults serve on 127.0.0.1 only.\n`);
+    return;
+  }
+  if (args.includes("--version")) {
+    process.stdout.write(`${VERSION}\n`);
+    return;
+  }
+  if (args.length > 0) {
+    process.stderr.write(`${name}: takes no arguments (got ${JSON.stringify(args[0])}); it is configured by environment variables, see --help\n`);
+    process.exit(2);
+  }
   let target: Runnable & { logger: Logger };
   try {
     const options = readEnvironmentOptions(process.env);

@@ -56,9 +56,15 @@ export async function insertImage(
   sizeBytes: bigint,
   sha256: string,
   manifestDigest: string | null,
+  checkUsage: (usage: { count: bigint; bytes: bigint }) => void,
 ): Promise<Image> {
   try {
-    return await db.one(sql.type(imageRow)`
+    // One registration per tenant at a time from the usage check to the insert: concurrent
+    // ones cannot all pass a quota that has room for one.
+    return await db.transaction(async (tx) => {
+      await tx.query(sql.unsafe`SELECT pg_advisory_xact_lock(hashtextextended(${`runtara-images:${image.tenantId}`}, 0))`);
+      checkUsage(await tenantUsage(tx, image.tenantId));
+      return tx.one(sql.type(imageRow)`
       WITH next AS (
         INSERT INTO image_names (tenant_id, name, last_version) VALUES (${image.tenantId}, ${image.name}, 1)
         ON CONFLICT (tenant_id, name) DO UPDATE SET last_version = image_names.last_version + 1
@@ -69,6 +75,7 @@ export async function insertImage(
              next.last_version, ${image.tag ?? null}, ${image.format}, ${manifestDigest}
       FROM next
       RETURNING ${columns}`);
+    });
   } catch (e) {
     if (e instanceof UniqueIntegrityConstraintViolationError && e.constraint === "images_tenant_name_tag_key") {
       throw new AlreadyExists(`tag: another version of image "${image.name}" is tagged "${image.tag}"`);

@@ -30,6 +30,8 @@ interface Entry {
 
 export class ResumableUploads {
   private readonly uploads = new Map<string, Entry>();
+  /** Uploads being begun (between the cap's check and their entry), by tenant. */
+  private readonly beginning = new Map<string, bigint[]>();
   private sweeper: NodeJS.Timeout | undefined;
 
   constructor(
@@ -50,13 +52,26 @@ export class ResumableUploads {
   }
 
   async begin(upload: ImageUpload): Promise<string> {
-    const open = [...this.uploads.values()].filter((e) => e.tenantId === upload.tenantId).length;
-    if (open >= this.options.maxOpenPerTenant) {
-      throw new ResourceExhausted(`tenant ${upload.tenantId} has ${open} uploads open, the most allowed; commit or abort one`);
+    const tenantId = upload.tenantId;
+    // Open and being-begun uploads count against the cap and, by their declared sizes, the quota.
+    const sizes = [...this.uploads.values()].filter((e) => e.tenantId === tenantId).map((e) => e.binarySize);
+    const beginning = this.beginning.get(tenantId) ?? [];
+    sizes.push(...beginning);
+    if (sizes.length >= this.options.maxOpenPerTenant) {
+      throw new ResourceExhausted(`tenant ${tenantId} has ${sizes.length} uploads open, the most allowed; commit or abort one`);
     }
-    const uploadId = randomUUID();
-    this.uploads.set(uploadId, { tenantId: upload.tenantId, binarySize: upload.binarySize, open: await this.images.openUpload(upload), lastUsedMs: Date.now(), tail: Promise.resolve() });
-    return uploadId;
+    // Reserved before the first await, so concurrent begins see each other.
+    beginning.push(upload.binarySize);
+    this.beginning.set(tenantId, beginning);
+    try {
+      const open = await this.images.openUpload(upload, { count: BigInt(sizes.length), bytes: sizes.reduce((a, b) => a + b, 0n) });
+      const uploadId = randomUUID();
+      this.uploads.set(uploadId, { tenantId, binarySize: upload.binarySize, open, lastUsedMs: Date.now(), tail: Promise.resolve() });
+      return uploadId;
+    } finally {
+      beginning.splice(beginning.indexOf(upload.binarySize), 1);
+      if (beginning.length === 0) this.beginning.delete(tenantId);
+    }
   }
 
   /** Appends `data` at `offset`, which must be the bytes received so far; returns the new count. */

@@ -40,6 +40,14 @@ export interface ImageLimits {
   unpackOci?: LayoutUnpacker;
 }
 
+/** Images (or uploads) and their bytes. */
+export interface TenantUsage {
+  count: bigint;
+  bytes: bigint;
+}
+
+const NO_USAGE: TenantUsage = { count: 0n, bytes: 0n };
+
 /** An upload in progress (see ImageService.openUpload). */
 export interface OpenUpload {
   /** Bytes stored so far. */
@@ -87,8 +95,8 @@ export class ImageService {
    * written to a staged file; complete() verifies and registers it, discard() removes it.
    * Both paths share this, so an image is stored and checked the same way however it came.
    */
-  async openUpload(upload: ImageUpload): Promise<OpenUpload> {
-    const { maxImageBytes, tenantMaxImages, tenantMaxImageBytes } = this.limits;
+  async openUpload(upload: ImageUpload, pending: TenantUsage = NO_USAGE): Promise<OpenUpload> {
+    const { maxImageBytes } = this.limits;
     this.limits.checkRunner(upload.runnerType);
     if (upload.format === "oci_archive" && upload.runnerType !== "oci") {
       throw new InvalidArgument("format", "IMAGE_FORMAT_OCI_ARCHIVE needs runner_type RUNNER_TYPE_OCI");
@@ -96,16 +104,10 @@ export class ImageService {
     if (upload.binarySize > maxImageBytes) {
       throw new ResourceExhausted(`binary_size: ${upload.binarySize} bytes exceeds the limit of ${maxImageBytes} bytes`);
     }
-    // Checked before a byte is stored (concurrent uploads of one tenant may pass it together).
+    // Checked before a byte is stored, counting the tenant's other uploads in progress, and
+    // again in the registering statement (concurrent uploads may pass this one together).
     const usage = await repo.tenantUsage(this.db, upload.tenantId);
-    if (usage.count >= BigInt(tenantMaxImages)) {
-      throw new ResourceExhausted(`tenant ${upload.tenantId} holds ${usage.count} images, the most allowed (RUNTARA_TENANT_MAX_IMAGES)`);
-    }
-    if (usage.bytes + upload.binarySize > tenantMaxImageBytes) {
-      throw new ResourceExhausted(
-        `binary_size: tenant ${upload.tenantId} would hold ${usage.bytes + upload.binarySize} bytes of images, over its ${tenantMaxImageBytes} (RUNTARA_TENANT_MAX_IMAGE_BYTES)`,
-      );
-    }
+    this.checkQuota(upload.tenantId, { count: usage.count + pending.count, bytes: usage.bytes + pending.bytes }, upload.binarySize);
     const staged = await this.store.stage();
     return {
       received: () => staged.size,
@@ -135,7 +137,7 @@ export class ImageService {
       const imageId = randomUUID();
       await staged.commit(imageId, upload.runnerType, upload.format);
       committedId = imageId;
-      const image = await repo.insertImage(this.db, imageId, upload, staged.size, digest, manifestDigest);
+      const image = await repo.insertImage(this.db, imageId, upload, staged.size, digest, manifestDigest, (usage) => this.checkQuota(upload.tenantId, usage, staged.size));
       this.logger.info(
         { imageId, tenantId: image.tenantId, name: image.name, version: image.version, format: image.format, sizeBytes: image.sizeBytes },
         "image registered",
@@ -145,6 +147,19 @@ export class ImageService {
     } catch (e) {
       await this.discard(staged, committedId);
       throw e;
+    }
+  }
+
+  /** The tenant's quotas (image count and bytes) with `usage` held and `size` more to come. */
+  private checkQuota(tenantId: string, usage: TenantUsage, size: bigint): void {
+    const { tenantMaxImages, tenantMaxImageBytes } = this.limits;
+    if (usage.count >= BigInt(tenantMaxImages)) {
+      throw new ResourceExhausted(`tenant ${tenantId} holds ${usage.count} images (and uploads in progress), the most allowed (RUNTARA_TENANT_MAX_IMAGES)`);
+    }
+    if (usage.bytes + size > tenantMaxImageBytes) {
+      throw new ResourceExhausted(
+        `binary_size: tenant ${tenantId} would hold ${usage.bytes + size} bytes of images (and uploads in progress), over its ${tenantMaxImageBytes} (RUNTARA_TENANT_MAX_IMAGE_BYTES)`,
+      );
     }
   }
 

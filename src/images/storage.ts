@@ -1,9 +1,12 @@
 import { createHash, randomUUID, type Hash } from "node:crypto";
-import { link, mkdir, open, readFile, rename, rm, type FileHandle } from "node:fs/promises";
+import { link, mkdir, open, readdir, readFile, rename, rm, stat, type FileHandle } from "node:fs/promises";
 import path from "node:path";
 import type { ImageProcess } from "../runner/index.js";
 import { PROCESS_FILE } from "./oci-archive.js";
 import type { ImageFormat, RunnerKind } from "./types.js";
+
+/** Another replica's staged upload untouched this long is abandoned (uploads idle for 1 h at most). */
+const STALE_STAGING_MS = 2 * 3600_000;
 
 /**
  * Image files under `${dataDir}/images/<image_id>/`: `binary` (mode 0755) and, for OCI
@@ -24,10 +27,24 @@ export class ImageStore {
     this.staging = path.join(this.root, ".staging", replicaId);
   }
 
-  /** Removes uploads this replica left staged when it crashed. Call once at startup, before serving. */
+  /**
+   * Removes uploads this replica left staged when it crashed, and those of other replicas
+   * untouched for STALE_STAGING_MS (a replica whose id changed never returns for them; a live
+   * upload writes more often than that). Call once at startup, before serving.
+   */
   async clearStaging(): Promise<void> {
     await rm(this.staging, { recursive: true, force: true });
     await mkdir(this.staging, { recursive: true, mode: 0o700 }); // uploads in progress are nobody else's
+    const all = path.dirname(this.staging);
+    for (const replica of await readdir(all)) {
+      const dir = path.join(all, replica);
+      if (dir === this.staging) continue;
+      const uploads = await readdir(dir).catch(() => [] as string[]);
+      for (const upload of uploads) {
+        const times = await Promise.all([path.join(dir, upload), path.join(dir, upload, "binary")].map((p) => stat(p).then((s) => s.mtimeMs, () => 0)));
+        if (Date.now() - Math.max(...times) > STALE_STAGING_MS) await rm(path.join(dir, upload), { recursive: true, force: true });
+      }
+    }
   }
 
   imageDir(imageId: string): string {

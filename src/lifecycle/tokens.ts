@@ -105,7 +105,7 @@ async function activeSecrets(db: DatabasePool): Promise<readonly Buffer[]> {
 }
 
 function bearer(authorization: string | null, what: string): string {
-  const presented = /^Bearer (\S+)$/.exec(authorization ?? "")?.[1];
+  const presented = /^Bearer (\S+)$/i.exec(authorization ?? "")?.[1];
   if (presented === undefined) throw new Unauthenticated(`missing ${what} (authorization: Bearer <token>)`);
   return presented;
 }

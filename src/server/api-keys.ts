@@ -33,7 +33,8 @@ export class ApiKeys {
 
   /** The tenant whose key `authorization` (`Bearer <key>`) carries, or undefined. */
   tenantOf(authorization: string | null | undefined): string | undefined {
-    const key = /^Bearer (\S+)$/.exec(authorization ?? "")?.[1];
+    // The scheme name is case-insensitive (RFC 9110).
+    const key = /^Bearer (\S+)$/i.exec(authorization ?? "")?.[1];
     if (key === undefined) return undefined;
     const d = Buffer.from(digest(key));
     let tenant: string | undefined;

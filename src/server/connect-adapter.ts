@@ -17,6 +17,8 @@ export function connectHandler(options: ConnectRouterOptions & { routes: (router
   const router = createConnectRouter({ acceptCompression: [compressionGzip, compressionBrotli], ...options });
   options.routes(router);
   const paths = new Map(router.handlers.map((h) => [h.requestPath, h]));
+  // A text body is one message (unary and server-streaming calls): base64 of at most readMaxBytes.
+  const textLimit = Math.ceil(((options.readMaxBytes ?? 0xffffffff) + 5) / 3) * 4 + 1024;
   return (req, res) => {
     const handler = paths.get((req.url ?? "").split("?", 1)[0]!);
     if (!handler) {
@@ -24,9 +26,10 @@ export function connectHandler(options: ConnectRouterOptions & { routes: (router
       res.end();
       return;
     }
-    let uReq = universalRequestFromNodeRequest(req, res, undefined, undefined);
+    const raw = universalRequestFromNodeRequest(req, res, undefined, undefined);
+    let uReq: UniversalServerRequest = { ...raw, body: coalesce(raw.body as AsyncIterable<Uint8Array>) };
     const text = GRPC_WEB_TEXT.test(uReq.header.get("content-type") ?? "");
-    if (text) uReq = binaryRequest(uReq);
+    if (text) uReq = binaryRequest(uReq, textLimit);
     handler(uReq)
       .then((uRes) => universalResponseToNodeResponse(text ? textResponse(uRes) : uRes, res))
       .catch((reason: unknown) => {
@@ -36,10 +39,40 @@ export function connectHandler(options: ConnectRouterOptions & { routes: (router
   };
 }
 
-function binaryRequest(uReq: UniversalServerRequest): UniversalServerRequest {
+function binaryRequest(uReq: UniversalServerRequest, textLimit: number): UniversalServerRequest {
   const header = new Headers(uReq.header);
   header.set("content-type", "application/grpc-web+proto");
-  return { ...uReq, header, body: decodeBase64(uReq.body as AsyncIterable<Uint8Array>) };
+  return { ...uReq, header, body: decodeBase64(uReq.body as AsyncIterable<Uint8Array>, textLimit) };
+}
+
+const NOT_READY = Symbol("not ready");
+/** Largest batch coalesce() joins. */
+const BATCH_BYTES = 1024 * 1024;
+
+/**
+ * The body in batches: every piece already received is joined to the one before, so a client
+ * that cuts its body into tiny pieces costs one buffer per batch (the router's message decoder
+ * does work per piece it holds, which a million one-byte pieces would make quadratic). Nothing
+ * waits for more: a piece that has not arrived yet ends the batch.
+ */
+async function* coalesce(source: AsyncIterable<Uint8Array>): AsyncIterable<Uint8Array> {
+  const it = source[Symbol.asyncIterator]();
+  let pending = it.next();
+  for (;;) {
+    const first = await pending;
+    if (first.done) return;
+    const parts = [first.value];
+    let size = first.value.byteLength;
+    for (;;) {
+      pending = it.next();
+      if (size >= BATCH_BYTES) break;
+      const ready = await Promise.race([pending, new Promise<typeof NOT_READY>((resolve) => setImmediate(resolve, NOT_READY))]);
+      if (ready === NOT_READY || ready.done) break;
+      parts.push(ready.value);
+      size += ready.value.byteLength;
+    }
+    yield parts.length === 1 ? parts[0]! : Buffer.concat(parts, size);
+  }
 }
 
 function textResponse(uRes: UniversalServerResponse): UniversalServerResponse {
@@ -61,20 +94,29 @@ const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$
  * Decodes a base64 text that arrives in pieces cut anywhere, and may be several padded
  * encodings one after another (each piece a client sent, encoded on its own).
  */
-async function* decodeBase64(pieces: AsyncIterable<Uint8Array>): AsyncIterable<Uint8Array> {
+async function* decodeBase64(pieces: AsyncIterable<Uint8Array>, limit: number): AsyncIterable<Uint8Array> {
   let pending = "";
+  let total = 0;
   for await (const piece of pieces) {
+    total += piece.byteLength;
+    if (total > limit) throw new ConnectError(`grpc-web-text: the body exceeds ${limit} bytes`, Code.ResourceExhausted);
     pending += Buffer.from(piece).toString("latin1").replace(/[\r\n]/g, "");
+    // All that decodes from this piece goes on as one buffer, however many padded encodings it
+    // holds; `at` moves forward so a piece of many tiny encodings costs linear time.
+    const decoded: Buffer[] = [];
+    let at = 0;
     for (;;) {
       // Up to the group that holds padding (one encoding ends there), else all whole groups.
-      const pad = pending.indexOf("=");
-      const end = pad >= 0 ? pad - (pad % 4) + 4 : pending.length - (pending.length % 4);
-      if (end === 0 || end > pending.length) break;
-      const text = pending.slice(0, end);
-      pending = pending.slice(end);
+      const pad = pending.indexOf("=", at);
+      const end = pad >= 0 ? pad - ((pad - at) % 4) + 4 : pending.length - ((pending.length - at) % 4);
+      if (end === at || end > pending.length) break;
+      const text = pending.slice(at, end);
+      at = end;
       if (!BASE64.test(text)) throw new ConnectError("grpc-web-text: the body is not base64", Code.InvalidArgument);
-      yield Buffer.from(text, "base64");
+      decoded.push(Buffer.from(text, "base64"));
     }
+    pending = pending.slice(at);
+    if (decoded.length > 0) yield Buffer.concat(decoded);
   }
   if (pending.length > 0) throw new ConnectError("grpc-web-text: the body ends inside a base64 group", Code.InvalidArgument);
 }

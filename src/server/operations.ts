@@ -7,8 +7,7 @@ import http from "node:http";
 import { Code } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import type { Metrics } from "../metrics/index.js";
-import type { Gate } from "./gates.js";
-import { authorityGate } from "./gates.js";
+import { authorityGate, hostGate, type Gate } from "./gates.js";
 import { refuse, type Req, type Res } from "./refuse.js";
 
 export interface Operations {
@@ -75,11 +74,20 @@ export function metricsTenantGate(tenantOf: (authorization: string | undefined) 
 }
 
 /** RUNTARA_METRICS_ADDR: the operator endpoints alone, over HTTP/1.1, for a scraper on an internal network. */
-export async function listenOperations(ops: Operations, host: string, port: number, logger: Logger): Promise<{ port: number; close: () => Promise<void> }> {
+export async function listenOperations(
+  ops: Operations,
+  where: { host: string; port: number; allowedHosts: readonly string[] },
+  logger: Logger,
+): Promise<{ port: number; close: () => Promise<void> }> {
+  const { host, port } = where;
+  // No keys here: the Host check keeps DNS-rebinding pages from reading metrics through a browser.
+  const gates = [authorityGate, hostGate(where.allowedHosts)];
   const handler = withOperations(ops, openMetrics, (req, res) => answer(req, res, 404, "text/plain; charset=utf-8", "not found: /healthz, /readyz, /metrics\n"));
   const server = http.createServer((req, res) => {
-    const refusal = authorityGate(req);
-    if (refusal) return refuse(req, res, refusal.code, refusal.message);
+    for (const gate of gates) {
+      const refusal = gate(req);
+      if (refusal) return refuse(req, res, refusal.code, refusal.message);
+    }
     handler(req, res);
   });
   server.headersTimeout = 10_000;
