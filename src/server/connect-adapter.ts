@@ -46,8 +46,9 @@ function binaryRequest(uReq: UniversalServerRequest, textLimit: number): Univers
 }
 
 const NOT_READY = Symbol("not ready");
-/** Largest batch coalesce() joins. */
+/** Largest batch coalesce() joins, in bytes and in pieces. */
 const BATCH_BYTES = 1024 * 1024;
+const BATCH_PIECES = 4096;
 
 /**
  * The body in batches: every piece already received is joined to the one before, so a client
@@ -65,13 +66,15 @@ async function* coalesce(source: AsyncIterable<Uint8Array>): AsyncIterable<Uint8
     let size = first.value.byteLength;
     for (;;) {
       pending = it.next();
-      if (size >= BATCH_BYTES) break;
+      if (size >= BATCH_BYTES || parts.length >= BATCH_PIECES) break;
       const ready = await Promise.race([pending, new Promise<typeof NOT_READY>((resolve) => setImmediate(resolve, NOT_READY))]);
       if (ready === NOT_READY || ready.done) break;
       parts.push(ready.value);
       size += ready.value.byteLength;
     }
     yield parts.length === 1 ? parts[0]! : Buffer.concat(parts, size);
+    // Pieces already buffered resolve without a turn of the event loop; give it one between batches.
+    if (parts.length >= BATCH_PIECES) await new Promise((resolve) => setImmediate(resolve));
   }
 }
 
