@@ -10,8 +10,12 @@ import type { Action } from "../program.js";
 import { isDynamicElf } from "../elf.js";
 import { withTempDir } from "../temp-dir.js";
 import { uploadImage } from "../upload.js";
-import { buildWorkflowImage } from "../workflow-image.js";
-import { buildNativeExecutable } from "../workflow-native.js";
+
+// The builders load esbuild and postject (megabytes of JavaScript): only for commands that build.
+const buildWorkflowImage = async (...args: Parameters<typeof import("../workflow-image.js").buildWorkflowImage>) =>
+  (await import("../workflow-image.js")).buildWorkflowImage(...args);
+const buildNativeExecutable = async (...args: Parameters<typeof import("../workflow-native.js").buildNativeExecutable>) =>
+  (await import("../workflow-native.js")).buildNativeExecutable(...args);
 
 const SOURCE = /\.(ts|mts|cts|tsx|js|mjs|cjs|jsx)$/i;
 
