@@ -1,5 +1,6 @@
 import type { AddressInfo } from "node:net";
 import path from "node:path";
+import type { Interceptor } from "@connectrpc/connect";
 import { pino, type Logger } from "pino";
 import { compileOptions, nativeRunnerAllowed, type CompiledOptions, type EnvironmentOptions } from "./config.js";
 import { Metrics } from "./metrics/index.js";
@@ -7,7 +8,7 @@ import { closedAncestors, secureDataDir } from "./data-dir.js";
 import { CoreRuntime } from "./core/runtime.js";
 import { ChannelHub, createDatabase, Listener, migrate, startEmbeddedPostgres, type Database } from "./db/index.js";
 import { ImageService, ImageStore, ResumableUploads } from "./images/index.js";
-import { CoreGateway, InstanceManager, Launcher, RunLogReader, SignalService, Supervisor, TransitionFeeds } from "./instances/index.js";
+import { CoreGateway, InstanceManager, Launcher, networkCoreChannel, RunLogReader, SignalService, Supervisor, TransitionFeeds, type CoreChannel } from "./instances/index.js";
 import { Tokens } from "./lifecycle/index.js";
 import { CORE_SOCKET_NAME, createRunners, type Runners } from "./runner/index.js";
 import { nativeRunnerCheck, type RunnerCheck } from "./runner-policy.js";
@@ -143,11 +144,10 @@ export class Environment {
     this.running = { databaseUrl, db, tokens, core };
 
     const link = await coreLink(o, core ? instanceCoreAddr(o, core.address.port).replace(/:\d+$/, "") : o.coreHost, core?.address.port);
-    const gateway = s.own(
-      "close the core client",
-      new CoreGateway({ baseUrl: link.baseUrl, connect: () => link.connect("h2", true) }, tokens, o.maxPayloadBytes + 8 * 1024 * 1024),
-      (g) => g.close(),
-    );
+    // An embedded core is called in this process (one hop fewer); a standalone one over HTTP/2.
+    const channel = (auth: Interceptor): CoreChannel =>
+      core ? core.inProcessChannel(auth) : networkCoreChannel({ baseUrl: link.baseUrl, connect: () => link.connect("h2", true) }, o.maxPayloadBytes + 8 * 1024 * 1024, auth);
+    const gateway = s.own("close the core client", new CoreGateway(channel, tokens), (g) => g.close());
     const store = new ImageStore(o.dataDir, o.replicaId);
     await store.clearStaging();
     const checkRunner = nativeRunnerCheck(nativeRunnerAllowed(o));

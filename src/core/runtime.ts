@@ -1,4 +1,5 @@
 import type { AddressInfo } from "node:net";
+import { createRouterTransport, type Interceptor, type ServiceImpl, type Transport } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import type { DatabasePool } from "slonik";
 import { CoreService } from "../../gen/runtara/core/v1/core_pb.js";
@@ -8,6 +9,7 @@ import { coreHandlers } from "../server/core-handlers.js";
 import { sharedProbe } from "../server/health.js";
 import type { OnePortServer } from "../server/http.js";
 import { instanceHandlers } from "../server/instance-handlers.js";
+import { observeCalls } from "../server/interceptors.js";
 import { openMethodsGates, registerOpenServices } from "../server/open-services.js";
 import { serve } from "../server/serve.js";
 import { clientCertGate } from "../server/gates.js";
@@ -45,6 +47,7 @@ export type CoreRuntimeOptions = Pick<
 export class CoreRuntime {
   private server: OnePortServer | undefined;
   private readonly shutdown = new AbortController();
+  private coreService: ServiceImpl<typeof CoreService> | undefined;
 
   constructor(
     private readonly db: DatabasePool,
@@ -67,10 +70,12 @@ export class CoreRuntime {
     const database = sharedProbe(() => databasePing(this.db));
     const tlsFiles = this.options.coreServerTls;
     const tls = tlsFiles && (await loadTlsMaterial(tlsFiles, "RUNTARA_CORE_TLS_CERT_FILE/KEY_FILE (or RUNTARA_TLS_CERT_FILE/KEY_FILE), RUNTARA_CORE_CLIENT_CA_FILE"));
+    const coreService = coreHandlers(management, this.tokens, { version: VERSION, startedAtMs: Date.now(), database });
+    this.coreService = coreService;
     this.server = await serve({
       routes: (router) => {
         router.service(InstanceService, instanceHandlers(instances, this.tokens));
-        router.service(CoreService, coreHandlers(management, this.tokens, { version: VERSION, startedAtMs: Date.now(), database }));
+        router.service(CoreService, coreService);
         registerOpenServices(router, [InstanceService, CoreService], database);
       },
       port: this.options.corePort,
@@ -90,6 +95,20 @@ export class CoreRuntime {
       metrics: this.metrics,
     });
     this.logger.info({ port: this.server.address.port, host: this.options.coreHost, tls: tls !== undefined, clientCertificates: tls?.clientCa !== undefined }, "core listening");
+  }
+
+  /**
+   * CoreService in this process, for the environment that embeds it: the same handlers, token
+   * check, logging and metrics as on the port, without HTTP/2 in between (after start()).
+   */
+  inProcessChannel(auth: Interceptor): { transport: Transport; name: string; close(): void } {
+    const service = this.coreService;
+    if (!service) throw new Error("core is not started");
+    const transport = createRouterTransport((router) => router.service(CoreService, service), {
+      transport: { interceptors: [auth], defaultTimeoutMs: 30_000 },
+      router: { interceptors: [observeCalls(this.logger.child({ component: "core-rpc" }), this.metrics.rpcDuration)], shutdownSignal: this.shutdown.signal },
+    });
+    return { transport, name: "core (in this process)", close: () => undefined };
   }
 
   async stop(): Promise<void> {

@@ -1,4 +1,4 @@
-import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import type { Duplex } from "node:stream";
 import { CoreService } from "../../gen/runtara/core/v1/core_pb.js";
@@ -31,42 +31,63 @@ export interface EventQuery extends Omit<CheckpointQuery, "checkpointId"> {
   ascending: boolean;
 }
 
+/** How CoreService calls travel, given the interceptor that authenticates them. */
+export interface CoreChannel {
+  transport: Transport;
+  /** Where core is, for messages. */
+  name: string;
+  /** Ends open calls and connections, so nothing keeps the process alive. */
+  close(): void;
+}
+
 /**
- * The environment's only way to core's data: the generated CoreService client over the
- * network (even when core runs in the same process), so the two can be split apart. Takes and
+ * CoreService over HTTP/2 to core's port (a standalone core). Pings notice a restarted core;
+ * the idle timeout lets an unused session go away.
+ */
+export function networkCoreChannel(
+  /** Core's base URL and how to open a connection to it (cleartext or TLS). */
+  core: { baseUrl: string; connect(): Duplex },
+  /** Largest answer read from core (a checkpoint's state, a page of events). */
+  readMaxBytes: number,
+  auth: Interceptor,
+): CoreChannel {
+  const session = new Http2SessionManager(core.baseUrl, { pingIntervalMs: 10_000, idleConnectionTimeoutMs: 60_000 }, { createConnection: () => core.connect() });
+  return {
+    transport: createConnectTransport({ baseUrl: core.baseUrl, httpVersion: "2", interceptors: [auth], defaultTimeoutMs: 30_000, sessionManager: session, readMaxBytes }),
+    name: new URL(core.baseUrl).host,
+    close: () => session.abort(),
+  };
+}
+
+/**
+ * The environment's only way to core's data: the generated CoreService client, over the
+ * network to a standalone core or in-process to an embedded one (one hop fewer; the same
+ * client, handlers and token checks either way), so the two can be split apart. Takes and
  * returns domain values; protobuf stays inside this class.
  */
 export class CoreGateway {
   private readonly client: Client<typeof CoreService>;
-  private readonly session: Http2SessionManager;
-  /** host:port of core, for messages. */
+  private readonly channel: CoreChannel;
+  /** Where core is, for messages. */
   private readonly coreName: string;
 
   constructor(
-    /** Core's base URL and how to open a connection to it (cleartext or TLS). */
-    core: { baseUrl: string; connect(): Duplex },
+    channel: (auth: Interceptor) => CoreChannel,
     /** The management token, read per call; reloaded when core refuses it (a rotation elsewhere). */
     private readonly tokens: { managementToken(): string; refresh(): Promise<void> },
-    /** Largest answer read from core (a checkpoint's state, a page of events). */
-    readMaxBytes: number,
   ) {
     const auth: Interceptor = (next) => (req) => {
       req.header.set("authorization", `Bearer ${tokens.managementToken()}`);
       return next(req);
     };
-    const baseUrl = core.baseUrl;
-    this.coreName = new URL(baseUrl).host;
-    // Pings notice a restarted core; the idle timeout lets an unused session go away.
-    this.session = new Http2SessionManager(baseUrl, { pingIntervalMs: 10_000, idleConnectionTimeoutMs: 60_000 }, { createConnection: () => core.connect() });
-    this.client = createClient(
-      CoreService,
-      createConnectTransport({ baseUrl, httpVersion: "2", interceptors: [auth], defaultTimeoutMs: 30_000, sessionManager: this.session, readMaxBytes }),
-    );
+    this.channel = channel(auth);
+    this.coreName = this.channel.name;
+    this.client = createClient(CoreService, this.channel.transport);
   }
 
-  /** Closes the HTTP/2 session (open calls fail), so nothing keeps the process alive. */
+  /** Closes the channel (open calls fail), so nothing keeps the process alive. */
   close(): void {
-    this.session.abort();
+    this.channel.close();
   }
 
   async sendSignal(tenantId: string, instanceId: string, kind: SignalKind, payload: Uint8Array): Promise<Status> {

@@ -3,7 +3,7 @@
  * lifecycle RPCs (InstanceManager), signals and read views forwarded to core (SignalService),
  * run logs (RunLogReader).
  */
-export { CoreGateway, type CheckpointQuery, type EventQuery } from "./core-gateway.js";
+export { CoreGateway, networkCoreChannel, type CoreChannel, type CheckpointQuery, type EventQuery } from "./core-gateway.js";
 export { Launcher, type LauncherOptions } from "./launcher.js";
 export { InstanceManager, type ListRequest, type StartRequest } from "./manager.js";
 export type { InstanceOrder } from "./repository.js";
