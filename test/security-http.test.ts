@@ -141,7 +141,7 @@ describe("listening and authentication (C1, L7)", () => {
     }
   });
 
-  it("refuses to start on a non-loopback address without API keys (exit 2, naming the variables)", () => {
+  it("refuses to start on a non-loopback address without API keys (exit 2, naming the variables)", async () => {
     const run = (vars: Record<string, string>) =>
       spawnSync(process.execPath, ["dist/src/cli/environment.js"], {
         cwd: root,
@@ -154,8 +154,13 @@ describe("listening and authentication (C1, L7)", () => {
     assert.match(refused.stderr, /RUNTARA_API_KEYS_FILE/);
     assert.match(refused.stderr, /RUNTARA_ALLOW_UNAUTHENTICATED=true/);
     // With the explicit opt-out the configuration passes (startup then fails on the unreachable database: exit 1).
-    const optedOut = run({ RUNTARA_ENV_HTTP_HOST: "0.0.0.0", RUNTARA_ALLOW_UNAUTHENTICATED: "true", DATA_DIR: path.join(tmpdir(), "runtara-optout") });
-    assert.equal(optedOut.status, 1, optedOut.stderr);
+    const optOutDir = await mkdtemp(path.join(tmpdir(), "runtara-optout-"));
+    try {
+      const optedOut = run({ RUNTARA_ENV_HTTP_HOST: "0.0.0.0", RUNTARA_ALLOW_UNAUTHENTICATED: "true", DATA_DIR: optOutDir });
+      assert.equal(optedOut.status, 1, optedOut.stderr);
+    } finally {
+      await rm(optOutDir, { recursive: true, force: true });
+    }
   });
 
   it("a keys file readable by group or others is refused", async () => {

@@ -133,7 +133,8 @@ describe("native runner policy (RUNTARA_NATIVE_RUNNER)", () => {
         await enabled.close();
       }
     } finally {
-      await open.database.drop();
+      // Stopped above already; this drops its database and removes its data directory.
+      await open.close();
     }
   });
 });
