@@ -30,8 +30,14 @@ const { instanceId } = await client.startInstance({ tenantId: "embed", imageId, 
 for await (const res of client.watchInstance({ tenantId: "embed", instanceId })) {
   if (res.instance!.status === InstanceStatus.COMPLETED) break;
 }
-// A workflow still running when the environment stops keeps running on its own.
-const { instanceId: survivor } = await client.startInstance({ tenantId: "embed", imageId, env: { WORKFLOW_MODE: "slow", SLOW_MS: "4000" } });
+// A workflow still running when the environment stops keeps running on its own. It works for
+// longer than stop() may take: stop waits up to the shutdown grace (10 s) for open connections,
+// and a running workflow keeps one to core.
+const { instanceId: survivor } = await client.startInstance({ tenantId: "embed", imageId, env: { WORKFLOW_MODE: "slow", SLOW_MS: "30000" } });
+// Registered first: a workflow that cannot reach core at all ends on its own, which is not what is asked here.
+for await (const res of client.watchInstance({ tenantId: "embed", instanceId: survivor })) {
+  if (res.instance!.status === InstanceStatus.RUNNING) break;
+}
 const pid = await env.db.oneFirst(sql.type(z.object({ pid: z.number() }))`SELECT pid FROM running_processes WHERE instance_id = ${survivor}`);
 await env.stop();
 let alive = true;
@@ -41,3 +47,5 @@ try {
   alive = false;
 }
 process.stdout.write(`stopped ${instanceId} survivor-alive=${alive}\n`);
+// Checked; now it goes (it would fail alone once it finds core gone).
+if (alive) process.kill(pid, "SIGKILL");
