@@ -335,7 +335,7 @@ export class Environment {
       readMaxBytes: o.maxRequestBytes,
       shutdownSignal: shutdown.signal,
       metrics: this.metrics,
-      operations: { ops, metricsGate: keys ? metricsTenantGate((a) => keys.tenantOf(a), o.metricsTenant) : openMetrics },
+      operations: { ops, metricsGate: keys ? metricsTenantGate(keys, o.metricsTenant) : openMetrics },
     });
     this.startup.onStop("close the server", async () => {
       const closing = server.close(o.shutdownGraceMs);

@@ -105,7 +105,7 @@ export class ImageService {
       throw new ResourceExhausted(`binary_size: ${upload.binarySize} bytes exceeds the limit of ${maxImageBytes} bytes`);
     }
     // Checked before a byte is stored, counting the tenant's other uploads in progress, and
-    // again in the registering statement (concurrent uploads may pass this one together).
+    // again under a per-tenant lock when it is registered (concurrent uploads may pass this one together).
     const usage = await repo.tenantUsage(this.db, upload.tenantId);
     this.checkQuota(upload.tenantId, { count: usage.count + pending.count, bytes: usage.bytes + pending.bytes }, upload.binarySize);
     const staged = await this.store.stage();

@@ -68,8 +68,6 @@ export function networkCoreChannel(
 export class CoreGateway {
   private readonly client: Client<typeof CoreService>;
   private readonly channel: CoreChannel;
-  /** Where core is, for messages. */
-  private readonly coreName: string;
 
   constructor(
     channel: (auth: Interceptor) => CoreChannel,
@@ -81,7 +79,6 @@ export class CoreGateway {
       return next(req);
     };
     this.channel = channel(auth);
-    this.coreName = this.channel.name;
     this.client = createClient(CoreService, this.channel.transport);
   }
 
@@ -162,7 +159,7 @@ export class CoreGateway {
         return this.call(fn, true);
       }
       if (err.code === Code.Unavailable || err.code === Code.DeadlineExceeded) {
-        throw new Unavailable(`core at ${this.coreName} is unreachable (${err.rawMessage}); retry later`);
+        throw new Unavailable(`core at ${this.channel.name} is unreachable (${err.rawMessage}); retry later`);
       }
       throw new ConnectError(err.rawMessage, err.code, undefined, undefined, err);
     }

@@ -52,15 +52,21 @@ function rpcOf(req: Req): { service: string; method: string } | undefined {
   return m ? { service: m[1]!, method: m[2]! } : undefined;
 }
 
+/** The tenant of the request's API key, or the refusal of a missing or invalid one. */
+export function keyTenant(keys: ApiKeys, req: Req): { tenant: string } | { code: Code; message: string } {
+  const authorization = req.headers.authorization;
+  if (authorization === undefined) return { code: Code.Unauthenticated, message: "missing API key (authorization: Bearer <key>)" };
+  const tenant = keys.tenantOf(authorization);
+  return tenant === undefined ? { code: Code.Unauthenticated, message: "invalid API key" } : { tenant };
+}
+
 /** Calls of `service`, other than `exempt` methods, need a valid API key. */
 export function apiKeyGate(keys: ApiKeys, service: string, exempt: ReadonlySet<string>): Gate {
   return (req) => {
     const rpc = rpcOf(req);
     if (rpc?.service !== service || exempt.has(rpc.method)) return undefined;
-    const authorization = req.headers.authorization;
-    if (authorization === undefined) return { code: Code.Unauthenticated, message: "missing API key (authorization: Bearer <key>)" };
-    if (keys.tenantOf(authorization) === undefined) return { code: Code.Unauthenticated, message: "invalid API key" };
-    return undefined;
+    const found = keyTenant(keys, req);
+    return "tenant" in found ? undefined : found;
   };
 }
 

@@ -7,7 +7,8 @@ import http from "node:http";
 import { Code } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import type { Metrics } from "../metrics/index.js";
-import { authorityGate, hostGate, type Gate } from "./gates.js";
+import type { ApiKeys } from "./api-keys.js";
+import { hostGate, keyTenant, withGates, type Gate } from "./gates.js";
 import { refuse, type Req, type Res } from "./refuse.js";
 
 export interface Operations {
@@ -59,16 +60,14 @@ export const openMetrics: Gate = () => undefined;
  * With API keys on the management port: metrics add up every tenant, so only the keys of the
  * tenant named for it (RUNTARA_METRICS_TENANT) read them; with none named, nobody there does.
  */
-export function metricsTenantGate(tenantOf: (authorization: string | undefined) => string | undefined, metricsTenant: string | undefined): Gate {
+export function metricsTenantGate(keys: ApiKeys, metricsTenant: string | undefined): Gate {
   return (req) => {
     if (metricsTenant === undefined) {
       return { code: Code.PermissionDenied, message: "metrics on this port need RUNTARA_METRICS_TENANT (or serve them on RUNTARA_METRICS_ADDR)" };
     }
-    const authorization = req.headers.authorization;
-    if (authorization === undefined) return { code: Code.Unauthenticated, message: "missing API key (authorization: Bearer <key>)" };
-    const tenant = tenantOf(authorization);
-    if (tenant === undefined) return { code: Code.Unauthenticated, message: "invalid API key" };
-    if (tenant !== metricsTenant) return { code: Code.PermissionDenied, message: "this key may not read metrics" };
+    const found = keyTenant(keys, req);
+    if (!("tenant" in found)) return found;
+    if (found.tenant !== metricsTenant) return { code: Code.PermissionDenied, message: "this key may not read metrics" };
     return undefined;
   };
 }
@@ -80,16 +79,9 @@ export async function listenOperations(
   logger: Logger,
 ): Promise<{ port: number; close: () => Promise<void> }> {
   const { host, port } = where;
+  const notFound = (req: Req, res: Res) => answer(req, res, 404, "text/plain; charset=utf-8", "not found: /healthz, /readyz, /metrics\n");
   // No keys here: the Host check keeps DNS-rebinding pages from reading metrics through a browser.
-  const gates = [authorityGate, hostGate(where.allowedHosts)];
-  const handler = withOperations(ops, openMetrics, (req, res) => answer(req, res, 404, "text/plain; charset=utf-8", "not found: /healthz, /readyz, /metrics\n"));
-  const server = http.createServer((req, res) => {
-    for (const gate of gates) {
-      const refusal = gate(req);
-      if (refusal) return refuse(req, res, refusal.code, refusal.message);
-    }
-    handler(req, res);
-  });
+  const server = http.createServer(withGates([hostGate(where.allowedHosts)], withOperations(ops, openMetrics, notFound)));
   server.headersTimeout = 10_000;
   server.requestTimeout = 30_000;
   await new Promise<void>((resolve, reject) => {
