@@ -151,7 +151,7 @@ export class Environment {
     const store = new ImageStore(o.dataDir, o.replicaId);
     await store.clearStaging();
     const checkRunner = nativeRunnerCheck(nativeRunnerAllowed(o));
-    const runners = createRunners({
+    const runners = s.own("stop the spawner process", createRunners({
       oci: {
         runtime: o.ociRuntime,
         idMapping: o.ociIdMapping,
@@ -160,7 +160,8 @@ export class Environment {
         logger: this.logger.child({ component: "oci-runner" }),
       },
       native: { runAs: o.nativeRunAs, maxLogBytes: o.maxLogBytes, aggregateLimits: aggregateLimits(o), logger: this.logger.child({ component: "native-runner" }) },
-    });
+      logger: this.logger.child({ component: "spawner" }),
+    }), (r) => r.close());
     const images = new ImageService(db, store, this.logger.child({ component: "images" }), {
       maxImageBytes: BigInt(o.maxImageBytes),
       tenantMaxImages: o.tenantMaxImages,

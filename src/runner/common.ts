@@ -1,11 +1,9 @@
-import type { ChildProcess } from "node:child_process";
 import { stat } from "node:fs/promises";
 import { LaunchError } from "./errors.js";
 
-/** What keeps an active process observed: our child, or the poll of an adopted process. */
+/** What keeps an active process observed (our child, or the poll of an adopted process); `detach` lets go of it. */
 export interface Holder {
-  child?: ChildProcess;
-  abort?: AbortController;
+  detach(): void;
 }
 
 /** After detachAll: an adopted process's exit is no longer observed, and `exited` never settles. */

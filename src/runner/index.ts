@@ -4,8 +4,10 @@
  * what it reports into guarded writes. WASM is not a runner here: callers answer
  * FAILED_PRECONDITION ("wasm runner not available yet") before reaching this module.
  */
+import type { Logger } from "pino";
 import { NativeRunner, type NativeRunnerOptions } from "./native.js";
 import { OciRunner, type OciRunnerOptions } from "./oci.js";
+import { Spawner } from "./spawner.js";
 import type { Runner, RunnerKindName, RunningProcess, StopSignal } from "./types.js";
 
 export type {
@@ -31,30 +33,37 @@ export { STDERR_TAIL_BYTES } from "./logs.js";
 export { DEFAULT_MAX_LOG_BYTES, MIN_LOG_BYTES } from "./log-cap.js";
 export type { AggregateLimits } from "./parent-cgroup.js";
 export { ImageUnpackError, type ImageProcess } from "./oci-image.js";
+export { Spawner, SpawnError, type SpawnedChild, type CommandResult } from "./spawner.js";
 
 export interface RunnersOptions {
-  oci?: OciRunnerOptions;
-  native?: NativeRunnerOptions;
+  oci?: Omit<OciRunnerOptions, "spawner">;
+  native?: Omit<NativeRunnerOptions, "spawner">;
+  logger?: Logger;
 }
 
 export interface Runners {
   oci: OciRunner;
   native: NativeRunner;
   runnerFor(kind: RunnerKindName): Runner;
+  /** Ends the spawner process both share (after detachAll: running processes are not touched). */
+  close(): void;
 }
 
 /**
- * Both runners. Nothing is probed here (no work in constructors): the OCI runtime is found on
+ * Both runners, sharing one spawner process (started on first use). Nothing is probed here (no work in constructors): the OCI runtime is found on
  * the first launch, or earlier with `await runners.oci.runtime()`, which rejects with
  * `RuntimeUnavailable` on a host without a usable runc/crun — launches then reject the same way.
  */
 export function createRunners(options: RunnersOptions = {}): Runners {
-  const oci = new OciRunner(options.oci);
-  const native = new NativeRunner(options.native);
+  // One spawner for both: every fork happens in that small process, off this event loop.
+  const spawner = new Spawner(options.logger);
+  const oci = new OciRunner({ ...options.oci, spawner });
+  const native = new NativeRunner({ ...options.native, spawner });
   return {
     oci,
     native,
     runnerFor: (kind) => (kind === "oci" ? oci : native),
+    close: () => spawner.close(),
   };
 }
 

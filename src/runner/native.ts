@@ -1,4 +1,3 @@
-import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { chmod, chown, readdir } from "node:fs/promises";
 import type { Logger } from "pino";
@@ -10,7 +9,8 @@ import { limitParentCgroup, type AggregateLimits } from "./parent-cgroup.js";
 import { neverSettles, requireExecutable, type Holder } from "./common.js";
 import { containerIdFor } from "./oci-spec.js";
 import { ProcessCgroup } from "./process-cgroup.js";
-import { isSameProcess, readProcStatSync, watchPid } from "./proc.js";
+import { isSameProcess, watchPid } from "./proc.js";
+import { Spawner, type SpawnedChild } from "./spawner.js";
 import { validateSpec } from "./spec.js";
 import {
   NO_METRICS,
@@ -40,6 +40,8 @@ export interface NativeRunnerOptions {
   aggregateLimits?: AggregateLimits;
   /** Cap of each of a run's stdout.log and stderr.log: the head and the tail are kept (see capLogFile). @default 16 MiB */
   maxLogBytes?: number;
+  /** Where processes are forked (shared with the OCI runner by createRunners). @default its own */
+  spawner?: Spawner;
   logger?: Logger;
 }
 
@@ -77,6 +79,7 @@ export class NativeRunner implements Runner {
   private readonly adoptPollMs: number;
   private readonly maxLogBytes: number;
   private readonly cgroupParent: string;
+  private readonly spawner: Spawner;
   private cgroups: Promise<CgroupLayout | undefined> | undefined;
   /** Runs (launched or adopted, not yet cleaned up) per run directory. */
   private readonly runDirClaims = new Map<string, number>();
@@ -85,6 +88,7 @@ export class NativeRunner implements Runner {
     this.adoptPollMs = options.adoptPollMs ?? 1_000;
     this.maxLogBytes = options.maxLogBytes ?? DEFAULT_MAX_LOG_BYTES;
     this.cgroupParent = (options.cgroupParent ?? "/runtara").replace(/\/+$/, "");
+    this.spawner = options.spawner ?? new Spawner(options.logger);
   }
 
   activeCount(): number {
@@ -101,58 +105,40 @@ export class NativeRunner implements Runner {
     const logs = openLogs(spec.runDir, this.maxLogBytes, spec.logHeader);
     const launchedAtMs = Date.now();
     const t0 = performance.now();
-    const failed = async (e: unknown, child?: ChildProcess): Promise<never> => {
-      if (child?.pid !== undefined) signalGroup(child.pid, "SIGKILL");
+    let child: SpawnedChild;
+    try {
+      const limited = [`--fsize=${spec.limits.fileBytes}`, "--"];
+      const env = Object.entries(spec.env).map(([k, v]) => `${k}=${v}`);
+      const gated = ["-c", GATE, "runtara-gate", PRLIMIT, ...limited, "/usr/bin/env", "-i", ...env, spec.binaryPath];
+      child = await this.spawner.spawn({
+        file: cgroup ? "/bin/sh" : PRLIMIT,
+        args: cgroup ? gated : [...limited, spec.binaryPath],
+        cwd: spec.runDir,
+        env: cgroup ? {} : { ...spec.env },
+        detached: true,
+        stdoutFd: logs.stdoutFd,
+        stderrFd: logs.stderrFd,
+        ...(cgroup ? { gateCgroupProcs: cgroup.procsFiles() } : {}),
+        ...this.options.runAs,
+      });
+    } catch (e) {
+      // The spawner killed a child that could not join its cgroup; what it left there dies with the cgroup.
       await cgroup?.kill();
       await cgroup?.remove();
       logs.close();
       await this.releaseRunDir(spec.runDir);
       throw new LaunchError("spawn_failed", `could not start ${spec.binaryPath}: ${(e as Error).message}`, "", { cause: e });
-    };
-    let child: ChildProcess;
-    try {
-      const limited = [`--fsize=${spec.limits.fileBytes}`, "--"];
-      const env = Object.entries(spec.env).map(([k, v]) => `${k}=${v}`);
-      const gated = ["-c", GATE, "runtara-gate", PRLIMIT, ...limited, "/usr/bin/env", "-i", ...env, spec.binaryPath];
-      child = spawn(cgroup ? "/bin/sh" : PRLIMIT, cgroup ? gated : [...limited, spec.binaryPath], {
-        cwd: spec.runDir,
-        env: cgroup ? {} : { ...spec.env },
-        detached: true,
-        stdio: [cgroup ? "pipe" : "ignore", logs.stdoutFd, logs.stderrFd],
-        ...this.options.runAs,
-      });
-    } catch (e) {
-      return failed(e);
     }
-    const pid = child.pid;
-    if (pid === undefined) {
-      // spawn reports exec failures (ENOENT, EACCES, ENOEXEC) through 'error', not a throw.
-      return failed(await new Promise<Error>((resolve) => child.once("error", resolve)));
-    }
-    // Until the event loop turns, libuv cannot reap the child: its /proc entry is still there.
-    const startTime = readProcStatSync(pid)?.startTime ?? 0n;
-    if (cgroup !== undefined) {
-      child.stdin?.on("error", () => {}); // the gate died: its exit event reports it
-      try {
-        await cgroup.join(pid);
-      } catch (e) {
-        return failed(e, child);
-      }
-      child.stdin?.end("\n");
-    }
+    const { pid, startTime } = child;
 
     let exitedNow = false;
-    const exited = new Promise<ExitInfo>((resolve) => {
-      child.once("exit", (code, signal) => {
-        exitedNow = true;
-        void this.cleanUp(pid, cgroup, spec.runDir).then((metrics) => {
-          const stderrTail = logs.stderrTail();
-          logs.close();
-          resolve({ exitCode: code, signal, stderrTail, metrics });
-        });
-      });
+    const exited = child.exited.then(async ({ code, signal }): Promise<ExitInfo> => {
+      exitedNow = true;
+      const metrics = await this.cleanUp(pid, cgroup, spec.runDir);
+      const stderrTail = logs.stderrTail();
+      logs.close();
+      return { exitCode: code, signal, stderrTail, metrics };
     });
-    child.on("error", (e) => this.options.logger?.warn({ err: e, instanceId: spec.instanceId }, "native process error"));
 
     const proc: RunningProcess = {
       kind: "native",
@@ -168,7 +154,7 @@ export class NativeRunner implements Runner {
         if (signal === "SIGKILL") await cgroup?.kill();
       },
     };
-    this.track(proc, { child });
+    this.track(proc, child);
     return proc;
   }
 
@@ -200,15 +186,12 @@ export class NativeRunner implements Runner {
         if (signal === "SIGKILL") await cgroup?.kill();
       },
     };
-    this.track(proc, { abort });
+    this.track(proc, { detach: () => abort.abort() });
     return proc;
   }
 
   detachAll(): void {
-    for (const { child, abort } of this.active.values()) {
-      child?.unref();
-      abort?.abort();
-    }
+    for (const holder of this.active.values()) holder.detach();
   }
 
   /**

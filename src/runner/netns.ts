@@ -1,6 +1,6 @@
 import { access, constants, stat } from "node:fs/promises";
 import path from "node:path";
-import { execa } from "execa";
+import type { Spawner } from "./spawner.js";
 
 /** Where `ip netns` keeps named network namespaces (bind mounts). */
 const NETNS_DIR = "/run/netns";
@@ -39,19 +39,19 @@ export function netnsPath(name: string): string {
  * Returns the namespace's inode, which `removeNetns` checks so that the cleanup of a run never
  * deletes the namespace a relaunch of the same instance has meanwhile created under the name.
  */
-export async function createPastaNetns(outbound: Extract<Outbound, { kind: "pasta" }>, name: string): Promise<number> {
-  await removeNetns(outbound, name);
-  const add = await execa(outbound.ip, ["netns", "add", name], { reject: false, timeout: 10_000, stdin: "ignore" });
-  if (add.failed) throw new Error(`ip netns add ${name} failed: ${add.stderr || add.shortMessage}`);
+export async function createPastaNetns(spawner: Spawner, outbound: Extract<Outbound, { kind: "pasta" }>, name: string): Promise<number> {
+  await removeNetns(spawner, outbound, name);
+  const add = await spawner.run(outbound.ip, ["netns", "add", name], { timeoutMs: 10_000 });
+  if (add.failed) throw new Error(`ip netns add ${name} failed: ${add.stderr || add.message}`);
   // Without --foreground pasta returns once the namespace is configured: the readiness signal.
-  const r = await execa(
+  const r = await spawner.run(
     outbound.pasta,
     ["--config-net", "--quiet", "--runas", "0:0", "-T", "none", "-U", "none", "-t", "none", "-u", "none", "--no-map-gw", "--netns", netnsPath(name)],
-    { reject: false, timeout: 10_000, stdin: "ignore" },
+    { timeoutMs: 10_000 },
   );
   if (r.failed) {
-    await removeNetns(outbound, name);
-    throw new Error(`pasta failed for ${name}: ${lastLines(r.stderr) || r.shortMessage}`);
+    await removeNetns(spawner, outbound, name);
+    throw new Error(`pasta failed for ${name}: ${lastLines(r.stderr) || r.message}`);
   }
   return (await stat(netnsPath(name))).ino;
 }
@@ -65,10 +65,10 @@ export async function netnsInodeOf(pid: number): Promise<number | undefined> {
  * Deletes the namespace (pasta then exits); a missing one is fine. With `ino`, only if the
  * name still holds that namespace.
  */
-export async function removeNetns(outbound: Extract<Outbound, { kind: "pasta" }>, name: string, ino?: number): Promise<void> {
+export async function removeNetns(spawner: Spawner, outbound: Extract<Outbound, { kind: "pasta" }>, name: string, ino?: number): Promise<void> {
   const st = await stat(netnsPath(name)).catch(() => undefined);
   if (st === undefined || (ino !== undefined && st.ino !== ino)) return;
-  await execa(outbound.ip, ["netns", "delete", name], { reject: false, timeout: 10_000, stdin: "ignore" });
+  await spawner.run(outbound.ip, ["netns", "delete", name], { timeoutMs: 10_000 });
 }
 
 async function which(command: string, searchPath: string): Promise<string | undefined> {

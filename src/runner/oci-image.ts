@@ -1,7 +1,7 @@
 import { chmod, chown, lchown, lstat, readdir, readFile, rm } from "node:fs/promises";
 import path from "node:path";
-import { execa } from "execa";
 import type { IdMapping } from "./idmap.js";
+import type { Spawner } from "./spawner.js";
 
 /** What an OCI image's config makes of its process: Entrypoint + Cmd, Env, WorkingDir, User. */
 export interface ImageProcess {
@@ -46,16 +46,12 @@ export class ImageUnpackError extends Error {}
  * ids so they look as the image meant inside the user namespace. Returns the process the
  * image config describes, as umoci resolved it (User names looked up in the image).
  */
-export async function unpackOciImage(layoutDir: string, ref: string, bundleDir: string, mapping: IdMapping): Promise<ImageProcess> {
+export async function unpackOciImage(spawner: Spawner, layoutDir: string, ref: string, bundleDir: string, mapping: IdMapping): Promise<ImageProcess> {
   const map = (base: number) => `0:${base}:${mapping.size}`;
-  const result = await execa("umoci", ["unpack", "--uid-map", map(mapping.uidBase), "--gid-map", map(mapping.gidBase), "--image", `${layoutDir}:${ref}`, bundleDir], {
-    reject: false,
-    all: true,
-    stdin: "ignore",
-  }).catch((e: NodeJS.ErrnoException) => {
-    throw e.code === "ENOENT" ? new ImageUnpackError("umoci is not installed (Debian package umoci); OCI archives cannot be unpacked") : e;
-  });
-  if (result.exitCode !== 0) throw new ImageUnpackError(`umoci could not unpack the image: ${String(result.all ?? "").trim().slice(-2000)}`);
+  const result = await spawner.run("umoci", ["unpack", "--uid-map", map(mapping.uidBase), "--gid-map", map(mapping.gidBase), "--image", `${layoutDir}:${ref}`, bundleDir]);
+  if (result.code === "ENOENT") throw new ImageUnpackError("umoci is not installed (Debian package umoci); OCI archives cannot be unpacked");
+  if (result.error) throw new Error(`umoci could not be run: ${result.error.message}`);
+  if (result.exitCode !== 0) throw new ImageUnpackError(`umoci could not unpack the image: ${`${result.stderr}\n${result.stdout}`.trim().slice(-2000)}`);
   const spec = JSON.parse(await readFile(path.join(bundleDir, "config.json"), "utf8")) as {
     process?: { args?: string[]; env?: string[]; cwd?: string; user?: { uid?: number; gid?: number } };
   };

@@ -1,10 +1,8 @@
-import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { constants, watch, type FSWatcher } from "node:fs";
 import { access, chmod, chown, lstat, mkdir, mkdtemp, open, rename, rm, stat, unlink, writeFile } from "node:fs/promises";
 import { tmpdir, userInfo } from "node:os";
 import path from "node:path";
-import { execa } from "execa";
 import type { Logger } from "pino";
 import { detectCgroupLayout, readCgroupMetrics, removeCgroup, type CgroupLayout } from "./cgroup.js";
 import { LaunchError, RuntimeUnavailable } from "./errors.js";
@@ -16,7 +14,8 @@ import { DEFAULT_MAX_LOG_BYTES } from "./log-cap.js";
 import { limitParentCgroup, type AggregateLimits } from "./parent-cgroup.js";
 import { buildOciConfig, containerIdFor, INIT_IN_CONTAINER, instanceIdOfContainer } from "./oci-spec.js";
 import { unpackOciImage, type ImageProcess } from "./oci-image.js";
-import { isSameProcess, readProcStat, readProcStatSync, watchPid } from "./proc.js";
+import { isSameProcess, readProcStat, watchPid } from "./proc.js";
+import { Spawner, type ChildExit, type SpawnedChild } from "./spawner.js";
 import { validateSpec } from "./spec.js";
 import {
   NO_METRICS,
@@ -65,6 +64,8 @@ export interface OciRunnerOptions {
   aggregateLimits?: AggregateLimits;
   /** Cap of each of a run's stdout.log and stderr.log: the head and the tail are kept (see capLogFile). @default 16 MiB */
   maxLogBytes?: number;
+  /** Where processes are forked (shared with the native runner by createRunners). @default its own */
+  spawner?: Spawner;
   logger?: Logger;
 }
 
@@ -111,6 +112,7 @@ export class OciRunner implements Runner {
   private readonly adoptPollMs: number;
   private readonly maxLogBytes: number;
   private readonly logger: Logger | undefined;
+  private readonly spawner: Spawner;
   private runtimeInfo: Promise<RuntimeInfo> | undefined;
   private cgroups: Promise<CgroupLayout> | undefined;
   private outboundInfo: Promise<Outbound> | undefined;
@@ -130,6 +132,7 @@ export class OciRunner implements Runner {
     this.adoptPollMs = options.adoptPollMs ?? 1_000;
     this.maxLogBytes = options.maxLogBytes ?? DEFAULT_MAX_LOG_BYTES;
     this.logger = options.logger;
+    this.spawner = options.spawner ?? new Spawner(options.logger);
   }
 
   activeCount(): number {
@@ -146,7 +149,7 @@ export class OciRunner implements Runner {
   /** How `isolated` containers reach the outside (looked up once; logged then). */
   /** Unpacks the image `ref` of an OCI layout into `bundleDir` for this runner's user namespace. */
   unpackImage(layoutDir: string, ref: string, bundleDir: string): Promise<ImageProcess> {
-    return unpackOciImage(layoutDir, ref, bundleDir, this.idMapping());
+    return unpackOciImage(this.spawner, layoutDir, ref, bundleDir, this.idMapping());
   }
 
   outbound(): Promise<Outbound> {
@@ -217,7 +220,7 @@ export class OciRunner implements Runner {
     let logs;
     let netnsIno: number | undefined;
     try {
-      if (pasta) netnsIno = await createPastaNetns(pasta, containerId);
+      if (pasta) netnsIno = await createPastaNetns(this.spawner, pasta, containerId);
       const config = buildOciConfig({
         rootfs,
         args: image?.args ?? ["/binary"],
@@ -238,39 +241,37 @@ export class OciRunner implements Runner {
       await unlink(pidFile).catch(ignoreEnoent);
       logs = openLogs(spec.runDir, this.maxLogBytes, spec.logHeader);
     } catch (e) {
-      if (pasta) await removeNetns(pasta, containerId, netnsIno);
+      if (pasta) await removeNetns(this.spawner, pasta, containerId, netnsIno);
       throw e;
     }
     const launchedAtMs = Date.now();
     const t0 = performance.now();
     const log = this.logger?.child({ instanceId: spec.instanceId, tenantId: spec.tenantId, containerId });
-    let child: ChildProcess;
+    let child: SpawnedChild;
     try {
-      child = spawn(rt.command, [...this.globalArgs(), "run", "--bundle", spec.runDir, "--pid-file", pidFile, containerId], {
+      child = await this.spawner.spawn({
+        file: rt.command,
+        args: [...this.globalArgs(), "run", "--bundle", spec.runDir, "--pid-file", pidFile, containerId],
         // Own session: a Ctrl-C or SIGTERM aimed at the environment's process group must not
         // be forwarded by the runtime to the workflow (restarts never kill workflows).
         detached: true,
-        stdio: ["ignore", logs.stdoutFd, logs.stderrFd],
+        stdoutFd: logs.stdoutFd,
+        stderrFd: logs.stderrFd,
       });
     } catch (e) {
       logs.close();
-      if (pasta) await removeNetns(pasta, containerId, netnsIno);
+      if (pasta) await removeNetns(this.spawner, pasta, containerId, netnsIno);
       throw new LaunchError("spawn_failed", `could not start ${rt.command}: ${(e as Error).message}`, "", { cause: e });
     }
-    // Until the event loop turns, libuv cannot reap the child, so this read cannot miss it.
-    const runtimeStat = child.pid !== undefined ? readProcStatSync(child.pid) : null;
 
     let resolveExit!: (info: ExitInfo) => void;
     const exited = new Promise<ExitInfo>((r) => (resolveExit = r));
     let finished = false;
-    const childExit = new Promise<{ code: number | null; signal: NodeJS.Signals | null; error?: Error }>((resolve) => {
-      child.once("error", (error) => resolve({ code: null, signal: null, error }));
-      child.once("exit", (code, signal) => resolve({ code, signal }));
-    });
+    const childExit: Promise<ChildExit> = child.exited;
 
     let outcome = await waitForStart(spec.runDir, pidFile, child.pid, childExit, this.startTimeoutMs);
     const finish = async (): Promise<ExitInfo> => {
-      const { code, signal, error } = await childExit;
+      const { code, signal } = await childExit;
       // The runtime is gone; if it did not tear the container down (it was killed, or it
       // failed half-way), force it. Then read the totals and remove our cgroup directory.
       if (await this.containerExists(rt, containerId)) {
@@ -280,10 +281,9 @@ export class OciRunner implements Runner {
       const metrics = await readCgroupMetrics(layout, cgroupRel).catch((): ExitMetrics => ({ ...NO_METRICS }));
       const leftover = await removeCgroup(layout, cgroupRel, [LEAF]);
       if (leftover.length > 0) log?.warn({ leftover }, "could not remove the container's cgroup");
-      if (pasta) await removeNetns(pasta, containerId, netnsIno);
+      if (pasta) await removeNetns(this.spawner, pasta, containerId, netnsIno);
       const stderrTail = logs.stderrTail();
       logs.close();
-      if (error) log?.warn({ err: error }, "runtime process error");
       return { exitCode: code, signal, stderrTail, metrics };
     };
 
@@ -293,16 +293,12 @@ export class OciRunner implements Runner {
       if (outcome === "timeout") {
         log?.warn({ timeoutMs: this.startTimeoutMs }, "container did not start in time; killing the runtime");
         try {
-          process.kill(-child.pid!, "SIGKILL");
+          process.kill(-child.pid, "SIGKILL");
         } catch {
           // already gone
         }
       }
       const info = await finish();
-      const { error } = await childExit;
-      if (error) {
-        throw new LaunchError("spawn_failed", `could not start ${rt.command}: ${error.message}`, info.stderrTail, { cause: error });
-      }
       if (outcome === "timeout") {
         throw new LaunchError("start_timeout", `container ${containerId} did not start within ${this.startTimeoutMs} ms`, info.stderrTail);
       }
@@ -316,8 +312,8 @@ export class OciRunner implements Runner {
     // The pid file exists, so the container process ran. If it already exited (and was reaped
     // by the runtime) its start time is gone; the runtime's own (pid, start time) stands in —
     // it lives until the container is torn down, which is then moments away.
-    const pid = outcome.pid ?? child.pid!;
-    const startTime = outcome.pid !== undefined ? outcome.startTime : (runtimeStat?.startTime ?? 0n);
+    const pid = outcome.pid ?? child.pid;
+    const startTime = outcome.pid !== undefined ? outcome.startTime : child.startTime;
     const proc: RunningProcess = {
       kind: "oci",
       instanceId: spec.instanceId,
@@ -329,7 +325,7 @@ export class OciRunner implements Runner {
       exited,
       stop: (signal) => (finished ? Promise.resolve() : this.signal(rt, containerId, signal, pid, startTime)),
     };
-    this.active.set(proc, { child });
+    this.active.set(proc, child);
     void finish().then((info) => {
       finished = true;
       this.active.delete(proc);
@@ -358,7 +354,7 @@ export class OciRunner implements Runner {
       // Only the namespace this process was in: a relaunch may already have made a new one. A
       // process already gone at adoption (it ended while the environment was down) left its
       // namespace under the name, and no relaunch can come before this exit is handled.
-      if (outbound.kind === "pasta") await removeNetns(outbound, containerId, netnsIno);
+      if (outbound.kind === "pasta") await removeNetns(this.spawner, outbound, containerId, netnsIno);
       const stderrTail = logs?.stderrTail() ?? "";
       logs?.close();
       return { exitCode: null, signal: null, stderrTail, metrics };
@@ -374,7 +370,7 @@ export class OciRunner implements Runner {
       exited,
       stop: (signal) => (finished ? Promise.resolve() : this.signal(rt, containerId, signal, spec.pid, spec.startTime)),
     };
-    this.active.set(proc, { abort });
+    this.active.set(proc, { detach: () => abort.abort() });
     void exited.then(() => {
       finished = true;
       this.active.delete(proc);
@@ -408,14 +404,11 @@ export class OciRunner implements Runner {
     const left = await removeCgroup(layout, `${this.cgroupParent}/${containerId}`, [LEAF]);
     if (left.length > 0) this.logger?.warn({ containerId, left }, "could not remove the cgroup of a removed container");
     const outbound = await this.outbound();
-    if (outbound.kind === "pasta") await removeNetns(outbound, containerId);
+    if (outbound.kind === "pasta") await removeNetns(this.spawner, outbound, containerId);
   }
 
   detachAll(): void {
-    for (const { child, abort } of this.active.values()) {
-      child?.unref();
-      abort?.abort();
-    }
+    for (const holder of this.active.values()) holder.detach();
   }
 
   /** `<runtime> kill`; falls back to signalling the container's init directly if that fails. */
@@ -433,9 +426,9 @@ export class OciRunner implements Runner {
     const candidates = this.options.runtime !== undefined ? [this.options.runtime] : ["crun", "runc"];
     const problems: string[] = [];
     for (const command of candidates) {
-      const v = await execa(command, ["--version"], { reject: false, timeout: 10_000, stdin: "ignore" });
+      const v = await this.spawner.run(command, ["--version"], { timeoutMs: 10_000 });
       if (v.failed) {
-        problems.push(v.code === "ENOENT" ? `${command} is not installed` : `${command} --version failed: ${v.shortMessage}`);
+        problems.push(v.code === "ENOENT" ? `${command} is not installed` : `${command} --version failed: ${v.message}`);
         continue;
       }
       const version = v.stdout.split("\n")[0] ?? "";
@@ -528,7 +521,7 @@ export class OciRunner implements Runner {
     }
     const left = await removeCgroup(layout, cgroupRel, [LEAF]);
     if (left.length > 0) throw new LaunchError("already_running", `cgroup of container ${containerId} is still in use: ${left.join(", ")}`);
-    if (outbound.kind === "pasta") await removeNetns(outbound, containerId);
+    if (outbound.kind === "pasta") await removeNetns(this.spawner, outbound, containerId);
   }
 
   /** Whether the runtime still holds state for the id; unknown state root → assume yes. */
@@ -579,8 +572,8 @@ export class OciRunner implements Runner {
     return this.options.stateRoot !== undefined ? ["--root", this.options.stateRoot] : [];
   }
 
-  private exec(rt: RuntimeInfo, args: string[], timeout = 10_000) {
-    return execa(rt.command, [...this.globalArgs(), ...args], { reject: false, timeout, stdin: "ignore" });
+  private exec(rt: RuntimeInfo, args: string[], timeoutMs = 10_000) {
+    return this.spawner.run(rt.command, [...this.globalArgs(), ...args], { timeoutMs });
   }
 }
 

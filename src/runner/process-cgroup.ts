@@ -61,9 +61,9 @@ export class ProcessCgroup {
     return relPath?.startsWith(prefix) ? new ProcessCgroup(layout, relPath) : undefined;
   }
 
-  /** Moves `pid` into the cgroup in every hierarchy. */
-  async join(pid: number): Promise<void> {
-    for (const dir of this.dirs()) await writeFile(`${dir}/cgroup.procs`, String(pid));
+  /** The files a pid is written to to move it into the cgroup, in every hierarchy. */
+  procsFiles(): string[] {
+    return this.dirs().map((dir) => `${dir}/cgroup.procs`);
   }
 
   /** SIGKILLs every process in the cgroup and waits until it is empty. */

@@ -1,0 +1,67 @@
+/**
+ * Messages between the environment and its spawner process (one JSON object per line: requests
+ * on the spawner's stdin, answers and exits on its stdout).
+ */
+
+/** Start a long-lived process (a workflow, or `runc run`) and report its exit later. */
+export interface SpawnRequest {
+  op: "spawn";
+  id: number;
+  file: string;
+  args: string[];
+  cwd?: string;
+  /** Exactly the child's environment; absent: the spawner's own (the environment's). */
+  env?: Record<string, string>;
+  /** Own session and process group. */
+  detached: boolean;
+  uid?: number;
+  gid?: number;
+  /**
+   * Descriptors of the requesting process the child writes to, reopened by the spawner
+   * through /proc/<parent>/fd/<n>: the same open file, whatever its path has become since.
+   */
+  stdoutFd?: number;
+  stderrFd?: number;
+  /**
+   * cgroup.procs files the child's pid is written to before it may go on: the child is a
+   * gate (see the native runner) that execs the workflow once a line arrives on its stdin.
+   */
+  gateCgroupProcs?: string[];
+}
+
+/** Run a short command to completion and return its output (runc state/delete, ip, umoci). */
+export interface RunRequest {
+  op: "run";
+  id: number;
+  file: string;
+  args: string[];
+  timeoutMs?: number;
+}
+
+export type SpawnerRequest = SpawnRequest | RunRequest;
+
+export interface SpawnFailure {
+  message: string;
+  /** errno name (ENOENT, EACCES, ...) when the failure had one. */
+  code?: string;
+}
+
+export interface RunOutcome {
+  exitCode: number | null;
+  signal: string | null;
+  stdout: string;
+  stderr: string;
+  timedOut: boolean;
+  /** The command could not be started, or its output could not be read. */
+  error?: SpawnFailure;
+}
+
+export type SpawnerReply =
+  /** The spawn of request `id` succeeded; the child runs (and is past its gate). */
+  | { id: number; pid: number; startTime: string }
+  /** Request `id` failed. */
+  | { id: number; failed: SpawnFailure }
+  /** The child of spawn request `id` exited. */
+  | { id: number; exit: { code: number | null; signal: string | null } }
+  /** Run request `id` finished. */
+  | { id: number; ran: RunOutcome };

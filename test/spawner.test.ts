@@ -1,0 +1,141 @@
+/**
+ * The spawner process: every fork of the runners happens there, not in this process; it can be
+ * killed -9 without losing a running process's end or the next launch; it goes away with us.
+ */
+import assert from "node:assert/strict";
+import { createRequire, syncBuiltinESMExports } from "node:module";
+import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { DEFAULT_LIMITS, NativeRunner, Spawner, createRunners, isSameProcess, type LaunchSpec } from "../src/runner/index.js";
+import { buildFixtures } from "./fixtures/build.js";
+
+const fx = await buildFixtures();
+const base = await mkdtemp(path.join(tmpdir(), "runtara-spawner-test-"));
+after(() => rm(base, { recursive: true, force: true }));
+let counter = 0;
+
+async function spec(fixture: "sleeper" | "exit-with", env: Record<string, string> = {}): Promise<LaunchSpec> {
+  const instanceId = `sp-${process.pid}-${++counter}`;
+  const runDir = path.join(base, instanceId);
+  await mkdir(runDir, { recursive: true });
+  return { instanceId, tenantId: "t", binaryPath: fx[fixture], runDir, env, limits: DEFAULT_LIMITS, networkMode: "host" };
+}
+
+async function waitFor(file: string, pattern: RegExp): Promise<RegExpExecArray> {
+  for (let i = 0; i < 500; i++) {
+    const m = pattern.exec(await readFile(file, "utf8").catch(() => ""));
+    if (m) return m;
+    await sleep(10);
+  }
+  throw new Error(`no ${pattern} in ${file}`);
+}
+
+/** Counts child_process.spawn calls made in this process while `body` runs. */
+async function spawnsDuring(body: () => Promise<void>): Promise<string[]> {
+  const cp = createRequire(import.meta.url)("node:child_process") as typeof import("node:child_process");
+  const original = cp.spawn;
+  const calls: string[] = [];
+  cp.spawn = ((file: string, ...rest: unknown[]) => {
+    calls.push(file);
+    return (original as (...a: unknown[]) => unknown)(file, ...rest);
+  }) as typeof cp.spawn;
+  syncBuiltinESMExports();
+  try {
+    await body();
+  } finally {
+    cp.spawn = original;
+    syncBuiltinESMExports();
+  }
+  return calls;
+}
+
+describe("spawner", () => {
+  it("launches and runner commands fork nothing in this process but the spawner itself", async () => {
+    const runners = createRunners();
+    try {
+      const calls = await spawnsDuring(async () => {
+        for (let i = 0; i < 3; i++) {
+          const proc = await runners.native.launch(await spec("exit-with", { EXIT_CODE: String(i + 3) }));
+          assert.equal((await proc.exited).exitCode, i + 3);
+        }
+        await runners.oci.runtime().catch(() => undefined); // `<runtime> --version` and the probe run
+      });
+      assert.deepEqual(calls, [process.execPath], "one spawn: the spawner process");
+    } finally {
+      runners.close();
+    }
+  });
+
+  it("a kill -9 of the spawner loses neither a running process's end nor the next launch", async () => {
+    const spawner = new Spawner();
+    const runner = new NativeRunner({ spawner });
+    try {
+      const s = await spec("sleeper");
+      const proc = await runner.launch(s);
+      await waitFor(path.join(s.runDir, "stdout.log"), /ready \d+/);
+      const helperPid = spawner.helperPid!;
+      process.kill(helperPid, "SIGKILL");
+      while (spawner.helperPid === helperPid) await sleep(10);
+      assert.ok(await isSameProcess(proc.pid, proc.startTime), "the workflow outlives its spawner");
+
+      // A new spawner starts with the next launch, and its exit codes arrive as before.
+      const next = await runner.launch(await spec("exit-with", { EXIT_CODE: "7" }));
+      assert.notEqual(spawner.helperPid, helperPid);
+      assert.equal((await next.exited).exitCode, 7);
+
+      // The orphan's end is still seen (by pid: its code is unknown), and its cleanup runs.
+      await proc.stop("SIGTERM");
+      const info = await proc.exited;
+      assert.equal(info.exitCode, null);
+      assert.match(info.stderrTail, /graceful/);
+      assert.equal(runner.activeCount(), 0);
+    } finally {
+      spawner.close();
+    }
+  });
+
+  it("runs commands: output, exit code, a missing program, a timeout", async () => {
+    const spawner = new Spawner();
+    try {
+      const ok = await spawner.run("/bin/sh", ["-c", "echo out; echo err >&2; exit 3"]);
+      assert.deepEqual([ok.stdout, ok.stderr, ok.exitCode, ok.failed], ["out\n", "err\n", 3, true]);
+      assert.match(ok.message, /exited with 3/);
+      const missing = await spawner.run("/nonexistent/tool", []);
+      assert.equal(missing.code, "ENOENT");
+      assert.ok(missing.failed);
+      const t0 = performance.now();
+      const slow = await spawner.run("/bin/sleep", ["10"], { timeoutMs: 200 });
+      assert.ok(slow.timedOut && slow.failed && performance.now() - t0 < 5_000);
+    } finally {
+      spawner.close();
+    }
+  });
+
+  it("exits when this side closes; what it started keeps running", async () => {
+    const spawner = new Spawner();
+    const runner = new NativeRunner({ spawner });
+    const s = await spec("sleeper");
+    const proc = await runner.launch(s);
+    await waitFor(path.join(s.runDir, "stdout.log"), /ready \d+/);
+    const helperPid = spawner.helperPid!;
+    runner.detachAll();
+    spawner.close();
+    for (let i = 0; i < 200 && existsPid(helperPid); i++) await sleep(10);
+    assert.equal(existsPid(helperPid), false, "the spawner is gone");
+    assert.ok(await isSameProcess(proc.pid, proc.startTime), "the workflow still runs");
+    process.kill(-proc.pid, "SIGKILL");
+    await assert.rejects(() => spawner.run("/bin/true", []), /closed/);
+  });
+});
+
+function existsPid(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
