@@ -6,7 +6,7 @@ import type { Logger } from "pino";
 import type { DatabasePool } from "slonik";
 import { FailedPrecondition, Unavailable } from "../errors.js";
 import type { ImageStore, RunnerKind } from "../images/index.js";
-import type { LaunchTarget, Tokens } from "../lifecycle/index.js";
+import type { LaunchTarget, Status, Tokens } from "../lifecycle/index.js";
 import type { RunnerCheck } from "../runner-policy.js";
 import { bootId, CORE_SOCKET_URL_IN_CONTAINER, stopWithGrace, type ImageProcess, type NetworkMode, type ResourceLimits, type Runner, type Runners } from "../runner/index.js";
 import type { Metrics } from "../metrics/index.js";
@@ -66,21 +66,24 @@ export class Launcher {
    * earlier, deleted instance with the same id; it is removed, and this run starts afresh
    * (relaunches of a durable instance keep theirs).
    */
-  async launch(target: LaunchTarget, firstRun = false): Promise<void> {
+  /** Resolves with the instance's status as the process was recorded (RUNNING if it registered already). */
+  async launch(target: LaunchTarget, firstRun = false): Promise<Status> {
     const { metrics } = this.deps;
     const labels = { runner: target.runnerType };
     const done = metrics.launchDuration.startTimer(labels);
+    let status: Status;
     try {
-      await this.launchProcess(target, firstRun);
+      status = await this.launchProcess(target, firstRun);
     } catch (e) {
       metrics.launchFailures.inc(labels);
       throw e;
     }
     done();
     metrics.launches.inc(labels);
+    return status;
   }
 
-  private async launchProcess(target: LaunchTarget, firstRun: boolean): Promise<void> {
+  private async launchProcess(target: LaunchTarget, firstRun: boolean): Promise<Status> {
     const { db, images, supervisor, logger, options } = this.deps;
     const tenantRuns = path.join(options.dataDir, "runs", target.tenantId);
     const runDir = path.join(tenantRuns, target.instanceId);
@@ -104,9 +107,10 @@ export class Launcher {
       coreSocketDir: options.coreSocketDir,
       limits: options.limits,
     });
+    let status: Status;
     try {
       // Recorded before tracking: a process that exits at once must find its row to settle.
-      const recorded = await repo.insertRunningProcess(db, {
+      const record = await repo.insertRunningProcess(db, {
         instanceId: target.instanceId,
         runId,
         bootId: bootId(),
@@ -119,7 +123,8 @@ export class Launcher {
         runDir,
         deadlineMs,
       });
-      if (!recorded) throw new Unavailable(`another run of instance ${target.instanceId} is still recorded; retry`);
+      if (!record.recorded) throw new Unavailable(`another run of instance ${target.instanceId} is still recorded; retry`);
+      status = record.status ?? "pending";
     } catch (e) {
       // A process nobody records would never be timed out, adopted or stopped.
       await stopWithGrace(process, 0).catch((err: unknown) => logger.error({ err, instanceId: target.instanceId }, "could not stop an unrecorded process"));
@@ -127,6 +132,7 @@ export class Launcher {
     }
     supervisor.track(target.instanceId, runId, process, deadlineMs);
     logger.info({ instanceId: target.instanceId, pid: process.pid, runner: runner.kind, launchMs: process.launchMs }, "instance launched");
+    return status;
   }
 
   /** The process of an unpacked OCI archive image; a missing or unreadable one is damage, as below. */

@@ -80,7 +80,7 @@ export class InstanceManager {
         `tenant ${req.tenantId} has ${this.deps.tenantMaxActiveInstances} pending or running instances, the most allowed (RUNTARA_TENANT_MAX_ACTIVE_INSTANCES); retry when some finish`,
       );
     }
-    await this.launch({
+    const status = await this.launch({
       instanceId,
       tenantId: req.tenantId,
       imageId: image.imageId,
@@ -92,7 +92,7 @@ export class InstanceManager {
       imageSizeBytes: image.sizeBytes,
       imageFormat: image.format,
     });
-    return { instanceId, status: (await this.statusOf(req.tenantId, instanceId)) ?? "pending" };
+    return { instanceId, status };
   }
 
   private async findImage(tenantId: string, ref: ImageRef) {
@@ -139,8 +139,7 @@ export class InstanceManager {
       }
     }
     if (target === null) return null;
-    await this.relaunch(target);
-    return (await this.statusOf(tenantId, instanceId)) ?? "pending";
+    return this.relaunch(target);
   }
 
   /**
@@ -393,9 +392,9 @@ export class InstanceManager {
   }
 
   /** Launches a new instance; a failure settles it as FAILED (launch_failed) and is reported. */
-  private async launch(target: LaunchTarget): Promise<void> {
+  private async launch(target: LaunchTarget): Promise<Status> {
     try {
-      await this.deps.launcher.launch(target, true);
+      return await this.deps.launcher.launch(target, true);
     } catch (e) {
       const { error, recorded } = classifyLaunchError(e, `instance ${target.instanceId} is FAILED, launch_failed`);
       this.deps.logger.error({ err: e, instanceId: target.instanceId }, "launch failed");
@@ -407,9 +406,9 @@ export class InstanceManager {
   }
 
   /** Relaunches a durable instance; a failure puts it back to SUSPENDED, resumable again. */
-  private async relaunch(target: LaunchTarget): Promise<void> {
+  private async relaunch(target: LaunchTarget): Promise<Status> {
     try {
-      await this.deps.launcher.launch(target);
+      return await this.deps.launcher.launch(target);
     } catch (e) {
       const { error, recorded } = classifyLaunchError(e, `instance ${target.instanceId} is still SUSPENDED and can be resumed again`);
       this.deps.logger.warn({ err: e, instanceId: target.instanceId }, "relaunch failed; the instance stays SUSPENDED");

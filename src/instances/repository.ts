@@ -153,14 +153,16 @@ export async function runRecorded(db: Db, instanceId: string): Promise<boolean> 
   return db.exists(sql.unsafe`SELECT 1 FROM running_processes WHERE instance_id = ${instanceId}`);
 }
 
-export async function insertRunningProcess(db: Db, p: ProcessRecord): Promise<boolean> {
-  const row = await db.maybeOne(sql.unsafe`
-    INSERT INTO running_processes (instance_id, run_id, boot_id, runner, container_id, pid, process_start_time, replica_id, host, run_dir, deadline)
-    VALUES (${p.instanceId}, ${p.runId}, ${p.bootId}, ${p.runner}, ${p.containerId}, ${p.pid}, ${p.processStartTime}, ${p.replicaId},
-            ${p.host}, ${p.runDir}, to_timestamp(${p.deadlineMs} / 1000.0))
-    ON CONFLICT (instance_id) DO NOTHING
-    RETURNING 1`);
-  return row !== null;
+export async function insertRunningProcess(db: Db, p: ProcessRecord): Promise<{ recorded: boolean; status: Status | null }> {
+  // The instance's status comes with the write (a caller answers with it): as of this statement.
+  return db.one(sql.type(z.object({ recorded: z.boolean(), status: status.nullable() }))`
+    WITH p AS (
+      INSERT INTO running_processes (instance_id, run_id, boot_id, runner, container_id, pid, process_start_time, replica_id, host, run_dir, deadline)
+      VALUES (${p.instanceId}, ${p.runId}, ${p.bootId}, ${p.runner}, ${p.containerId}, ${p.pid}, ${p.processStartTime}, ${p.replicaId},
+              ${p.host}, ${p.runDir}, to_timestamp(${p.deadlineMs} / 1000.0))
+      ON CONFLICT (instance_id) DO NOTHING
+      RETURNING 1)
+    SELECT EXISTS (SELECT 1 FROM p) AS recorded, (SELECT status FROM instances WHERE instance_id = ${p.instanceId}) AS status`);
 }
 
 /** Instances that hold or are about to hold a process: pending or running. */
