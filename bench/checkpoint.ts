@@ -7,7 +7,7 @@
 import { randomBytes } from "node:crypto";
 import { sql } from "slonik";
 import { insertInstance, instanceClient, startEnvironment, stopTestPostgres } from "../test/helpers.js";
-import { fmt, runConcurrent } from "./lib.js";
+import { fmt, runConcurrent, targetLine } from "./lib.js";
 
 const TOTAL = Number(process.env.BENCH_CHECKPOINTS ?? 4000);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 16);
@@ -44,7 +44,7 @@ try {
   console.log(`checkpoints: ${TOTAL} x ${STATE.byteLength} B, concurrency ${CONCURRENCY}`);
   console.log(`SaveCheckpoint (Connect, HTTP/2)    ${fmt(apiRate, 0)} /s`);
   console.log(`bare INSERT, same pool               ${fmt(baseRate, 0)} /s`);
-  console.log(`ratio SaveCheckpoint / bare INSERT   ${fmt(apiRate / baseRate)}`);
+  console.log(targetLine(`ratio SaveCheckpoint / bare INSERT, c=${CONCURRENCY}`, apiRate / baseRate, ">=", 0.5));
 } finally {
   await t.close();
   await stopTestPostgres();

@@ -1,5 +1,6 @@
 /** Small helpers shared by the benchmarks: percentiles, rates and ratio lines. */
 
+import { writeFileSync } from "node:fs";
 import { createRequire, syncBuiltinESMExports } from "node:module";
 import path from "node:path";
 
@@ -58,10 +59,33 @@ export function median(values: readonly number[]): number {
   return percentile([...values].sort((a, b) => a - b), 50);
 }
 
-/** "label  value (target >= 0.7) ok|BELOW TARGET" — the figure, its target and the verdict. */
+/** One figure a benchmark reports, as `npm run bench` writes it to bench/results.json. */
+export interface Figure {
+  label: string;
+  value: number;
+  unit: string;
+  target?: { op: ">=" | "<="; value: number; met: boolean };
+}
+
+const figures: Figure[] = [];
+
+/**
+ * Keeps a figure for bench/results.json. When run by `npm run bench` (BENCH_RESULTS names a
+ * file), every figure recorded is written there as JSON when the process exits.
+ */
+export function recordFigure(label: string, value: number, unit = "", target?: Figure["target"]): void {
+  if (figures.length === 0 && process.env.BENCH_RESULTS) {
+    const file = process.env.BENCH_RESULTS;
+    process.once("exit", () => writeFileSync(file, JSON.stringify(figures)));
+  }
+  figures.push({ label, value: Number.isFinite(value) ? value : NaN, unit: unit.trim(), ...(target ? { target } : {}) });
+}
+
+/** "label  value (target >= 0.7) ok|MISSED" — the figure, its target and the verdict (recorded). */
 export function targetLine(label: string, value: number, op: ">=" | "<=", target: number, unit = ""): string {
-  const ok = op === ">=" ? value >= target : value <= target;
-  return `${label.padEnd(36)} ${fmt(value)}${unit} (target ${op} ${target}${unit}) ${ok ? "ok" : "MISSED"}`;
+  const met = op === ">=" ? value >= target : value <= target;
+  recordFigure(label, value, unit, { op, value: target, met });
+  return `${label.padEnd(36)} ${fmt(value)}${unit} (target ${op} ${target}${unit}) ${met ? "ok" : "MISSED"}`;
 }
 
 /**
@@ -158,6 +182,9 @@ export function instrumentSpawn(
 /** "label  p50 (api) / p50 (bare) = 1.23 (target <= 1.5) ok" style comparison of two figures. */
 export function ratioLine(label: string, numerator: number, denominator: number, target?: { op: ">=" | "<="; value: number }): string {
   const ratio = numerator / denominator;
-  if (target === undefined) return `${label.padEnd(36)} ${fmt(ratio)}`;
+  if (target === undefined) {
+    recordFigure(label, ratio, "x");
+    return `${label.padEnd(36)} ${fmt(ratio)}`;
+  }
   return targetLine(label, ratio, target.op, target.value);
 }
