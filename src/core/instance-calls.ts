@@ -145,15 +145,16 @@ export class InstanceCalls {
         const next = await wakeups.next();
         if (next.done) return;
       }
-      const [status, signal] = await Promise.all([transitions.currentStatus(this.db, instanceId), repo.pendingSignal(this.db, instanceId)]);
-      if (status === null || isTerminal(status)) return;
+      // One statement per wake-up; only a backlog of more than a page reads further pages.
+      const snapshot = await repo.signalSnapshot(this.db, instanceId, cursor, includeCustom ? SIGNAL_PAGE : 0);
+      if (snapshot === null || isTerminal(snapshot.status)) return;
+      const { signal } = snapshot;
       const signalKey = signal && `${signal.type}:${signal.createdAtMs}`;
       if (signal && signalKey !== lastSignal) {
         lastSignal = signalKey;
         yield { signal, customSignal: undefined };
       }
-      while (includeCustom) {
-        const page = await repo.customSignalsAfter(this.db, instanceId, cursor, SIGNAL_PAGE);
+      for (let page = snapshot.custom; ; page = await repo.customSignalsAfter(this.db, instanceId, cursor, SIGNAL_PAGE)) {
         for (const c of page) {
           cursor = { createdUs: c.createdUs, checkpointId: c.signal.checkpointId };
           yield { signal: undefined, customSignal: c.signal };

@@ -111,18 +111,46 @@ export interface CustomSignalCursor {
  * only what is new on each wake-up. A signal sent again to the same wait point gets a new
  * time, so it comes again.
  */
-export async function customSignalsAfter(db: Db, instanceId: string, after: CustomSignalCursor | null, limit: number) {
-  const createdUs = sql.fragment`(extract(epoch FROM created_at) * 1000000)::bigint`;
-  const since =
-    after === null ? sql.fragment`TRUE` : sql.fragment`(${createdUs}, checkpoint_id) > (${after.createdUs}::bigint, ${after.checkpointId})`;
-  return db.any(sql.type(
-    z
-      .object({ checkpoint_id: z.string(), payload: bytes, created_at: z.number(), created_us: z.bigint() })
-      .transform((r) => ({ signal: { checkpointId: r.checkpoint_id, payload: r.payload, createdAtMs: r.created_at } as CustomSignal, createdUs: r.created_us })),
-  )`
-    SELECT checkpoint_id, payload, created_at, ${createdUs} AS created_us FROM custom_signals
+const customCreatedUs = sql.fragment`(extract(epoch FROM created_at) * 1000000)::bigint`;
+
+/** The custom signals of an instance after `after` (all when null), oldest first, at most `limit`. */
+const customSignalsPage = (instanceId: string, after: CustomSignalCursor | null, limit: number) => {
+  const since = after === null ? sql.fragment`TRUE` : sql.fragment`(${customCreatedUs}, checkpoint_id) > (${after.createdUs}::bigint, ${after.checkpointId})`;
+  return sql.fragment`
+    SELECT checkpoint_id, payload, created_at, ${customCreatedUs} AS created_us FROM custom_signals
     WHERE instance_id = ${instanceId} AND ${since}
-    ORDER BY ${createdUs}, checkpoint_id LIMIT ${limit}`);
+    ORDER BY ${customCreatedUs}, checkpoint_id LIMIT ${limit}`;
+};
+
+const customPageRow = z.object({ checkpoint_id: z.string(), payload: bytes, created_at: z.number(), created_us: z.bigint() });
+type CustomPageRow = z.infer<typeof customPageRow>;
+const toCustomPageEntry = (r: CustomPageRow) => ({ signal: { checkpointId: r.checkpoint_id, payload: r.payload, createdAtMs: r.created_at } as CustomSignal, createdUs: r.created_us });
+
+export async function customSignalsAfter(db: Db, instanceId: string, after: CustomSignalCursor | null, limit: number) {
+  const rows = await db.any(sql.type(customPageRow)`${customSignalsPage(instanceId, after, limit)}`);
+  return rows.map(toCustomPageEntry);
+}
+
+/**
+ * What a signal watch needs at each wake-up, in one statement: the instance's status (null:
+ * gone), its pending signal and the first `limit` custom signals after `after`.
+ */
+export async function signalSnapshot(db: Db, instanceId: string, after: CustomSignalCursor | null, limit: number) {
+  const rows = await db.any(sql.type(
+    z
+      .object({ status, checkpoint_id: z.string().nullable(), payload: bytes.nullable(), created_at: z.number().nullable(), created_us: z.bigint().nullable() })
+      .merge(pendingSignalColumns),
+  )`
+    SELECT i.status, ${pendingSignalSelect(instanceId)}, c.checkpoint_id, c.payload, c.created_at, c.created_us
+    FROM instances i LEFT JOIN LATERAL (${customSignalsPage(instanceId, after, limit)}) c ON TRUE
+    WHERE i.instance_id = ${instanceId}`);
+  const first = rows[0];
+  if (first === undefined) return null;
+  return {
+    status: first.status,
+    signal: toPendingSignal(first),
+    custom: rows.flatMap((r) => (r.checkpoint_id === null ? [] : [toCustomPageEntry(r as CustomPageRow)])),
+  };
 }
 
 export async function ackCustomSignal(db: Db, instanceId: string, checkpointId: string): Promise<boolean> {
