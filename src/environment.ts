@@ -8,7 +8,7 @@ import { closedAncestors, secureDataDir } from "./data-dir.js";
 import { CoreRuntime } from "./core/runtime.js";
 import { ChannelHub, createDatabase, Listener, migrate, startEmbeddedPostgres, type Database } from "./db/index.js";
 import { ImageService, ImageStore, ResumableUploads } from "./images/index.js";
-import { CoreGateway, InstanceManager, Launcher, networkCoreChannel, RunLogReader, SignalService, Supervisor, TransitionFeeds, type CoreChannel } from "./instances/index.js";
+import { CoreGateway, InstanceManager, InstanceTimeline, Launcher, networkCoreChannel, RunLogReader, SignalService, Supervisor, TransitionFeeds, type CoreChannel } from "./instances/index.js";
 import { Tokens } from "./lifecycle/index.js";
 import { CORE_SOCKET_NAME, createRunners, type Runners } from "./runner/index.js";
 import { nativeRunnerCheck, type RunnerCheck } from "./runner-policy.js";
@@ -312,6 +312,7 @@ export class Environment {
         instances: deps.instances,
         signals: deps.signals,
         logs: new RunLogReader(deps.db, o.dataDir, o.maxLogBytes),
+        timeline: new InstanceTimeline(deps.db),
         defaults: { executionTimeoutSecs: o.executionTimeoutSecs, maxPayloadBytes: o.maxPayloadBytes },
         probes: {
           version: VERSION,

@@ -6,7 +6,7 @@ import { ConnectionError } from "slonik";
 import { InstanceStatus, SignalType, SortOrder } from "../gen/runtara/core/v1/types_pb.js";
 import { EnvironmentService, InstanceOrder } from "../gen/runtara/environment/v1/environment_pb.js";
 import type { ImageService, ResumableUploads } from "../src/images/index.js";
-import type { InstanceManager, SignalService, RunLogReader } from "../src/instances/index.js";
+import type { InstanceManager, InstanceTimeline, SignalService, RunLogReader } from "../src/instances/index.js";
 import { classifyLaunchError } from "../src/instances/launch-errors.js";
 import { LaunchError, RuntimeUnavailable } from "../src/runner/index.js";
 import { Metrics } from "../src/metrics/index.js";
@@ -41,6 +41,7 @@ function inMemory(overrides: { instances?: Partial<InstanceManager>; signals?: P
     instances: recorder<InstanceManager>("instances", overrides.instances ?? {}),
     signals: recorder<SignalService>("signals", overrides.signals ?? {}),
     logs: recorder<RunLogReader>("logs", {}),
+    timeline: recorder<InstanceTimeline>("timeline", {}),
     defaults: { executionTimeoutSecs: 300, maxPayloadBytes: 1024 * 1024 },
     probes: {
       version: "test",
@@ -83,6 +84,10 @@ const invalid: [string, (c: Client) => Promise<unknown>, string][] = [
   ["ListInstances with limit over 1000", (c) => c.listInstances({ tenantId: "t", limit: 1001 }), "limit"],
   ["ListInstances with a negative offset", (c) => c.listInstances({ tenantId: "t", offset: -1 }), "offset"],
   ["ListInstances with a non-UUID image id", (c) => c.listInstances({ tenantId: "t", imageId: "x" }), "image_id"],
+  ["ListInstances with an instance id prefix too long", (c) => c.listInstances({ tenantId: "t", instanceIdPrefix: "i".repeat(129) }), "instance_id_prefix"],
+  ["ListInstances with an instance id prefix holding a NUL", (c) => c.listInstances({ tenantId: "t", instanceIdPrefix: "a\u0000" }), "instance_id_prefix"],
+  ["ListInstanceTransitions without instance id", (c) => c.listInstanceTransitions({ tenantId: "t" }), "instance_id"],
+  ["ListInstanceTransitions with a bad tenant", (c) => c.listInstanceTransitions({ tenantId: "a/b", instanceId: "i" }), "tenant_id"],
   ["SendSignal with an unspecified type", (c) => c.sendSignal({ ...target, signalType: SignalType.UNSPECIFIED }), "signal_type"],
   ["SendSignal with a payload over 1 MiB", (c) => c.sendSignal({ ...target, signalType: SignalType.PAUSE, payload: new Uint8Array(1024 * 1024 + 1) }), "payload"],
   ["SendCustomSignal without checkpoint id", (c) => c.sendCustomSignal({ ...target }), "checkpoint_id"],

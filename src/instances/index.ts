@@ -6,9 +6,10 @@
 export { CoreGateway, networkCoreChannel, type CoreChannel, type CheckpointQuery, type EventQuery } from "./core-gateway.js";
 export { Launcher, type LauncherOptions } from "./launcher.js";
 export { InstanceManager, type ListRequest, type StartRequest } from "./manager.js";
-export type { InstanceOrder } from "./repository.js";
+export type { InstanceOrder, Transition } from "./repository.js";
 export { RunLogReader, type LogChunk, type LogRequest } from "./run-logs.js";
 export { SignalService } from "./signals.js";
+export { InstanceTimeline } from "./timeline.js";
 export { Supervisor } from "./supervisor.js";
 export { TransitionFeeds } from "./transition-feed.js";
 export type { Instance } from "./types.js";

@@ -101,15 +101,29 @@ export interface Transition {
   atMs: number;
 }
 
+const transitionRow = z
+  .object({ id: z.bigint(), status, termination_reason: reason.nullable(), at: z.number() })
+  .transform((r): Transition => ({ id: r.id, status: r.status, terminationReason: r.termination_reason, atMs: r.at }));
+
 /** Transitions of the instance after `afterId`, oldest first. */
 export async function transitionsAfter(db: Db, instanceId: string, afterId: bigint, limit: number): Promise<readonly Transition[]> {
-  return db.any(sql.type(
-    z
-      .object({ id: z.bigint(), status, termination_reason: reason.nullable(), at: z.number() })
-      .transform((r): Transition => ({ id: r.id, status: r.status, terminationReason: r.termination_reason, atMs: r.at })),
-  )`
+  return db.any(sql.type(transitionRow)`
     SELECT id, status, termination_reason, at FROM instance_transitions
     WHERE instance_id = ${instanceId} AND id > ${afterId} ORDER BY id LIMIT ${limit}`);
+}
+
+/**
+ * The last `limit` transitions of the tenant's instance, oldest first, and whether older ones
+ * were left out; null when the tenant has no such instance (every instance has at least the
+ * transition of its insert).
+ */
+export async function transitionHistory(db: Db, tenantId: string, instanceId: string, limit: number): Promise<{ transitions: readonly Transition[]; truncated: boolean } | null> {
+  const rows = await db.any(sql.type(transitionRow)`
+    SELECT t.id, t.status, t.termination_reason, t.at FROM instance_transitions t
+    JOIN instances i ON i.instance_id = t.instance_id AND i.tenant_id = ${tenantId}
+    WHERE t.instance_id = ${instanceId} ORDER BY t.id DESC LIMIT ${limit + 1}`);
+  if (rows.length === 0) return null;
+  return { transitions: rows.slice(0, limit).reverse(), truncated: rows.length > limit };
 }
 
 /** The id of the instance's latest transition (0 when it has none). */
@@ -186,6 +200,8 @@ export interface InstanceListQuery {
   status: Status | undefined;
   imageId: string | undefined;
   imageNamePrefix: string;
+  /** Absent or "" for any id. */
+  instanceIdPrefix?: string;
   createdAfterMs: number | undefined;
   createdBeforeMs: number | undefined;
   finishedAfterMs: number | undefined;
@@ -197,14 +213,19 @@ export interface InstanceListQuery {
   after: { key: string | null; id: string } | undefined;
 }
 
+/** A LIKE pattern matching what starts with `prefix` (its own wildcards escaped). */
+function likePrefix(prefix: string): string {
+  return prefix.replace(/[\\%_]/g, (c) => `\\${c}`) + "%";
+}
+
 function listFilters(q: InstanceListQuery) {
   const ts = (ms: number) => sql.fragment`to_timestamp(${ms} / 1000.0)`;
   const f = [sql.fragment`tenant_id = ${q.tenantId}`];
   if (q.status !== undefined) f.push(sql.fragment`status = ${q.status}`);
   if (q.imageId !== undefined) f.push(sql.fragment`image_id = ${q.imageId}`);
-  if (q.imageNamePrefix !== "") {
-    f.push(sql.fragment`image_name LIKE ${q.imageNamePrefix.replace(/[\\%_]/g, (c) => `\\${c}`) + "%"}`);
-  }
+  if (q.imageNamePrefix !== "") f.push(sql.fragment`image_name LIKE ${likePrefix(q.imageNamePrefix)}`);
+  // instance_id is COLLATE "C": the primary key's index serves a LIKE 'prefix%'.
+  if (q.instanceIdPrefix) f.push(sql.fragment`instance_id LIKE ${likePrefix(q.instanceIdPrefix)}`);
   if (q.createdAfterMs !== undefined) f.push(sql.fragment`created_at >= ${ts(q.createdAfterMs)}`);
   if (q.createdBeforeMs !== undefined) f.push(sql.fragment`created_at < ${ts(q.createdBeforeMs)}`);
   if (q.finishedAfterMs !== undefined) f.push(sql.fragment`finished_at >= ${ts(q.finishedAfterMs)}`);

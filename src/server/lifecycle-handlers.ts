@@ -75,6 +75,7 @@ export function lifecycleHandlers(instances: InstanceManager, defaults: Lifecycl
         status: req.status === InstanceStatus.UNSPECIFIED ? undefined : statusFromProto("status", req.status),
         imageId: req.imageId === "" ? undefined : requireUuid("image_id", req.imageId),
         imageNamePrefix: boundedText("image_name_prefix", req.imageNamePrefix, 256),
+        instanceIdPrefix: boundedText("instance_id_prefix", req.instanceIdPrefix, 128),
         createdAfterMs: requestTime("created_after", req.createdAfter),
         createdBeforeMs: requestTime("created_before", req.createdBefore),
         finishedAfterMs: requestTime("finished_after", req.finishedAfter),

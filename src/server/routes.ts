@@ -1,7 +1,7 @@
 import type { ConnectRouter, ServiceImpl } from "@connectrpc/connect";
 import { EnvironmentService } from "../../gen/runtara/environment/v1/environment_pb.js";
 import type { ImageService, ResumableUploads } from "../images/index.js";
-import type { InstanceManager, RunLogReader, SignalService } from "../instances/index.js";
+import type { InstanceManager, InstanceTimeline, RunLogReader, SignalService } from "../instances/index.js";
 import { healthHandler, type HealthProbes } from "./environment-handlers.js";
 import { imageHandlers } from "./image-handlers.js";
 import { lifecycleHandlers, type LifecycleDefaults } from "./lifecycle-handlers.js";
@@ -9,6 +9,7 @@ import { logHandlers } from "./log-handlers.js";
 import { OPEN_METHODS } from "./environment-access.js";
 import { OPEN_METHOD_OPTIONS, registerOpenServices } from "./open-services.js";
 import { signalHandlers } from "./signal-handlers.js";
+import { timelineHandlers } from "./timeline-handlers.js";
 import { uploadHandlers } from "./upload-handlers.js";
 
 export interface EnvironmentRoutesDeps {
@@ -17,6 +18,7 @@ export interface EnvironmentRoutesDeps {
   instances: InstanceManager;
   signals: SignalService;
   logs: RunLogReader;
+  timeline: InstanceTimeline;
   defaults: LifecycleDefaults;
   probes: HealthProbes;
 }
@@ -33,6 +35,7 @@ export function environmentService(deps: EnvironmentRoutesDeps): ServiceImpl<typ
     ...signalHandlers(deps.signals),
     ...lifecycleHandlers(deps.instances, deps.defaults),
     ...logHandlers(deps.logs),
+    ...timelineHandlers(deps.timeline),
   };
 }
 

@@ -56,6 +56,9 @@ type EnvironmentServiceClient interface {
 	ListInstances(ctx context.Context, in *ListInstancesRequest, opts ...grpc.CallOption) (*ListInstancesResponse, error)
 	// Pushes every status change of one instance until it is terminal.
 	WatchInstance(ctx context.Context, in *WatchInstanceRequest, opts ...grpc.CallOption) (EnvironmentService_WatchInstanceClient, error)
+	// Every status the instance took, oldest first, with when and why (its timeline): the last
+	// 1000 transitions at most.
+	ListInstanceTransitions(ctx context.Context, in *ListInstanceTransitionsRequest, opts ...grpc.CallOption) (*ListInstanceTransitionsResponse, error)
 	// An instance's stdout and stderr, from the beginning (or the last tail_bytes of each); with
 	// follow, then as they are written until the instance is terminal. Every run of the instance
 	// (a relaunch after sleep or pause) starts with a "--- runtara: run … ---" line in both.
@@ -278,6 +281,15 @@ func (x *environmentServiceWatchInstanceClient) Recv() (*WatchInstanceResponse, 
 	return m, nil
 }
 
+func (c *environmentServiceClient) ListInstanceTransitions(ctx context.Context, in *ListInstanceTransitionsRequest, opts ...grpc.CallOption) (*ListInstanceTransitionsResponse, error) {
+	out := new(ListInstanceTransitionsResponse)
+	err := c.cc.Invoke(ctx, "/runtara.environment.v1.EnvironmentService/ListInstanceTransitions", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *environmentServiceClient) StreamInstanceLogs(ctx context.Context, in *StreamInstanceLogsRequest, opts ...grpc.CallOption) (EnvironmentService_StreamInstanceLogsClient, error) {
 	stream, err := c.cc.NewStream(ctx, &_EnvironmentService_serviceDesc.Streams[2], "/runtara.environment.v1.EnvironmentService/StreamInstanceLogs", opts...)
 	if err != nil {
@@ -398,6 +410,9 @@ type EnvironmentServiceServer interface {
 	ListInstances(context.Context, *ListInstancesRequest) (*ListInstancesResponse, error)
 	// Pushes every status change of one instance until it is terminal.
 	WatchInstance(*WatchInstanceRequest, EnvironmentService_WatchInstanceServer) error
+	// Every status the instance took, oldest first, with when and why (its timeline): the last
+	// 1000 transitions at most.
+	ListInstanceTransitions(context.Context, *ListInstanceTransitionsRequest) (*ListInstanceTransitionsResponse, error)
 	// An instance's stdout and stderr, from the beginning (or the last tail_bytes of each); with
 	// follow, then as they are written until the instance is terminal. Every run of the instance
 	// (a relaunch after sleep or pause) starts with a "--- runtara: run … ---" line in both.
@@ -466,6 +481,9 @@ func (UnimplementedEnvironmentServiceServer) ListInstances(context.Context, *Lis
 }
 func (UnimplementedEnvironmentServiceServer) WatchInstance(*WatchInstanceRequest, EnvironmentService_WatchInstanceServer) error {
 	return status.Errorf(codes.Unimplemented, "method WatchInstance not implemented")
+}
+func (UnimplementedEnvironmentServiceServer) ListInstanceTransitions(context.Context, *ListInstanceTransitionsRequest) (*ListInstanceTransitionsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListInstanceTransitions not implemented")
 }
 func (UnimplementedEnvironmentServiceServer) StreamInstanceLogs(*StreamInstanceLogsRequest, EnvironmentService_StreamInstanceLogsServer) error {
 	return status.Errorf(codes.Unimplemented, "method StreamInstanceLogs not implemented")
@@ -815,6 +833,24 @@ func (x *environmentServiceWatchInstanceServer) Send(m *WatchInstanceResponse) e
 	return x.ServerStream.SendMsg(m)
 }
 
+func _EnvironmentService_ListInstanceTransitions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListInstanceTransitionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EnvironmentServiceServer).ListInstanceTransitions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/runtara.environment.v1.EnvironmentService/ListInstanceTransitions",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EnvironmentServiceServer).ListInstanceTransitions(ctx, req.(*ListInstanceTransitionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _EnvironmentService_StreamInstanceLogs_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(StreamInstanceLogsRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -989,6 +1025,10 @@ var _EnvironmentService_serviceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListInstances",
 			Handler:    _EnvironmentService_ListInstances_Handler,
+		},
+		{
+			MethodName: "ListInstanceTransitions",
+			Handler:    _EnvironmentService_ListInstanceTransitions_Handler,
 		},
 		{
 			MethodName: "SendSignal",
