@@ -238,6 +238,8 @@ describe("instance lifecycle with real runners", () => {
     let token = "";
     do {
       const page = await env.listInstances({ tenantId: TENANT, limit: 7, pageToken: token });
+      // Every page reports the first page's count (later pages carry it in their token).
+      assert.equal(page.totalCount, all.totalCount);
       for (const i of page.instances) {
         assert.equal(seen.has(i.instanceId), false);
         seen.add(i.instanceId);
@@ -245,6 +247,13 @@ describe("instance lifecycle with real runners", () => {
       token = page.nextPageToken;
     } while (token !== "");
     assert.equal(BigInt(seen.size), all.totalCount);
+    // A token whose count was tampered with is refused like any forged token.
+    const first = await env.listInstances({ tenantId: TENANT, limit: 2 });
+    const forged = JSON.parse(Buffer.from(first.nextPageToken, "base64url").toString("utf8")) as Record<string, unknown>;
+    for (const c of [-1, 1e12, "5", 1.5]) {
+      const pageToken = Buffer.from(JSON.stringify({ ...forged, c })).toString("base64url");
+      await assert.rejects(env.listInstances({ tenantId: TENANT, limit: 2, pageToken }), /page_token/);
+    }
     const oci = await env.listInstances({ tenantId: TENANT, imageNamePrefix: "workflow-oc" });
     assert.ok(oci.instances.length > 0 && oci.instances.every((i) => i.imageName === "workflow-oci"));
   });

@@ -333,10 +333,14 @@ export class InstanceManager {
     const after = req.pageToken === "" ? undefined : decodePageToken(req.pageToken, req.order);
     if (after !== undefined && req.offset !== 0) throw new InvalidArgument("offset", "cannot be combined with page_token");
     const query = { ...req, after };
-    const [rows, totalCount] = await Promise.all([repo.listInstances(this.deps.db, query), repo.countInstances(this.deps.db, query)]);
+    // A later page answers with the first page's count (carried in its token): one statement, not two.
+    const [rows, totalCount] = await Promise.all([
+      repo.listInstances(this.deps.db, query),
+      after?.totalCount ?? repo.countInstances(this.deps.db, query),
+    ]);
     const instances = rows.slice(0, req.limit);
     const last = instances[instances.length - 1];
-    const nextPageToken = rows.length > req.limit && last ? encodePageToken(last, req.order) : "";
+    const nextPageToken = rows.length > req.limit && last ? encodePageToken(last, req.order, totalCount) : "";
     return { instances, nextPageToken, totalCount };
   }
 

@@ -1,12 +1,23 @@
+import { COUNT_CAP } from "../db/count.js";
 import { InvalidArgument } from "../errors.js";
 import { isValidId } from "../validation.js";
 import type { InstanceOrder } from "./repository.js";
 import type { Instance } from "./types.js";
 
-/** Keyset page tokens of ListInstances: the order, the last row's exact sort key and id. */
-export function encodePageToken(last: Instance, order: InstanceOrder): string {
+/**
+ * Keyset page tokens of ListInstances: the order, the last row's exact sort key and id, and
+ * the total_count of the first page (later pages answer with it instead of counting again).
+ */
+export function encodePageToken(last: Instance, order: InstanceOrder, totalCount: bigint): string {
   const key = order.startsWith("created") ? last.sortKeys.created : last.sortKeys.finished;
-  return Buffer.from(JSON.stringify({ o: order, k: key, i: last.instanceId })).toString("base64url");
+  return Buffer.from(JSON.stringify({ o: order, k: key, i: last.instanceId, c: Number(totalCount) })).toString("base64url");
+}
+
+export interface PageTokenPosition {
+  key: string | null;
+  id: string;
+  /** The first page's total_count; absent in tokens that carry none. */
+  totalCount: bigint | undefined;
 }
 
 /** PostgreSQL's timestamptz text, as the list query returned it. */
@@ -29,12 +40,13 @@ function isTimestampText(text: string): boolean {
   );
 }
 
-export function decodePageToken(token: string, order: InstanceOrder): { key: string | null; id: string } {
+export function decodePageToken(token: string, order: InstanceOrder): PageTokenPosition {
   try {
-    const t = JSON.parse(Buffer.from(token, "base64url").toString("utf8")) as { o?: unknown; k?: unknown; i?: unknown };
+    const t = JSON.parse(Buffer.from(token, "base64url").toString("utf8")) as { o?: unknown; k?: unknown; i?: unknown; c?: unknown };
     // Only finished_at can be null (an unfinished instance); created_at never is.
     const keyOk = (t.k === null && order.startsWith("finished")) || (typeof t.k === "string" && isTimestampText(t.k));
-    if (t.o === order && keyOk && typeof t.i === "string" && isValidId(t.i)) return { key: t.k as string | null, id: t.i };
+    const count = t.c === undefined ? undefined : Number.isSafeInteger(t.c) && (t.c as number) >= 0 && (t.c as number) <= COUNT_CAP ? BigInt(t.c as number) : null;
+    if (t.o === order && keyOk && typeof t.i === "string" && isValidId(t.i) && count !== null) return { key: t.k as string | null, id: t.i, totalCount: count };
   } catch {
     // fall through: any malformed token gets the same answer
   }
