@@ -22,6 +22,7 @@ import type { OnePortServer } from "./server/http.js";
 import { ApiKeys } from "./server/api-keys.js";
 import { environmentAccess } from "./server/environment-access.js";
 import { sharedProbe } from "./server/health.js";
+import { loadConsoleAssets } from "./server/console-assets.js";
 import { listenOperations, metricsTenantGate, openMetrics, type Operations } from "./server/operations.js";
 import { loadTlsMaterial } from "./server/tls.js";
 import { coreLink, type CoreLink } from "./core-link.js";
@@ -29,7 +30,7 @@ import { environmentRoutes } from "./server/routes.js";
 import { serve } from "./server/serve.js";
 import { forwardUnixSocket } from "./server/unix-forwarder.js";
 import { Startup } from "./startup.js";
-import { VERSION } from "./package.js";
+import { PACKAGE_ROOT, VERSION } from "./package.js";
 import { aggregateLimits, containerLimits, databasePing, instanceCoreAddr, redactedDatabaseHost, startSecretRefresh } from "./wiring.js";
 
 export interface EnvironmentRuntimeOptions extends EnvironmentOptions {
@@ -338,6 +339,7 @@ export class Environment {
       shutdownSignal: shutdown.signal,
       metrics: this.metrics,
       operations: { ops, metricsGate: keys ? metricsTenantGate(keys, o.metricsTenant) : openMetrics },
+      console: await loadConsoleAssets(path.join(PACKAGE_ROOT, "dist", "console")),
     });
     this.startup.onStop("close the server", async () => {
       const closing = server.close(o.shutdownGraceMs);

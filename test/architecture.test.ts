@@ -62,11 +62,17 @@ export const RULES: Rule[] = [
       ((under("src")(i.to) && !anyOf("src/cli/runtara", "src/client", "src/package.ts")(i.to)) || ["slonik", "pg"].includes(i.to)),
   },
   {
+    name: "the web console runs in browsers: it imports only its own modules, the generated code, the browser client and browser libraries",
+    broken: (i) =>
+      under("src/console")(i.from) &&
+      ((under("src")(i.to) && !anyOf("src/console", "src/client/browser.ts")(i.to)) || ["slonik", "pg", "pino"].includes(i.to) || i.to.startsWith("node:")),
+  },
+  {
     name: "protobuf only at the edge: gen/ is imported by src/server, src/protocol, src/sdk, the client and CLI, the core gateway and core's composition root",
     broken: (i) =>
       under("gen")(i.to) &&
       under("src")(i.from) &&
-      !anyOf("src/server", "src/protocol", "src/sdk", "src/client", "src/cli/runtara")(i.from) &&
+      !anyOf("src/server", "src/protocol", "src/sdk", "src/client", "src/cli/runtara", "src/console")(i.from) &&
       !["src/instances/core-gateway.ts", "src/core/runtime.ts"].includes(i.from),
   },
 ];
@@ -91,7 +97,7 @@ export function violations(imports: readonly Import[]): string[] {
 async function sourceFiles(dir: string): Promise<string[]> {
   const entries = await readdir(path.join(ROOT, dir), { withFileTypes: true });
   const nested = await Promise.all(
-    entries.map((e) => (e.isDirectory() ? sourceFiles(`${dir}/${e.name}`) : e.name.endsWith(".ts") ? [`${dir}/${e.name}`] : [])),
+    entries.map((e) => (e.isDirectory() ? sourceFiles(`${dir}/${e.name}`) : /\.tsx?$/.test(e.name) ? [`${dir}/${e.name}`] : [])),
   );
   return nested.flat();
 }
@@ -115,11 +121,14 @@ describe("architecture", () => {
       ["src/server/lifecycle-handlers.ts", 'import { transitions } from "../lifecycle/index.js";'],
       ["src/lifecycle/transitions.ts", 'import { InstanceStatus } from "../../gen/runtara/core/v1/types_pb.js";'],
       ["src/instances/launcher.ts", 'import { RunnerType } from "../../gen/runtara/environment/v1/environment_pb.js";'],
+      ["src/console/pages/instances.tsx", 'import { InstanceManager } from "../../instances/index.js";'],
+      ["src/console/session.ts", 'import { readFile } from "node:fs";'],
     ];
     for (const [file, line] of broken) {
       assert.equal(violations(importsOf(file, line)).length > 0, true, `${file}: ${line} should break a rule`);
     }
     assert.deepEqual(violations(importsOf("src/server/lifecycle-handlers.ts", 'import type { InstanceManager } from "../instances/index.js";')), []);
+    assert.deepEqual(violations(importsOf("src/console/session.ts", 'import { createEnvironmentClient } from "../client/browser.js";')), []);
   });
 
   it("reads multi-line, type-only, re-export and dynamic imports", () => {

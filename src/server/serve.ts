@@ -2,6 +2,7 @@ import { setMaxListeners } from "node:events";
 import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { connectHandler } from "./connect-adapter.js";
+import { withConsole, type ConsoleAssets } from "./console-assets.js";
 import { withCors } from "./cors.js";
 import { withGates, type Gate } from "./gates.js";
 import { listenOnePort, type ConnectionLimits, type OnePortServer, type TlsMaterial } from "./http.js";
@@ -30,6 +31,8 @@ export interface ServeOptions {
   metrics: Metrics;
   /** /healthz, /readyz and /metrics on this port, and who may read /metrics. */
   operations?: { ops: Operations; metricsGate: Gate };
+  /** The web console's files, served at /ui behind the same gates. */
+  console?: ConsoleAssets;
 }
 
 /** gRPC, gRPC-Web (binary and text) and Connect (JSON and binary) over HTTP/1.1 and HTTP/2 on one port. */
@@ -44,6 +47,7 @@ export function serve(options: ServeOptions): Promise<OnePortServer> {
   });
   // CORS preflights carry no credentials, so they are answered before the gates.
   const op = options.operations;
-  const served = op ? withOperations(op.ops, op.metricsGate, handler) : handler;
+  const withOps = op ? withOperations(op.ops, op.metricsGate, handler) : handler;
+  const served = options.console ? withConsole(options.console, withOps) : withOps;
   return listenOnePort(withCors(options.corsOrigins, withGates(options.gates ?? [], served)), options);
 }
