@@ -97,6 +97,42 @@ describe("spawner", () => {
     }
   });
 
+  it("an exit read together with its pid (this loop was busy) is not lost", async () => {
+    const spawner = new Spawner();
+    try {
+      await (await spawner.spawn({ file: "/bin/true", args: [] })).exited; // the spawner is up
+      for (let i = 0; i < 5; i++) {
+        const pending = spawner.spawn({ file: "/bin/true", args: [], detached: true });
+        const until = Date.now() + 200;
+        while (Date.now() < until); // pid and exit lines arrive in one read
+        const child = await pending;
+        assert.deepEqual(await child.exited, { code: 0, signal: null });
+      }
+    } finally {
+      spawner.close();
+    }
+  });
+
+  it("a hung spawner is killed at the deadline and replaced; a closed one that hangs is killed", async () => {
+    const spawner = new Spawner({ spawnDeadlineMs: 300 });
+    try {
+      await (await spawner.spawn({ file: "/bin/true", args: [] })).exited;
+      const hung = spawner.helperPid!;
+      process.kill(hung, "SIGSTOP");
+      await assert.rejects(spawner.spawn({ file: "/bin/true", args: [] }), /spawner process exited/);
+      const next = await spawner.spawn({ file: "/bin/sh", args: ["-c", "exit 4"] });
+      assert.notEqual(spawner.helperPid, hung);
+      assert.equal((await next.exited).code, 4);
+      process.kill(spawner.helperPid!, "SIGSTOP");
+      const closing = spawner.helperPid!;
+      spawner.close();
+      for (let i = 0; i < 300 && existsPid(closing); i++) await sleep(10);
+      assert.equal(existsPid(closing), false, "a stopped spawner does not outlive close()");
+    } finally {
+      spawner.close();
+    }
+  });
+
   it("runs commands: output, exit code, a missing program, a timeout", async () => {
     const spawner = new Spawner();
     try {

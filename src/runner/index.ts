@@ -56,7 +56,7 @@ export interface Runners {
  */
 export function createRunners(options: RunnersOptions = {}): Runners {
   // One spawner for both: every fork happens in that small process, off this event loop.
-  const spawner = new Spawner(options.logger);
+  const spawner = new Spawner({ logger: options.logger });
   const oci = new OciRunner({ ...options.oci, spawner });
   const native = new NativeRunner({ ...options.native, spawner });
   return {

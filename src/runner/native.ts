@@ -88,7 +88,7 @@ export class NativeRunner implements Runner {
     this.adoptPollMs = options.adoptPollMs ?? 1_000;
     this.maxLogBytes = options.maxLogBytes ?? DEFAULT_MAX_LOG_BYTES;
     this.cgroupParent = (options.cgroupParent ?? "/runtara").replace(/\/+$/, "");
-    this.spawner = options.spawner ?? new Spawner(options.logger);
+    this.spawner = options.spawner ?? new Spawner({ logger: options.logger });
   }
 
   activeCount(): number {

@@ -132,7 +132,7 @@ export class OciRunner implements Runner {
     this.adoptPollMs = options.adoptPollMs ?? 1_000;
     this.maxLogBytes = options.maxLogBytes ?? DEFAULT_MAX_LOG_BYTES;
     this.logger = options.logger;
-    this.spawner = options.spawner ?? new Spawner(options.logger);
+    this.spawner = options.spawner ?? new Spawner({ logger: options.logger });
   }
 
   activeCount(): number {

@@ -107,6 +107,7 @@ function killGroup(pid: number): void {
 }
 
 const lines = createInterface({ input: process.stdin, crlfDelay: Infinity });
+send({ id: 0, ready: true });
 lines.on("line", (line) => {
   let req: SpawnerRequest;
   try {

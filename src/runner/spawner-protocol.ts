@@ -57,6 +57,8 @@ export interface RunOutcome {
 }
 
 export type SpawnerReply =
+  /** The spawner is up and reading requests (its first line). */
+  | { id: 0; ready: true }
   /** The spawn of request `id` succeeded; the child runs (and is past its gate). */
   | { id: number; pid: number; startTime: string }
   /** Request `id` failed. */

@@ -45,6 +45,12 @@ export class SpawnError extends Error {
 
 /** An adopted child's exit is polled this often once its spawner is gone. */
 const ORPHAN_POLL_MS = 1_000;
+/** A spawn is answered in milliseconds; a spawner silent this long is hung and replaced (default). */
+const SPAWN_DEADLINE_MS = 10_000;
+/** Starting the spawner (a Node process) takes well under a second; this long means it is stuck. */
+const STARTUP_DEADLINE_MS = 30_000;
+/** How long a closed spawner may take to exit before it is killed. */
+const CLOSE_GRACE_MS = 1_000;
 
 interface Pending {
   resolve(reply: SpawnerReply): void;
@@ -68,6 +74,9 @@ interface Helper {
   held: number;
   /** Whether its handles currently hold this process open. */
   holding: boolean;
+  /** Settles when it said it is ready: request deadlines count from then, not from its start. */
+  ready: Promise<void>;
+  markReady(): void;
 }
 
 type Refable = { ref?(): void; unref?(): void };
@@ -91,23 +100,29 @@ export class Spawner {
   private nextId = 1;
   private closed = false;
 
-  constructor(private readonly logger?: Logger) {}
+  private readonly logger: Logger | undefined;
+  private readonly spawnDeadlineMs: number;
+
+  constructor(options: { logger?: Logger | undefined; spawnDeadlineMs?: number } = {}) {
+    this.logger = options.logger;
+    this.spawnDeadlineMs = options.spawnDeadlineMs ?? SPAWN_DEADLINE_MS;
+  }
 
   async spawn(options: SpawnOptions): Promise<SpawnedChild> {
     const { detached = false, ...rest } = options;
     let resolveExit!: (exit: ChildExit) => void;
     const exited = new Promise<ChildExit>((r) => (resolveExit = r));
-    const { helper, id, reply } = this.request((id) => ({ op: "spawn", id, detached, ...rest }));
-    const answer = await reply;
-    if ("failed" in answer) throw new SpawnError(answer.failed.message, answer.failed.code);
-    if (!("pid" in answer)) throw new SpawnError(`unexpected answer from the spawner: ${JSON.stringify(answer)}`);
-    const child: Child = { pid: answer.pid, startTime: BigInt(answer.startTime), resolveExit, held: true, abort: new AbortController() };
-    if (helper.proc.exitCode !== null || helper.proc.signalCode !== null) this.watchOrphan(child);
-    else {
-      helper.children.set(id, child);
-      helper.held++;
+    // Known before any reply is read: the exit can arrive in the same read as the pid.
+    const child: Child = { pid: 0, startTime: 0n, resolveExit, held: true, abort: new AbortController() };
+    const { helper, id, reply } = this.request((id) => ({ op: "spawn", id, detached, ...rest }), this.spawnDeadlineMs, (id, h) => {
+      h.children.set(id, child);
+      h.held++;
+    });
+    const answer = await reply.catch((e: unknown): SpawnerReply => ({ id, failed: { message: (e as Error).message } }));
+    if (!("pid" in answer)) {
+      this.forget(helper, id);
+      throw new SpawnError("failed" in answer ? answer.failed.message : `unexpected answer from the spawner: ${JSON.stringify(answer)}`, "failed" in answer ? answer.failed.code : undefined);
     }
-    this.updateHold(helper);
     return {
       pid: child.pid,
       startTime: child.startTime,
@@ -124,7 +139,11 @@ export class Spawner {
 
   /** Runs a command to completion (stdin closed), killing it after `timeoutMs`. Never rejects. */
   async run(file: string, args: readonly string[], options: { timeoutMs?: number } = {}): Promise<CommandResult> {
-    const { reply } = this.request((id) => ({ op: "run", id, file, args: [...args], ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}) }));
+    const { timeoutMs } = options;
+    const { reply } = this.request(
+      (id) => ({ op: "run", id, file, args: [...args], ...(timeoutMs !== undefined ? { timeoutMs } : {}) }),
+      timeoutMs === undefined ? undefined : timeoutMs + this.spawnDeadlineMs,
+    );
     const answer = await reply.catch((e: Error): SpawnerReply => ({ id: 0, failed: { message: e.message } }));
     const ran: RunOutcome =
       "ran" in answer ? answer.ran : { exitCode: null, signal: null, stdout: "", stderr: "", timedOut: false, error: "failed" in answer ? answer.failed : { message: "unexpected answer" } };
@@ -132,11 +151,19 @@ export class Spawner {
     return { ...ran, failed, message: failed ? describe(file, ran) : "", ...(ran.error?.code ? { code: ran.error.code } : {}) };
   }
 
-  /** Ends the spawner (it exits when its stdin closes); running children are not touched. */
+  /**
+   * Ends the spawner: it exits when its stdin closes, and is killed if it has not within
+   * CLOSE_GRACE_MS (a stopped or hung one must not keep this process alive, nor outlive it).
+   * Running children are not touched.
+   */
   close(): void {
     this.closed = true;
-    this.helper?.proc.stdin?.end();
+    const helper = this.helper;
     this.helper = undefined;
+    if (helper === undefined) return;
+    helper.proc.stdin?.end();
+    const kill = setTimeout(() => helper.proc.kill("SIGKILL"), CLOSE_GRACE_MS);
+    helper.proc.once("exit", () => clearTimeout(kill));
   }
 
   /** The spawner's pid while one runs. */
@@ -144,11 +171,27 @@ export class Spawner {
     return this.helper?.proc.pid;
   }
 
-  private request(make: (id: number) => SpawnerRequest): { helper: Helper; id: number; reply: Promise<SpawnerReply> } {
+  /**
+   * Sends one request. `deadlineMs`: a spawner that has not answered by then is hung (stopped,
+   * starved): it is killed, which fails every request in flight and starts a new one next time.
+   */
+  private request(
+    make: (id: number) => SpawnerRequest,
+    deadlineMs: number | undefined,
+    before?: (id: number, helper: Helper) => void,
+  ): { helper: Helper; id: number; reply: Promise<SpawnerReply> } {
     if (this.closed) throw new SpawnError("the spawner is closed (the environment is stopping)");
     const helper = (this.helper ??= this.startHelper());
     const id = this.nextId++;
+    before?.(id, helper);
     const reply = new Promise<SpawnerReply>((resolve, reject) => helper.pending.set(id, { resolve, reject }));
+    if (deadlineMs !== undefined) {
+      void helper.ready.then(() => {
+        if (!helper.pending.has(id)) return;
+        const timer = setTimeout(() => this.kill(helper, "did not answer in time", deadlineMs), deadlineMs);
+        void reply.finally(() => clearTimeout(timer)).catch(() => {});
+      });
+    }
     this.updateHold(helper);
     helper.proc.stdin!.write(`${JSON.stringify(make(id))}\n`);
     return { helper, id, reply };
@@ -156,7 +199,12 @@ export class Spawner {
 
   private startHelper(): Helper {
     const proc = spawn(process.execPath, helperEntry(), { stdio: ["pipe", "pipe", "inherit"] });
-    const helper: Helper = { proc, pending: new Map(), children: new Map(), held: 0, holding: true };
+    let markReady!: () => void;
+    const ready = new Promise<void>((resolve) => (markReady = resolve));
+    const helper: Helper = { proc, pending: new Map(), children: new Map(), held: 0, holding: true, ready, markReady };
+    const startup = setTimeout(() => this.kill(helper, "did not start in time", STARTUP_DEADLINE_MS), STARTUP_DEADLINE_MS);
+    void ready.then(() => clearTimeout(startup));
+    proc.once("exit", () => clearTimeout(startup));
     proc.stdin!.on("error", () => {}); // it died: 'exit' handles that
     createInterface({ input: proc.stdout!, crlfDelay: Infinity }).on("line", (line) => this.onReply(helper, line));
     proc.once("exit", (code, signal) => this.onHelperExit(helper, code, signal));
@@ -166,31 +214,56 @@ export class Spawner {
 
   private onReply(helper: Helper, line: string): void {
     const reply = JSON.parse(line) as SpawnerReply;
+    if ("ready" in reply) return helper.markReady();
     if ("exit" in reply) {
       const child = helper.children.get(reply.id);
-      helper.children.delete(reply.id);
-      if (child?.held) helper.held--;
+      this.forget(helper, reply.id);
       child?.resolveExit(reply.exit);
-    } else {
-      const pending = helper.pending.get(reply.id);
-      helper.pending.delete(reply.id);
-      pending?.resolve(reply);
+      return;
     }
+    if ("pid" in reply) {
+      const child = helper.children.get(reply.id);
+      if (child) {
+        child.pid = reply.pid;
+        child.startTime = BigInt(reply.startTime);
+      }
+    }
+    const pending = helper.pending.get(reply.id);
+    helper.pending.delete(reply.id);
+    pending?.resolve(reply);
+    this.updateHold(helper);
+  }
+
+  /** A hung spawner: killing it fails what is in flight (onHelperExit), and the next request starts a new one. */
+  private kill(helper: Helper, why: string, deadlineMs: number): void {
+    if (helper.proc.exitCode !== null || helper.proc.signalCode !== null) return;
+    this.logger?.error({ pid: helper.proc.pid, deadlineMs }, `the spawner ${why}; killing it`);
+    helper.proc.kill("SIGKILL");
+  }
+
+  /** Stops tracking spawn `id` (it exited, or it never started). */
+  private forget(helper: Helper, id: number): void {
+    const child = helper.children.get(id);
+    if (child === undefined) return;
+    helper.children.delete(id);
+    if (child.held) helper.held--;
     this.updateHold(helper);
   }
 
   /**
    * Requests in flight fail; children live on, now orphans, and are watched by pid. An
-   * exit's code that arrived before the spawner died was already delivered above.
+   * exit's code that arrived before the spawner died was already delivered above. A spawn
+   * whose pid never came back is failed by its request (its process, if one was forked, is
+   * a gate that exits when its stdin closes, or a runtime the next cleanup of containers finds).
    */
   private onHelperExit(helper: Helper, code: number | null, signal: NodeJS.Signals | null): void {
     if (this.helper === helper) this.helper = undefined;
     if (!this.closed) this.logger?.warn({ code, signal, children: helper.children.size }, "the spawner process exited; a new one starts with the next launch");
-    for (const p of helper.pending.values()) p.reject(new SpawnError(`the spawner process exited (${signal ?? `code ${code}`})`));
-    helper.pending.clear();
-    for (const child of helper.children.values()) if (child.held) this.watchOrphan(child);
+    for (const child of helper.children.values()) if (child.held && child.pid !== 0) this.watchOrphan(child);
     helper.children.clear();
     helper.held = 0;
+    for (const p of helper.pending.values()) p.reject(new SpawnError(`the spawner process exited (${signal ?? `code ${code}`})`));
+    helper.pending.clear();
   }
 
   private watchOrphan(child: Child): void {
