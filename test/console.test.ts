@@ -38,6 +38,10 @@ function scriptImage(workflow: string): Uint8Array {
 
 after(() => stopTestPostgres());
 
+// The DOM globals the page-side callbacks use (the project type-checks against Node's globals).
+declare const document: { documentElement: { dataset: Record<string, string | undefined> }; body: object; querySelector(selector: string): { value: number } | null };
+declare const MutationObserver: new (callback: () => void) => { observe(target: object, options: object): void };
+
 describe("the web console in headless Chromium", { skip: chromiumMissing }, () => {
   let t: TestEnvironment | undefined;
   let keyed: TestEnvironment | undefined;
@@ -153,14 +157,14 @@ describe("the web console in headless Chromium", { skip: chromiumMissing }, () =
   it("follows an instance live from RUNNING to COMPLETED: timeline and logs update without a reload", async () => {
     const id = await start(images.ticker, { TICKS: "8", TICK_MS: "400" });
     await openInstance(id, "RUNNING");
-    await page.evaluate(() => ((window as unknown as { notReloaded: boolean }).notReloaded = true));
+    await page.evaluate(() => ((globalThis as unknown as { notReloaded: boolean }).notReloaded = true));
     await page.locator(".logs", { hasText: "tick 1 of 8" }).waitFor({ timeout: UI_TIMEOUT_MS });
     await page.locator('section[data-status="COMPLETED"] h1').waitFor({ timeout: UI_TIMEOUT_MS });
     await page.locator(".logs", { hasText: "tick 8 of 8" }).waitFor({ timeout: UI_TIMEOUT_MS });
     await page.locator('.timeline li[data-status="COMPLETED"]').waitFor({ timeout: UI_TIMEOUT_MS });
     const timeline = await page.locator(".timeline li").evaluateAll((items) => items.map((li) => li.getAttribute("data-status")));
     assert.deepEqual(timeline, ["PENDING", "RUNNING", "COMPLETED"]);
-    assert.equal(await page.evaluate(() => (window as unknown as { notReloaded?: boolean }).notReloaded), true, "the page was not reloaded");
+    assert.equal(await page.evaluate(() => (globalThis as unknown as { notReloaded?: boolean }).notReloaded), true, "the page was not reloaded");
     assert.match(await page.locator('[aria-label="Output"]').innerText(), /ticks: 8/);
     await page.locator('.logs[data-state="ended"]').waitFor({ timeout: UI_TIMEOUT_MS });
     await shoot("instance.png");
@@ -209,7 +213,7 @@ describe("the web console in headless Chromium", { skip: chromiumMissing }, () =
     await page.locator('tr[data-image-name="ticker"]').waitFor({ timeout: UI_TIMEOUT_MS });
     // Every value the progress bar takes, recorded in the page.
     await page.evaluate(() => {
-      const seen: number[] = ((window as unknown as { progress: number[] }).progress = []);
+      const seen: number[] = ((globalThis as unknown as { progress: number[] }).progress = []);
       new MutationObserver(() => {
         const bar = document.querySelector("progress");
         if (bar && seen.at(-1) !== bar.value) seen.push(bar.value);
@@ -223,7 +227,7 @@ describe("the web console in headless Chromium", { skip: chromiumMissing }, () =
     await page.getByRole("button", { name: "Upload", exact: true }).click();
     await page.getByRole("status").filter({ hasText: "Uploaded uploaded-from-console v1" }).waitFor({ timeout: UI_TIMEOUT_MS });
     await page.locator('tr[data-image-name="uploaded-from-console"]').waitFor({ timeout: UI_TIMEOUT_MS });
-    const progress = await page.evaluate(() => (window as unknown as { progress: number[] }).progress);
+    const progress = await page.evaluate(() => (globalThis as unknown as { progress: number[] }).progress);
     assert.ok(progress.some((p) => p > 0 && p < 100), `intermediate progress: ${progress.join(",")}`);
     assert.equal(progress.at(-1), 100);
     const [row] = await t!.query("SELECT size_bytes FROM images WHERE name = 'uploaded-from-console' AND tenant_id = $1", [TENANT]);
