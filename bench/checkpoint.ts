@@ -3,11 +3,14 @@
  * statement with heartbeat refresh and signal lookup) against a bare INSERT of the same rows
  * through the same database pool, in the same run. Like real workflows, each of the
  * CONCURRENCY workers is one instance saving its checkpoints one after another.
+ * A third path runs SaveCheckpoint's own statement (repo.saveCheckpoint) through the same
+ * pool without the RPC, which splits the gap into the statement's part and the RPC's.
  */
 import { randomBytes } from "node:crypto";
 import { sql } from "slonik";
+import { saveCheckpoint } from "../src/core/repository.js";
 import { insertInstance, instanceClient, startEnvironment, stopTestPostgres } from "../test/helpers.js";
-import { fmt, runConcurrent, targetLine } from "./lib.js";
+import { fmt, ratioLine, runConcurrent, targetLine } from "./lib.js";
 
 const TOTAL = Number(process.env.BENCH_CHECKPOINTS ?? 4000);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 16);
@@ -19,9 +22,11 @@ try {
     Array.from({ length: CONCURRENCY }, async (_, w) => {
       const viaApi = await insertInstance(t, { instanceId: `bench-api-${w}` });
       const bare = await insertInstance(t, { instanceId: `bench-bare-${w}`, status: "running" });
+      const direct = await insertInstance(t, { instanceId: `bench-direct-${w}`, status: "running" });
+      const [row] = await t.query<{ nonce: string }>("SELECT token_nonce AS nonce FROM instances WHERE instance_id = $1", [direct]);
       const client = instanceClient(t, viaApi);
       await client.register({ instanceId: viaApi });
-      return { viaApi, bare, client };
+      return { viaApi, bare, client, direct: { instanceId: direct, nonce: row!.nonce } };
     }),
   );
   const viaApi = (w: number, id: string) => {
@@ -33,17 +38,27 @@ try {
       .query(sql.unsafe`INSERT INTO checkpoints (instance_id, checkpoint_id, state)
         VALUES (${workers[w % CONCURRENCY]!.bare}, ${id}, ${sql.binary(STATE)})`)
       .then(() => {});
-  // Warm up connections and plans on both paths.
+  const statementOnly = (w: number, id: string) =>
+    saveCheckpoint(t.env.db, workers[w % CONCURRENCY]!.direct, id, STATE, t.env.options.maxCheckpointsPerInstance).then((r) => {
+      if (!r.inserted) throw new Error(`checkpoint ${id} not inserted`);
+    });
+  // Warm up connections and plans on every path.
   await runConcurrent(CONCURRENCY * 10, CONCURRENCY, (i) => viaApi(i, `warm-${i}`));
   await runConcurrent(CONCURRENCY * 10, CONCURRENCY, (i) => bareInsert(i, `warm-${i}`));
+  await runConcurrent(CONCURRENCY * 10, CONCURRENCY, (i) => statementOnly(i, `warm-${i}`));
 
   const api = await runConcurrent(TOTAL, CONCURRENCY, (i) => viaApi(i, `cp-${i}`));
   const base = await runConcurrent(TOTAL, CONCURRENCY, (i) => bareInsert(i, `cp-${i}`));
+  const direct = await runConcurrent(TOTAL, CONCURRENCY, (i) => statementOnly(i, `cp-${i}`));
+  const directRate = TOTAL / (direct.wallMs / 1000);
   const apiRate = TOTAL / (api.wallMs / 1000);
   const baseRate = TOTAL / (base.wallMs / 1000);
   console.log(`checkpoints: ${TOTAL} x ${STATE.byteLength} B, concurrency ${CONCURRENCY}`);
   console.log(`SaveCheckpoint (Connect, HTTP/2)    ${fmt(apiRate, 0)} /s`);
   console.log(`bare INSERT, same pool               ${fmt(baseRate, 0)} /s`);
+  console.log(`its statement alone, same pool       ${fmt(directRate, 0)} /s`);
+  console.log(ratioLine("ratio statement alone / bare INSERT", directRate, baseRate));
+  console.log(ratioLine("ratio SaveCheckpoint / statement alone", apiRate, directRate));
   console.log(targetLine(`ratio SaveCheckpoint / bare INSERT, c=${CONCURRENCY}`, apiRate / baseRate, ">=", 0.5));
 } finally {
   await t.close();
