@@ -37,6 +37,13 @@ export function formatBytes(n: bigint | number | undefined): string {
   return `${v} B`;
 }
 
+/** List counts stop here (src/db/count.ts): a count at the cap means "at least". */
+const COUNT_CAP = 10_000n;
+
+export function formatCount(n: bigint): string {
+  return n >= COUNT_CAP ? `${COUNT_CAP.toLocaleString()}+` : n.toLocaleString();
+}
+
 export const statusName = (s: InstanceStatus): string => InstanceStatus[s] ?? String(s);
 
 export const reasonName = (r: TerminationReason): string => (r === TerminationReason.UNSPECIFIED ? "" : (TerminationReason[r] ?? String(r)).toLowerCase());

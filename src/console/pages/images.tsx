@@ -4,7 +4,7 @@ import type { EnvironmentClient } from "../../client/browser.js";
 import { ConfirmDialog } from "../components/confirm-dialog.js";
 import { ErrorNote } from "../components/error-note.js";
 import { describeError } from "../errors.js";
-import { formatBytes, formatTime } from "../format.js";
+import { formatBytes, formatCount, formatTime } from "../format.js";
 import { usePolled } from "../hooks.js";
 import { uploadImage } from "../upload.js";
 
@@ -40,7 +40,7 @@ export function ImagesPage({ client }: { client: EnvironmentClient }) {
         </label>
       </form>
       <ErrorNote error={list.error ?? error} />
-      <p class="muted">{list.data ? `${list.data.totalCount.toLocaleString()} versions` : "Loading…"}</p>
+      <p class="muted">{list.data ? `${formatCount(list.data.totalCount)} versions` : "Loading…"}</p>
       <div class="table-wrap">
         <table class="images">
           <thead>

@@ -6,7 +6,7 @@ import { InstanceOrder, type ListInstancesRequestSchema } from "../../../gen/run
 import type { EnvironmentClient } from "../../client/browser.js";
 import { ErrorNote } from "../components/error-note.js";
 import { StatusBadge } from "../components/status-badge.js";
-import { formatDuration, formatTime, reasonName, runDuration, statusName, STATUSES } from "../format.js";
+import { formatCount, formatDuration, formatTime, reasonName, runDuration, statusName, STATUSES } from "../format.js";
 import { usePolled } from "../hooks.js";
 import { useImageVersions } from "../image-versions.js";
 import { hrefOf, navigate } from "../router.js";
@@ -14,8 +14,6 @@ import { hrefOf, navigate } from "../router.js";
 /** How often the page on screen is read again: the list has no tenant-wide stream. */
 const REFRESH_MS = 2000;
 const PAGE_SIZE = 50;
-/** ListInstances counts at most this many (README "Bounded"). */
-const COUNT_CAP = 100_000n;
 
 interface Filters {
   status: InstanceStatus | 0;
@@ -109,7 +107,7 @@ export function InstancesPage({ client }: { client: EnvironmentClient }) {
       </form>
       <ErrorNote error={page.error} />
       <p class="muted" aria-live="polite">
-        {total === undefined ? "Loading…" : `${total >= COUNT_CAP ? "over 100,000" : total.toLocaleString()} instances · page ${tokens.length} · updated every 2 s`}
+        {total === undefined ? "Loading…" : `${formatCount(total)} instances · page ${tokens.length} · updated every 2 s`}
       </p>
       <div class="table-wrap">
         <table class="instances">

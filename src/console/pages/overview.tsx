@@ -3,7 +3,7 @@ import type { EnvironmentClient } from "../../client/browser.js";
 import { ErrorNote } from "../components/error-note.js";
 import { LineChart } from "../components/line-chart.js";
 import { StatusBadge } from "../components/status-badge.js";
-import { formatDuration, STATUSES } from "../format.js";
+import { formatCount, formatDuration, STATUSES } from "../format.js";
 import { usePolled } from "../hooks.js";
 import { byLabel, parsePrometheus, quantileBetween, total, type Samples } from "../metrics.js";
 import type { Session } from "../session.js";
@@ -60,7 +60,7 @@ export function OverviewPage({ client, session }: { client: EnvironmentClient; s
           <ul class="plain by-status">
             {counts.data?.map(([status, n]) => (
               <li key={status}>
-                <StatusBadge status={status} /> <a href="#/instances">{n.toLocaleString()}</a>
+                <StatusBadge status={status} /> <a href="#/instances">{formatCount(n)}</a>
               </li>
             ))}
           </ul>
