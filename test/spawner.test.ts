@@ -163,7 +163,10 @@ describe("spawner", () => {
     assert.equal(existsPid(helperPid), false, "the spawner is gone");
     assert.ok(await isSameProcess(proc.pid, proc.startTime), "the workflow still runs");
     process.kill(-proc.pid, "SIGKILL");
-    await assert.rejects(() => spawner.run("/bin/true", []), /closed/);
+    // Afterwards: launches are refused, commands (cleanups of runs ending now) fail without throwing.
+    await assert.rejects(spawner.spawn({ file: "/bin/true", args: [] }), /closed/);
+    const late = await spawner.run("/bin/true", []);
+    assert.ok(late.failed && /stopping/.test(late.message));
   });
 });
 

@@ -140,6 +140,7 @@ export class Spawner {
   /** Runs a command to completion (stdin closed), killing it after `timeoutMs`. Never rejects. */
   async run(file: string, args: readonly string[], options: { timeoutMs?: number } = {}): Promise<CommandResult> {
     const { timeoutMs } = options;
+    if (this.closed) return failedRun(file, "the environment is stopping");
     const { reply } = this.request(
       (id) => ({ op: "run", id, file, args: [...args], ...(timeoutMs !== undefined ? { timeoutMs } : {}) }),
       timeoutMs === undefined ? undefined : timeoutMs + this.spawnDeadlineMs,
@@ -283,6 +284,11 @@ export class Spawner {
       else handle?.unref?.();
     }
   }
+}
+
+/** What run() answers for a command it could not send. */
+function failedRun(file: string, why: string): CommandResult {
+  return { exitCode: null, signal: null, stdout: "", stderr: "", timedOut: false, error: { message: why }, failed: true, message: `${file}: ${why}` };
 }
 
 function describe(file: string, ran: RunOutcome): string {
