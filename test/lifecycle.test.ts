@@ -214,7 +214,12 @@ describe("instance lifecycle with real runners", () => {
   it("a WASM image is FAILED_PRECONDITION and DeleteImage refuses while an instance uses an image", async () => {
     const wasm = await env.registerImage({ tenantId: TENANT, name: "wasm-one", binary: new Uint8Array([0, 97, 115, 109]), runnerType: RunnerType.WASM });
     await rejects(env.startInstance({ tenantId: TENANT, imageId: wasm.imageId }), Code.FailedPrecondition, /wasm runner not available yet/);
+    // A refused start does not count as a use; a launched one does.
+    assert.equal((await env.getImage({ tenantId: TENANT, imageId: wasm.imageId })).image?.lastUsedAt, undefined);
+    const before = Date.now() - 1000;
     const { instanceId } = await start("native", "hang");
+    const used = (await env.getImage({ tenantId: TENANT, imageId: images.native! })).image?.lastUsedAt;
+    assert.ok(used !== undefined && Number(used.seconds) * 1000 >= before, "last_used_at is the last start");
     await rejects(env.deleteImage({ tenantId: TENANT, imageId: images.native! }), Code.FailedPrecondition);
     await env.stopInstance({ tenantId: TENANT, instanceId, gracePeriodSeconds: 0n });
   });

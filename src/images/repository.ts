@@ -22,6 +22,7 @@ const imageRow = z
     manifest_digest: z.string().nullable(),
     version: z.number().int(),
     tag: z.string().nullable(),
+    last_used_at: z.number().nullable(),
   })
   .transform(
     (r): Image => ({
@@ -38,10 +39,11 @@ const imageRow = z
       manifestDigest: r.manifest_digest,
       version: r.version,
       tag: r.tag,
+      lastUsedAtMs: r.last_used_at,
     }),
   );
 
-const columns = sql.fragment`image_id, tenant_id, name, description, runner_type, metadata, size_bytes, sha256, created_at, format, manifest_digest, version, tag`;
+const columns = sql.fragment`image_id, tenant_id, name, description, runner_type, metadata, size_bytes, sha256, created_at, format, manifest_digest, version, tag, last_used_at`;
 
 /**
  * Inserts the next version of (tenant, name): 1 for a new name. The number comes from

@@ -23,6 +23,8 @@ export interface Image {
   format: ImageFormat;
   /** OCI archives: the manifest unpacked ("sha256:…"); null for binaries. */
   manifestDigest: string | null;
+  /** When an instance of it was last started; null when never. */
+  lastUsedAtMs: number | null;
 }
 
 export interface NewImage {

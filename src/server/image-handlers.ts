@@ -110,5 +110,6 @@ export function toProtoImage(image: Image): MessageInitShape<typeof ImageSchema>
     manifestDigest: image.manifestDigest ?? "",
     version: image.version,
     tag: image.tag ?? "",
+    ...(image.lastUsedAtMs !== null ? { lastUsedAt: toTimestamp(image.lastUsedAtMs) } : {}),
   };
 }

@@ -51,6 +51,7 @@ export function ImagesPage({ client }: { client: EnvironmentClient }) {
               <th scope="col">Size</th>
               <th scope="col">Digest</th>
               <th scope="col">Registered</th>
+              <th scope="col">Last used</th>
               <th scope="col">
                 <span class="visually-hidden">Actions</span>
               </th>
@@ -70,6 +71,7 @@ export function ImagesPage({ client }: { client: EnvironmentClient }) {
                   {(image.manifestDigest || `sha256:${image.sha256}`).slice(0, 19)}…
                 </td>
                 <td>{formatTime(image.createdAt)}</td>
+                <td>{image.lastUsedAt ? formatTime(image.lastUsedAt) : "never"}</td>
                 <td>
                   <button type="button" class="danger" aria-label={`Delete ${image.name} version ${image.version}`} onClick={() => setDeleting(image)}>
                     Delete
