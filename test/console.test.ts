@@ -170,6 +170,23 @@ describe("the web console in headless Chromium", { skip: chromiumMissing }, () =
     await shoot("instance.png");
   });
 
+  it("survives hostile data: 400-deep and very wide JSON, a malformed address", async () => {
+    const deep = `${'{"a":'.repeat(400)}1${"}".repeat(400)}`;
+    const wide = JSON.stringify(Array.from({ length: 200 }, () => Array.from({ length: 200 }, (_, i) => i)));
+    for (const input of [deep, wide]) {
+      const id = await start(images.workflow, { WORKFLOW_MODE: "complete" }, input);
+      await waitUntil(async () => (await statusOf(id)) === InstanceStatus.COMPLETED);
+      await openInstance(id, "COMPLETED");
+      // The whole page is built (the sections after the input render) and stays small.
+      await page.locator(".logs").waitFor({ timeout: UI_TIMEOUT_MS });
+      const nodes = await page.evaluate(() => document.querySelectorAll("*").length);
+      assert.ok(nodes < 20_000, `${nodes} DOM nodes`);
+      assert.match(await page.locator('[aria-label="Input"]').innerText(), input === deep ? /^\{ 1 entry \}/ : /^\[ 200 entries \]/);
+    }
+    await page.goto(`${t!.baseUrl}/ui#/instances/%E0%A4%A`);
+    await page.locator("table").first().waitFor({ timeout: UI_TIMEOUT_MS });
+  });
+
   it("pauses and resumes an instance", async () => {
     await openInstance(ids.running!, "RUNNING");
     await page.getByRole("button", { name: "Pause" }).click();
@@ -178,6 +195,8 @@ describe("the web console in headless Chromium", { skip: chromiumMissing }, () =
     await page.getByRole("button", { name: "Resume" }).click();
     // The cooperative fixture completes when relaunched from its checkpoint.
     await page.locator('section[data-status="COMPLETED"] h1').waitFor({ timeout: UI_TIMEOUT_MS });
+    // The timeline is read again after each change: wait for it to reach the end, then compare.
+    await page.locator('.timeline li[data-status="COMPLETED"]').waitFor({ timeout: UI_TIMEOUT_MS });
     const timeline = await page.locator(".timeline li").evaluateAll((items) => items.map((li) => li.getAttribute("data-status")));
     assert.deepEqual(timeline.slice(1), ["RUNNING", "SUSPENDED", "PENDING", "RUNNING", "COMPLETED"]);
     assert.equal(await statusOf(ids.running!), InstanceStatus.COMPLETED);

@@ -53,6 +53,22 @@ describe("StreamInstanceLogs", () => {
     assert.equal((await collect(instanceId, { tailBytes: 14n })).stdout, "line 5\nline 6\n");
   });
 
+  it("a follower that goes away mid-stream is a CANCELED call, not an internal error", async () => {
+    const { instanceId } = await client.startInstance({ tenantId: TENANT, imageId: chatty });
+    const abort = new AbortController();
+    // Dropped after the first chunk: the server's next write finds the stream gone.
+    for await (const r of client.streamInstanceLogs({ tenantId: TENANT, instanceId, follow: true, tailBytes: 0n }, { signal: abort.signal })) {
+      if (r.data.byteLength > 0) break;
+    }
+    abort.abort();
+    const ended = [InstanceStatus.COMPLETED, InstanceStatus.FAILED];
+    await waitUntil(async () => ended.includes((await client.getInstanceStatus({ tenantId: TENANT, instanceId })).instance!.status), 30_000);
+    const metrics = await (await fetch(`${t.baseUrl}/metrics`)).text();
+    const streams = metrics.split("\n").filter((l) => l.startsWith("runtara_rpc_duration_seconds_count") && l.includes("StreamInstanceLogs"));
+    assert.ok(streams.some((l) => l.includes('code="canceled"')), streams.join("\n"));
+    assert.ok(!streams.some((l) => l.includes('code="internal"')), streams.join("\n"));
+  });
+
   it("marks every run of a relaunched instance", async () => {
     const binary = await readFile((await buildFixtures()).workflow);
     const { imageId } = await client.registerImage({ tenantId: TENANT, name: "sleeper", binary, runnerType: RunnerType.NATIVE });

@@ -11,11 +11,20 @@ export type Route =
   | { page: "overview" };
 
 export function parseRoute(hash: string): Route {
-  const parts = hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  const parts = hash.replace(/^#\/?/, "").split("/").map(decodeOrEmpty);
   if (parts[0] === "instances" && parts[1]) return { page: "instance", instanceId: parts[1] };
   if (parts[0] === "images") return { page: "images" };
   if (parts[0] === "overview") return { page: "overview" };
   return { page: "instances" };
+}
+
+/** A malformed escape (typed or pasted into the address bar) names no page: the default one. */
+function decodeOrEmpty(part: string): string {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    return "";
+  }
 }
 
 export const hrefOf = (route: Route): string =>

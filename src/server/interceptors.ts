@@ -63,7 +63,8 @@ export function observeCalls(logger: Logger, latency: { observe(labels: { method
         log();
       } catch (e) {
         settled = true;
-        throw log(e);
+        // Writing to a client that went away fails (ERR_STREAM_DESTROYED): that is its cancel, not our fault.
+        throw log(req.signal.aborted || isClientGone(e) ? new ConnectError("stream ended by the client", Code.Canceled) : e);
       } finally {
         // The client went away (or the server shut down) mid-stream: still one line.
         if (!settled) log(new ConnectError("stream ended by the client", Code.Canceled));
@@ -71,4 +72,11 @@ export function observeCalls(logger: Logger, latency: { observe(labels: { method
     }
     return { ...res, message: observed() } as StreamResponse;
   };
+}
+
+const CLIENT_GONE = new Set(["ERR_STREAM_DESTROYED", "ERR_STREAM_PREMATURE_CLOSE", "ERR_HTTP2_STREAM_CANCEL", "ECONNRESET", "EPIPE"]);
+
+function isClientGone(e: unknown): boolean {
+  const code = (e as { code?: unknown } | null)?.code ?? (e as { cause?: { code?: unknown } } | null)?.cause?.code;
+  return typeof code === "string" && CLIENT_GONE.has(code);
 }

@@ -80,11 +80,11 @@ export function InstanceActions({ client, instanceId, status }: { client: Enviro
       )}
       <ErrorNote error={error} />
       {dialog === "stop" && (
-        <ConfirmDialog title="Stop this instance?" confirmLabel="Stop" danger onClose={() => setDialog(undefined)} onConfirm={() => void run("Stop", () => client.stopInstance({ instanceId, gracePeriodSeconds: BigInt(Number(grace) || 0), reason: "stopped from the web console" }))}>
+        <ConfirmDialog title="Stop this instance?" confirmLabel="Stop" danger onClose={() => setDialog(undefined)} onConfirm={() => void run("Stop", () => client.stopInstance({ instanceId, gracePeriodSeconds: BigInt(Math.max(0, Math.trunc(Number(grace) || 0))), reason: "stopped from the web console" }))}>
           <p>It gets CANCEL and the grace period to finish, then SIGTERM, then SIGKILL. It ends CANCELLED unless it completes first.</p>
           <label>
             Grace period (seconds)
-            <input name="grace" type="number" min={0} max={3600} value={grace} onInput={(e) => setGrace(e.currentTarget.value)} />
+            <input name="grace" type="number" min={0} max={3600} step={1} value={grace} onInput={(e) => setGrace(e.currentTarget.value)} />
           </label>
         </ConfirmDialog>
       )}

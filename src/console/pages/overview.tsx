@@ -97,7 +97,11 @@ function useMetricPoints(apiKey: string): { points: readonly Point[]; error: str
   useEffect(() => {
     let previous: { at: number; samples: Samples } | undefined;
     const abort = new AbortController();
+    let scraping = false;
     const scrape = async () => {
+      // Like the other polls: nothing while the tab is hidden, never two at once.
+      if (scraping || document.visibilityState === "hidden") return;
+      scraping = true;
       try {
         const res = await fetch("/metrics", { headers: apiKey ? { authorization: `Bearer ${apiKey}` } : {}, signal: abort.signal, cache: "no-store" });
         if (!res.ok) {
@@ -114,6 +118,8 @@ function useMetricPoints(apiKey: string): { points: readonly Point[]; error: str
         setError(undefined);
       } catch (e) {
         if (!abort.signal.aborted) setError(`Metrics unavailable: ${(e as Error).message}`);
+      } finally {
+        scraping = false;
       }
     };
     void scrape();
