@@ -39,7 +39,7 @@ function scriptImage(workflow: string): Uint8Array {
 after(() => stopTestPostgres());
 
 // The DOM globals the page-side callbacks use (the project type-checks against Node's globals).
-declare const document: { documentElement: { dataset: Record<string, string | undefined> }; body: object; querySelector(selector: string): { value: number } | null };
+declare const document: { documentElement: { dataset: Record<string, string | undefined> }; body: object; querySelector(selector: string): { value: number } | null; querySelectorAll(selector: string): { length: number } };
 declare const MutationObserver: new (callback: () => void) => { observe(target: object, options: object): void };
 
 describe("the web console in headless Chromium", { skip: chromiumMissing }, () => {
