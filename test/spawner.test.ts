@@ -3,7 +3,10 @@
  * killed -9 without losing a running process's end or the next launch; it goes away with us.
  */
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
 import { createRequire, syncBuiltinESMExports } from "node:module";
+import { fileURLToPath } from "node:url";
 import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -131,6 +134,21 @@ describe("spawner", () => {
     } finally {
       spawner.close();
     }
+  });
+
+  it("starts nothing its environment asked for once the environment is dead", async () => {
+    const marker = path.join(base, `started-${process.pid}`);
+    const entry = fileURLToPath(new URL("../src/runner/spawner-process.ts", import.meta.url));
+    // A stand-in environment: starts the spawner, asks for a spawn and dies at once (kill -9).
+    const script = `
+      const { spawn } = require("node:child_process");
+      const helper = spawn(process.execPath, ["--import", "tsx", ${JSON.stringify(entry)}, String(process.pid)], { stdio: ["pipe", "ignore", "inherit"], detached: true });
+      helper.stdin.write(JSON.stringify({ op: "spawn", id: 1, file: "/bin/sh", args: ["-c", "touch ${marker}"], detached: true }) + "\\n");
+      process.kill(process.pid, "SIGKILL");`;
+    const standIn = spawn(process.execPath, ["-e", script], { stdio: "ignore", cwd: path.dirname(entry) });
+    await new Promise((resolve) => standIn.once("exit", resolve));
+    await sleep(3_000); // the spawner boots (tsx), reads the request, sees its environment gone
+    assert.equal(existsSync(marker), false, "nothing started for a dead environment");
   });
 
   it("runs commands: output, exit code, a missing program, a timeout", async () => {

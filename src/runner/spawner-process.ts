@@ -14,6 +14,10 @@ import type { RunRequest, SpawnerReply, SpawnerRequest, SpawnFailure, SpawnReque
 /** Output beyond this per stream is dropped (commands here print a few lines; umoci may print more). */
 const MAX_OUTPUT_BYTES = 4 * 1024 * 1024;
 
+/** The environment that started us (it passes its pid: it may be gone before we run). */
+const PARENT = Number(process.argv[2]);
+if (!Number.isSafeInteger(PARENT) || PARENT <= 1) throw new Error("usage: spawner-process <pid of the environment>");
+
 const send = (reply: SpawnerReply) => process.stdout.write(`${JSON.stringify(reply)}\n`);
 const failure = (e: unknown): SpawnFailure => {
   const err = e as NodeJS.ErrnoException;
@@ -23,7 +27,7 @@ const failure = (e: unknown): SpawnFailure => {
 /** The parent's descriptor `fd`, opened again for appending (closed by the caller). */
 function parentFd(fd: number | undefined): number | "ignore" {
   if (fd === undefined) return "ignore";
-  return openSync(`/proc/${process.ppid}/fd/${fd}`, constants.O_WRONLY | constants.O_APPEND | constants.O_NONBLOCK);
+  return openSync(`/proc/${PARENT}/fd/${fd}`, constants.O_WRONLY | constants.O_APPEND | constants.O_NONBLOCK);
 }
 
 function startChild(req: SpawnRequest): void {
@@ -115,8 +119,14 @@ lines.on("line", (line) => {
   } catch {
     return; // only the environment writes here; a torn line cannot be answered
   }
+  // Requests still buffered when the environment died are dropped: nobody would record what
+  // they start (its instance stays PENDING and is relaunched), and /proc/<parent> would be
+  // another process's once we are re-parented.
+  if (process.ppid !== PARENT) return;
   if (req.op === "spawn") startChild(req);
   else runCommand(req);
 });
+// The environment's end of our stdout closed (it died): stop.
+process.stdout.on("error", () => process.exit(0));
 // The environment is gone: workflows are detached and live on (the next start adopts them).
 lines.on("close", () => process.exit(0));

@@ -85,7 +85,7 @@ const helperEntry = () => {
   const ts = import.meta.url.endsWith(".ts");
   const file = fileURLToPath(new URL(ts ? "./spawner-process.ts" : "./spawner-process.js", import.meta.url));
   // Under tsx (tests, development) the helper needs the same loader; nothing else of our flags (no inspector, no profiler).
-  return ts ? ["--import", "tsx", file] : [file];
+  return ts ? ["--import", "tsx", file, String(process.pid)] : [file, String(process.pid)];
 };
 
 /**
