@@ -6,7 +6,8 @@
  * stopped or died); the detached processes it started keep running and are adopted later.
  */
 import { spawn, type ChildProcess, type StdioOptions } from "node:child_process";
-import { closeSync, constants, openSync, writeFileSync } from "node:fs";
+import { closeSync, constants, openSync } from "node:fs";
+import { writeFile } from "node:fs/promises";
 import { createInterface } from "node:readline";
 import { readProcStatSync } from "./proc.js";
 import type { RunRequest, SpawnerReply, SpawnerRequest, SpawnFailure, SpawnRequest } from "./spawner-protocol.js";
@@ -62,17 +63,23 @@ function startChild(req: SpawnRequest): void {
   const startTime = readProcStatSync(pid)?.startTime ?? 0n;
   child.on("error", () => {}); // after a successful spawn only stdin errors remain; exit reports the rest
   child.once("exit", (code, signal) => send({ id: req.id, exit: { code, signal } }));
-  if (req.gateCgroupProcs) {
-    child.stdin?.on("error", () => {}); // the gate died: its exit reports it
-    try {
-      for (const procs of req.gateCgroupProcs) writeFileSync(procs, String(pid));
-    } catch (e) {
+  const reply = () => send({ id: req.id, pid, startTime: String(startTime) });
+  const procsFiles = req.gateCgroupProcs;
+  if (procsFiles === undefined) return void reply();
+  child.stdin?.on("error", () => {}); // the gate died: its exit reports it
+  // Off this loop (a cgroup migration can take milliseconds): other spawns go on meanwhile.
+  void (async () => {
+    for (const procs of procsFiles) await writeFile(procs, String(pid));
+  })().then(
+    () => {
+      child.stdin?.end("\n");
+      reply();
+    },
+    (e: unknown) => {
       killGroup(pid);
-      return void send({ id: req.id, failed: failure(e) });
-    }
-    child.stdin?.end("\n");
-  }
-  send({ id: req.id, pid, startTime: String(startTime) });
+      send({ id: req.id, failed: failure(e) });
+    },
+  );
 }
 
 function runCommand(req: RunRequest): void {
