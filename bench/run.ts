@@ -2,7 +2,8 @@
  * `npm run bench` runs every benchmark, one child process each (so one's memory and processes
  * cannot weigh on the next), writes bench/results.json (figures, targets, the machine) and
  * regenerates the README's performance table from it. `npm run bench -- <name>...` runs only
- * those and replaces their entries in results.json; `--list` names them.
+ * those and replaces their entries in results.json; `--list` names them; `--render` only
+ * regenerates the README table from results.json.
  */
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -24,6 +25,10 @@ const names = readdirSync(here)
 const args = process.argv.slice(2);
 if (args.includes("--list") || args.includes("--help")) {
   process.stdout.write(`usage: npm run bench [-- <${names.join("|")}>...]\n`);
+  process.exit(0);
+}
+if (args.includes("--render")) {
+  renderReadme(JSON.parse(readFileSync(RESULTS, "utf8")) as Results);
   process.exit(0);
 }
 const unknown = args.filter((a) => !names.includes(a));
@@ -69,12 +74,16 @@ try {
 }
 
 writeFileSync(RESULTS, `${JSON.stringify(results, null, 2)}\n`);
-const readme = readFileSync(README, "utf8");
-const [start, end] = ["<!-- bench-results:start -->", "<!-- bench-results:end -->"];
-const from = readme.indexOf(start);
-const to = readme.indexOf(end);
-if (from >= 0 && to > from) {
-  writeFileSync(README, `${readme.slice(0, from + start.length)}\n${renderResultsTable(results)}${readme.slice(to)}`);
-}
-process.stdout.write(`\nwrote ${path.relative(process.cwd(), RESULTS)}${from >= 0 ? " and the README's performance table" : ""}\n`);
+process.stdout.write(`\nwrote ${path.relative(process.cwd(), RESULTS)}\n`);
+renderReadme(results);
 process.exit(failed > 0 ? 1 : 0);
+
+/** The README's table between its markers, from `r`. */
+function renderReadme(r: Results): void {
+  const readme = readFileSync(README, "utf8");
+  const [start, end] = ["<!-- bench-results:start -->", "<!-- bench-results:end -->"];
+  const from = readme.indexOf(start);
+  const to = readme.indexOf(end);
+  if (from >= 0 && to > from) writeFileSync(README, `${readme.slice(0, from + start.length)}\n${renderResultsTable(r)}${readme.slice(to)}`);
+  if (from >= 0) process.stdout.write("wrote the README's performance table\n");
+}
