@@ -67,7 +67,9 @@ describe("the web console in headless Chromium", { skip: chromiumMissing }, () =
 
   before(async () => {
     assert.ok(existsSync(path.join(root, "dist/console/main.js")), "the console is not built: npm run build");
-    shots = process.env.CONSOLE_SCREENSHOTS_DIR ?? (await mkdtemp(path.join(tmpdir(), "runtara-console-test-")));
+    // One folder for every run (replaced each time), so runs do not pile up in the temp directory.
+    shots = process.env.CONSOLE_SCREENSHOTS_DIR ?? path.join(tmpdir(), "runtara-console-screenshots");
+    if (!process.env.CONSOLE_SCREENSHOTS_DIR) await rm(shots, { recursive: true, force: true });
     await mkdir(shots, { recursive: true });
     console.log(`console screenshots: ${shots}`);
     t = await startEnvironment({ heartbeatTimeoutMs: 30_000 });
@@ -113,7 +115,6 @@ describe("the web console in headless Chromium", { skip: chromiumMissing }, () =
     await t?.close();
     await keyed?.close();
     if (keysDir) await rm(keysDir, { recursive: true, force: true });
-    if (!process.env.CONSOLE_SCREENSHOTS_DIR && shots) console.log(`console screenshots kept in ${shots} (temporary)`);
   });
 
   it("serves /ui with a strict Content-Security-Policy, nosniff and cache validators", async () => {
