@@ -106,14 +106,13 @@ export interface CustomSignalCursor {
   checkpointId: string;
 }
 
-/**
- * The instance's custom signals after `after`, oldest first, at most `limit`: a watch reads
- * only what is new on each wake-up. A signal sent again to the same wait point gets a new
- * time, so it comes again.
- */
 const customCreatedUs = sql.fragment`(extract(epoch FROM created_at) * 1000000)::bigint`;
 
-/** The custom signals of an instance after `after` (all when null), oldest first, at most `limit`. */
+/**
+ * The instance's custom signals after `after` (all when null), oldest first, at most `limit`:
+ * a watch reads only what is new on each wake-up. A signal sent again to the same wait point
+ * gets a new time, so it comes again.
+ */
 const customSignalsPage = (instanceId: string, after: CustomSignalCursor | null, limit: number) => {
   const since = after === null ? sql.fragment`TRUE` : sql.fragment`(${customCreatedUs}, checkpoint_id) > (${after.createdUs}::bigint, ${after.checkpointId})`;
   return sql.fragment`

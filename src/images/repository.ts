@@ -1,6 +1,7 @@
 import { sql, UniqueIntegrityConstraintViolationError, type DatabasePool, type DatabaseTransactionConnection } from "slonik";
 import { z } from "zod";
 import { cappedCount } from "../db/count.js";
+import { likePrefix } from "../db/like.js";
 import { AlreadyExists } from "../errors.js";
 import { ACTIVE, statusList } from "../lifecycle/index.js";
 import { IMAGE_FORMATS, RUNNER_KINDS, type Image, type NewImage } from "./types.js";
@@ -106,11 +107,6 @@ export async function findImageByName(db: Db, tenantId: string, name: string, ve
     WHERE ${sql.join(filters, sql.fragment` AND `)}
     ORDER BY version DESC
     LIMIT 1`);
-}
-
-/** Escapes LIKE wildcards so a name prefix matches literally. */
-function likePrefix(prefix: string): string {
-  return prefix.replace(/[\\%_]/g, (c) => `\\${c}`) + "%";
 }
 
 export interface ImageListFilter {

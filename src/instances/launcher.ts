@@ -64,9 +64,9 @@ export class Launcher {
   /**
    * `firstRun`: the instance was just created, so a run directory under its id belongs to an
    * earlier, deleted instance with the same id; it is removed, and this run starts afresh
-   * (relaunches of a durable instance keep theirs).
+   * (relaunches of a durable instance keep theirs). Resolves with the instance's status as the
+   * process was recorded (RUNNING if it registered already).
    */
-  /** Resolves with the instance's status as the process was recorded (RUNNING if it registered already). */
   async launch(target: LaunchTarget, firstRun = false): Promise<Status> {
     const { metrics } = this.deps;
     const labels = { runner: target.runnerType };

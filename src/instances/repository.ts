@@ -1,6 +1,7 @@
 import { sql, type DatabasePool, type DatabaseTransactionConnection } from "slonik";
 import { z } from "zod";
 import { cappedCount } from "../db/count.js";
+import { likePrefix } from "../db/like.js";
 import { LAUNCHED, STATUSES, TERMINATION_REASONS, statusList, statusLiteral as is, type Status, type TerminationReason } from "../lifecycle/index.js";
 import type { Instance } from "./types.js";
 
@@ -211,11 +212,6 @@ export interface InstanceListQuery {
   offset: number;
   /** Keyset: sort key (timestamp text; null for unfinished) and id of the last row of the previous page. */
   after: { key: string | null; id: string } | undefined;
-}
-
-/** A LIKE pattern matching what starts with `prefix` (its own wildcards escaped). */
-function likePrefix(prefix: string): string {
-  return prefix.replace(/[\\%_]/g, (c) => `\\${c}`) + "%";
 }
 
 function listFilters(q: InstanceListQuery) {
