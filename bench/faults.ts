@@ -25,14 +25,14 @@ import {
   stopTestPostgres,
   waitUntil,
 } from "../test/helpers.js";
+import { envNumber } from "./lib.js";
 
-const num = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
-const RUNNING = num("FAULTS_RUNNING", 50);
-const SLEEPING = num("FAULTS_SLEEPING", 100);
-const PAUSE_ROUNDS = num("FAULTS_PAUSE_ROUNDS", 50);
-const RACE_PAIRS = num("FAULTS_RACE_PAIRS", 200);
-const WATCHERS = num("FAULTS_WATCHERS", 200);
-const SIGNALS = num("FAULTS_SIGNALS", 1000);
+const RUNNING = envNumber("FAULTS_RUNNING", 50);
+const SLEEPING = envNumber("FAULTS_SLEEPING", 100);
+const PAUSE_ROUNDS = envNumber("FAULTS_PAUSE_ROUNDS", 50);
+const RACE_PAIRS = envNumber("FAULTS_RACE_PAIRS", 200);
+const WATCHERS = envNumber("FAULTS_WATCHERS", 200);
+const SIGNALS = envNumber("FAULTS_SIGNALS", 1000);
 const TENANT = "faults";
 const MiB = 1024 * 1024;
 const binary = await readFile((await buildFixtures()).workflow);

@@ -188,3 +188,6 @@ export function ratioLine(label: string, numerator: number, denominator: number,
   }
   return targetLine(label, ratio, target.op, target.value);
 }
+
+/** A count or duration a benchmark takes from the environment (`BENCH_*`), or its default. */
+export const envNumber = (name: string, fallback: number) => Number(process.env[name] ?? fallback);

@@ -68,21 +68,20 @@ import {
   uploadMessages,
   type TestEnvironment,
 } from "../test/helpers.js";
-import { fmt, instrumentSpawn, MiB, perSec, printLatency, ratioLine, runConcurrent, summarize, targetLine } from "./lib.js";
+import { fmt, instrumentSpawn, MiB, perSec, printLatency, ratioLine, runConcurrent, summarize, targetLine, envNumber } from "./lib.js";
 
-const num = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
-const CONCURRENCY = num("BENCH_CONCURRENCY", 16);
+const CONCURRENCY = envNumber("BENCH_CONCURRENCY", 16);
 const COUNTS = {
-  native: { serial: num("BENCH_NATIVE_STARTS_SERIAL", 150), parallel: num("BENCH_NATIVE_STARTS", 480) },
-  oci: { serial: num("BENCH_OCI_STARTS_SERIAL", 50), parallel: num("BENCH_OCI_STARTS", 192) },
+  native: { serial: envNumber("BENCH_NATIVE_STARTS_SERIAL", 150), parallel: envNumber("BENCH_NATIVE_STARTS", 480) },
+  oci: { serial: envNumber("BENCH_OCI_STARTS_SERIAL", 50), parallel: envNumber("BENCH_OCI_STARTS", 192) },
 };
 const RUNNERS = (process.env.BENCH_RUNNERS ?? "native,oci").split(",").map((s) => s.trim()) as ("native" | "oci")[];
-const WARMUP = num("BENCH_WARMUP", 8);
+const WARMUP = envNumber("BENCH_WARMUP", 8);
 const TENANT = "tenant-bench";
 const MODE = { WORKFLOW_MODE: "complete" }; // register, save a checkpoint, complete, exit 0
 const REGISTER_TIMEOUT_MS = 60_000;
 const BARE_CGROUP_PARENT = "/runtara-bench";
-const PROBE_MS = num("BENCH_PROBE_INTERVAL_MS", 50);
+const PROBE_MS = envNumber("BENCH_PROBE_INTERVAL_MS", 50);
 
 // Before anything spawns: every spawn() in this process (the environment must make none) is timed.
 const spawnBlocking = instrumentSpawn();
@@ -563,7 +562,7 @@ async function measureBuilt(
   binary: Uint8Array,
   runner: "oci" | "native",
 ): Promise<void> {
-  const count = num("BENCH_ARCHIVE_STARTS", 30);
+  const count = envNumber("BENCH_ARCHIVE_STARTS", 30);
   const dir = await mkdtemp(path.join(tmpdir(), "runtara-bench-built-"));
   try {
     const entry = "bench/workflows/complete.ts";

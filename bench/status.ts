@@ -41,14 +41,13 @@ import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { createDatabase, type Database } from "../src/db/index.js";
 import { environmentClient, startEnvironment, stopTestPostgres } from "../test/helpers.js";
-import { fmt, perSec, printLatency, ratioLine, recordFigure, runConcurrent, summarize, targetLine } from "./lib.js";
+import { fmt, perSec, printLatency, ratioLine, recordFigure, runConcurrent, summarize, targetLine, envNumber } from "./lib.js";
 
-const num = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
-const SERIAL = num("BENCH_STATUS_SERIAL", 3000);
-const CALLS = num("BENCH_STATUS_CALLS", 20000);
-const CONCURRENCY = num("BENCH_CONCURRENCY", 16);
-const ROWS = num("BENCH_STATUS_ROWS", 1000);
-const WARMUP = num("BENCH_WARMUP", 500);
+const SERIAL = envNumber("BENCH_STATUS_SERIAL", 3000);
+const CALLS = envNumber("BENCH_STATUS_CALLS", 20000);
+const CONCURRENCY = envNumber("BENCH_CONCURRENCY", 16);
+const ROWS = envNumber("BENCH_STATUS_ROWS", 1000);
+const WARMUP = envNumber("BENCH_WARMUP", 500);
 const TENANT = "tenant-bench-status";
 
 interface Row {
