@@ -39,7 +39,7 @@ import {
   type SdkLogger,
   type WorkflowContext,
 } from "../src/sdk/index.js";
-import { retryUnavailableInterceptor } from "../src/sdk/client.js";
+import { retryTransientInterceptor } from "../src/sdk/client.js";
 import { signalCheckpointId, validateCheckpointId, validateStepKey } from "../src/sdk/ids.js";
 import { DEFAULTS, compileSettings, readInstanceEnv, type RuntimeSettings } from "../src/sdk/settings.js";
 import { SignalChannel } from "../src/sdk/signals.js";
@@ -816,7 +816,7 @@ describe("signal channel and retries", () => {
             throw new ConnectError("nope", Code.FailedPrecondition);
           },
         }),
-      { transport: { interceptors: [retryUnavailableInterceptor(1, 2)] } },
+      { transport: { interceptors: [retryTransientInterceptor(1, 2)] } },
     );
     const client = createClient(InstanceService, transport);
     await client.heartbeat({ instanceId: "i" });

@@ -16,13 +16,14 @@ export function bearerInterceptor(token: string): Interceptor {
 }
 
 /**
- * Retries unary calls that fail with UNAVAILABLE (core restarting, connection refused)
- * until the call's own deadline, so a short core outage does not fail a workflow. Every
- * InstanceService call tolerates a repeat: checkpoints are first-write-wins, and the
- * status-changing calls are guarded and report `applied`. Streams are not retried here;
- * the signal watcher reconnects on its own.
+ * Retries unary calls that fail with UNAVAILABLE (core restarting, connection refused) or
+ * lose their connection before an answer (core killed mid-call: the call may or may not have
+ * been applied) until the call's own deadline, so a short core outage does not fail a
+ * workflow. Every InstanceService call tolerates a repeat: checkpoints are first-write-wins,
+ * and the status-changing calls are guarded and report `applied`. Streams are not retried
+ * here; the signal watcher reconnects on its own.
  */
-export function retryUnavailableInterceptor(initialMs = 100, maxMs = 2_000): Interceptor {
+export function retryTransientInterceptor(initialMs = 100, maxMs = 2_000): Interceptor {
   return (next) => async (req) => {
     if (req.stream) return await next(req);
     // Stop retrying before the call's deadline, so the caller sees the real cause
@@ -33,7 +34,7 @@ export function retryUnavailableInterceptor(initialMs = 100, maxMs = 2_000): Int
       try {
         return await next(req);
       } catch (err) {
-        if (!(err instanceof ConnectError) || err.code !== Code.Unavailable || req.signal.aborted) throw err;
+        if (req.signal.aborted || !(err instanceof ConnectError) || !isTransient(err)) throw err;
         const wait = backoff(attempt, initialMs, maxMs);
         if (Date.now() + wait + 100 >= deadline) throw err;
         try {
@@ -44,6 +45,19 @@ export function retryUnavailableInterceptor(initialMs = 100, maxMs = 2_000): Int
       }
     }
   };
+}
+
+/**
+ * UNAVAILABLE, or a connection that closed under the call (connect-node reports the peer's
+ * close as CANCELED and a reset as ABORTED/ECONNRESET; core itself never answers either).
+ */
+function isTransient(err: ConnectError): boolean {
+  if (err.code === Code.Unavailable || err.code === Code.Canceled) return true;
+  for (let cause: unknown = err.cause; cause instanceof Error; cause = cause.cause) {
+    const code = (cause as NodeJS.ErrnoException).code;
+    if (code === "ECONNRESET" || code === "EPIPE") return true;
+  }
+  return false;
 }
 
 /**
@@ -60,7 +74,7 @@ export function createInstanceTransport(settings: RuntimeSettings): Transport {
     defaultTimeoutMs: settings.requestTimeoutMs,
     pingIntervalMs: 15_000,
     pingTimeoutMs: 10_000,
-    interceptors: [bearerInterceptor(settings.token), retryUnavailableInterceptor()],
+    interceptors: [bearerInterceptor(settings.token), retryTransientInterceptor()],
     ...(socketPath !== undefined ? { nodeOptions: { createConnection: () => net.connect(socketPath) } } : {}),
     ...(settings.skipCertVerification && settings.coreUrl.startsWith("https:")
       ? { nodeOptions: { rejectUnauthorized: false } }
