@@ -7,6 +7,7 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import { CoreService } from "../gen/runtara/core/v1/core_pb.js";
 import { InstanceStatus, SignalType, SortOrder } from "../gen/runtara/core/v1/types_pb.js";
 import { ListCheckpointsRequestSchema } from "../gen/runtara/environment/v1/environment_pb.js";
+import { storeCustomSignal } from "../src/core/repository.js";
 import { Tokens } from "../src/lifecycle/index.js";
 import {
   environmentClient,
@@ -213,6 +214,43 @@ describe("core InstanceService and CoreService", () => {
     assert.equal(second.value!.signal?.signalType, SignalType.PAUSE);
     assert.ok(Date.now() - sentAt < 5_000);
     abort.abort();
+  });
+
+  it("WatchSignals delivers custom signals that commit out of order (a send held in a transaction)", async () => {
+    const id = await insertInstance(t);
+    const c = instanceClient(t, id);
+    await c.register({ instanceId: id });
+    const abort = new AbortController();
+    const iterator = c.watchSignals({ instanceId: id, includeCustom: true }, { signal: abort.signal })[Symbol.asyncIterator]();
+    await iterator.next(); // open
+    // "a" is stored first but commits last; "b" is sent meanwhile through the API.
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let storedA!: () => void;
+    const aStored = new Promise<void>((r) => (storedA = r));
+    const sendA = t.env.db.transaction(async (tx) => {
+      await storeCustomSignal(tx, "tenant-a", id, "a", enc(1), 100);
+      storedA();
+      await held;
+    });
+    await aStored;
+    const sendB = environmentClient(t.baseUrl).sendCustomSignal({ tenantId: "tenant-a", instanceId: id, checkpointId: "b", payload: enc(2) });
+    await new Promise((r) => setTimeout(r, 300)); // room for "b" to commit and be watched first
+    release();
+    await Promise.all([sendA, sendB]);
+    const seen = new Set<string>();
+    const timeout = setTimeout(() => abort.abort(), 5_000);
+    try {
+      while (seen.size < 2) {
+        const next = await iterator.next().catch(() => ({ done: true as const, value: undefined }));
+        if (next.done) break;
+        if (next.value.customSignal) seen.add(next.value.customSignal.checkpointId);
+      }
+    } finally {
+      clearTimeout(timeout);
+      abort.abort();
+    }
+    assert.deepEqual([...seen].sort(), ["a", "b"]);
   });
 
   it("terminal instances refuse every transition and nothing changes", async () => {

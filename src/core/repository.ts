@@ -203,10 +203,17 @@ export async function storeSignal(db: Db, tenantId: string, instanceId: string, 
  * tenant. "stored"; "inactive" when the instance is missing or terminal; "full" when it holds
  * `maxSignals` unacknowledged custom signals already (a replacement then is refused too).
  */
+/**
+ * Sends to one instance take turns on its row lock, and each takes its time after the one
+ * before committed: signals commit in the order of their times, which a watch's cursor relies
+ * on (a later time committing first would move the cursor past the earlier one for good).
+ * The lock also makes the cap exact under concurrent sends.
+ */
 export async function storeCustomSignal(db: Db, tenantId: string, instanceId: string, checkpointId: string, payload: Uint8Array, maxSignals: number) {
   const row = await db.one(sql.type(z.object({ stored: z.boolean(), active: z.boolean() }))`
     WITH inst AS (
       SELECT instance_id FROM instances WHERE instance_id = ${instanceId} AND tenant_id = ${tenantId} AND status IN ${statusList(ACTIVE)}
+      FOR NO KEY UPDATE
     ), up AS (
       INSERT INTO custom_signals (instance_id, checkpoint_id, payload, created_at)
       SELECT instance_id, ${checkpointId}, ${sql.binary(Buffer.from(payload))}, clock_timestamp() FROM inst
