@@ -8,7 +8,7 @@ import { DEFAULT_MAX_LOG_BYTES } from "./log-cap.js";
 import { limitParentCgroup, type AggregateLimits } from "./parent-cgroup.js";
 import { neverSettles, requireExecutable, type Holder } from "./common.js";
 import { containerIdFor } from "./oci-spec.js";
-import { ProcessCgroup } from "./process-cgroup.js";
+import { CgroupPlacement, ProcessCgroup } from "./process-cgroup.js";
 import { isSameProcess, watchPid } from "./proc.js";
 import { Spawner, type SpawnedChild } from "./spawner.js";
 import { validateSpec } from "./spec.js";
@@ -80,7 +80,7 @@ export class NativeRunner implements Runner {
   private readonly maxLogBytes: number;
   private readonly cgroupParent: string;
   private readonly spawner: Spawner;
-  private cgroups: Promise<CgroupLayout | undefined> | undefined;
+  private cgroups: Promise<CgroupPlacement | undefined> | undefined;
   /** Runs (launched or adopted, not yet cleaned up) per run directory. */
   private readonly runDirClaims = new Map<string, number>();
 
@@ -161,8 +161,8 @@ export class NativeRunner implements Runner {
   async adopt(spec: AdoptSpec): Promise<RunningProcess> {
     const abort = new AbortController();
     const logs = adoptLogs(spec.runDir, this.maxLogBytes);
-    const layout = await this.cgroupLayout();
-    const cgroup = layout && (await ProcessCgroup.of(layout, spec.pid, `${this.cgroupParent}/`));
+    const placement = await this.cgroupPlacement();
+    const cgroup = placement && (await ProcessCgroup.of(placement, spec.pid, `${this.cgroupParent}/`));
     this.claimCount(spec.runDir);
     const exited = (async (): Promise<ExitInfo> => {
       await watchPid(spec.pid, spec.startTime, { intervalMs: this.adoptPollMs, signal: abort.signal }).catch(() => neverSettles());
@@ -246,26 +246,25 @@ export class NativeRunner implements Runner {
 
   /** The process's cgroup, or undefined (logged once) where cgroups cannot be written. */
   private async createCgroup(spec: LaunchSpec): Promise<ProcessCgroup | undefined> {
-    const layout = await this.cgroupLayout();
-    if (layout === undefined) return undefined;
+    const placement = await this.cgroupPlacement();
+    if (placement === undefined) return undefined;
     // One cgroup per launch: a relaunch may start while the previous run's cleanup (which
     // kills everything in that run's cgroup) is still going on.
     const rel = `${this.cgroupParent}/${NATIVE_CGROUP_PREFIX}${randomBytes(4).toString("hex")}-${containerIdFor(spec.instanceId)}`;
     try {
-      return await ProcessCgroup.create(layout, rel, spec.limits);
+      return await ProcessCgroup.create(placement, rel, spec.limits);
     } catch (e) {
-      this.options.logger?.warn({ err: e }, "native processes run without a cgroup (no limits; setsid children can outlive them)");
-      this.cgroups = Promise.resolve(undefined);
+      this.withoutCgroups(e);
       return undefined;
     }
   }
 
   /**
-   * The layout, found once. Before the first use, the empty cgroups of native processes that
-   * ended while no environment watched them (a crash, a stop without restart) are removed;
-   * cgroups still in use refuse removal (EBUSY) and stay for adoption.
+   * Found once. Before the first use, the empty cgroups of native processes that ended while
+   * no environment watched them (a crash, a stop without restart) are removed; cgroups still
+   * in use refuse removal (EBUSY) and stay for adoption.
    */
-  private cgroupLayout(): Promise<CgroupLayout | undefined> {
+  private cgroupPlacement(): Promise<CgroupPlacement | undefined> {
     this.cgroups ??= detectCgroupLayout().then(
       async (layout) => {
         const names = await readdir(`${layout.unified}${this.cgroupParent}`).catch((): string[] => []);
@@ -273,11 +272,17 @@ export class NativeRunner implements Runner {
         await limitParentCgroup(layout, this.cgroupParent, this.options.aggregateLimits ?? {}).catch((e: unknown) =>
           this.options.logger?.warn({ err: e, cgroup: this.cgroupParent }, "could not set the aggregate limits of all native processes"),
         );
-        return layout;
+        return await CgroupPlacement.prepare(layout, this.cgroupParent).catch((e: unknown) => this.withoutCgroups(e));
       },
       () => undefined,
     );
     return this.cgroups;
+  }
+
+  private withoutCgroups(e: unknown): undefined {
+    this.options.logger?.warn({ err: e }, "native processes run without a cgroup (no limits; setsid children can outlive them)");
+    this.cgroups = Promise.resolve(undefined);
+    return undefined;
   }
 
   private track(proc: RunningProcess, holder: Holder) {

@@ -67,10 +67,8 @@ function startChild(req: SpawnRequest): void {
   const procsFiles = req.gateCgroupProcs;
   if (procsFiles === undefined) return void reply();
   child.stdin?.on("error", () => {}); // the gate died: its exit reports it
-  // Off this loop (a cgroup migration can take milliseconds): other spawns go on meanwhile.
-  void (async () => {
-    for (const procs of procsFiles) await writeFile(procs, String(pid));
-  })().then(
+  // Off this loop (a cgroup migration can take milliseconds), hierarchies at once: other spawns go on meanwhile.
+  void Promise.all(procsFiles.map((procs) => writeFile(procs, String(pid)))).then(
     () => {
       child.stdin?.end("\n");
       reply();
