@@ -107,7 +107,9 @@ export interface NewInstance {
 }
 
 /**
- * (new) -> PENDING; the image's use time is refreshed in the same statement. Returns the
+ * (new) -> PENDING; the image's use time is refreshed in the same statement, to the minute:
+ * a fresher one is left alone, so concurrent starts of one image do not queue on its row lock
+ * (an image expires after days at the least, see deleteExpiredImages). Returns the
  * row's token nonce (random per row, see ./tokens.ts), or null when the tenant has its quota
  * of PENDING and RUNNING instances already (checked in the statement; starts racing at the
  * same moment may pass it together).
@@ -115,7 +117,9 @@ export interface NewInstance {
 export async function insertInstance(db: Db, i: NewInstance): Promise<string | null> {
   try {
     return await db.maybeOneFirst(sql.type(z.object({ token_nonce: z.string() }))`
-      WITH used AS (UPDATE images SET last_used_at = now() WHERE image_id = ${i.imageId})
+      WITH used AS (
+        UPDATE images SET last_used_at = now()
+        WHERE image_id = ${i.imageId} AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute'))
       INSERT INTO instances (instance_id, tenant_id, image_id, image_name, status, input, env, timeout_seconds, pending_since, claimed_by)
       SELECT ${i.instanceId}, ${i.tenantId}, ${i.imageId}, ${i.imageName}, ${is("pending")},
              ${binary(i.input)}, ${sql.jsonb(i.env)}, ${i.timeoutSeconds}, now(), ${i.claimedBy}

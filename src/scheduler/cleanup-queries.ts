@@ -52,7 +52,8 @@ export async function deleteExpiredInstances(db: DatabasePool, maxAgeMs: number,
  * Deletes up to `batchSize` images unused for the retention (last use, or registration when
  * never used) that no live or resumable instance references; instances keep their history
  * (image_id is ON DELETE SET NULL, image_name was copied). Race with StartInstance: its
- * insert updates images.last_used_at in the same statement, so either it holds the row lock
+ * insert updates an expired image's last_used_at in the same statement (a use within the
+ * last minute is left as it is: never expired), so either it holds the row lock
  * (this statement skips the image) or it commits first and the re-check of the locked row
  * sees the fresh last_used_at (the image is no longer expired); if this statement wins, the
  * start fails its foreign key check ("image not found") instead of referencing a deleted image.

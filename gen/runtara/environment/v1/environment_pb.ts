@@ -153,7 +153,7 @@ export type Image = Message<"runtara.environment.v1.Image"> & {
   manifestDigest: string;
 
   /**
-   * When an instance of this version was last started; unset when never.
+   * When an instance of this version was last started (to the minute); unset when never.
    *
    * @generated from field: google.protobuf.Timestamp last_used_at = 14;
    */

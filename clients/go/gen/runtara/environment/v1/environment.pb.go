@@ -386,7 +386,7 @@ type Image struct {
 	Format ImageFormat `protobuf:"varint,12,opt,name=format,proto3,enum=runtara.environment.v1.ImageFormat" json:"format,omitempty"`
 	// OCI archives: digest of the image manifest that was unpacked ("sha256:…").
 	ManifestDigest string `protobuf:"bytes,13,opt,name=manifest_digest,json=manifestDigest,proto3" json:"manifest_digest,omitempty"`
-	// When an instance of this version was last started; unset when never.
+	// When an instance of this version was last started (to the minute); unset when never.
 	LastUsedAt *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=last_used_at,json=lastUsedAt,proto3" json:"last_used_at,omitempty"`
 }
 
