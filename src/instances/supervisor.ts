@@ -1,7 +1,7 @@
 import type { DatabasePool } from "slonik";
 import type { Logger } from "pino";
 import type { ChannelHub } from "../db/index.js";
-import { isTerminal, transitions, type RunOutcome } from "../lifecycle/index.js";
+import { isStatus, isTerminal, transitions, type RunOutcome } from "../lifecycle/index.js";
 import { stopWithGrace, type RunningProcess } from "../runner/index.js";
 
 /** After SIGTERM, how long a process gets before SIGKILL. */
@@ -50,7 +50,12 @@ export class Supervisor {
     const timer = setTimeout(() => void this.expire(instanceId), Math.max(0, deadlineMs - Date.now()));
     timer.unref();
     const entry: Tracked = { runId, process, timer, verdict: "crashed", settled: Promise.resolve(), unsubscribe: () => {}, ending: false };
-    entry.unsubscribe = this.statusChanges.subscribe(instanceId, () => void this.endIfTerminal(instanceId, entry));
+    entry.unsubscribe = this.statusChanges.subscribe(instanceId, (payload) => {
+      // The hint names the new status ("<id> <status>"); only a terminal one, or none (a
+      // reconnect, an older trigger), needs the row read.
+      const status = payload.split(" ")[1];
+      if (status === undefined || !isStatus(status) || isTerminal(status)) void this.endIfTerminal(instanceId, entry);
+    });
     entry.settled = process.exited.then(
       (exit) => this.settle(instanceId, entry, { exitCode: exit.exitCode, stderrTail: exit.stderrTail, ...exit.metrics }),
       (e: unknown) => {

@@ -13,6 +13,7 @@ export const ACTIVE = ["pending", "running", "suspended"] as const satisfies rea
 export const LAUNCHED = ["pending", "running"] as const satisfies readonly Status[];
 
 export const isTerminal = (s: Status): boolean => (TERMINAL as readonly Status[]).includes(s);
+export const isStatus = (s: string): s is Status => (STATUSES as readonly string[]).includes(s);
 
 export const TERMINATION_REASONS = [
   "completed",
