@@ -536,7 +536,7 @@ async function cleanupBareOci(oci: BareOci | undefined): Promise<string[]> {
       await execa(oci.rt.command, [...rootArgs, "delete", "--force", id], { reject: false });
     }
     const layout = await detectCgroupLayout();
-    const left = await removeCgroup(layout, BARE_CGROUP_PARENT, [...oci.containerIds]);
+    const left = await removeCgroup(layout.hierarchies, BARE_CGROUP_PARENT, [...oci.containerIds]);
     if (left.length > 0) problems.push(`cgroups left: ${left.join(", ")}`);
     await rm(path.dirname(oci.rootfs), { recursive: true, force: true });
   }

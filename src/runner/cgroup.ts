@@ -78,14 +78,15 @@ export async function readCgroupMetrics(layout: CgroupLayout, relPath: string): 
 }
 
 /**
- * Removes `relPath` (and any of the given child directories still there) in every hierarchy.
+ * Removes `relPath` (and any of the given child directories still there) in each of the
+ * hierarchies (mount points; a layout's `hierarchies` for all of them).
  * A cgroup whose last process is still exiting answers EBUSY for a moment, so that is retried
  * (`busyRetries` times). Returns the directories that could not be removed.
  */
-export async function removeCgroup(layout: CgroupLayout, relPath: string, children: readonly string[] = [], busyRetries = 20): Promise<string[]> {
+export async function removeCgroup(hierarchies: readonly string[], relPath: string, children: readonly string[] = [], busyRetries = 20): Promise<string[]> {
   const failed: string[] = [];
   await Promise.all(
-    layout.hierarchies.map(async (h) => {
+    hierarchies.map(async (h) => {
       for (const dir of [...children.map((c) => `${h}${relPath}/${c}`), `${h}${relPath}`]) {
         const err = await rmdirRetrying(dir, busyRetries);
         if (err) failed.push(`${dir}: ${err}`);

@@ -268,7 +268,7 @@ export class NativeRunner implements Runner {
     this.cgroups ??= detectCgroupLayout().then(
       async (layout) => {
         const names = await readdir(`${layout.unified}${this.cgroupParent}`).catch((): string[] => []);
-        for (const name of names.filter((n) => n.startsWith(NATIVE_CGROUP_PREFIX))) await removeCgroup(layout, `${this.cgroupParent}/${name}`, [], 0);
+        for (const name of names.filter((n) => n.startsWith(NATIVE_CGROUP_PREFIX))) await removeCgroup(layout.hierarchies, `${this.cgroupParent}/${name}`, [], 0);
         await limitParentCgroup(layout, this.cgroupParent, this.options.aggregateLimits ?? {}).catch((e: unknown) =>
           this.options.logger?.warn({ err: e, cgroup: this.cgroupParent }, "could not set the aggregate limits of all native processes"),
         );

@@ -279,7 +279,7 @@ export class OciRunner implements Runner {
         if (r.failed) log?.warn({ stderr: r.stderr }, "could not delete the container");
       }
       const metrics = await readCgroupMetrics(layout, cgroupRel).catch((): ExitMetrics => ({ ...NO_METRICS }));
-      const leftover = await removeCgroup(layout, cgroupRel, [LEAF]);
+      const leftover = await removeCgroup(layout.hierarchies, cgroupRel, [LEAF]);
       if (leftover.length > 0) log?.warn({ leftover }, "could not remove the container's cgroup");
       if (pasta) await removeNetns(this.spawner, pasta, containerId, netnsIno);
       const stderrTail = logs.stderrTail();
@@ -349,7 +349,7 @@ export class OciRunner implements Runner {
       await watchPid(spec.pid, spec.startTime, { intervalMs: this.adoptPollMs, signal: abort.signal }).catch(() => neverSettles());
       if (await this.containerExists(rt, containerId)) await this.exec(rt, ["delete", "--force", containerId]);
       const metrics = await readCgroupMetrics(layout, cgroupRel).catch((): ExitMetrics => ({ ...NO_METRICS }));
-      await removeCgroup(layout, cgroupRel, [LEAF]);
+      await removeCgroup(layout.hierarchies, cgroupRel, [LEAF]);
       const outbound = await this.outbound();
       // Only the namespace this process was in: a relaunch may already have made a new one. A
       // process already gone at adoption (it ended while the environment was down) left its
@@ -401,7 +401,7 @@ export class OciRunner implements Runner {
     await this.exec(rt, ["kill", containerId, "KILL"]);
     const r = await this.exec(rt, ["delete", "--force", containerId]);
     if (r.failed && (await this.containerExists(rt, containerId))) throw new Error(`${rt.command} delete ${containerId} failed: ${lastLine(r.stderr)}`);
-    const left = await removeCgroup(layout, `${this.cgroupParent}/${containerId}`, [LEAF]);
+    const left = await removeCgroup(layout.hierarchies, `${this.cgroupParent}/${containerId}`, [LEAF]);
     if (left.length > 0) this.logger?.warn({ containerId, left }, "could not remove the cgroup of a removed container");
     const outbound = await this.outbound();
     if (outbound.kind === "pasta") await removeNetns(this.spawner, outbound, containerId);
@@ -484,7 +484,7 @@ export class OciRunner implements Runner {
       return lastLine(said) || `exit ${r.exitCode ?? r.signal}`;
     } finally {
       await this.exec(rt, ["delete", "--force", id]);
-      await removeCgroup(layout, cgroupRel, [LEAF]);
+      await removeCgroup(layout.hierarchies, cgroupRel, [LEAF]);
       await rm(dir, { recursive: true, force: true });
       this.preparedRootfs.delete(path.join(dir, "rootfs"));
     }
@@ -519,7 +519,7 @@ export class OciRunner implements Runner {
       }
       await this.exec(rt, ["delete", "--force", containerId]);
     }
-    const left = await removeCgroup(layout, cgroupRel, [LEAF]);
+    const left = await removeCgroup(layout.hierarchies, cgroupRel, [LEAF]);
     if (left.length > 0) throw new LaunchError("already_running", `cgroup of container ${containerId} is still in use: ${left.join(", ")}`);
     if (outbound.kind === "pasta") await removeNetns(this.spawner, outbound, containerId);
   }

@@ -124,7 +124,7 @@ export class ProcessCgroup {
 
   /** Removes the directories; returns those that could not be removed. */
   remove(): Promise<string[]> {
-    return removeCgroup(this.placement.layout, this.relPath);
+    return removeCgroup(this.placement.mounts, this.relPath);
   }
 
   private dirs(): string[] {
