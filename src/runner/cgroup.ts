@@ -16,6 +16,11 @@ export interface CgroupLayout {
   v1: Map<string, string>;
   memory: { dir: string; v2: boolean } | undefined;
   cpu: { dir: string; v2: boolean } | undefined;
+  /**
+   * The v2 hierarchy is mounted with `favordynmods`: without it, every move of a process into
+   * a cgroup waits for an RCU grace period (12-17 ms per native start measured here).
+   */
+  favorDynmods: boolean;
 }
 
 export async function detectCgroupLayout(): Promise<CgroupLayout> {
@@ -25,6 +30,7 @@ export async function detectCgroupLayout(): Promise<CgroupLayout> {
   let memory: CgroupLayout["memory"];
   let cpu: CgroupLayout["cpu"];
   let unified: string | undefined;
+  let favorDynmods = false;
   for (const line of info.split("\n")) {
     // id parent maj:min root mountpoint options [optional...] - fstype source superoptions
     const sep = line.indexOf(" - ");
@@ -42,6 +48,7 @@ export async function detectCgroupLayout(): Promise<CgroupLayout> {
     } else if (fstype === "cgroup2") {
       hierarchies.push(mountPoint);
       unified = mountPoint;
+      favorDynmods = superOptions.split(",").includes("favordynmods");
     }
   }
   if (unified !== undefined) {
@@ -50,7 +57,7 @@ export async function detectCgroupLayout(): Promise<CgroupLayout> {
     if (!memory && controllers.includes("memory")) memory = { dir: unified, v2: true };
     if (!cpu) cpu = { dir: unified, v2: true }; // cpu.stat usage_usec exists without the cpu controller
   }
-  return { hierarchies, unified, v1, memory, cpu };
+  return { hierarchies, unified, v1, memory, cpu, favorDynmods };
 }
 
 /**

@@ -272,6 +272,12 @@ export class NativeRunner implements Runner {
         await limitParentCgroup(layout, this.cgroupParent, this.options.aggregateLimits ?? {}).catch((e: unknown) =>
           this.options.logger?.warn({ err: e, cgroup: this.cgroupParent }, "could not set the aggregate limits of all native processes"),
         );
+        if (layout.unified !== undefined && !layout.favorDynmods) {
+          this.options.logger?.info(
+            { mount: layout.unified },
+            "cgroup v2 is mounted without favordynmods: each native start waits for a kernel RCU grace period to join its cgroup (README: Host tuning)",
+          );
+        }
         return await CgroupPlacement.prepare(layout, this.cgroupParent).catch((e: unknown) => this.withoutCgroups(e));
       },
       () => undefined,
