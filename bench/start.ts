@@ -142,9 +142,10 @@ class RegisterWatch {
   constructor(private readonly client: pg.Client) {
     client.on("notification", (m) => {
       const at = performance.now();
-      const w = m.payload === undefined ? undefined : this.waiters.get(m.payload);
+      const instanceId = m.payload?.split(" ", 1)[0] ?? ""; // "<id> <status>"
+      const w = this.waiters.get(instanceId);
       if (!w) return; // a later change (COMPLETED) of an instance already seen, or not ours
-      this.waiters.delete(m.payload!);
+      this.waiters.delete(instanceId);
       clearTimeout(w.timer);
       w.resolve(at);
     });

@@ -151,6 +151,25 @@ describe("spawner", () => {
     assert.equal(existsSync(marker), false, "nothing started for a dead environment");
   });
 
+  it("what it starts inherits no descriptor the environment got from its own parent", async () => {
+    const listing = path.join(base, `fds-${process.pid}`);
+    const entry = fileURLToPath(new URL("../src/runner/spawner-process.ts", import.meta.url));
+    // A stand-in environment that inherited fd 77 without close-on-exec (bash's `exec 77>file`,
+    // a supervisor's or CI runner's pipes); it starts the spawner and asks it for one process.
+    const script = `
+      const { spawn } = require("node:child_process");
+      const helper = spawn(process.execPath, ["--import", "tsx", ${JSON.stringify(entry)}, String(process.pid)], { stdio: ["pipe", "pipe", "inherit"] });
+      helper.stdout.on("data", (d) => { if (String(d).includes('"exit"')) process.exit(0); });
+      helper.stdin.write(JSON.stringify({ op: "spawn", id: 1, file: "/bin/sh", args: ["-c", 'exec >"$0"; for f in /proc/$$/fd/*; do echo "\${f##*/}"; done', ${JSON.stringify(listing)}] }) + "\\n");`;
+    const standIn = spawn("/bin/bash", ["-c", 'exec 77>/dev/null; exec "$0" -e "$1"', process.execPath, script], { stdio: ["ignore", "ignore", "inherit"], cwd: path.dirname(entry) });
+    const code = await new Promise((resolve) => standIn.once("exit", resolve));
+    assert.equal(code, 0);
+    const fds = (await readFile(listing, "utf8")).split("\n").filter((l) => l !== "");
+    // 0-2 and the listing's own directory; the inherited descriptor (77) must not be there.
+    assert.deepEqual(fds.slice(0, 3), ["0", "1", "2"]);
+    assert.ok(!fds.includes("77"), `fd 77 reached the process: ${fds.join(" ")}`);
+  });
+
   it("runs commands: output, exit code, a missing program, a timeout", async () => {
     const spawner = new Spawner();
     try {

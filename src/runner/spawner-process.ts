@@ -6,7 +6,7 @@
  * stopped or died); the detached processes it started keep running and are adopted later.
  */
 import { spawn, type ChildProcess, type StdioOptions } from "node:child_process";
-import { closeSync, constants, openSync } from "node:fs";
+import { closeSync, constants, openSync, readdirSync, readFileSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { createInterface } from "node:readline";
 import { readProcStatSync } from "./proc.js";
@@ -18,6 +18,30 @@ const MAX_OUTPUT_BYTES = 4 * 1024 * 1024;
 /** The environment that started us (it passes its pid: it may be gone before we run). */
 const PARENT = Number(process.argv[2]);
 if (!Number.isSafeInteger(PARENT) || PARENT <= 1) throw new Error("usage: spawner-process <pid of the environment>");
+
+/** Linux's O_CLOEXEC as /proc/<pid>/fdinfo shows it (octal flags); node:fs does not export it. */
+const O_CLOEXEC = 0o2000000;
+
+/**
+ * Closes what the environment inherited from its own parent without close-on-exec (a shell's
+ * or supervisor's extra descriptors, a CI runner's pipes): every process started here would
+ * inherit it too. Node's and libuv's own descriptors are all close-on-exec.
+ */
+function closeInheritedDescriptors(): void {
+  for (const name of readdirSync("/proc/self/fd")) {
+    const fd = Number(name);
+    if (!(fd > 2)) continue;
+    let info: string;
+    try {
+      info = readFileSync(`/proc/self/fdinfo/${fd}`, "utf8");
+    } catch {
+      continue; // the directory listing's own descriptor, closed by now
+    }
+    const flags = /^flags:\s+([0-7]+)/m.exec(info)?.[1];
+    if (flags !== undefined && (parseInt(flags, 8) & O_CLOEXEC) === 0) closeSync(fd);
+  }
+}
+closeInheritedDescriptors();
 
 const send = (reply: SpawnerReply) => process.stdout.write(`${JSON.stringify(reply)}\n`);
 const failure = (e: unknown): SpawnFailure => {
