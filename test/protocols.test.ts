@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import http from "node:http";
 import { promisify } from "node:util";
+import zlib from "node:zlib";
 import { after, before, describe, it } from "node:test";
 import { fromBinary } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
@@ -34,6 +35,20 @@ async function connectJson(baseUrl: string, method: string, body: unknown, heade
   });
   const text = await res.text();
   return { status: res.status, headers: res.headers, body: text === "" ? {} : JSON.parse(text) };
+}
+
+/** POST over HTTP/1.1 without decoding the answer (fetch would undo Content-Encoding). */
+function fetchRaw(url: string, body: string, acceptEncoding: string): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method: "POST", headers: { "content-type": "application/json", "accept-encoding": acceptEncoding } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (c: Buffer) => chunks.push(c));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
+      res.on("error", reject);
+    });
+    req.on("error", reject);
+    req.end(body);
+  });
 }
 
 /** A Connect streaming envelope: flags, big-endian length, payload. */
@@ -181,6 +196,30 @@ describe("Connect JSON over HTTP/1.1", () => {
 
     const health = await run("curl", ["-sS", "-H", "Content-Type: application/json", "-d", "{}", `${t.baseUrl}/${ENV}/HealthCheck`]);
     assert.equal(JSON.parse(health.stdout).healthy, true);
+  });
+
+  it("compresses a large answer with the encoding the client lists first: gzip or br", async () => {
+    for (let i = 0; i < 8; i++) {
+      const binary = patternBytes(64, 100 + i);
+      const reg = await connectJson(t.baseUrl, "RegisterImage", {
+        tenantId: "compressed",
+        name: `image-${i}`,
+        description: "d".repeat(300),
+        binary: b64(binary),
+        runnerType: "RUNNER_TYPE_NATIVE",
+      });
+      assert.equal(reg.status, 200, JSON.stringify(reg.body));
+    }
+    for (const [accept, encoding, decode] of [
+      ["br, gzip", "br", zlib.brotliDecompressSync],
+      ["gzip, br", "gzip", zlib.gunzipSync],
+    ] as const) {
+      const res = await fetchRaw(`${t.baseUrl}/${ENV}/ListImages`, JSON.stringify({ tenantId: "compressed" }), accept);
+      assert.equal(res.status, 200);
+      assert.equal(res.headers["content-encoding"], encoding);
+      const body = JSON.parse(decode(res.body).toString("utf8"));
+      assert.equal(body.images.length, 8);
+    }
   });
 
   it("sets x-request-id on answers and on errors, echoing a sane client-supplied one", async () => {
