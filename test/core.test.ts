@@ -113,6 +113,10 @@ describe("core InstanceService and CoreService", () => {
     assert.equal(r.termination_reason, "sleeping");
     assert.ok(Math.abs(new Date(r.sleep_until).getTime() - (before + 60_000)) < 5_000);
     assert.equal(await count("checkpoints", id), 1);
+    // The same Sleep again (its answer was lost) answers the same; another is refused.
+    const again = await c.sleep({ instanceId: id, checkpointId: "sleep:0", state: enc({ wakeAt: 1 }), durationMs: 60_000n });
+    assert.deepEqual(again.wakeAt, res.wakeAt);
+    await rejects(c.sleep({ instanceId: id, checkpointId: "sleep:1", state: enc({ wakeAt: 1 }), durationMs: 60_000n }), Code.FailedPrecondition, /SUSPENDED/);
     // A suspended instance cannot be revived by a stray process...
     await rejects(c.register({ instanceId: id }), Code.FailedPrecondition, /SUSPENDED/);
     // ...only by a relaunch, which the environment moves to PENDING first (as the wake does).

@@ -100,13 +100,17 @@ export class InstanceCalls {
     this.limit("state", state);
     const row = await transitions.sleep(this.db, key, checkpointId, state, wakeAtMs);
     if (row === null) {
-      const status = await transitions.ownStatus(this.db, key);
-      if (status === null) throw await this.notOwned(key);
+      const current = await repo.ownSleep(this.db, key);
+      if (current === null) throw await this.notOwned(key);
+      // The same Sleep again (a workflow that lost the answer retries): the same answer.
+      if (current.status === "suspended" && current.termination_reason === "sleeping" && current.checkpoint_id === checkpointId && current.sleep_until !== null) {
+        return current.sleep_until;
+      }
       const pending = await repo.pendingSignal(this.db, key.instanceId);
       if (pending?.type === "cancel") {
         throw new FailedPrecondition("a cancel signal is pending: acknowledge it instead of sleeping");
       }
-      throw await this.refusal(key, "sleep", status);
+      throw await this.refusal(key, "sleep", current.status);
     }
     this.logger.debug({ instanceId: key.instanceId, wakeAtMs }, "instance sleeping");
     return row.sleep_until;

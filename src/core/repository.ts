@@ -38,6 +38,12 @@ export async function touch(db: Db, key: InstanceKey) {
     SELECT status, tenant_id, input FROM instances WHERE ${rowOf(key)}`);
 }
 
+/** Status and sleep of the row the key names (null when gone): what a refused Sleep is checked against. */
+export async function ownSleep(db: Db, key: InstanceKey) {
+  return db.maybeOne(sql.type(z.object({ status, termination_reason: z.string().nullable(), checkpoint_id: z.string().nullable(), sleep_until: z.number().nullable() }))`
+    SELECT status, termination_reason, checkpoint_id, sleep_until FROM instances WHERE ${rowOf(key)}`);
+}
+
 export async function findCheckpoint(db: Db, instanceId: string, checkpointId: string) {
   return db.maybeOne(sql.type(z.object({ state: bytes, created_at: z.number(), size_bytes: z.bigint() }))`
     SELECT state, created_at, octet_length(state)::bigint AS size_bytes FROM checkpoints
@@ -46,15 +52,11 @@ export async function findCheckpoint(db: Db, instanceId: string, checkpointId: s
 
 /**
  * First write wins, atomically: inserts unless the id exists (ON CONFLICT DO NOTHING) and,
- * in the same statement, refreshes the heartbeat and returns pending signals. `stored` is
- * the existing state when the insert did nothing; it can be null when a concurrent writer
- * committed after this statement's snapshot, and the caller then re-reads. The instance row
- * is only read (the checkpoint's foreign key locks it against deletion), which keeps this
- * the cheapest possible write on the hottest path.
- */
-/**
- * `running` false: the instance is not RUNNING (or not this token's row); `full`: it has
- * saved `maxCheckpoints` already and this id is new.
+ * in the same statement, records it as the instance's latest checkpoint, refreshes the
+ * heartbeat and returns pending signals. `stored` is the existing state when the insert did
+ * nothing; it can be null when a concurrent writer committed after this statement's
+ * snapshot, and the caller then re-reads. `running` false: the instance is not RUNNING (or
+ * not this token's row); `full`: it has saved `maxCheckpoints` already and this id is new.
  */
 export async function saveCheckpoint(db: Db, key: InstanceKey, checkpointId: string, state: Uint8Array, maxCheckpoints: number) {
   const { instanceId } = key;

@@ -19,9 +19,10 @@ export function bearerInterceptor(token: string): Interceptor {
  * Retries unary calls that fail with UNAVAILABLE (core restarting, connection refused) or
  * lose their connection before an answer (core killed mid-call: the call may or may not have
  * been applied) until the call's own deadline, so a short core outage does not fail a
- * workflow. Every InstanceService call tolerates a repeat: checkpoints are first-write-wins,
- * and the status-changing calls are guarded and report `applied`. Streams are not retried
- * here; the signal watcher reconnects on its own.
+ * workflow. InstanceService calls tolerate a repeat: checkpoints are first-write-wins, a
+ * repeated Sleep answers as the first did, the other status-changing calls are guarded and
+ * report `applied`; only EmitEvent may then record its event twice (at least once). Streams
+ * are not retried here; the signal watcher reconnects on its own.
  */
 export function retryTransientInterceptor(initialMs = 100, maxMs = 2_000): Interceptor {
   return (next) => async (req) => {
