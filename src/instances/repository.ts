@@ -159,15 +159,15 @@ export interface ProcessRecord {
   deadlineMs: number;
 }
 
-/**
- * Records a launched process. False when a process of the instance is already recorded
- * (claims refuse while one is, so this means two launches raced; the caller stops its own).
- */
 /** Whether a run of the instance is recorded (its process has not been settled yet). */
 export async function runRecorded(db: Db, instanceId: string): Promise<boolean> {
   return db.exists(sql.unsafe`SELECT 1 FROM running_processes WHERE instance_id = ${instanceId}`);
 }
 
+/**
+ * Records a launched process. False when a process of the instance is already recorded
+ * (claims refuse while one is, so this means two launches raced; the caller stops its own).
+ */
 export async function insertRunningProcess(db: Db, p: ProcessRecord): Promise<{ recorded: boolean; status: Status | null }> {
   // The instance's status comes with the write (a caller answers with it): as of this statement.
   return db.one(sql.type(z.object({ recorded: z.boolean(), status: status.nullable() }))`
