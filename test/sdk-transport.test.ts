@@ -12,11 +12,11 @@ import { InstanceService } from "../gen/runtara/core/v1/instance_pb.js";
 import { createInstanceClient, createInstanceTransport } from "../src/sdk/client.js";
 import { DEFAULTS, type RuntimeSettings } from "../src/sdk/settings.js";
 
-/** A core that answers Heartbeat, but kills the connection of the first `drops` calls. */
+/** A core that answers Heartbeat and EmitEvent, but kills the connection of the first `drops` calls. */
 async function droppingCore(drops: number, kill: (socket: Socket) => void) {
   let calls = 0;
   const sockets = new Set<Socket>();
-  const adapter = connectNodeAdapter({ routes: (router) => router.service(InstanceService, { heartbeat: () => ({}) }) });
+  const adapter = connectNodeAdapter({ routes: (router) => router.service(InstanceService, { heartbeat: () => ({}), emitEvent: () => ({ eventId: 1n }) }) });
   const server = http2.createServer((req, res) => {
     if (++calls <= drops) {
       for (const s of sockets) kill(s);
@@ -62,6 +62,16 @@ describe("SDK transport to core", () => {
       }
     });
   }
+
+  it("does not repeat an EmitEvent whose connection dropped (it may have been appended)", async () => {
+    const core = await droppingCore(1, (s) => s.resetAndDestroy());
+    try {
+      await assert.rejects(core.client.emitEvent({ instanceId: "i", subtype: "x" }), (e) => e instanceof ConnectError && e.code === Code.Aborted);
+      assert.equal(core.calls(), 1);
+    } finally {
+      await core.close();
+    }
+  });
 
   it("does not retry a call the caller aborted", async () => {
     const core = await droppingCore(0, () => {});

@@ -209,7 +209,8 @@ export async function storeSignal(db: Db, tenantId: string, instanceId: string, 
  * Sends to one instance take turns on its row lock, and each takes its time after the one
  * before committed: signals commit in the order of their times, which a watch's cursor relies
  * on (a later time committing first would move the cursor past the earlier one for good).
- * The lock also makes the cap exact under concurrent sends.
+ * The cap is counted in the statement's snapshot, taken before the lock is waited for, so
+ * sends racing at the cap may pass it together (by at most their number).
  */
 export async function storeCustomSignal(db: Db, tenantId: string, instanceId: string, checkpointId: string, payload: Uint8Array, maxSignals: number) {
   const row = await db.one(sql.type(z.object({ stored: z.boolean(), active: z.boolean() }))`

@@ -21,8 +21,9 @@ export function bearerInterceptor(token: string): Interceptor {
  * been applied) until the call's own deadline, so a short core outage does not fail a
  * workflow. InstanceService calls tolerate a repeat: checkpoints are first-write-wins, a
  * repeated Sleep answers as the first did, the other status-changing calls are guarded and
- * report `applied`; only EmitEvent may then record its event twice (at least once). Streams
- * are not retried here; the signal watcher reconnects on its own.
+ * report `applied`. EmitEvent does not (each call appends an event), so it is retried only
+ * on UNAVAILABLE, not after its connection dropped mid-call. Streams are not retried here;
+ * the signal watcher reconnects on its own.
  */
 export function retryTransientInterceptor(initialMs = 100, maxMs = 2_000): Interceptor {
   return (next) => async (req) => {
@@ -35,7 +36,7 @@ export function retryTransientInterceptor(initialMs = 100, maxMs = 2_000): Inter
       try {
         return await next(req);
       } catch (err) {
-        if (req.signal.aborted || !(err instanceof ConnectError) || !isTransient(err)) throw err;
+        if (req.signal.aborted || !(err instanceof ConnectError) || !isTransient(err, req.method.name)) throw err;
         const wait = backoff(attempt, initialMs, maxMs);
         if (Date.now() + wait + 100 >= deadline) throw err;
         try {
@@ -48,12 +49,18 @@ export function retryTransientInterceptor(initialMs = 100, maxMs = 2_000): Inter
   };
 }
 
+/** Calls whose repeat is not harmless: each appends. */
+const APPENDING = new Set(["EmitEvent"]);
+
 /**
- * UNAVAILABLE, or a connection that closed under the call (connect-node reports the peer's
- * close as CANCELED and a reset as ABORTED/ECONNRESET; core itself never answers either).
+ * UNAVAILABLE, or (for calls a repeat does not double) a connection that closed under the
+ * call: connect-node reports the peer's close as CANCELED and a reset as ABORTED/ECONNRESET;
+ * core itself never answers either.
  */
-function isTransient(err: ConnectError): boolean {
-  if (err.code === Code.Unavailable || err.code === Code.Canceled) return true;
+function isTransient(err: ConnectError, method: string): boolean {
+  if (err.code === Code.Unavailable) return true;
+  if (APPENDING.has(method)) return false;
+  if (err.code === Code.Canceled) return true;
   for (let cause: unknown = err.cause; cause instanceof Error; cause = cause.cause) {
     const code = (cause as NodeJS.ErrnoException).code;
     if (code === "ECONNRESET" || code === "EPIPE") return true;
