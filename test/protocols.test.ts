@@ -222,6 +222,36 @@ describe("Connect JSON over HTTP/1.1", () => {
     }
   });
 
+  it("handles two requests with compressed bodies at once; a third is told to retry", async () => {
+    const url = `${t.baseUrl}/${ENV}/ListImages`;
+    const gz = zlib.gzipSync(JSON.stringify({ tenantId: "compressed" }));
+    const post = (body: Buffer | undefined, encoding: string | undefined) => {
+      const req = http.request(url, { method: "POST", headers: { "content-type": "application/json", ...(encoding ? { "content-encoding": encoding } : {}) } });
+      const answered = new Promise<number>((resolve, reject) => {
+        req.on("response", (res) => {
+          res.resume();
+          res.on("end", () => resolve(res.statusCode ?? 0));
+        });
+        req.on("error", reject);
+      });
+      if (body !== undefined) req.end(body);
+      return { req, answered };
+    };
+    // Two bodies that have begun and not ended hold both places.
+    const held = [post(undefined, "gzip"), post(undefined, "gzip")];
+    for (const h of held) h.req.write(gz.subarray(0, 4));
+    let third = 0;
+    for (let i = 0; i < 100 && third !== 429; i++) {
+      third = await post(gz, "gzip").answered;
+      if (third !== 429) await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(third, 429, "a third compressed body is RESOURCE_EXHAUSTED");
+    assert.equal(await post(Buffer.from(JSON.stringify({ tenantId: "compressed" })), undefined).answered, 200, "uncompressed calls go on");
+    for (const h of held) h.req.end(gz.subarray(4));
+    assert.deepEqual(await Promise.all(held.map((h) => h.answered)), [200, 200]);
+    assert.equal(await post(gz, "gzip").answered, 200, "the places are free again");
+  });
+
   it("sets x-request-id on answers and on errors, echoing a sane client-supplied one", async () => {
     const generated = await connectJson(t.baseUrl, "HealthCheck", {});
     assert.match(generated.headers.get("x-request-id") ?? "", UUID);

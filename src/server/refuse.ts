@@ -6,6 +6,9 @@ import { codeToHttpStatus, endStreamFlag, errorToJson } from "@connectrpc/connec
 export type Req = http.IncomingMessage | http2.Http2ServerRequest;
 export type Res = http.ServerResponse | http2.Http2ServerResponse;
 
+/** Body bytes of a refused HTTP/1.1 request read and dropped before its connection is closed. */
+const DISCARD_LIMIT = 1024 * 1024;
+
 /**
  * Answers a request with an RPC error before its body is read, in the protocol the client
  * speaks (gRPC and gRPC-Web: a trailers-only response; Connect streaming: an end-stream
@@ -15,9 +18,6 @@ export type Res = http.ServerResponse | http2.Http2ServerResponse;
  * EPIPE before it reads the answer), and closes the connection beyond; on HTTP/2 the listener
  * ends the stream with NO_ERROR once the answer is sent (see withBodyTimeouts).
  */
-/** Body bytes of a refused HTTP/1.1 request read and dropped before its connection is closed. */
-const DISCARD_LIMIT = 1024 * 1024;
-
 export function refuse(req: Req, res: Res, code: Code, message: string): void {
   const contentType = String(req.headers["content-type"] ?? "");
   const error = new ConnectError(message, code);
