@@ -208,6 +208,8 @@ describe("the web console in headless Chromium", { skip: chromiumMissing }, () =
     await page.setViewportSize(DESKTOP);
     await openInstance(id, "RUNNING");
     await page.getByRole("button", { name: "Switch to dark theme" }).click();
+    // The theme is applied by an effect after the next render: wait for it, then check.
+    await page.waitForFunction(() => document.documentElement.dataset.theme === "dark", undefined, { timeout: UI_TIMEOUT_MS }).catch(() => {});
     assert.equal(await page.evaluate(() => document.documentElement.dataset.theme), "dark");
     // A destructive action asks first; Esc closes the question and nothing happens.
     await page.getByRole("button", { name: "Stop…" }).click();
