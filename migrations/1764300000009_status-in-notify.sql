@@ -1,7 +1,7 @@
 -- Up Migration
 
 -- The new status travels with the hint ("<instance id> <status>"): a supervisor that only
--- waits for a terminal status reads the row no more on every change (two reads per run).
+-- waits for a terminal status no longer reads the row at every change (at Register it did).
 -- Listeners still treat it as a hint; a payload without a status means "read the table".
 CREATE OR REPLACE FUNCTION runtara_notify_instance() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
