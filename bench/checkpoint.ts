@@ -10,10 +10,10 @@ import { randomBytes } from "node:crypto";
 import { sql } from "slonik";
 import { saveCheckpoint } from "../src/core/repository.js";
 import { insertInstance, instanceClient, startEnvironment, stopTestPostgres } from "../test/helpers.js";
-import { fmt, ratioLine, runConcurrent, targetLine } from "./lib.js";
+import { envNumber, fmt, ratioLine, runConcurrent, targetLine } from "./lib.js";
 
-const TOTAL = Number(process.env.BENCH_CHECKPOINTS ?? 4000);
-const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 16);
+const TOTAL = envNumber("BENCH_CHECKPOINTS", 4000);
+const CONCURRENCY = envNumber("BENCH_CONCURRENCY", 16);
 const STATE = randomBytes(1024);
 
 const t = await startEnvironment();

@@ -14,10 +14,10 @@ import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { environmentClient, insertInstance, tokenOf, instanceClient, startEnvironment, stopTestPostgres, type TestEnvironment } from "../test/helpers.js";
-import { fmt, printLatency, summarize, targetLine } from "./lib.js";
+import { envNumber, fmt, printLatency, summarize, targetLine } from "./lib.js";
 
-const SIGNALS = Number(process.env.BENCH_SIGNALS ?? 1000);
-const POLL_MS = Number(process.env.BENCH_POLL_INTERVAL_MS ?? 100);
+const SIGNALS = envNumber("BENCH_SIGNALS", 1000);
+const POLL_MS = envNumber("BENCH_POLL_INTERVAL_MS", 100);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const now = () => performance.timeOrigin + performance.now();
 

@@ -22,11 +22,11 @@ import { open, rm } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { environmentClient, patternBytes, startEnvironment, stopTestPostgres } from "../test/helpers.js";
-import { fmt, mbPerSec, median, MiB, ratioLine, sampleRss, targetLine } from "./lib.js";
+import { envNumber, fmt, mbPerSec, median, MiB, ratioLine, sampleRss, targetLine } from "./lib.js";
 
-const TOTAL = Number(process.env.BENCH_UPLOAD_MIB ?? 1024) * MiB;
-const CHUNK = Number(process.env.BENCH_CHUNK_KIB ?? 256) * 1024;
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const TOTAL = envNumber("BENCH_UPLOAD_MIB", 1024) * MiB;
+const CHUNK = envNumber("BENCH_CHUNK_KIB", 256) * 1024;
+const ROUNDS = envNumber("BENCH_ROUNDS", 3);
 
 // A ring of distinct chunks, cycled, so generating the bytes does not dominate either side.
 const RING = Array.from({ length: 64 }, (_, i) => patternBytes(CHUNK, i + 1));

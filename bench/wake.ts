@@ -34,13 +34,13 @@ import { sql } from "slonik";
 import { RunnerType } from "../gen/runtara/environment/v1/environment_pb.js";
 import { buildFixtures } from "../test/fixtures/build.js";
 import { environmentClient, startEnvironment, stopTestPostgres } from "../test/helpers.js";
-import { fmt, printLatency, runConcurrent, summarize, targetLine } from "./lib.js";
+import { envNumber, fmt, printLatency, runConcurrent, summarize, targetLine } from "./lib.js";
 
-const SLEEPERS = Number(process.env.BENCH_SLEEPERS ?? 10_000);
-const DUE = Number(process.env.BENCH_DUE ?? 1_000);
-const WINDOW_MS = Number(process.env.BENCH_WINDOW_MS ?? 60_000);
-const LEAD_MS = Number(process.env.BENCH_LEAD_MS ?? 3_000);
-const IDLE_MS = Number(process.env.BENCH_IDLE_MS ?? 30_000);
+const SLEEPERS = envNumber("BENCH_SLEEPERS", 10_000);
+const DUE = envNumber("BENCH_DUE", 1_000);
+const WINDOW_MS = envNumber("BENCH_WINDOW_MS", 60_000);
+const LEAD_MS = envNumber("BENCH_LEAD_MS", 3_000);
+const IDLE_MS = envNumber("BENCH_IDLE_MS", 30_000);
 const IDLE_SAMPLE_MS = 5_000;
 /** Pending stats of an idle backend reach pg_stat_database within 10 s (PGSTAT_IDLE_INTERVAL). */
 const STATS_SETTLE_MS = 11_000;
