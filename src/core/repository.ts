@@ -204,8 +204,6 @@ export async function storeSignal(db: Db, tenantId: string, instanceId: string, 
  * Stores (or replaces) the custom signal for a wait point of a non-terminal instance of the
  * tenant. "stored"; "inactive" when the instance is missing or terminal; "full" when it holds
  * `maxSignals` unacknowledged custom signals already (a replacement then is refused too).
- */
-/**
  * Sends to one instance take turns on its row lock, and each takes its time after the one
  * before committed: signals commit in the order of their times, which a watch's cursor relies
  * on (a later time committing first would move the cursor past the earlier one for good).

@@ -142,13 +142,15 @@ async function enableV2Controllers(unified: string, parent: string): Promise<str
   const available = (await readFile(`${unified}/cgroup.controllers`, "utf8").catch(() => "")).split(/\s+/);
   const wanted = ["memory", "pids", "cpu"].filter((c) => available.includes(c));
   if (wanted.length === 0) return [];
-  let dir = unified;
-  for (const part of ["", ...parent.split("/").filter((p) => p !== "")]) {
-    if (part !== "") {
-      dir = `${dir}/${part}`;
-      await mkdir(dir, { recursive: true });
-    }
+  const enable = async (dir: string) => {
     for (const c of wanted) await writeExisting(`${dir}/cgroup.subtree_control`, `+${c}`).catch(() => false);
+  };
+  let dir = unified;
+  await enable(dir);
+  for (const part of parent.split("/").filter((p) => p !== "")) {
+    dir = `${dir}/${part}`;
+    await mkdir(dir, { recursive: true });
+    await enable(dir);
   }
   const enabled = (await readFile(`${dir}/cgroup.subtree_control`, "utf8").catch(() => "")).split(/\s+/);
   return wanted.filter((c) => enabled.includes(c));
