@@ -8,6 +8,8 @@ import { fromBinary } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
+import type { Compression } from "@connectrpc/connect/protocol";
+import { Slots, takingTurns } from "../src/server/compression.js";
 import { patternBytes, sha256Hex, startEnvironment, stopTestPostgres, type TestEnvironment } from "./helpers.js";
 
 const run = promisify(execFile);
@@ -222,34 +224,50 @@ describe("Connect JSON over HTTP/1.1", () => {
     }
   });
 
-  it("handles two requests with compressed bodies at once; a third is told to retry", async () => {
+  it("decompresses request bodies in turns: compressing clients are served, bombs refused", async () => {
     const url = `${t.baseUrl}/${ENV}/ListImages`;
-    const gz = zlib.gzipSync(JSON.stringify({ tenantId: "compressed" }));
-    const post = (body: Buffer | undefined, encoding: string | undefined) => {
-      const req = http.request(url, { method: "POST", headers: { "content-type": "application/json", ...(encoding ? { "content-encoding": encoding } : {}) } });
-      const answered = new Promise<number>((resolve, reject) => {
-        req.on("response", (res) => {
+    const post = (body: Buffer, encoding: string) =>
+      new Promise<number>((resolve, reject) => {
+        const req = http.request(url, { method: "POST", headers: { "content-type": "application/json", "content-encoding": encoding } }, (res) => {
           res.resume();
           res.on("end", () => resolve(res.statusCode ?? 0));
         });
         req.on("error", reject);
+        req.end(body);
       });
-      if (body !== undefined) req.end(body);
-      return { req, answered };
+    // A client that compresses every request, 20 at once: each waits its turn, none is refused.
+    const gz = zlib.gzipSync(JSON.stringify({ tenantId: "compressed" }));
+    assert.deepEqual(await Promise.all(Array.from({ length: 20 }, () => post(gz, "gzip"))), Array(20).fill(200));
+    // 329 bytes that expand to 200 MiB: each is refused at the read limit (RESOURCE_EXHAUSTED).
+    const bomb = zlib.brotliCompressSync(Buffer.alloc(200 * 1024 * 1024));
+    assert.deepEqual(await Promise.all(Array.from({ length: 6 }, () => post(bomb, "br"))), Array(6).fill(429));
+  });
+
+  it("lets at most the given number of decompressions run at once, the rest in order", async () => {
+    let running = 0;
+    let most = 0;
+    const order: number[] = [];
+    const releases: (() => void)[] = [];
+    const slow: Compression = {
+      name: "slow",
+      compress: async (b) => new Uint8Array(b),
+      decompress: async (b) => {
+        most = Math.max(most, ++running);
+        await new Promise<void>((r) => releases.push(r));
+        running--;
+        order.push(b[0]!);
+        return new Uint8Array(b);
+      },
     };
-    // Two bodies that have begun and not ended hold both places.
-    const held = [post(undefined, "gzip"), post(undefined, "gzip")];
-    for (const h of held) h.req.write(gz.subarray(0, 4));
-    let third = 0;
-    for (let i = 0; i < 100 && third !== 429; i++) {
-      third = await post(gz, "gzip").answered;
-      if (third !== 429) await new Promise((r) => setTimeout(r, 20));
+    const limited = takingTurns(slow, new Slots(2));
+    const all = Promise.all([0, 1, 2, 3, 4, 5].map((i) => limited.decompress(new Uint8Array([i]), 10)));
+    for (let done = 0; done < 6; done++) {
+      while (releases.length === 0) await new Promise((r) => setImmediate(r));
+      releases.shift()!();
     }
-    assert.equal(third, 429, "a third compressed body is RESOURCE_EXHAUSTED");
-    assert.equal(await post(Buffer.from(JSON.stringify({ tenantId: "compressed" })), undefined).answered, 200, "uncompressed calls go on");
-    for (const h of held) h.req.end(gz.subarray(4));
-    assert.deepEqual(await Promise.all(held.map((h) => h.answered)), [200, 200]);
-    assert.equal(await post(gz, "gzip").answered, 200, "the places are free again");
+    await all;
+    assert.equal(most, 2);
+    assert.deepEqual(order, [0, 1, 2, 3, 4, 5]);
   });
 
   it("sets x-request-id on answers and on errors, echoing a sane client-supplied one", async () => {

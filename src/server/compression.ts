@@ -18,5 +18,41 @@ const brotliQuality5: Compression = {
   },
 };
 
+/**
+ * Decompressions running at once in this process. Each may hold up to the read limit before
+ * it can refuse (a 329-byte brotli body expands to 64 MiB; 30 such requests at once took the
+ * server from 158 MB to 2.2 GB), so the others wait their turn: memory stays bounded, and a
+ * client that compresses every request is slowed, not refused.
+ */
+const MAX_DECOMPRESSIONS = 2;
+
+/** `compression` whose decompressions take turns with every other one made through `slots`. */
+export function takingTurns(compression: Compression, slots: Slots): Compression {
+  return { ...compression, decompress: (bytes, readMaxBytes) => slots.run(() => compression.decompress(bytes, readMaxBytes)) };
+}
+
+/** At most `max` tasks at once; the rest wait in order. */
+export class Slots {
+  private running = 0;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(private readonly max: number) {}
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.running >= this.max) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    else this.running++;
+    try {
+      return await task();
+    } finally {
+      // Hand the slot straight to the next waiter, or give it back.
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.running--;
+    }
+  }
+}
+
+const decompressions = new Slots(MAX_DECOMPRESSIONS);
+
 /** What the servers accept from clients and compress answers with, in order of preference. */
-export const serverCompressions: Compression[] = [compressionGzip, brotliQuality5];
+export const serverCompressions: Compression[] = [compressionGzip, brotliQuality5].map((c) => takingTurns(c, decompressions));

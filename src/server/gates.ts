@@ -8,25 +8,17 @@ import { refuse, type Req, type Res } from "./refuse.js";
  * A check on a request's headers and connection, made before its body is read: a refusal
  * costs the server nothing however large the body the client meant to send.
  */
-export type Gate = (req: Req, res: Res) => { code: Code; message: string } | undefined;
-
-/**
- * Requests with a compressed body being handled at once, per server. Decompression holds up
- * to the server's read limit before it can refuse (a 317-byte brotli body expands to 64 MiB;
- * 30 such requests at once left the server at 2.2 GB), so this bounds that memory; clients
- * rarely compress requests, and one refused here is told to retry.
- */
-const MAX_COMPRESSED_BODIES = 2;
+export type Gate = (req: Req) => { code: Code; message: string } | undefined;
 
 /**
  * `handler` behind `authorityGate` and then `gates`. A request the handler still throws on
  * synchronously (before any answer) gets an INTERNAL answer instead of taking the process down.
  */
 export function withGates(gates: readonly Gate[], handler: (req: Req, res: Res) => void) {
-  const all = [authorityGate, compressedBodiesGate(MAX_COMPRESSED_BODIES), ...gates];
+  const all = [authorityGate, ...gates];
   return (req: Req, res: Res) => {
     for (const gate of all) {
-      const refusal = gate(req, res);
+      const refusal = gate(req);
       if (refusal !== undefined) return refuse(req, res, refusal.code, refusal.message);
     }
     try {
@@ -53,19 +45,6 @@ export const authorityGate: Gate = (req) => {
     return { code: Code.InvalidArgument, message: `Host ${JSON.stringify(authority)} is not a valid host[:port]` };
   }
 };
-
-/** At most `max` requests whose body is compressed (any protocol's encoding header) until each is answered. */
-export function compressedBodiesGate(max: number): Gate {
-  let open = 0;
-  return (req, res) => {
-    const encodings = [req.headers["content-encoding"], req.headers["connect-content-encoding"], req.headers["grpc-encoding"]];
-    if (!encodings.some((e) => typeof e === "string" && e !== "" && e.toLowerCase() !== "identity")) return undefined;
-    if (open >= max) return { code: Code.ResourceExhausted, message: `${max} requests with compressed bodies are being handled already; retry, or send it uncompressed` };
-    open++;
-    res.once("close", () => open--);
-    return undefined;
-  };
-}
 
 /** `/<service>/<method>` of an RPC request path (query string dropped). */
 function rpcOf(req: Req): { service: string; method: string } | undefined {

@@ -37,7 +37,7 @@ export function withOperations(ops: Operations, metricsGate: Gate, next: Handler
       );
       return;
     }
-    const refusal = metricsGate(req, res);
+    const refusal = metricsGate(req);
     if (refusal) return refuse(req, res, refusal.code, refusal.message);
     void ops.metrics.scrape().then(
       (text) => answer(req, res, 200, ops.metrics.contentType, text),
