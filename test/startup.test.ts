@@ -182,6 +182,32 @@ describe("zero-setup database", () => {
     }
   });
 
+  it("after a kill -9 of npm start, the next start stops the embedded PostgreSQL left running and keeps the data", async () => {
+    const dataDir = await mkdtemp(path.join(tmpdir(), "runtara-cli-killed-"));
+    await chmod(dataDir, 0o755);
+    const port = await freePort();
+    const vars = { DATA_DIR: dataDir, RUNTARA_ENV_HTTP_PORT: String(port), RUNTARA_ENV_HTTP_HOST: "127.0.0.1", RUNTARA_CORE_ADDR: `127.0.0.1:${await freePort()}` };
+    let cli = startCli(vars);
+    try {
+      await cli.waitFor("environment listening", 60_000);
+      const client = environmentClient(`http://127.0.0.1:${port}`);
+      const { imageId } = await client.registerImage({ tenantId: "solo", name: "survivor", binary: patternBytes(500, 3) });
+      cli.child.kill("SIGKILL");
+      await cli.exited;
+      assert.ok((await processesMentioning(dataDir)).length > 0, "its PostgreSQL outlived the kill");
+      cli = startCli(vars);
+      await cli.waitFor("environment listening", 60_000);
+      assert.match(cli.stdout(), /stopping the embedded PostgreSQL an environment that died left running/);
+      assert.equal((await client.getImage({ tenantId: "solo", imageId })).image?.name, "survivor");
+      cli.child.kill("SIGTERM");
+      assert.equal(await exitWithin(cli, 15_000), 0);
+      assert.deepEqual(await processesMentioning(dataDir), [], "no postgres process left");
+    } finally {
+      await killLeftovers(cli, dataDir);
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+
   it("runs on an embedded PostgreSQL under DATA_DIR, keeps data across restarts, and leaves no process behind", async () => {
     // The postgres user must be able to traverse the data dir's parents; mkdtemp makes 0700.
     const dataDir = await mkdtemp(path.join(tmpdir(), "runtara-embedded-"));

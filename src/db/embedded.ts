@@ -2,7 +2,9 @@ import { randomBytes } from "node:crypto";
 import { chmod, mkdir, readFile, stat, writeFile } from "node:fs/promises";
 import net from "node:net";
 import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
+import { readProcStat } from "../runner/proc.js";
 
 export interface EmbeddedDatabase {
   url: string;
@@ -59,8 +61,15 @@ export async function startEmbeddedPostgres(dataDir: string, logger: Logger): Pr
   if (!initialised) {
     await writeFile(passwordFile, password, { mode: 0o600 });
   }
+  await stopOrphanedPostmaster(databaseDir, log);
   const port = await freePort();
   const EmbeddedPostgres = await loadEmbeddedPostgres();
+  // The package rejects a failed start with no reason; its last output lines say why.
+  const output: string[] = [];
+  const remember = (m: unknown) => {
+    output.push(String(m).trim());
+    if (output.length > 10) output.shift();
+  };
   const pg = new EmbeddedPostgres({
     databaseDir,
     port,
@@ -71,15 +80,23 @@ export async function startEmbeddedPostgres(dataDir: string, logger: Logger): Pr
     // PostgreSQL refuses to run as root; the package then runs it as a "postgres" user.
     createPostgresUser: process.getuid?.() === 0,
     postgresFlags: ["-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="],
-    onLog: (m: string) => log.trace(String(m).trim()),
-    onError: (m: unknown) => log.debug(String(m).trim()),
+    onLog: (m: string) => {
+      remember(m);
+      log.trace(String(m).trim());
+    },
+    onError: (m: unknown) => {
+      remember(m);
+      log.debug(String(m).trim());
+    },
   });
   if (!initialised) {
     log.info({ databaseDir }, "initialising embedded PostgreSQL");
     await pg.initialise();
     await chmod(passwordFile, 0o600);
   }
-  await pg.start();
+  await pg.start().catch((e: unknown) => {
+    throw new Error(`embedded PostgreSQL in ${databaseDir} did not start: ${output.join(" | ") || String(e)}`, { cause: e });
+  });
   log.info({ databaseDir, port }, "embedded PostgreSQL started");
   return {
     url: `postgres://postgres:${password}@127.0.0.1:${port}/postgres`,
@@ -88,6 +105,29 @@ export async function startEmbeddedPostgres(dataDir: string, logger: Logger): Pr
       log.info("embedded PostgreSQL stopped");
     },
   };
+}
+
+/**
+ * A postmaster of this data directory left running by an environment that was killed (kill -9,
+ * OOM) holds postmaster.pid, so no new one could start. Orphaned (re-parented to pid 1), it is
+ * shut down (fast: SIGINT) before this start; one whose parent still runs belongs to a live
+ * environment, and this start is refused naming it.
+ */
+async function stopOrphanedPostmaster(databaseDir: string, log: Logger): Promise<void> {
+  const [pidLine = "", dirLine = ""] = (await readFile(path.join(databaseDir, "postmaster.pid"), "utf8").catch(() => "")).split("\n");
+  const pid = Number(pidLine);
+  if (!Number.isSafeInteger(pid) || pid <= 1 || path.resolve(dirLine) !== path.resolve(databaseDir)) return;
+  const proc = await readProcStat(pid);
+  // Gone, or the pid is another program's now: PostgreSQL replaces a stale pid file itself.
+  const cmdline = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "");
+  if (proc === null || !cmdline.includes(databaseDir)) return;
+  if (proc.ppid !== 1) {
+    throw new Error(`embedded PostgreSQL in ${databaseDir} is running already (pid ${pid}, started by pid ${proc.ppid}): is another environment using DATA_DIR?`);
+  }
+  log.warn({ pid, databaseDir }, "stopping the embedded PostgreSQL an environment that died left running");
+  process.kill(pid, "SIGINT");
+  for (let i = 0; i < 600 && (await readProcStat(pid)) !== null; i++) await sleep(50);
+  if ((await readProcStat(pid)) !== null) throw new Error(`embedded PostgreSQL in ${databaseDir} (pid ${pid}) did not stop within 30 s`);
 }
 
 async function exists(p: string): Promise<boolean> {
