@@ -15,6 +15,7 @@ import { InstanceStatus, SignalType } from "../gen/runtara/core/v1/types_pb.js";
 import { RunnerType } from "../gen/runtara/environment/v1/environment_pb.js";
 import { buildFixtures } from "../test/fixtures/build.js";
 import {
+  endPool,
   environmentClient,
   freePort,
   freshDatabase,
@@ -109,7 +110,7 @@ async function killUnderLoad() {
   } finally {
     cli.child.kill("SIGTERM");
     await cli.exited;
-    await pool.end();
+    await endPool(pool);
     await db.drop();
     await rm(dataDir, { recursive: true, force: true });
   }

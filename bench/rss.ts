@@ -41,7 +41,7 @@ import pg from "pg";
 import { SignalType } from "../gen/runtara/core/v1/types_pb.js";
 import { RunnerType } from "../gen/runtara/environment/v1/environment_pb.js";
 import { buildFixtures } from "../test/fixtures/build.js";
-import { environmentClient, freePort, freshDatabase, isAlive, startCli, stopTestPostgres, waitUntil, type Cli } from "../test/helpers.js";
+import { endPool, environmentClient, freePort, freshDatabase, isAlive, startCli, stopTestPostgres, waitUntil, type Cli } from "../test/helpers.js";
 import { fmt, median, MiB, recordFigure, runConcurrent, targetLine, envNumber } from "./lib.js";
 
 const RUNNING = envNumber("RSS_RUNNING", 200);
@@ -323,7 +323,7 @@ try {
       // gone meanwhile
     }
   }
-  await pool.end();
+  await endPool(pool);
   await db.drop();
   await rm(dataDir, { recursive: true, force: true });
   await stopTestPostgres();

@@ -122,11 +122,28 @@ export async function startEnvironment(options: EnvironmentRuntimeOptions = {}):
     },
     async close() {
       await env.stop();
-      await pool.end();
+      await endPool(pool);
       await database.drop();
       await rm(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * pg.Pool's end() resolves once it has asked each client to end, before their sockets close,
+ * and leaves the pool's idle-error listener on them: a DROP DATABASE ... WITH (FORCE) right
+ * after can reach a closing backend, whose "terminating connection" is then thrown from the
+ * pool as an uncaught 'error'. This waits until every client is gone.
+ */
+export async function endPool(pool: pg.Pool): Promise<void> {
+  let open = pool.totalCount;
+  const gone = new Promise<void>((resolve) => {
+    if (open === 0) resolve();
+    pool.on("remove", () => --open === 0 && resolve());
+  });
+  pool.on("error", () => {}); // a closing client's last words; nothing is using it
+  await pool.end();
+  await gone;
 }
 
 /** Stops the embedded PostgreSQL if this process started one. Call from a top-level after(). */

@@ -6,6 +6,7 @@ import { InstanceStatus, TerminationReason } from "../gen/runtara/core/v1/types_
 import { RunnerType } from "../gen/runtara/environment/v1/environment_pb.js";
 import { buildFixtures } from "./fixtures/build.js";
 import {
+  endPool,
   environmentClient,
   freePort,
   freshDatabase,
@@ -131,7 +132,7 @@ describe("supervision", () => {
         assert.equal(counts[sleeping], 2, "the sleeper ran once before and once after its wake");
         await waitFor(async () => (await pool.query(`SELECT 1 FROM running_processes`)).rowCount === 0, 10_000);
       } finally {
-        await pool.end();
+        await endPool(pool);
       }
     });
 
@@ -157,7 +158,7 @@ describe("supervision", () => {
         await waitFor(async () => (await stat(netns).catch(() => null)) === null, 15_000);
         await waitFor(async () => !(await execa("pgrep", ["-f", `netns/runtara-${instanceId}`], { reject: false })).stdout.trim(), 10_000);
       } finally {
-        await pool.end();
+        await endPool(pool);
       }
     });
   });
