@@ -243,14 +243,19 @@ describe("listening and authentication (C1, L7)", () => {
       assert.equal((await client(KEY).listImages({ tenantId: TENANT })).totalCount, 0n, "a keyed client is served afterwards");
     });
 
-    it("no Host, or one no URL can hold, is answered 400 on 8002, core and the core socket; the server lives on", async () => {
+    it("no Host, or one no URL can hold (or a path read as one), is answered 400 on 8002, core and the core socket; the server lives on", async () => {
       const paths = ["/grpc.health.v1.Health/Check", "/runtara.environment.v1.EnvironmentService/HealthCheck", "/runtara.core.v1.InstanceService/Register"];
       const targets: net.NetConnectOpts[] = [{ port }, { port: corePort }, { path: path.join(dir, "data", "sockets", "core.sock") }];
       for (const target of targets) {
+        // A valid call first, so the host "localhost" has been seen valid on this target.
+        assert.match(await rawExchange(target, `POST ${paths[0]} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}`), /^HTTP\/1\.1 200 /);
         for (const request of [
           (p: string) => `POST ${p} HTTP/1.0\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}`,
           (p: string) => `POST ${p} HTTP/1.1\r\nhost: x:99999\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}`,
           (p: string) => `POST ${p} HTTP/1.1\r\nhost: localhost:99999\r\ncontent-type: application/grpc\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`,
+          // A valid host (seen valid before), and a path the URL parser reads as a host.
+          (p: string) => `POST /\\x:99999${p} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}`,
+          (p: string) => `POST //x:99999${p} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}`,
         ]) {
           for (const p of paths) {
             const answer = await rawExchange(target, request(p));
