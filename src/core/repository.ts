@@ -8,7 +8,6 @@ import {
   pendingSignalColumns,
   pendingSignalSelect,
   refreshHeartbeat,
-  refreshHeartbeatAndCheckpoint,
   rowOf,
   statusList,
   statusLiteral as is,
@@ -50,6 +49,11 @@ export async function findCheckpoint(db: Db, instanceId: string, checkpointId: s
     WHERE instance_id = ${instanceId} AND checkpoint_id = ${checkpointId}`);
 }
 
+const savedCheckpointRow = z
+  .object({ running: z.boolean(), full: z.boolean(), inserted: z.boolean(), stored: bytes.nullable(), status: status.nullable() })
+  .merge(pendingSignalColumns)
+  .merge(z.object({ custom_payload: bytes.nullable(), custom_created_at: z.number().nullable() }));
+
 /**
  * First write wins, atomically: inserts unless the id exists (ON CONFLICT DO NOTHING) and,
  * in the same statement, records it as the instance's latest checkpoint, refreshes the
@@ -59,32 +63,11 @@ export async function findCheckpoint(db: Db, instanceId: string, checkpointId: s
  * not this token's row); `full`: it has saved `maxCheckpoints` already and this id is new.
  */
 export async function saveCheckpoint(db: Db, key: InstanceKey, checkpointId: string, state: Uint8Array, maxCheckpoints: number) {
-  const { instanceId } = key;
-  return db.one(sql.type(
-    z
-      .object({ running: z.boolean(), full: z.boolean(), inserted: z.boolean(), stored: bytes.nullable(), status: status.nullable() })
-      .merge(pendingSignalColumns)
-      .merge(z.object({ custom_payload: bytes.nullable(), custom_created_at: z.number().nullable() })),
-  )`
-    WITH inst AS (
-      SELECT instance_id, checkpoint_count FROM instances WHERE ${rowOf(key)} AND status = ${is("running")}
-    ), ins AS (
-      INSERT INTO checkpoints (instance_id, checkpoint_id, state)
-      SELECT instance_id, ${checkpointId}, ${sql.binary(Buffer.from(state.buffer, state.byteOffset, state.byteLength))} FROM inst
-      WHERE checkpoint_count < ${maxCheckpoints}
-      ON CONFLICT (instance_id, checkpoint_id) DO NOTHING
-      RETURNING 1
-    ), hb AS (${refreshHeartbeatAndCheckpoint(key, checkpointId, sql.identifier(["ins"]))}
-    )
-    SELECT
-      EXISTS (SELECT 1 FROM inst) AS running,
-      EXISTS (SELECT 1 FROM inst WHERE checkpoint_count >= ${maxCheckpoints}) AS full,
-      EXISTS (SELECT 1 FROM ins) AS inserted,
-      (SELECT state FROM checkpoints WHERE instance_id = ${instanceId} AND checkpoint_id = ${checkpointId}) AS stored,
-      (SELECT status FROM instances WHERE ${rowOf(key)}) AS status,
-      ${pendingSignalSelect(instanceId)},
-      (SELECT payload FROM custom_signals WHERE instance_id = ${instanceId} AND checkpoint_id = ${checkpointId}) AS custom_payload,
-      (SELECT created_at FROM custom_signals WHERE instance_id = ${instanceId} AND checkpoint_id = ${checkpointId}) AS custom_created_at`);
+  // The statement is a function (migration 10) so that PostgreSQL keeps its plan; the row
+  // schema is built once, not per call (building it cost several times parsing a row).
+  return db.one(sql.type(savedCheckpointRow)`
+    SELECT * FROM runtara_save_checkpoint(${key.instanceId}, ${key.nonce}, ${checkpointId},
+      ${sql.binary(Buffer.from(state.buffer, state.byteOffset, state.byteLength))}, ${maxCheckpoints})`);
 }
 
 export async function pendingSignal(db: Db, instanceId: string): Promise<PendingSignal | undefined> {

@@ -7,7 +7,7 @@ export * from "./states.js";
 export type { CheckpointSummary, CustomSignal, InstanceEvent } from "./records.js";
 export * as transitions from "./transitions.js";
 export type { ClaimedWake, InstanceKey, LaunchTarget, NewInstance, RunOutcome } from "./transitions.js";
-export { refreshHeartbeat, refreshHeartbeatAndCheckpoint, rowOf } from "./transitions.js";
+export { refreshHeartbeat, rowOf } from "./transitions.js";
 export { pendingSignalColumns, pendingSignalSelect, toPendingSignal } from "./pending-signal.js";
 export { statusList, statusLiteral } from "./sql.js";
 export { Tokens } from "./tokens.js";

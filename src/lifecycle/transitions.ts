@@ -148,20 +148,6 @@ export const refreshHeartbeat = (key: InstanceKey) => sql.fragment`
     AND (heartbeat_at IS NULL OR heartbeat_at < now() - interval '1 second')`;
 
 /**
- * refreshHeartbeat for SaveCheckpoint, which also records the checkpoint as the one a relaunch
- * resumes from when `inserted` (a CTE of the same statement returning the new checkpoint) has
- * a row: a paused instance resumes from its latest save, not only from its last sleep. One
- * UPDATE, since two updates of one row in one statement would keep only one of them.
- */
-export const refreshHeartbeatAndCheckpoint = (key: InstanceKey, checkpointId: string, inserted: ReturnType<typeof sql.identifier>) => sql.fragment`
-  UPDATE instances
-  SET heartbeat_at = CASE WHEN heartbeat_at IS NULL OR heartbeat_at < now() - interval '1 second' THEN now() ELSE heartbeat_at END,
-      checkpoint_id = CASE WHEN EXISTS (SELECT 1 FROM ${inserted}) THEN ${checkpointId} ELSE checkpoint_id END,
-      checkpoint_count = checkpoint_count + (SELECT count(*) FROM ${inserted})::int
-  WHERE ${rowOf(key)} AND status = ${is("running")}
-    AND (heartbeat_at IS NULL OR heartbeat_at < now() - interval '1 second' OR EXISTS (SELECT 1 FROM ${inserted}))`;
-
-/**
  * PENDING|RUNNING -> RUNNING (first start, or a relaunch: resume and wake move SUSPENDED to
  * PENDING before launching, so a stray old process cannot revive a suspended instance).
  */
