@@ -87,6 +87,18 @@ export interface TestEnvironment {
   close(): Promise<void>;
 }
 
+/** A process row of an instance that is no longer pending or running: its exit is not yet handled. */
+const EXITING = `SELECT 1 FROM running_processes p JOIN instances i ON i.instance_id = p.instance_id
+  WHERE i.status NOT IN ('pending', 'running') LIMIT 1`;
+
+function isStarted(env: Environment): boolean {
+  try {
+    return env.databaseUrl !== "";
+  } catch {
+    return false; // stopped already (the getters throw once stop() has run)
+  }
+}
+
 /** Starts a real Environment on a free port with its own database and data directory. */
 export async function startEnvironment(options: EnvironmentRuntimeOptions = {}): Promise<TestEnvironment> {
   // A caller-supplied database belongs to the caller, who drops it.
@@ -121,6 +133,11 @@ export async function startEnvironment(options: EnvironmentRuntimeOptions = {}):
       return (await pool.query(text, values)).rows;
     },
     async close() {
+      // A workflow whose instance has moved on (ended, paused, asleep) may still be exiting: let
+      // the environment settle that exit (container, cgroup, network namespace and its pasta)
+      // before it stops, or they outlive the test with nobody to adopt them (the database is
+      // dropped). Running workflows stay detached, as a stop leaves them.
+      if (isStarted(env)) await eventually(async () => (await pool.query(EXITING)).rowCount === 0, 10_000);
       await env.stop();
       await endPool(pool);
       await database.drop();
