@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
+import pg from "pg";
 import { after, before, describe, it } from "node:test";
-import { Code } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { InstanceStatus } from "../gen/runtara/core/v1/types_pb.js";
 import { RunnerType } from "../gen/runtara/environment/v1/environment_pb.js";
 import { buildFixtures } from "./fixtures/build.js";
@@ -95,5 +96,32 @@ describe("quotas", () => {
     await client.sendCustomSignal({ tenantId: "cp", instanceId: id, checkpointId: "w3", payload: enc(3) });
     const [row] = await t.query<{ n: number }>("SELECT count(*)::int AS n FROM checkpoints WHERE instance_id = $1", [id]);
     assert.equal(row!.n, 3);
+  });
+
+  it("checkpoints saved all at once stay within the cap", async () => {
+    const id = await insertInstance(t, { tenantId: "cp" });
+    const c = instanceClient(t, id);
+    await c.register({ instanceId: id });
+    // Hold the instance's row while the saves arrive, so they all run at once when it is let go.
+    const holder = new pg.Client({ connectionString: t.database.url });
+    await holder.connect();
+    let answers: PromiseSettledResult<unknown>[];
+    try {
+      await holder.query("BEGIN");
+      await holder.query("SELECT 1 FROM instances WHERE instance_id = $1 FOR NO KEY UPDATE", [id]);
+      const saving = Promise.allSettled(Array.from({ length: 20 }, (_, i) => c.saveCheckpoint({ instanceId: id, checkpointId: `at-once-${i}`, state: enc(i) })));
+      await new Promise((r) => setTimeout(r, 500));
+      await holder.query("COMMIT");
+      answers = await saving;
+    } finally {
+      await holder.end();
+    }
+    const saved = answers.filter((a) => a.status === "fulfilled").length;
+    for (const a of answers) if (a.status === "rejected") assert.equal(ConnectError.from(a.reason).code, Code.ResourceExhausted, String(a.reason));
+    const [row] = await t.query<{ n: number; counted: number }>(
+      "SELECT (SELECT count(*)::int FROM checkpoints WHERE instance_id = $1) AS n, checkpoint_count AS counted FROM instances WHERE instance_id = $1",
+      [id],
+    );
+    assert.deepEqual({ saved, stored: row!.n, counted: row!.counted }, { saved: 3, stored: 3, counted: 3 });
   });
 });
