@@ -264,6 +264,9 @@ describe("listening and authentication (C1, L7)", () => {
           }
         }
       }
+      // A bad path is named as the path, not blamed on the host.
+      const badPath = await rawExchange({ port }, `POST //x:99999${paths[0]} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}`);
+      assert.match(badPath, /the request path \\"\/\/x:99999\/grpc.health.v1.Health\/Check\\" is not a URL path/, badPath.slice(0, 400));
       // HTTP/2 with an :authority no URL can hold, on both ports.
       for (const p of [port, corePort]) {
         const session = http2.connect(`http://127.0.0.1:${p}`);

@@ -51,9 +51,14 @@ export const authorityGate: Gate = (req) => {
   if (plainPath && validAuthorities.has(authority)) return undefined;
   try {
     new URL(url, `http://${authority}`);
-    if (plainPath && validAuthorities.size < VALID_AUTHORITIES_KEPT) validAuthorities.add(authority);
+    if (plainPath) {
+      // Full (any client can send many valid names): start over, so the hosts in use come back.
+      if (validAuthorities.size >= VALID_AUTHORITIES_KEPT) validAuthorities.clear();
+      validAuthorities.add(authority);
+    }
     return undefined;
   } catch {
+    if (URL.canParse(`http://${authority}`)) return { code: Code.InvalidArgument, message: `the request path ${JSON.stringify(url.slice(0, 100))} is not a URL path` };
     return { code: Code.InvalidArgument, message: `Host ${JSON.stringify(authority)} is not a valid host[:port]` };
   }
 };
