@@ -197,8 +197,13 @@ describe("runtara CLI", { skip }, () => {
       [["instances", "ls", "--created-after", "1"], {}, 2, /^runtara: --created-after must be an ISO time/],
       [["health"], { RUNTARA_API_KEY: "secret-key\nwith-newline" }, 2, /^runtara: the API key holds characters an HTTP header cannot carry/],
     ];
-    for (const [args, extra, code, line] of cases) {
-      const r = await runtara(args, { ...env, ...extra });
+    // Four at a time: each case is a process start, and they share nothing.
+    const results: Awaited<ReturnType<typeof runtara>>[] = [];
+    for (let i = 0; i < cases.length; i += 4) {
+      results.push(...(await Promise.all(cases.slice(i, i + 4).map(([args, extra]) => runtara(args, { ...env, ...extra })))));
+    }
+    for (const [i, [args, , code, line]] of cases.entries()) {
+      const r = results[i]!;
       assert.equal(r.code, code, `${args.join(" ")}: ${r.stderr}`);
       assert.match(r.stderr.split("\n")[0]!, line, args.join(" "));
       if (code === 1) assert.equal(r.stderr.trim().split("\n").length, 1, `one line: ${r.stderr}`);

@@ -143,7 +143,7 @@ describe("supervision", () => {
       const env = environmentClient(`http://127.0.0.1:${port}`);
       const binary = await readFile((await buildFixtures()).workflow);
       const { imageId } = await env.registerImage({ tenantId: TENANT, name: "wf-oci", binary, runnerType: RunnerType.OCI });
-      const { instanceId } = await env.startInstance({ tenantId: TENANT, imageId, env: { WORKFLOW_MODE: "slow", SLOW_MS: "1500" } });
+      const { instanceId } = await env.startInstance({ tenantId: TENANT, imageId, env: { WORKFLOW_MODE: "slow", SLOW_MS: "1500", RETRIES: "12" } });
       const netns = `/run/netns/runtara-${instanceId}`;
       const pool = new pg.Pool({ connectionString: db.url, max: 1 });
       try {
@@ -152,7 +152,7 @@ describe("supervision", () => {
         assert.ok(await stat(netns), "an isolated container has its own namespace");
         first.child.kill("SIGKILL");
         await first.exited;
-        // The workflow cannot reach core now; it gives up and its container ends, unwatched.
+        // The workflow cannot reach core now; it gives up (after 3 s: RETRIES) and its container ends, unwatched.
         await waitFor(async () => !alive(pid), 60_000);
         await launch();
         await waitFor(async () => (await stat(netns).catch(() => null)) === null, 15_000);
