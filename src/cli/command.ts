@@ -85,6 +85,24 @@ async function runUntilSignalled(name: string, target: Runnable, logger: Logger)
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
+  stopWhenNpmExits(() => onSignal("SIGTERM"), logger);
   const reload = target.reload?.bind(target);
   if (reload) process.on("SIGHUP", () => void reload());
+}
+
+/**
+ * `npm start` does not pass SIGTERM on: npm exits and leaves its script running, so whoever
+ * stops npm by its pid (a supervisor, `kill <pid>`) would leave this server running, detached,
+ * holding its ports. Started by an npm script, the server stops, gracefully, once npm is gone.
+ */
+function stopWhenNpmExits(stop: () => void, logger: Logger): void {
+  if (process.env.npm_lifecycle_event === undefined) return;
+  const npmPid = process.ppid;
+  const timer = setInterval(() => {
+    if (process.ppid === npmPid) return;
+    clearInterval(timer);
+    logger.warn({ npmPid }, "npm, which started this server, has exited (npm does not pass SIGTERM on); shutting down");
+    stop();
+  }, 1_000);
+  timer.unref();
 }
