@@ -383,9 +383,13 @@ export interface Cli {
   waitFor(text: string, timeoutMs?: number): Promise<void>;
 }
 
-/** Starts the CLI exactly as `npm start` does, with only the given variables (plus PATH/HOME). */
-export function startCli(vars: Record<string, string>): Cli {
-  const child = spawn(process.execPath, ["dist/src/cli/environment.js"], {
+/**
+ * Starts the CLI exactly as `npm start` does, with only the given variables (plus PATH/HOME);
+ * `viaNpm`: through npm itself (`child` is then npm, the server its child).
+ */
+export function startCli(vars: Record<string, string>, viaNpm = false): Cli {
+  const [command, args] = viaNpm ? ["npm", ["start", "--silent"]] : [process.execPath, ["dist/src/cli/environment.js"]];
+  const child = spawn(command, args, {
     cwd: path.resolve(path.dirname(fileURLToPath(import.meta.url)), ".."),
     env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root", ...vars },
     stdio: ["ignore", "pipe", "pipe"],

@@ -1,10 +1,9 @@
 import assert from "node:assert/strict";
-import { execFile, spawn } from "node:child_process";
+import { execFile } from "node:child_process";
 import { chmod, mkdtemp, rm } from "node:fs/promises";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { after, describe, it } from "node:test";
 import { pino } from "pino";
@@ -79,35 +78,28 @@ describe("the CLI (npm start)", () => {
   it("stops with npm: npm killed by its pid (it does not pass SIGTERM on) takes the server down gracefully", async () => {
     const db = await freshDatabase();
     const dataDir = await mkdtemp(path.join(tmpdir(), "runtara-npm-"));
-    const port = await freePort();
-    const npm = spawn("npm", ["start", "--silent"], {
-      cwd: path.resolve(path.dirname(fileURLToPath(import.meta.url)), ".."),
-      env: {
-        PATH: process.env.PATH ?? "/usr/bin:/bin",
-        HOME: process.env.HOME ?? "/root",
+    const cli = startCli(
+      {
         RUNTARA_DATABASE_URL: db.url,
         DATA_DIR: dataDir,
-        RUNTARA_ENV_HTTP_PORT: String(port),
+        RUNTARA_ENV_HTTP_PORT: String(await freePort()),
         RUNTARA_ENV_HTTP_HOST: "127.0.0.1",
         RUNTARA_CORE_ADDR: `127.0.0.1:${await freePort()}`,
       },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let out = "";
-    npm.stdout!.setEncoding("utf8").on("data", (d: string) => (out += d));
-    npm.stderr!.resume();
+      true,
+    );
     let serverPid: number | undefined;
     try {
-      assert.ok(await eventually(async () => out.includes("environment listening"), 60_000), `not listening: ${out}`);
-      serverPid = (JSON.parse(out.split("\n").find((l) => l.includes("environment listening"))!) as { pid: number }).pid;
-      assert.notEqual(serverPid, npm.pid, "npm runs the server as its child");
-      npm.kill("SIGTERM");
-      assert.ok(await eventually(async () => !isAlive(serverPid!), 15_000), `the server (pid ${serverPid}) outlived npm: ${out.slice(-2000)}`);
-      assert.match(out, /npm, which started this server, has exited/);
-      assert.match(out, /environment stopped/);
+      await cli.waitFor("environment listening", 60_000);
+      serverPid = (JSON.parse(cli.stdout().split("\n").find((l) => l.includes("environment listening"))!) as { pid: number }).pid;
+      assert.notEqual(serverPid, cli.child.pid, "npm runs the server as its child");
+      cli.child.kill("SIGTERM");
+      assert.ok(await eventually(async () => !isAlive(serverPid!), 15_000), `the server (pid ${serverPid}) outlived npm: ${cli.stdout().slice(-2000)}`);
+      assert.match(cli.stdout(), /npm, which started this server, has exited/);
+      assert.match(cli.stdout(), /environment stopped/);
     } finally {
       if (serverPid !== undefined && isAlive(serverPid)) process.kill(serverPid, "SIGKILL");
-      npm.kill("SIGKILL");
+      cli.child.kill("SIGKILL");
       await db.drop();
       await rm(dataDir, { recursive: true, force: true });
     }
