@@ -10,7 +10,6 @@ import {
   refreshHeartbeat,
   rowOf,
   statusList,
-  statusLiteral as is,
   toPendingSignal,
   type CheckpointSummary,
   type CustomSignal,
