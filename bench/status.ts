@@ -19,8 +19,9 @@
  *
  * The trivial RPC: grpc.health.v1.Health/Check on the environment's port against the same
  * bare server, which also serves Health with one handler answering SERVING (serial, the two
- * servers in turn call by call); target p50 ratio <= 1.2. What the environment adds to every call: the first-bytes switch
- * (HTTP/1.1 + h2c on one port), its gates, interceptors (request id, log line, metrics).
+ * servers in turn call by call); target p50 ratio <= 1.2. What the environment adds to every
+ * call: the first-bytes switch (HTTP/1.1 + h2c on one port), its gates, interceptors (request
+ * id, log line, metrics).
  *
  * Counts (env): BENCH_STATUS_SERIAL (calls per path at concurrency 1, default 3000),
  * BENCH_STATUS_CALLS (calls per path at concurrency 16, default 20000), BENCH_CONCURRENCY (16),

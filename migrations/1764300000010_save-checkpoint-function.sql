@@ -8,13 +8,13 @@
 -- The instance row is locked first, so saves of one instance take turns and each reads the
 -- count the one before it left (before, saves at once all read the same count and each
 -- inserted: 40 concurrent saves under a cap of 20 stored 40).
--- What it does is otherwise unchanged: insert the checkpoint unless the instance is not running (this
--- run: instance id and token nonce) or holds p_max_checkpoints already, refresh the heartbeat
--- (at most once a second, unless a checkpoint was inserted) and the instance's latest
--- checkpoint (what a relaunch resumes from: a paused instance resumes from its latest save,
--- not only its last sleep; one UPDATE, since two updates of one row in one statement keep only
--- one), and answer with what the call needs: the stored state of an existing id, the status,
--- the pending signal and the custom signal of this wait point.
+-- What it does is otherwise unchanged: insert the checkpoint unless the instance is not
+-- running (this run: instance id and token nonce) or holds p_max_checkpoints already, refresh
+-- the heartbeat (at most once a second, unless a checkpoint was inserted) and the instance's
+-- latest checkpoint (what a relaunch resumes from: a paused instance resumes from its latest
+-- save, not only its last sleep; one UPDATE, since two updates of one row in one statement keep
+-- only one), and answer with what the call needs: the stored state of an existing id, the
+-- status, the pending signal and the custom signal of this wait point.
 CREATE FUNCTION runtara_save_checkpoint(
   p_instance_id text, p_nonce text, p_checkpoint_id text, p_state bytea, p_max_checkpoints integer
 ) RETURNS TABLE (
