@@ -83,6 +83,11 @@ export class ImageStore {
 
 /** Bytes handed to the file system but not yet written, per upload (bounds memory). */
 const MAX_BYTES_IN_FLIGHT = 8 * 1024 * 1024;
+/**
+ * Every this many bytes an fdatasync starts in the background, so the disk writes back while
+ * the rest arrives instead of all at the final fsync (1 GiB took 1.9 s to fsync at the end).
+ */
+const FLUSH_EVERY_BYTES = 32 * 1024 * 1024;
 
 /**
  * An upload being written: bytes are hashed and counted as they arrive. Writes are positional
@@ -98,6 +103,8 @@ export class StagedUpload {
   private inFlightBytes = 0;
   private readonly inFlight = new Set<Promise<void>>();
   private failure: unknown;
+  private flushedUpTo = 0;
+  private flushing: Promise<void> | undefined;
 
   constructor(
     private readonly dir: string,
@@ -140,6 +147,7 @@ export class StagedUpload {
       },
     );
     this.inFlight.add(pending);
+    this.flushInBackground();
     while (this.inFlightBytes > MAX_BYTES_IN_FLIGHT && this.failure === undefined) await Promise.race(this.inFlight);
     this.throwIfFailed();
   }
@@ -152,8 +160,21 @@ export class StagedUpload {
     }
   }
 
+  /** Starts an fdatasync once FLUSH_EVERY_BYTES more were queued (one at a time; close() waits for it). */
+  private flushInBackground() {
+    if (this.flushing !== undefined || this.position - this.flushedUpTo < FLUSH_EVERY_BYTES) return;
+    this.flushedUpTo = this.position;
+    this.flushing = this.file.datasync().then(
+      () => (this.flushing = undefined),
+      (e: unknown) => {
+        this.failure ??= e;
+        this.flushing = undefined;
+      },
+    );
+  }
+
   private async drain() {
-    while (this.inFlight.size > 0) await Promise.all(this.inFlight);
+    while (this.inFlight.size > 0 || this.flushing !== undefined) await Promise.all([...this.inFlight, this.flushing]);
     this.throwIfFailed();
   }
 
