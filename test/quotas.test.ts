@@ -40,6 +40,25 @@ describe("quotas", () => {
     await stopTestPostgres();
   });
 
+  /**
+   * 20 calls made while another transaction holds the instance's row, so that they all run at
+   * once when it is let go; their outcomes.
+   */
+  async function allAtOnce(instanceId: string, call: (i: number) => Promise<unknown>): Promise<PromiseSettledResult<unknown>[]> {
+    const holder = new pg.Client({ connectionString: t.database.url });
+    await holder.connect();
+    try {
+      await holder.query("BEGIN");
+      await holder.query("SELECT 1 FROM instances WHERE instance_id = $1 FOR NO KEY UPDATE", [instanceId]);
+      const calls = Promise.allSettled(Array.from({ length: 20 }, (_, i) => call(i)));
+      await new Promise((r) => setTimeout(r, 500));
+      await holder.query("COMMIT");
+      return await calls;
+    } finally {
+      await holder.end();
+    }
+  }
+
   it("images: count and bytes per tenant", async () => {
     for (let i = 0; i < 3; i++) await client.registerImage({ tenantId: "img-a", name: `i${i}`, binary: patternBytes(1024, i) });
     await rejectsWithCode(client.registerImage({ tenantId: "img-a", name: "i3", binary: patternBytes(1024) }), Code.ResourceExhausted, "RUNTARA_TENANT_MAX_IMAGES");
@@ -98,24 +117,23 @@ describe("quotas", () => {
     assert.equal(row!.n, 3);
   });
 
+  it("custom signals sent all at once stay within the cap", async () => {
+    const id = await insertInstance(t, { tenantId: "cs" });
+    await instanceClient(t, id).register({ instanceId: id });
+    const answers = await allAtOnce(id, (i) => client.sendCustomSignal({ tenantId: "cs", instanceId: id, checkpointId: `at-once-${i}`, payload: enc(i) }));
+    const sent = answers.filter((a) => a.status === "fulfilled").length;
+    for (const a of answers) if (a.status === "rejected") assert.equal(ConnectError.from(a.reason).code, Code.ResourceExhausted, String(a.reason));
+    const [row] = await t.query<{ n: number }>("SELECT count(*)::int AS n FROM custom_signals WHERE instance_id = $1", [id]);
+    assert.deepEqual({ sent, stored: row!.n }, { sent: 2, stored: 2 });
+    // Another tenant's id is not found, as before.
+    await rejectsWithCode(client.sendCustomSignal({ tenantId: "other", instanceId: id, checkpointId: "x", payload: enc(0) }), Code.NotFound);
+  });
+
   it("checkpoints saved all at once stay within the cap", async () => {
     const id = await insertInstance(t, { tenantId: "cp" });
     const c = instanceClient(t, id);
     await c.register({ instanceId: id });
-    // Hold the instance's row while the saves arrive, so they all run at once when it is let go.
-    const holder = new pg.Client({ connectionString: t.database.url });
-    await holder.connect();
-    let answers: PromiseSettledResult<unknown>[];
-    try {
-      await holder.query("BEGIN");
-      await holder.query("SELECT 1 FROM instances WHERE instance_id = $1 FOR NO KEY UPDATE", [id]);
-      const saving = Promise.allSettled(Array.from({ length: 20 }, (_, i) => c.saveCheckpoint({ instanceId: id, checkpointId: `at-once-${i}`, state: enc(i) })));
-      await new Promise((r) => setTimeout(r, 500));
-      await holder.query("COMMIT");
-      answers = await saving;
-    } finally {
-      await holder.end();
-    }
+    const answers = await allAtOnce(id, (i) => c.saveCheckpoint({ instanceId: id, checkpointId: `at-once-${i}`, state: enc(i) }));
     const saved = answers.filter((a) => a.status === "fulfilled").length;
     for (const a of answers) if (a.status === "rejected") assert.equal(ConnectError.from(a.reason).code, Code.ResourceExhausted, String(a.reason));
     const [row] = await t.query<{ n: number; counted: number }>(

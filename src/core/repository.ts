@@ -186,27 +186,18 @@ export async function storeSignal(db: Db, tenantId: string, instanceId: string, 
  * Stores (or replaces) the custom signal for a wait point of a non-terminal instance of the
  * tenant. "stored"; "inactive" when the instance is missing or terminal; "full" when it holds
  * `maxSignals` unacknowledged custom signals already (a replacement then is refused too).
- * Sends to one instance take turns on its row lock, and each takes its time after the one
- * before committed: signals commit in the order of their times, which a watch's cursor relies
- * on (a later time committing first would move the cursor past the earlier one for good).
- * The cap is counted in the statement's snapshot, taken before the lock is waited for, so
- * sends racing at the cap may pass it together (by at most their number).
+ * The statement is a function (migration 11): sends to one instance take turns on its row
+ * lock, each counts what the ones before it stored (so racing sends stay within the cap) and
+ * takes its time after they committed, so signals commit in the order of their times, which a
+ * watch's cursor relies on.
  */
 export async function storeCustomSignal(db: Db, tenantId: string, instanceId: string, checkpointId: string, payload: Uint8Array, maxSignals: number) {
-  const row = await db.one(sql.type(z.object({ stored: z.boolean(), active: z.boolean() }))`
-    WITH inst AS (
-      SELECT instance_id FROM instances WHERE instance_id = ${instanceId} AND tenant_id = ${tenantId} AND status IN ${statusList(ACTIVE)}
-      FOR NO KEY UPDATE
-    ), up AS (
-      INSERT INTO custom_signals (instance_id, checkpoint_id, payload, created_at)
-      SELECT instance_id, ${checkpointId}, ${sql.binary(Buffer.from(payload))}, clock_timestamp() FROM inst
-      WHERE (SELECT count(*) FROM custom_signals WHERE instance_id = ${instanceId}) < ${maxSignals}
-      ON CONFLICT (instance_id, checkpoint_id) DO UPDATE SET payload = EXCLUDED.payload, created_at = EXCLUDED.created_at
-      RETURNING 1
-    )
-    SELECT EXISTS (SELECT 1 FROM up) AS stored, EXISTS (SELECT 1 FROM inst) AS active`);
-  return row.stored ? "stored" : row.active ? "full" : "inactive";
+  return db.oneFirst(sql.type(storeOutcome)`
+    SELECT runtara_store_custom_signal(${tenantId}, ${instanceId}, ${checkpointId},
+      ${sql.binary(Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength))}, ${maxSignals}, ${sql.array(ACTIVE, "instance_status")}) AS outcome`);
 }
+
+const storeOutcome = z.object({ outcome: z.enum(["stored", "full", "inactive"]) });
 
 export interface RangeFilter {
   createdAfterMs: number | undefined;
