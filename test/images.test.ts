@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import { createHash, randomUUID } from "node:crypto";
+import { execFileSync } from "node:child_process";
 import { createReadStream } from "node:fs";
-import { readdir, stat } from "node:fs/promises";
+import { mkdtemp, readdir, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Code } from "@connectrpc/connect";
@@ -342,6 +344,13 @@ describe("failed registrations leave nothing behind", () => {
       const clean = await eventually(async () => (await imageTree(t.dataDir)).join() === emptyImageTree(t).join(), 10_000);
       assert.ok(clean, `nothing left after the abort: ${(await imageTree(t.dataDir)).join(", ")}`);
       assert.equal(await imageRows(t), 0);
+      // The server counts it as the client's cancel, not as its own INTERNAL error.
+      const uploads = async () =>
+        (await (await fetch(`${t.baseUrl}/metrics`)).text())
+          .split("\n")
+          .filter((l) => l.startsWith("runtara_rpc_duration_seconds_count") && l.includes("RegisterImageStream"));
+      assert.ok(await eventually(async () => (await uploads()).some((l) => l.includes('code="canceled"')), 10_000), (await uploads()).join("\n"));
+      assert.ok(!(await uploads()).some((l) => l.includes('code="internal"')), (await uploads()).join("\n"));
     });
   }
 
@@ -586,5 +595,35 @@ describe("DeleteImage while instances use the image", () => {
       "SELECT image_id, image_name FROM instances WHERE instance_id = 'inst-busy'",
     );
     assert.deepEqual(instance, { image_id: null, image_name: "busy" });
+  });
+});
+
+describe("a full disk", { skip: process.getuid?.() === 0 ? false : "needs root (mounts a small tmpfs as DATA_DIR)" }, () => {
+  let t: TestEnvironment;
+  let mount: string;
+  before(async () => {
+    mount = await mkdtemp(path.join(tmpdir(), "runtara-test-full-"));
+    execFileSync("mount", ["-t", "tmpfs", "-o", "size=12m,mode=0711", "tmpfs", mount]);
+    t = await startEnvironment({ dataDir: path.join(mount, "data") });
+  });
+  after(async () => {
+    await t?.close();
+    execFileSync("umount", [mount]);
+    await rm(mount, { recursive: true });
+  });
+
+  it("an upload that fills DATA_DIR is RESOURCE_EXHAUSTED naming the disk, leaves nothing, and the next one fits", async () => {
+    const client = environmentClient(t.baseUrl);
+    const big = patternBytes(16 * MiB, 3);
+    const header = { tenantId: "acme", name: "too-big", binarySize: BigInt(big.byteLength), sha256: sha256Hex(big) };
+    await rejectsWithCode(client.registerImageStream(uploadMessages(header, chunksOf(big, MiB))), Code.ResourceExhausted, "disk is full", "DATA_DIR");
+    const dataDir = t.env.options.dataDir; // the mount, not the helper's own temporary directory
+    assert.ok(await eventually(async () => (await imageTree(dataDir)).join() === emptyImageTree(t).join(), 10_000), (await imageTree(dataDir)).join(", "));
+    assert.equal(await imageRows(t), 0);
+    const small = patternBytes(MiB, 4);
+    const res = await client.registerImageStream(
+      uploadMessages({ tenantId: "acme", name: "fits", binarySize: BigInt(small.byteLength), sha256: sha256Hex(small) }, chunksOf(small, MiB)),
+    );
+    assert.equal(res.image?.sizeBytes, BigInt(MiB));
   });
 });

@@ -31,5 +31,14 @@ export function toConnectError(err: unknown): ConnectError {
   if (isDatabaseUnavailable(err)) {
     return new ConnectError("database unavailable, retry later", Code.Unavailable, undefined, undefined, err);
   }
+  if (isDiskFull(err)) {
+    return new ConnectError("the server's disk is full (DATA_DIR), retry later", Code.ResourceExhausted, undefined, undefined, err);
+  }
   return new ConnectError("internal error", Code.Internal, undefined, undefined, err);
+}
+
+/** A write failed for want of space or quota: the operator's to fix, not a bug, not the client's fault. */
+export function isDiskFull(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === "ENOSPC" || code === "EDQUOT";
 }

@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { Code, ConnectError, type Interceptor, type StreamResponse } from "@connectrpc/connect";
 import { codeToString } from "@connectrpc/connect/protocol-connect";
 import type { Logger } from "pino";
-import { toConnectError } from "./errors.js";
+import { isDiskFull, toConnectError } from "./errors.js";
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
@@ -38,6 +38,8 @@ export function observeCalls(logger: Logger, latency: { observe(labels: { method
       latency.observe({ method, code: codeToString(mapped.code) }, elapsed / 1000);
       if (mapped.code === Code.Internal || mapped.code === Code.Unknown) {
         logger.error({ method, code, ms, requestId, err: mapped.cause ?? mapped }, "rpc failed");
+      } else if (isDiskFull(mapped.cause)) {
+        logger.warn({ method, code, ms, requestId, err: mapped.cause }, "rpc failed: disk full");
       } else {
         logger[level]({ method, code, ms, requestId, detail: mapped.rawMessage }, "rpc");
       }
@@ -47,7 +49,8 @@ export function observeCalls(logger: Logger, latency: { observe(labels: { method
     try {
       res = await next(req);
     } catch (e) {
-      throw log(e);
+      // A client-streamed request (an upload) whose client went away fails here, not in the stream below.
+      throw log(clientCancel(req.signal, e));
     }
     res.header.set("x-request-id", requestId);
     if (!res.stream) {
@@ -64,7 +67,7 @@ export function observeCalls(logger: Logger, latency: { observe(labels: { method
       } catch (e) {
         settled = true;
         // Writing to a client that went away fails (ERR_STREAM_DESTROYED): that is its cancel, not our fault.
-        throw log(req.signal.aborted || isClientGone(e) ? new ConnectError("stream ended by the client", Code.Canceled) : e);
+        throw log(clientCancel(req.signal, e));
       } finally {
         // The client went away (or the server shut down) mid-stream: still one line.
         if (!settled) log(new ConnectError("stream ended by the client", Code.Canceled));
@@ -75,6 +78,18 @@ export function observeCalls(logger: Logger, latency: { observe(labels: { method
 }
 
 const CLIENT_GONE = new Set(["ERR_STREAM_DESTROYED", "ERR_STREAM_PREMATURE_CLOSE", "ERR_HTTP2_STREAM_CANCEL", "ECONNRESET", "EPIPE"]);
+
+/**
+ * What ended a failed call: once its signal is aborted, the abort's reason (the client's
+ * reset, a deadline; CANCELED when it gives none), whatever the handler threw meanwhile (an
+ * upload cut short fails its size check); a write to a client that went away is CANCELED too.
+ */
+function clientCancel(signal: AbortSignal, e: unknown): unknown {
+  // connect-node gives an HTTP/1.1 client's reset as ABORTED: it is that client's cancel all the same.
+  const reason: unknown = signal.reason;
+  if (signal.aborted) return reason instanceof ConnectError && reason.code !== Code.Aborted ? reason : new ConnectError("stream ended by the client", Code.Canceled);
+  return isClientGone(e) ? new ConnectError("stream ended by the client", Code.Canceled) : e;
+}
 
 function isClientGone(e: unknown): boolean {
   const code = (e as { code?: unknown } | null)?.code ?? (e as { cause?: { code?: unknown } } | null)?.cause?.code;
