@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { createHash, randomUUID } from "node:crypto";
 import { execFileSync } from "node:child_process";
+import http2 from "node:http2";
+import net from "node:net";
 import { createReadStream } from "node:fs";
 import { mkdtemp, readdir, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -8,7 +10,8 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Code } from "@connectrpc/connect";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
-import { RunnerType, type Image } from "../gen/runtara/environment/v1/environment_pb.js";
+import { create, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
+import { RegisterImageStreamRequestSchema, RunnerType, type Image } from "../gen/runtara/environment/v1/environment_pb.js";
 import {
   chunksOf,
   environmentClient,
@@ -353,6 +356,44 @@ describe("failed registrations leave nothing behind", () => {
       assert.ok(!(await uploads()).some((l) => l.includes('code="internal"')), (await uploads()).join("\n"));
     });
   }
+
+  it("counts an upload whose client's connection dropped (as when it is killed) as CANCELED, not INTERNAL", async () => {
+    // Raw HTTP/2: destroying the socket mid-upload is what a kill -9 of the client does; the
+    // server then sees its streams reset with INTERNAL_ERROR.
+    const socket = net.connect(Number(new URL(t.baseUrl).port), "127.0.0.1");
+    const session = http2.connect(t.baseUrl, { createConnection: () => socket });
+    session.on("error", () => {});
+    const stream = session.request({
+      ":method": "POST",
+      ":path": "/runtara.environment.v1.EnvironmentService/RegisterImageStream",
+      "content-type": "application/grpc",
+      te: "trailers",
+    });
+    stream.on("error", () => {});
+    const envelope = (m: MessageInitShape<typeof RegisterImageStreamRequestSchema>) => {
+      const body = toBinary(RegisterImageStreamRequestSchema, create(RegisterImageStreamRequestSchema, m));
+      const head = Buffer.alloc(5);
+      head.writeUInt32BE(body.byteLength, 1);
+      return Buffer.concat([head, body]);
+    };
+    stream.write(envelope({ payload: { case: "header", value: header({ binarySize: BigInt(8 * MiB) }) } }));
+    stream.write(envelope({ payload: { case: "chunk", value: patternBytes(MiB, 9) } }));
+    const staging = stagingDir(t);
+    const started = await eventually(async () => {
+      for (const dir of await readdir(staging)) if (((await stat(path.join(staging, dir, "binary")).catch(() => undefined))?.size ?? 0) >= MiB) return true;
+      return false;
+    }, 10_000);
+    assert.ok(started, "the server started writing the upload");
+    socket.resetAndDestroy(); // a TCP reset, as the kernel sends for a killed process
+    const codes = async () =>
+      (await (await fetch(`${t.baseUrl}/metrics`)).text())
+        .split("\n")
+        .filter((l) => l.startsWith("runtara_rpc_duration_seconds_count") && l.includes("RegisterImageStream"));
+    const before = (await codes()).find((l) => l.includes('code="canceled"'));
+    assert.ok(await eventually(async () => (await codes()).find((l) => l.includes('code="canceled"')) !== before, 10_000), (await codes()).join("\n"));
+    assert.ok(!(await codes()).some((l) => l.includes('code="internal"')), (await codes()).join("\n"));
+    assert.ok(await eventually(async () => (await imageTree(t.dataDir)).join() === emptyImageTree(t).join(), 10_000));
+  });
 
   it("registers an existing (tenant, name) as its next version; a taken tag is ALREADY_EXISTS and leaves no files", async () => {
     const client = environmentClient(t.baseUrl);

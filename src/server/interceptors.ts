@@ -80,15 +80,15 @@ export function observeCalls(logger: Logger, latency: { observe(labels: { method
 const CLIENT_GONE = new Set(["ERR_STREAM_DESTROYED", "ERR_STREAM_PREMATURE_CLOSE", "ERR_HTTP2_STREAM_CANCEL", "ECONNRESET", "EPIPE"]);
 
 /**
- * What ended a failed call: once its signal is aborted, the abort's reason (the client's
- * reset, a deadline; CANCELED when it gives none), whatever the handler threw meanwhile (an
- * upload cut short fails its size check); a write to a client that went away is CANCELED too.
+ * What ended a failed call: once its signal is aborted, the call's deadline if that was it,
+ * else its client, gone (a reset, whatever its HTTP/2 code: a killed client's connection
+ * resets its streams with INTERNAL_ERROR), whatever the handler threw meanwhile (an upload cut
+ * short fails its size check); a write to a client that went away is its cancel too.
  */
 function clientCancel(signal: AbortSignal, e: unknown): unknown {
-  // connect-node gives an HTTP/1.1 client's reset as ABORTED: it is that client's cancel all the same.
   const reason: unknown = signal.reason;
-  if (signal.aborted) return reason instanceof ConnectError && reason.code !== Code.Aborted ? reason : new ConnectError("stream ended by the client", Code.Canceled);
-  return isClientGone(e) ? new ConnectError("stream ended by the client", Code.Canceled) : e;
+  if (signal.aborted && reason instanceof ConnectError && reason.code === Code.DeadlineExceeded) return reason;
+  return signal.aborted || isClientGone(e) ? new ConnectError("stream ended by the client", Code.Canceled) : e;
 }
 
 function isClientGone(e: unknown): boolean {
