@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { Code, ConnectError, type Interceptor, type StreamResponse } from "@connectrpc/connect";
 import { codeToString } from "@connectrpc/connect/protocol-connect";
 import type { Logger } from "pino";
+import { isDatabaseUnavailable } from "../db/errors.js";
 import { isDiskFull, toConnectError } from "./errors.js";
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -88,7 +89,9 @@ const CLIENT_GONE = new Set(["ERR_STREAM_DESTROYED", "ERR_STREAM_PREMATURE_CLOSE
 function clientCancel(signal: AbortSignal, e: unknown): unknown {
   const reason: unknown = signal.reason;
   if (signal.aborted && reason instanceof ConnectError && reason.code === Code.DeadlineExceeded) return reason;
-  return signal.aborted || isClientGone(e) ? new ConnectError("stream ended by the client", Code.Canceled) : e;
+  if (signal.aborted) return new ConnectError("stream ended by the client", Code.Canceled);
+  // A reset of the database's connection has the same codes as a client's: that is UNAVAILABLE.
+  return !isDatabaseUnavailable(e) && isClientGone(e) ? new ConnectError("stream ended by the client", Code.Canceled) : e;
 }
 
 function isClientGone(e: unknown): boolean {
