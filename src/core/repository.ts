@@ -4,6 +4,7 @@ import { cappedCount } from "../db/count.js";
 import {
   ACTIVE,
   SIGNAL_KINDS,
+  binary,
   STATUSES,
   pendingSignalColumns,
   pendingSignalSelect,
@@ -66,7 +67,7 @@ export async function saveCheckpoint(db: Db, key: InstanceKey, checkpointId: str
   // schema is built once, not per call (building it cost several times parsing a row).
   return db.one(sql.type(savedCheckpointRow)`
     SELECT * FROM runtara_save_checkpoint(${key.instanceId}, ${key.nonce}, ${checkpointId},
-      ${sql.binary(Buffer.from(state.buffer, state.byteOffset, state.byteLength))}, ${maxCheckpoints})`);
+      ${binary(state)}, ${maxCheckpoints})`);
 }
 
 export async function pendingSignal(db: Db, instanceId: string): Promise<PendingSignal | undefined> {
@@ -194,7 +195,7 @@ export async function storeSignal(db: Db, tenantId: string, instanceId: string, 
 export async function storeCustomSignal(db: Db, tenantId: string, instanceId: string, checkpointId: string, payload: Uint8Array, maxSignals: number) {
   return db.oneFirst(sql.type(storeOutcome)`
     SELECT runtara_store_custom_signal(${tenantId}, ${instanceId}, ${checkpointId},
-      ${sql.binary(Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength))}, ${maxSignals}, ${sql.array(ACTIVE, "instance_status")}) AS outcome`);
+      ${binary(payload)}, ${maxSignals}, ${sql.array(ACTIVE, "instance_status")}) AS outcome`);
 }
 
 const storeOutcome = z.object({ outcome: z.enum(["stored", "full", "inactive"]) });

@@ -9,5 +9,5 @@ export * as transitions from "./transitions.js";
 export type { ClaimedWake, InstanceKey, LaunchTarget, NewInstance, RunOutcome } from "./transitions.js";
 export { refreshHeartbeat, rowOf } from "./transitions.js";
 export { pendingSignalColumns, pendingSignalSelect, toPendingSignal } from "./pending-signal.js";
-export { statusList, statusLiteral } from "./sql.js";
+export { binary, statusList, statusLiteral } from "./sql.js";
 export { Tokens } from "./tokens.js";

@@ -9,3 +9,6 @@ export const statusLiteral = (s: Status) => sql.literalValue(s);
  * planner can match the partial indexes whose predicates name the same statuses.
  */
 export const statusList = (set: readonly Status[]) => sql.fragment`(${sql.join(set.map(statusLiteral), sql.fragment`, `)})`;
+
+/** Bytes as a bytea parameter, without copying them. */
+export const binary = (b: Uint8Array) => sql.binary(Buffer.from(b.buffer, b.byteOffset, b.byteLength));

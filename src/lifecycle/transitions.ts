@@ -3,7 +3,7 @@ import { z } from "zod";
 import { AlreadyExists, NotFound } from "../errors.js";
 import { RUNNER_KINDS, type RunnerKind } from "../images/types.js";
 import { pendingSignalColumns, pendingSignalSelect } from "./pending-signal.js";
-import { statusList, statusLiteral as is } from "./sql.js";
+import { binary, statusList, statusLiteral as is } from "./sql.js";
 import { ACTIVE, LAUNCHED, SIGNAL_KINDS, STATUSES, type SignalKind, type Status } from "./states.js";
 
 /**
@@ -41,7 +41,6 @@ const status = z.enum(STATUSES);
 const signalKind = z.enum(SIGNAL_KINDS);
 const bytes = z.instanceof(Buffer);
 const env = z.record(z.string());
-const binary = (b: Uint8Array) => sql.binary(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 /** A new token nonce (32 hex characters) for a new run. */
 const newNonce = sql.fragment`replace(gen_random_uuid()::text, '-', '')`;
 /** No process of this instance is recorded: the previous run has been settled. */

@@ -71,7 +71,7 @@ export function observeCalls(logger: Logger, latency: { observe(labels: { method
         throw log(clientCancel(req.signal, e));
       } finally {
         // The client went away (or the server shut down) mid-stream: still one line.
-        if (!settled) log(new ConnectError("stream ended by the client", Code.Canceled));
+        if (!settled) log(canceledByClient());
       }
     }
     return { ...res, message: observed() } as StreamResponse;
@@ -80,18 +80,21 @@ export function observeCalls(logger: Logger, latency: { observe(labels: { method
 
 const CLIENT_GONE = new Set(["ERR_STREAM_DESTROYED", "ERR_STREAM_PREMATURE_CLOSE", "ERR_HTTP2_STREAM_CANCEL", "ECONNRESET", "EPIPE"]);
 
+const canceledByClient = () => new ConnectError("stream ended by the client", Code.Canceled);
+
 /**
- * What ended a failed call: once its signal is aborted, the call's deadline if that was it,
- * else its client, gone (a reset, whatever its HTTP/2 code: a killed client's connection
- * resets its streams with INTERNAL_ERROR), whatever the handler threw meanwhile (an upload cut
- * short fails its size check); a write to a client that went away is its cancel too.
+ * What ended a failed call. Once its signal is aborted: its deadline, if that was it, else its
+ * client, gone (a reset, whatever its HTTP/2 code: a killed client's connection resets its
+ * streams with INTERNAL_ERROR), whatever the handler threw meanwhile (an upload cut short fails
+ * its size check). Otherwise a write to a client that went away is its cancel too.
  */
 function clientCancel(signal: AbortSignal, e: unknown): unknown {
-  const reason: unknown = signal.reason;
-  if (signal.aborted && reason instanceof ConnectError && reason.code === Code.DeadlineExceeded) return reason;
-  if (signal.aborted) return new ConnectError("stream ended by the client", Code.Canceled);
+  if (signal.aborted) {
+    const reason: unknown = signal.reason;
+    return reason instanceof ConnectError && reason.code === Code.DeadlineExceeded ? reason : canceledByClient();
+  }
   // A reset of the database's connection has the same codes as a client's: that is UNAVAILABLE.
-  return !isDatabaseUnavailable(e) && isClientGone(e) ? new ConnectError("stream ended by the client", Code.Canceled) : e;
+  return isClientGone(e) && !isDatabaseUnavailable(e) ? canceledByClient() : e;
 }
 
 function isClientGone(e: unknown): boolean {
