@@ -241,8 +241,9 @@ export class InstanceManager {
   /**
    * Removes containers of this DATA_DIR that no run accounts for: the previous run of the
    * environment died between starting one and recording it, so nothing would ever stop, time
-   * out or settle it, and it would block the instance's relaunch. Runs after adoption, before
-   * this replica launches anything. A failure is logged; startup goes on.
+   * out or settle it, and it would block the instance's relaunch; and pastas whose namespace
+   * is gone. Runs after adoption, before this replica launches anything. A failure is logged;
+   * startup goes on.
    */
   private async removeUnknownContainers(): Promise<void> {
     const { db, runners, logger, replicaId, runsDir } = this.deps;
@@ -253,6 +254,7 @@ export class InstanceManager {
         logger.warn({ instanceId: c.instanceId, containerId: c.containerId }, "removing a container no run accounts for");
         await runners.oci.removeContainer(c.containerId);
       }
+      await runners.oci.removeOrphanedNetworking();
     } catch (e) {
       if (e instanceof RuntimeUnavailable) return; // no OCI runtime: no containers either
       logger.warn({ err: e }, "could not look for containers no run accounts for");

@@ -8,7 +8,7 @@ import { detectCgroupLayout, readCgroupMetrics, removeCgroup, type CgroupLayout 
 import { LaunchError, RuntimeUnavailable } from "./errors.js";
 import { neverSettles, requireExecutable, type Holder } from "./common.js";
 import { subordinateIdMapping, type IdMapping } from "./idmap.js";
-import { createPastaNetns, detectOutbound, netnsInodeOf, netnsPath, removeNetns, type Outbound } from "./netns.js";
+import { createPastaNetns, detectOutbound, netnsInodeOf, netnsPath, removeNetns, stopOrphanedPastas, type Outbound } from "./netns.js";
 import { adoptLogs, openLogs } from "./logs.js";
 import { DEFAULT_MAX_LOG_BYTES } from "./log-cap.js";
 import { limitParentCgroup, type AggregateLimits } from "./parent-cgroup.js";
@@ -392,6 +392,11 @@ export class OciRunner implements Runner {
       const instanceId = instanceIdOfContainer(id);
       return instanceId === undefined || bundle === undefined ? [] : [{ containerId: id, instanceId, bundle }];
     });
+  }
+
+  /** Stops what is left of the networking of containers gone (see `stopOrphanedPastas`). */
+  async removeOrphanedNetworking(): Promise<void> {
+    if ((await this.outbound()).kind === "pasta") await stopOrphanedPastas();
   }
 
   /** Kills and deletes a container nobody watches, with its cgroup and network namespace. */
