@@ -41,15 +41,19 @@ describe("quotas", () => {
   });
 
   /**
-   * 20 calls made while another transaction holds the instance's row, so that they all run at
-   * once when it is let go; their outcomes.
+   * 20 calls made while another transaction holds a row their statements wait for (the
+   * instance's, by default), so that they all run at once when it is let go; their outcomes.
    */
-  async function allAtOnce(instanceId: string, call: (i: number) => Promise<unknown>): Promise<PromiseSettledResult<unknown>[]> {
+  async function allAtOnce(
+    instanceId: string,
+    call: (i: number) => Promise<unknown>,
+    hold = "SELECT 1 FROM instances WHERE instance_id = $1 FOR NO KEY UPDATE",
+  ): Promise<PromiseSettledResult<unknown>[]> {
     const holder = new pg.Client({ connectionString: t.database.url });
     await holder.connect();
     try {
       await holder.query("BEGIN");
-      await holder.query("SELECT 1 FROM instances WHERE instance_id = $1 FOR NO KEY UPDATE", [instanceId]);
+      await holder.query(hold, [instanceId]);
       const calls = Promise.allSettled(Array.from({ length: 20 }, (_, i) => call(i)));
       await new Promise((r) => setTimeout(r, 500));
       await holder.query("COMMIT");
@@ -90,6 +94,27 @@ describe("quotas", () => {
     const running = await client.listInstances({ tenantId: "run-a", status: InstanceStatus.RUNNING });
     for (const i of [...running.instances, ...(await client.listInstances({ tenantId: "run-b" })).instances]) {
       await client.stopInstance({ tenantId: i.tenantId, instanceId: i.instanceId, gracePeriodSeconds: 0n });
+    }
+  });
+
+  it("starts all at once stay within the tenant's quota", async () => {
+    const binary = await readFile((await buildFixtures()).workflow);
+    const { imageId } = await client.registerImage({ tenantId: "run-race", name: "w", binary, runnerType: RunnerType.NATIVE });
+    // Every start refreshes an unused image's use time first, so holding its row lines them up.
+    await t.query("UPDATE images SET last_used_at = NULL WHERE image_id = $1", [imageId]);
+    const answers = await allAtOnce(
+      imageId,
+      () => client.startInstance({ tenantId: "run-race", imageId, env: { WORKFLOW_MODE: "hang" }, timeoutSeconds: 60n }),
+      "SELECT 1 FROM images WHERE image_id = $1 FOR UPDATE",
+    );
+    for (const a of answers) if (a.status === "rejected") assert.equal(ConnectError.from(a.reason).code, Code.ResourceExhausted, String(a.reason));
+    const [row] = await t.query<{ n: number }>("SELECT count(*)::int AS n FROM instances WHERE tenant_id = 'run-race'");
+    try {
+      assert.deepEqual({ started: answers.filter((a) => a.status === "fulfilled").length, stored: row!.n }, { started: 2, stored: 2 });
+    } finally {
+      for (const i of (await client.listInstances({ tenantId: "run-race" })).instances) {
+        await client.stopInstance({ tenantId: "run-race", instanceId: i.instanceId, gracePeriodSeconds: 0n }).catch(() => undefined);
+      }
     }
   });
 

@@ -106,24 +106,17 @@ export interface NewInstance {
 }
 
 /**
- * (new) -> PENDING; the image's use time is refreshed in the same statement, to the minute:
- * a fresher one is left alone, so concurrent starts of one image do not queue on its row lock
- * (an image expires after days at the least, see deleteExpiredImages). Returns the
- * row's token nonce (random per row, see ./tokens.ts), or null when the tenant has its quota
- * of PENDING and RUNNING instances already (checked in the statement; starts racing at the
- * same moment may pass it together).
+ * (new) -> PENDING, with the image's use time refreshed (to the minute). Returns the row's
+ * token nonce (random per row, see ./tokens.ts), or null when the tenant has its quota of
+ * PENDING and RUNNING instances already; starts of one tenant are serialized for the check
+ * (see migration 1764300000012), so racing starts cannot pass it together.
  */
 export async function insertInstance(db: Db, i: NewInstance): Promise<string | null> {
   try {
-    return await db.maybeOneFirst(sql.type(z.object({ token_nonce: z.string() }))`
-      WITH used AS (
-        UPDATE images SET last_used_at = now()
-        WHERE image_id = ${i.imageId} AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute'))
-      INSERT INTO instances (instance_id, tenant_id, image_id, image_name, status, input, env, timeout_seconds, pending_since, claimed_by)
-      SELECT ${i.instanceId}, ${i.tenantId}, ${i.imageId}, ${i.imageName}, ${is("pending")},
-             ${binary(i.input)}, ${sql.jsonb(i.env)}, ${i.timeoutSeconds}, now(), ${i.claimedBy}
-      WHERE (SELECT count(*) FROM instances WHERE tenant_id = ${i.tenantId} AND status IN ${statusList(LAUNCHED)}) < ${i.maxActiveForTenant}
-      RETURNING token_nonce`);
+    return await db.maybeOneFirst(sql.type(z.object({ token_nonce: z.string().nullable() }))`
+      SELECT runtara_insert_instance(${i.instanceId}, ${i.tenantId}, ${i.imageId}, ${i.imageName}, ${binary(i.input)},
+        ${sql.jsonb(i.env)}, ${i.timeoutSeconds}, ${i.claimedBy}, ${i.maxActiveForTenant},
+        ${sql.array(LAUNCHED, "instance_status")}) AS token_nonce`);
   } catch (e) {
     if (e instanceof UniqueIntegrityConstraintViolationError) {
       throw new AlreadyExists(`instance_id: instance ${i.instanceId} already exists`);
