@@ -8,12 +8,14 @@ import { RunnerType } from "../gen/runtara/environment/v1/environment_pb.js";
 import { buildFixtures } from "./fixtures/build.js";
 import {
   environmentClient,
+  freshDatabase,
   insertInstance,
   instanceClient,
   patternBytes,
   rejectsWithCode,
   startEnvironment,
   stopTestPostgres,
+  type TestDatabase,
   waitUntil,
   type TestEnvironment,
 } from "./helpers.js";
@@ -23,9 +25,18 @@ const enc = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
 
 describe("quotas", () => {
   let t: TestEnvironment;
+  let db: TestDatabase;
   let client: ReturnType<typeof environmentClient>;
   before(async () => {
+    // A database whose default isolation is REPEATABLE READ: the environment's connections must
+    // still count in READ COMMITTED, or the races below pass the quotas together.
+    db = await freshDatabase();
+    const admin = new pg.Client({ connectionString: db.url });
+    await admin.connect();
+    await admin.query(`ALTER DATABASE ${new URL(db.url).pathname.slice(1)} SET default_transaction_isolation = 'repeatable read'`);
+    await admin.end();
     t = await startEnvironment({
+      databaseUrl: db.url,
       tenantMaxActiveInstances: 2,
       tenantMaxImages: 3,
       tenantMaxImageBytes: 10 * 1024 * 1024,
@@ -37,6 +48,7 @@ describe("quotas", () => {
   });
   after(async () => {
     await t.close();
+    await db.drop();
     await stopTestPostgres();
   });
 
