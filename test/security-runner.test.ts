@@ -4,7 +4,7 @@
  * need a usable runtime and, like the other runner tests, fail rather than skip in CI.
  */
 import assert from "node:assert/strict";
-import { readFile, stat, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import net from "node:net";
 import { networkInterfaces } from "node:os";
 import path from "node:path";
@@ -312,7 +312,12 @@ describe("pasta cleanup", { skip: !isRoot ? "needs root (ip netns)" : false }, (
     const outbound = await detectOutbound();
     if (outbound.kind !== "pasta") return t.skip(outbound.reason);
     const name = `runtara-pasta-test-${process.pid}-orphan`;
+    // Entries pasta never writes, listed before and after the orphan's file whatever the
+    // directory's order: skipped, not the end of the sweep (a directory stopped it once).
+    const strays = [`/run/runtara-pasta/${name}-before.pid`, `/run/runtara-pasta/${name}-after.pid`];
+    await mkdir(strays[0]!, { recursive: true });
     await createPastaNetns(new Spawner(), outbound, name);
+    await mkdir(strays[1]!);
     const pidFile = `/run/runtara-pasta/${name}.pid`;
     const pid = Number((await readFile(pidFile, "utf8")).trim());
     // Stopped, it cannot notice the deletion itself: what ends it is the sweep's SIGTERM.
@@ -324,8 +329,10 @@ describe("pasta cleanup", { skip: !isRoot ? "needs root (ip netns)" : false }, (
       const pending = BigInt(`0x${/^ShdPnd:\s*([0-9a-f]+)/m.exec(status)?.[1] ?? "0"}`);
       assert.equal((pending >> 14n) & 1n, 1n, "SIGTERM is pending");
       assert.equal((await stat(pidFile).catch(() => null)) === null, true, "its pid file is removed");
+      for (const stray of strays) assert.equal((await stat(stray)).isDirectory(), true, `${stray} is left alone`);
     } finally {
       process.kill(pid, "SIGCONT");
+      for (const stray of strays) await rm(stray, { recursive: true, force: true });
     }
     await waitUntil(async () => (await stat(`/proc/${pid}`).catch(() => null)) === null, 5_000);
   });

@@ -72,7 +72,9 @@ export async function netnsInodeOf(pid: number): Promise<number | undefined> {
  */
 export async function removeNetns(spawner: Spawner, outbound: Extract<Outbound, { kind: "pasta" }>, name: string, ino?: number): Promise<void> {
   const st = await stat(netnsPath(name)).catch(() => undefined);
-  if (st !== undefined && ino !== undefined && st.ino !== ino) return;
+  // With `ino`, a name that holds another namespace, or none (whoever deleted it stopped its
+  // pasta: a relaunch's createPastaNetns, or the startup sweep), is a newer run's to clean.
+  if (ino !== undefined && st?.ino !== ino) return;
   if (st !== undefined) await spawner.run(outbound.ip, ["netns", "delete", name], { timeoutMs: 10_000 });
   await stopPasta(name);
 }
@@ -85,7 +87,12 @@ export async function removeNetns(spawner: Spawner, outbound: Extract<Outbound, 
  */
 async function stopPasta(name: string): Promise<void> {
   const pidFile = pastaPidFile(name);
-  const pid = Number((await readFile(pidFile, "utf8").catch(() => "")).trim());
+  const written = await readFile(pidFile, "utf8").catch(() => "");
+  // A pasta writes its pid once its namespace exists, so a pid read while the namespace is
+  // missing is of a pasta whose namespace was deleted; a newer run's pid and namespace are
+  // left alone.
+  if ((await stat(netnsPath(name)).catch(() => undefined)) !== undefined) return;
+  const pid = Number(written.trim());
   if (Number.isSafeInteger(pid) && pid > 0) {
     const cmdline = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "");
     if (cmdline.includes(`\0--netns\0${netnsPath(name)}\0`)) {
@@ -96,7 +103,7 @@ async function stopPasta(name: string): Promise<void> {
       }
     }
   }
-  await rm(pidFile, { force: true });
+  if ((await readFile(pidFile, "utf8").catch(() => "")) === written) await rm(pidFile, { force: true });
 }
 
 /**
@@ -104,11 +111,11 @@ async function stopPasta(name: string): Promise<void> {
  * a namespace and stopping its pasta. Whoever started them, they serve nothing any more.
  */
 export async function stopOrphanedPastas(): Promise<void> {
-  const files = await readdir(PASTA_PID_DIR).catch(() => []);
-  for (const file of files) {
-    if (!file.endsWith(".pid")) continue;
-    const name = file.slice(0, -".pid".length);
-    if ((await stat(netnsPath(name)).catch(() => undefined)) === undefined) await stopPasta(name);
+  const entries = await readdir(PASTA_PID_DIR, { withFileTypes: true }).catch(() => []);
+  for (const entry of entries) {
+    // Only files pasta could have written; whatever else is there is not this sweep's to touch.
+    if (!entry.isFile() || !entry.name.endsWith(".pid")) continue;
+    await stopPasta(entry.name.slice(0, -".pid".length));
   }
 }
 
