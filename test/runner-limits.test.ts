@@ -150,3 +150,36 @@ describe("restart recovery: containers no run accounts for", () => {
     }
   });
 });
+
+describe("restart recovery: native processes no run accounts for", () => {
+  it("kills this DATA_DIR's unrecorded native process at startup, and leaves another's alone", async () => {
+    const t1 = await startEnvironment();
+    const fx = await buildFixtures();
+    const native = new NativeRunner();
+    const runDir = path.join(t1.dataDir, "runs", "tenant-x", `unrecorded-${randomBytes(3).toString("hex")}`);
+    const outside = await mkdtemp(path.join(tmpdir(), "runtara-foreign-"));
+    await mkdir(runDir, { recursive: true });
+    // FORK=1: a child that ignores SIGTERM too, so the whole cgroup must go, not only the pid.
+    const launch = (id: string, dir: string) =>
+      native.launch({ instanceId: id, tenantId: "tenant-x", binaryPath: fx.sleeper, runDir: dir, env: { FORK: "1" }, limits: DEFAULT_LIMITS, networkMode: "host" });
+    // Launched directly through the runner, as an environment killed before recording it leaves it.
+    const unrecorded = await launch(path.basename(runDir), runDir);
+    const foreign = await launch(`foreign-${randomBytes(3).toString("hex")}`, outside);
+    await t1.env.stop();
+    const t2 = await startEnvironment({ databaseUrl: t1.database.url, dataDir: t1.dataDir });
+    try {
+      const exit = await Promise.race([unrecorded.exited, sleep(10_000, null)]);
+      assert.ok(exit !== null, "the unrecorded process was killed at startup");
+      assert.equal(exit.signal, "SIGKILL");
+      assert.ok(existsSync(`/proc/${foreign.pid}`), "a process of another DATA_DIR is not this environment's to kill");
+    } finally {
+      for (const p of [unrecorded, foreign]) {
+        await p.stop("SIGKILL");
+        await p.exited;
+      }
+      await rm(outside, { recursive: true, force: true });
+      await t2.close();
+      await t1.close();
+    }
+  });
+});

@@ -239,14 +239,21 @@ export class InstanceManager {
   }
 
   /**
-   * Removes containers of this DATA_DIR that no run accounts for: the previous run of the
-   * environment died between starting one and recording it, so nothing would ever stop, time
-   * out or settle it, and it would block the instance's relaunch; and pastas whose namespace
-   * is gone. Runs after adoption, before this replica launches anything. A failure is logged;
-   * startup goes on.
+   * Removes containers and native processes of this DATA_DIR that no run accounts for: the
+   * previous run of the environment died between starting one and recording it, so nothing
+   * would ever stop, time out or settle it, and the instance would run twice (its relaunch
+   * beside it; a container would block the relaunch); and pastas whose namespace is gone.
+   * Runs after adoption, before this replica launches anything. A failure is logged; startup
+   * goes on.
    */
   private async removeUnknownContainers(): Promise<void> {
     const { db, runners, logger, replicaId, runsDir } = this.deps;
+    try {
+      const removed = await runners.native.removeUnknownProcesses(runsDir, await repo.recordedNativePids(db, bootId()));
+      if (removed.length > 0) logger.warn({ pids: removed }, "killed native processes no run accounts for");
+    } catch (e) {
+      logger.warn({ err: e }, "could not look for native processes no run accounts for");
+    }
     try {
       const ours = (await runners.oci.listContainers()).filter((c) => c.bundle.startsWith(`${runsDir}/`));
       const unknown = new Set(await repo.instancesWithoutRun(db, ours.map((c) => c.instanceId), replicaId));

@@ -180,6 +180,13 @@ export async function insertRunningProcess(db: Db, p: ProcessRecord): Promise<{ 
     SELECT EXISTS (SELECT 1 FROM p) AS recorded, (SELECT status FROM instances WHERE instance_id = ${p.instanceId}) AS status`);
 }
 
+/** The pids of native processes recorded in this boot of this host (a boot id is unique), by any replica. */
+export async function recordedNativePids(db: Db, bootId: string): Promise<ReadonlySet<number>> {
+  const pids = await db.anyFirst(sql.type(z.object({ pid: z.number() }))`
+    SELECT pid FROM running_processes WHERE runner = 'native' AND boot_id = ${bootId}`);
+  return new Set(pids);
+}
+
 /** Instances that hold or are about to hold a process: pending or running. */
 export async function countActiveInstances(db: Db, tenantId: string | undefined): Promise<bigint> {
   const tenant = tenantId === undefined ? sql.fragment`` : sql.fragment` AND tenant_id = ${tenantId}`;

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { chmod, chown, readdir } from "node:fs/promises";
+import { chmod, chown, readdir, readFile, readlink } from "node:fs/promises";
 import type { Logger } from "pino";
 import { detectCgroupLayout, removeCgroup, type CgroupLayout } from "./cgroup.js";
 import { LaunchError } from "./errors.js";
@@ -192,6 +192,36 @@ export class NativeRunner implements Runner {
 
   detachAll(): void {
     for (const holder of this.active.values()) holder.detach();
+  }
+
+  /**
+   * Kills and removes the cgroups of native processes that work in a run directory under
+   * `runsDir` (this DATA_DIR's) but none of whose pids is `known` (recorded): launched by an
+   * earlier run of the environment that died before recording them. Nothing would ever stop
+   * or time them out, and the instance is relaunched beside them. Cgroups of other DATA_DIRs
+   * are left alone. Returns the pids found in the cgroups it removed.
+   */
+  async removeUnknownProcesses(runsDir: string, known: ReadonlySet<number>): Promise<number[]> {
+    const placement = await this.cgroupPlacement();
+    if (placement === undefined) return [];
+    const parent = `${placement.layout.unified}${this.cgroupParent}`;
+    const removed: number[] = [];
+    for (const name of await readdir(parent).catch((): string[] => [])) {
+      if (!name.startsWith(NATIVE_CGROUP_PREFIX)) continue;
+      const pids = (await readFile(`${parent}/${name}/cgroup.procs`, "utf8").catch(() => ""))
+        .split("\n")
+        .filter((l) => l !== "")
+        .map(Number);
+      if (pids.length === 0 || pids.some((pid) => known.has(pid))) continue;
+      const cwds = await Promise.all(pids.map((pid) => readlink(`/proc/${pid}/cwd`).catch(() => "")));
+      if (!cwds.some((cwd) => cwd.startsWith(`${runsDir}/`))) continue;
+      const cgroup = await ProcessCgroup.of(placement, pids[0]!, `${this.cgroupParent}/${NATIVE_CGROUP_PREFIX}`);
+      if (cgroup === undefined) continue; // it exited meanwhile
+      await cgroup.kill();
+      await cgroup.remove();
+      removed.push(...pids);
+    }
+    return removed;
   }
 
   /**
