@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { chmod, chown, readdir, readFile, readlink } from "node:fs/promises";
+import { chmod, chown, readdir, readFile, readlink, realpath } from "node:fs/promises";
 import type { Logger } from "pino";
 import { detectCgroupLayout, removeCgroup, type CgroupLayout } from "./cgroup.js";
 import { LaunchError } from "./errors.js";
@@ -205,6 +205,8 @@ export class NativeRunner implements Runner {
     const placement = await this.cgroupPlacement();
     if (placement === undefined) return [];
     const parent = `${placement.layout.unified}${this.cgroupParent}`;
+    // A process's cwd reads as the real path: DATA_DIR may be reached through a symlink.
+    const runs = `${await realpath(runsDir).catch(() => runsDir)}/`;
     const removed: number[] = [];
     for (const name of await readdir(parent).catch((): string[] => [])) {
       if (!name.startsWith(NATIVE_CGROUP_PREFIX)) continue;
@@ -214,7 +216,7 @@ export class NativeRunner implements Runner {
         .map(Number);
       if (pids.length === 0 || pids.some((pid) => known.has(pid))) continue;
       const cwds = await Promise.all(pids.map((pid) => readlink(`/proc/${pid}/cwd`).catch(() => "")));
-      if (!cwds.some((cwd) => cwd.startsWith(`${runsDir}/`))) continue;
+      if (!cwds.some((cwd) => cwd.startsWith(runs))) continue;
       const cgroup = await ProcessCgroup.of(placement, pids[0]!, `${this.cgroupParent}/${NATIVE_CGROUP_PREFIX}`);
       if (cgroup === undefined) continue; // it exited meanwhile
       await cgroup.kill();
