@@ -10,7 +10,7 @@ import { ChannelHub, createDatabase, Listener, migrate, startEmbeddedPostgres, t
 import { ImageService, ImageStore, ResumableUploads } from "./images/index.js";
 import { CoreGateway, InstanceManager, InstanceTimeline, Launcher, networkCoreChannel, RunLogReader, SignalService, Supervisor, TransitionFeeds, type CoreChannel } from "./instances/index.js";
 import { Tokens } from "./lifecycle/index.js";
-import { CORE_SOCKET_NAME, createRunners, type Runners } from "./runner/index.js";
+import { cgroupOwner, CORE_SOCKET_NAME, createRunners, type Runners } from "./runner/index.js";
 import { nativeRunnerCheck, type RunnerCheck } from "./runner-policy.js";
 import { DatabaseCleanup } from "./scheduler/cleanup-database.js";
 import { ImageCleanup } from "./scheduler/cleanup-images.js";
@@ -160,7 +160,7 @@ export class Environment {
         aggregateLimits: aggregateLimits(o),
         logger: this.logger.child({ component: "oci-runner" }),
       },
-      native: { runAs: o.nativeRunAs, maxLogBytes: o.maxLogBytes, aggregateLimits: aggregateLimits(o), logger: this.logger.child({ component: "native-runner" }) },
+      native: { runAs: o.nativeRunAs, owner: cgroupOwner(o.dataDir, o.replicaId), maxLogBytes: o.maxLogBytes, aggregateLimits: aggregateLimits(o), logger: this.logger.child({ component: "native-runner" }) },
       logger: this.logger.child({ component: "spawner" }),
     }), (r) => r.close());
     const images = new ImageService(db, store, this.logger.child({ component: "images" }), {

@@ -14,7 +14,7 @@ import { after, before, describe, it } from "node:test";
 import { InstanceStatus, TerminationReason } from "../gen/runtara/core/v1/types_pb.js";
 import { RunnerType } from "../gen/runtara/environment/v1/environment_pb.js";
 import { buildFixtures } from "./fixtures/build.js";
-import { DEFAULT_LIMITS, NativeRunner, OciRunner, type Runner } from "../src/runner/index.js";
+import { cgroupOwner, DEFAULT_LIMITS, NativeRunner, OciRunner, type Runner } from "../src/runner/index.js";
 import { environmentClient, startEnvironment, stopTestPostgres, waitUntil, type TestEnvironment } from "./helpers.js";
 
 const TENANT = "tenant-limits";
@@ -152,28 +152,44 @@ describe("restart recovery: containers no run accounts for", () => {
 });
 
 describe("restart recovery: native processes no run accounts for", () => {
-  it("kills this DATA_DIR's unrecorded native process at startup, and leaves another's alone", async () => {
-    const t1 = await startEnvironment();
+  it("kills this environment's unrecorded native process at startup, and leaves others' alone", async () => {
+    const replicaId = `r-${randomBytes(3).toString("hex")}`;
+    const t1 = await startEnvironment({ replicaId });
     const fx = await buildFixtures();
-    const native = new NativeRunner();
-    const runDir = path.join(t1.dataDir, "runs", "tenant-x", `unrecorded-${randomBytes(3).toString("hex")}`);
     const outside = await mkdtemp(path.join(tmpdir(), "runtara-foreign-"));
-    await mkdir(runDir, { recursive: true });
+    const runDir = async (name: string) => {
+      const dir = path.join(t1.dataDir, "runs", "tenant-x", `${name}-${randomBytes(3).toString("hex")}`);
+      await mkdir(dir, { recursive: true });
+      return dir;
+    };
     // FORK=1: a child that ignores SIGTERM too, so the whole cgroup must go, not only the pid.
-    const launch = (id: string, dir: string) =>
-      native.launch({ instanceId: id, tenantId: "tenant-x", binaryPath: fx.sleeper, runDir: dir, env: { FORK: "1" }, limits: DEFAULT_LIMITS, networkMode: "host" });
-    // Launched directly through the runner, as an environment killed before recording it leaves it.
-    const unrecorded = await launch(path.basename(runDir), runDir);
-    const foreign = await launch(`foreign-${randomBytes(3).toString("hex")}`, outside);
+    const launch = async (owner: string, dir: string) =>
+      new NativeRunner({ owner }).launch({
+        instanceId: path.basename(dir),
+        tenantId: "tenant-x",
+        binaryPath: fx.sleeper,
+        runDir: dir,
+        env: { FORK: "1" },
+        limits: DEFAULT_LIMITS,
+        networkMode: "host",
+      });
+    // Launched directly through a runner, as an environment killed before recording it leaves it.
+    const unrecorded = await launch(cgroupOwner(t1.dataDir, replicaId), await runDir("unrecorded"));
+    // Another DATA_DIR's process working in this one's runs directory (a process picks its
+    // cwd), and another replica's sharing this DATA_DIR: not this environment's to kill.
+    const others = [
+      await launch(cgroupOwner(outside, replicaId), await runDir("foreign")),
+      await launch(cgroupOwner(t1.dataDir, `${replicaId}-2`), await runDir("sibling")),
+    ];
     await t1.env.stop();
-    const t2 = await startEnvironment({ databaseUrl: t1.database.url, dataDir: t1.dataDir });
+    const t2 = await startEnvironment({ databaseUrl: t1.database.url, dataDir: t1.dataDir, replicaId });
     try {
       const exit = await Promise.race([unrecorded.exited, sleep(10_000, null)]);
       assert.ok(exit !== null, "the unrecorded process was killed at startup");
       assert.equal(exit.signal, "SIGKILL");
-      assert.ok(existsSync(`/proc/${foreign.pid}`), "a process of another DATA_DIR is not this environment's to kill");
+      for (const p of others) assert.ok(existsSync(`/proc/${p.pid}`), `${p.instanceId} is not this environment's to kill`);
     } finally {
-      for (const p of [unrecorded, foreign]) {
+      for (const p of [unrecorded, ...others]) {
         await p.stop("SIGKILL");
         await p.exited;
       }

@@ -249,7 +249,7 @@ export class InstanceManager {
   private async removeUnknownContainers(): Promise<void> {
     const { db, runners, logger, replicaId, runsDir } = this.deps;
     try {
-      const removed = await runners.native.removeUnknownProcesses(runsDir, await repo.recordedNativePids(db, bootId()));
+      const removed = await runners.native.removeUnknownProcesses(await repo.recordedNativePids(db, bootId()));
       if (removed.length > 0) logger.warn({ pids: removed }, "killed native processes no run accounts for");
     } catch (e) {
       logger.warn({ err: e }, "could not look for native processes no run accounts for");

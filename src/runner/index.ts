@@ -26,7 +26,7 @@ export { CORE_SOCKET_NAME, CORE_SOCKET_URL_IN_CONTAINER, DEFAULT_LIMITS } from "
 export type { IdMapping } from "./idmap.js";
 export { LaunchError, RuntimeUnavailable, type LaunchErrorReason } from "./errors.js";
 export { OciRunner, type OciRunnerOptions, type RuntimeInfo } from "./oci.js";
-export { NativeRunner, type NativeRunnerOptions } from "./native.js";
+export { cgroupOwner, NativeRunner, type NativeRunnerOptions } from "./native.js";
 export { containerIdFor, instanceIdOfContainer } from "./oci-spec.js";
 export { bootId, isSameProcess, readProcessStartTime, watchPid } from "./proc.js";
 export { STDERR_TAIL_BYTES } from "./logs.js";

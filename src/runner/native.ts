@@ -1,5 +1,6 @@
-import { randomBytes } from "node:crypto";
-import { chmod, chown, readdir, readFile, readlink, realpath } from "node:fs/promises";
+import { createHash, randomBytes } from "node:crypto";
+import { realpathSync } from "node:fs";
+import { chmod, chown, readdir, readFile } from "node:fs/promises";
 import type { Logger } from "pino";
 import { detectCgroupLayout, removeCgroup, type CgroupLayout } from "./cgroup.js";
 import { LaunchError } from "./errors.js";
@@ -31,8 +32,13 @@ export interface NativeRunnerOptions {
    * for the run and back to us (0700) afterwards. @default the environment's own user
    */
   runAs?: { uid: number; gid: number };
-  /** cgroup under which each process gets `native-<random>-<containerIdFor(instanceId)>`. @default "/runtara" */
+  /** cgroup under which each process gets `native-<owner>-<random>-<containerIdFor(instanceId)>`. @default "/runtara" */
   cgroupParent?: string;
+  /**
+   * Whose processes these are (see cgroupOwner): in every cgroup's name, so that recovery
+   * removes only its own environment's, by a name the process cannot change. @default "local"
+   */
+  owner?: string;
   /**
    * Limits on `cgroupParent`, which both runners share: all runs together (applied at the
    * first launch or adoption; a failure is logged, runs go on). @default none
@@ -63,6 +69,22 @@ const PRLIMIT = "/usr/bin/prlimit";
 const NATIVE_CGROUP_PREFIX = "native-";
 
 /**
+ * The owner tag of the native processes an environment launches: of its DATA_DIR (the real
+ * path) and replica id, so that environments and replicas sharing a host never take each
+ * other's cgroups for their own.
+ */
+export function cgroupOwner(dataDir: string, replicaId: string): string {
+  const real = (() => {
+    try {
+      return realpathSync(dataDir);
+    } catch {
+      return dataDir;
+    }
+  })();
+  return createHash("sha256").update(`${real}\0${replicaId}`).digest("hex").slice(0, 8);
+}
+
+/**
  * The native runner, for trusted single-tenant use: the image's executable as a direct
  * child, in its own session and process group (so a signal aimed at the environment's group
  * does not reach it), with exactly `spec.env` as its environment, the run directory (0700) as
@@ -79,6 +101,8 @@ export class NativeRunner implements Runner {
   private readonly adoptPollMs: number;
   private readonly maxLogBytes: number;
   private readonly cgroupParent: string;
+  /** Names of this runner's cgroups (see NativeRunnerOptions.owner) start with this. */
+  private readonly ownPrefix: string;
   private readonly spawner: Spawner;
   private cgroups: Promise<CgroupPlacement | undefined> | undefined;
   /** Runs (launched or adopted, not yet cleaned up) per run directory. */
@@ -88,6 +112,7 @@ export class NativeRunner implements Runner {
     this.adoptPollMs = options.adoptPollMs ?? 1_000;
     this.maxLogBytes = options.maxLogBytes ?? DEFAULT_MAX_LOG_BYTES;
     this.cgroupParent = (options.cgroupParent ?? "/runtara").replace(/\/+$/, "");
+    this.ownPrefix = `${NATIVE_CGROUP_PREFIX}${options.owner ?? "local"}-`;
     this.spawner = options.spawner ?? new Spawner({ logger: options.logger });
   }
 
@@ -195,29 +220,24 @@ export class NativeRunner implements Runner {
   }
 
   /**
-   * Kills and removes the cgroups of native processes that work in a run directory under
-   * `runsDir` (this DATA_DIR's) but none of whose pids is `known` (recorded): launched by an
-   * earlier run of the environment that died before recording them. Nothing would ever stop
-   * or time them out, and the instance is relaunched beside them. Cgroups of other DATA_DIRs
-   * are left alone. Returns the pids found in the cgroups it removed.
+   * Kills and removes this runner's cgroups (by owner) none of whose pids is `known`
+   * (recorded): processes launched by an earlier run of the environment that died before
+   * recording them. Nothing would ever stop or time them out, and the instance is relaunched
+   * beside them. Returns the pids found in the cgroups it removed.
    */
-  async removeUnknownProcesses(runsDir: string, known: ReadonlySet<number>): Promise<number[]> {
+  async removeUnknownProcesses(known: ReadonlySet<number>): Promise<number[]> {
     const placement = await this.cgroupPlacement();
     if (placement === undefined) return [];
     const parent = `${placement.layout.unified}${this.cgroupParent}`;
-    // A process's cwd reads as the real path: DATA_DIR may be reached through a symlink.
-    const runs = `${await realpath(runsDir).catch(() => runsDir)}/`;
     const removed: number[] = [];
     for (const name of await readdir(parent).catch((): string[] => [])) {
-      if (!name.startsWith(NATIVE_CGROUP_PREFIX)) continue;
+      if (!name.startsWith(this.ownPrefix)) continue;
       const pids = (await readFile(`${parent}/${name}/cgroup.procs`, "utf8").catch(() => ""))
         .split("\n")
         .filter((l) => l !== "")
         .map(Number);
       if (pids.length === 0 || pids.some((pid) => known.has(pid))) continue;
-      const cwds = await Promise.all(pids.map((pid) => readlink(`/proc/${pid}/cwd`).catch(() => "")));
-      if (!cwds.some((cwd) => cwd.startsWith(runs))) continue;
-      const cgroup = await ProcessCgroup.of(placement, pids[0]!, `${this.cgroupParent}/${NATIVE_CGROUP_PREFIX}`);
+      const cgroup = await ProcessCgroup.of(placement, pids[0]!, `${this.cgroupParent}/${name}`);
       if (cgroup === undefined) continue; // it exited meanwhile
       await cgroup.kill();
       await cgroup.remove();
@@ -282,7 +302,7 @@ export class NativeRunner implements Runner {
     if (placement === undefined) return undefined;
     // One cgroup per launch: a relaunch may start while the previous run's cleanup (which
     // kills everything in that run's cgroup) is still going on.
-    const rel = `${this.cgroupParent}/${NATIVE_CGROUP_PREFIX}${randomBytes(4).toString("hex")}-${containerIdFor(spec.instanceId)}`;
+    const rel = `${this.cgroupParent}/${this.ownPrefix}${randomBytes(4).toString("hex")}-${containerIdFor(spec.instanceId)}`;
     try {
       return await ProcessCgroup.create(placement, rel, spec.limits);
     } catch (e) {
@@ -300,7 +320,8 @@ export class NativeRunner implements Runner {
     this.cgroups ??= detectCgroupLayout().then(
       async (layout) => {
         const names = await readdir(`${layout.unified}${this.cgroupParent}`).catch((): string[] => []);
-        for (const name of names.filter((n) => n.startsWith(NATIVE_CGROUP_PREFIX))) await removeCgroup(layout.hierarchies, `${this.cgroupParent}/${name}`, [], 0);
+        // Only its own: another environment's empty cgroup may be one it is about to use.
+        for (const name of names.filter((n) => n.startsWith(this.ownPrefix))) await removeCgroup(layout.hierarchies, `${this.cgroupParent}/${name}`, [], 0);
         await limitParentCgroup(layout, this.cgroupParent, this.options.aggregateLimits ?? {}).catch((e: unknown) =>
           this.options.logger?.warn({ err: e, cgroup: this.cgroupParent }, "could not set the aggregate limits of all native processes"),
         );
