@@ -273,6 +273,7 @@ export class Environment {
       replicaId: o.replicaId,
       runsDir: path.join(o.dataDir, "runs"),
       maxLaunchAttempts: o.wakeMaxAttempts,
+      pendingTimeoutMs: o.pendingTimeoutMs,
       tenantMaxActiveInstances: o.tenantMaxActiveInstances,
     });
     const signals = new SignalService(gateway, (tenantId, instanceId) => instances.relaunchIfSuspended(tenantId, instanceId), this.metrics.signalDelivery);

@@ -169,6 +169,23 @@ describe("faults", () => {
       assert.deepEqual(dec(final.output), { ok: true });
     });
 
+    it("a replica starting up leaves another replica's fresh PENDING instance to it", async (t) => {
+      await setUp();
+      t.after(tearDown);
+      const first = await startReplica("replica-a");
+      const imageId = await registerWorkflow(environmentClient(first.baseUrl), RunnerType.NATIVE);
+      const instanceId = await insertInstance(first, { tenantId: TENANT, status: "pending" });
+      // What a replica that is launching it right now has written.
+      await first.query(`UPDATE instances SET image_id = $2, claimed_by = 'replica-busy', pending_since = now() WHERE instance_id = $1`, [instanceId, imageId]);
+      await first.env.stop();
+      await startReplica("replica-a");
+      const [row] = await first.query<{ status: string; claimed_by: string; launch_attempts: number }>(
+        "SELECT status, claimed_by, launch_attempts FROM instances WHERE instance_id = $1",
+        [instanceId],
+      );
+      assert.deepEqual({ ...row }, { status: "pending", claimed_by: "replica-busy", launch_attempts: 0 });
+    });
+
     it("StopInstance sent to a replica that does not own the process: the owner's process is gone within grace + 2 s", async (t) => {
       await setUp();
       t.after(tearDown);

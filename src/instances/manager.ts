@@ -42,6 +42,8 @@ export interface InstanceManagerDeps {
   runsDir: string;
   /** Launch attempts of a stale PENDING instance before it is FAILED (launch_failed). */
   maxLaunchAttempts: number;
+  /** How long another replica's PENDING instance may go without a process before this one relaunches it. */
+  pendingTimeoutMs: number;
   /** PENDING and RUNNING instances one tenant may start (relaunches of durable ones are not held back). */
   tenantMaxActiveInstances: number;
 }
@@ -233,7 +235,8 @@ export class InstanceManager {
     }
     if (rows.length > 0) logger.info({ adopted, gone }, "recovered processes of the previous run");
     await this.removeUnknownContainers();
-    const relaunched = await this.relaunchStalePending(0, true);
+    // Its own claims at once; another replica's only once stale (that one may be launching it now).
+    const relaunched = await this.relaunchStalePending(this.deps.pendingTimeoutMs, true);
     if (relaunched > 0) logger.info({ relaunched }, "relaunched instances whose launch the previous run did not finish");
     return { adopted, gone };
   }
