@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rm, rmdir, stat } from "node:fs/promises";
+import { chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rm, rmdir, stat, utimes } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
 import path from "node:path";
@@ -15,6 +15,7 @@ import { InstanceStatus, TerminationReason } from "../gen/runtara/core/v1/types_
 import { RunnerType } from "../gen/runtara/environment/v1/environment_pb.js";
 import { buildFixtures } from "./fixtures/build.js";
 import { cgroupOwner, DEFAULT_LIMITS, NativeRunner, OciRunner, type Runner } from "../src/runner/index.js";
+import { detectCgroupLayout } from "../src/runner/cgroup.js";
 import { environmentClient, startEnvironment, stopTestPostgres, waitUntil, type TestEnvironment } from "./helpers.js";
 
 const TENANT = "tenant-limits";
@@ -196,6 +197,27 @@ describe("restart recovery: native processes no run accounts for", () => {
       await rm(outside, { recursive: true, force: true });
       await t2.close();
       await t1.close();
+    }
+  });
+});
+
+describe("restart recovery: empty native cgroups", () => {
+  it("removes another environment's only once it is an hour old", async (t) => {
+    const { unified } = await detectCgroupLayout();
+    if (unified === undefined) return t.skip("no cgroup v2 hierarchy");
+    const root = `${unified}/runtara`;
+    const tag = randomBytes(3).toString("hex");
+    const [old, young] = [`${root}/native-gone${tag}-00000000-runtara-x`, `${root}/native-busy${tag}-00000000-runtara-y`];
+    await mkdir(old, { recursive: true });
+    await mkdir(young);
+    await utimes(old, new Date(Date.now() - 2 * 3_600_000), new Date(Date.now() - 2 * 3_600_000));
+    const env = await startEnvironment();
+    try {
+      assert.equal(existsSync(old), false, "an environment that went away an hour ago: removed");
+      assert.equal(existsSync(young), true, "one that may be about to be used: left");
+    } finally {
+      await env.close();
+      for (const dir of [old, young]) await rmdir(dir).catch(() => undefined);
     }
   });
 });

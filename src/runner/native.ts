@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
 import { realpathSync } from "node:fs";
-import { chmod, chown, readdir, readFile } from "node:fs/promises";
+import { chmod, chown, readdir, readFile, stat } from "node:fs/promises";
 import type { Logger } from "pino";
 import { detectCgroupLayout, removeCgroup, type CgroupLayout } from "./cgroup.js";
 import { LaunchError } from "./errors.js";
@@ -67,6 +67,14 @@ const PRLIMIT = "/usr/bin/prlimit";
 
 /** Names of native processes' cgroups start with this (OCI containers' with "runtara-"). */
 const NATIVE_CGROUP_PREFIX = "native-";
+
+/** Age after which another environment's empty native cgroup is removed (see cgroupPlacement). */
+const FOREIGN_EMPTY_CGROUP_AGE_MS = 3_600_000;
+
+/** Whether the directory (a cgroup: its mtime is its creation time) is older than `ms`. */
+async function createdBefore(dir: string, ms: number): Promise<boolean> {
+  return ((await stat(dir).catch(() => undefined))?.mtimeMs ?? Infinity) < ms;
+}
 
 /**
  * The owner tag of the native processes an environment launches: of its DATA_DIR (the real
@@ -319,9 +327,14 @@ export class NativeRunner implements Runner {
   private cgroupPlacement(): Promise<CgroupPlacement | undefined> {
     this.cgroups ??= detectCgroupLayout().then(
       async (layout) => {
-        const names = await readdir(`${layout.unified}${this.cgroupParent}`).catch((): string[] => []);
-        // Only its own: another environment's empty cgroup may be one it is about to use.
-        for (const name of names.filter((n) => n.startsWith(this.ownPrefix))) await removeCgroup(layout.hierarchies, `${this.cgroupParent}/${name}`, [], 0);
+        const parent = `${layout.unified}${this.cgroupParent}`;
+        const names = (await readdir(parent).catch((): string[] => [])).filter((n) => n.startsWith(NATIVE_CGROUP_PREFIX));
+        for (const name of names) {
+          // Another environment's only once it is old: a young empty one may be about to be
+          // used (its launch is joining it); an old one is an environment's that went away.
+          if (!name.startsWith(this.ownPrefix) && !(await createdBefore(`${parent}/${name}`, Date.now() - FOREIGN_EMPTY_CGROUP_AGE_MS))) continue;
+          await removeCgroup(layout.hierarchies, `${this.cgroupParent}/${name}`, [], 0);
+        }
         await limitParentCgroup(layout, this.cgroupParent, this.options.aggregateLimits ?? {}).catch((e: unknown) =>
           this.options.logger?.warn({ err: e, cgroup: this.cgroupParent }, "could not set the aggregate limits of all native processes"),
         );
