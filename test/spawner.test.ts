@@ -13,6 +13,7 @@ import path from "node:path";
 import { after, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { DEFAULT_LIMITS, NativeRunner, Spawner, createRunners, isSameProcess, type LaunchSpec } from "../src/runner/index.js";
+import { detectCgroupLayout, removeCgroup } from "../src/runner/cgroup.js";
 import { buildFixtures } from "./fixtures/build.js";
 
 const fx = await buildFixtures();
@@ -199,7 +200,10 @@ describe("spawner", () => {
     for (let i = 0; i < 200 && existsPid(helperPid); i++) await sleep(10);
     assert.equal(existsPid(helperPid), false, "the spawner is gone");
     assert.ok(await isSameProcess(proc.pid, proc.startTime), "the workflow still runs");
+    // Detached, its cgroup is nobody's to remove but ours once it is killed.
+    const cgroup = /^0::(\/.+)$/m.exec(await readFile(`/proc/${proc.pid}/cgroup`, "utf8"))?.[1];
     process.kill(-proc.pid, "SIGKILL");
+    if (cgroup?.startsWith("/runtara/")) await removeCgroup((await detectCgroupLayout()).hierarchies, cgroup);
     // Afterwards: launches are refused, commands (cleanups of runs ending now) fail without throwing.
     await assert.rejects(spawner.spawn({ file: "/bin/true", args: [] }), /closed/);
     const late = await spawner.run("/bin/true", []);
