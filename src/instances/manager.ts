@@ -242,12 +242,12 @@ export class InstanceManager {
   }
 
   /**
-   * Removes containers and native processes of this DATA_DIR that no run accounts for: the
-   * previous run of the environment died between starting one and recording it, so nothing
-   * would ever stop, time out or settle it, and the instance would run twice (its relaunch
-   * beside it; a container would block the relaunch); and pastas whose namespace is gone.
-   * Runs after adoption, before this replica launches anything. A failure is logged; startup
-   * goes on.
+   * Removes containers of this DATA_DIR and native processes of this environment (its DATA_DIR
+   * and replica, by cgroup name) that no run accounts for: the previous run of the environment
+   * died between starting one and recording it, so nothing would ever stop, time out or settle
+   * it, and the instance would run twice (its relaunch beside it; a container would block the
+   * relaunch); and pastas whose namespace is gone. Runs after adoption, before this replica
+   * launches anything. A failure is logged; startup goes on.
    */
   private async removeUnknownContainers(): Promise<void> {
     const { db, runners, logger, replicaId, runsDir } = this.deps;

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
 import { realpathSync } from "node:fs";
-import { chmod, chown, readdir, readFile, stat } from "node:fs/promises";
+import { chmod, chown, readdir, stat } from "node:fs/promises";
 import type { Logger } from "pino";
 import { detectCgroupLayout, removeCgroup, type CgroupLayout } from "./cgroup.js";
 import { LaunchError } from "./errors.js";
@@ -236,17 +236,12 @@ export class NativeRunner implements Runner {
   async removeUnknownProcesses(known: ReadonlySet<number>): Promise<number[]> {
     const placement = await this.cgroupPlacement();
     if (placement === undefined) return [];
-    const parent = `${placement.layout.unified}${this.cgroupParent}`;
     const removed: number[] = [];
-    for (const name of await readdir(parent).catch((): string[] => [])) {
+    for (const name of await readdir(`${placement.layout.unified}${this.cgroupParent}`).catch((): string[] => [])) {
       if (!name.startsWith(this.ownPrefix)) continue;
-      const pids = (await readFile(`${parent}/${name}/cgroup.procs`, "utf8").catch(() => ""))
-        .split("\n")
-        .filter((l) => l !== "")
-        .map(Number);
+      const cgroup = ProcessCgroup.at(placement, `${this.cgroupParent}/${name}`);
+      const pids = await cgroup.pids();
       if (pids.length === 0 || pids.some((pid) => known.has(pid))) continue;
-      const cgroup = await ProcessCgroup.of(placement, pids[0]!, `${this.cgroupParent}/${name}`);
-      if (cgroup === undefined) continue; // it exited meanwhile
       await cgroup.kill();
       await cgroup.remove();
       removed.push(...pids);

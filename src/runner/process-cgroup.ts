@@ -99,6 +99,20 @@ export class ProcessCgroup {
     return relPath?.startsWith(prefix) ? new ProcessCgroup(placement, relPath) : undefined;
   }
 
+  /** The cgroup at `relPath` (one found by name). */
+  static at(placement: CgroupPlacement, relPath: string): ProcessCgroup {
+    return new ProcessCgroup(placement, relPath);
+  }
+
+  /** The processes in it; none when it is gone. */
+  async pids(): Promise<number[]> {
+    const text = await readFile(`${this.placement.layout.unified}${this.relPath}/cgroup.procs`, "utf8").catch(() => "");
+    return text
+      .split("\n")
+      .filter((l) => l !== "")
+      .map(Number);
+  }
+
   /** The files a pid is written to to move it into the cgroup, in every hierarchy. */
   procsFiles(): string[] {
     return this.dirs().map((dir) => `${dir}/cgroup.procs`);
@@ -111,9 +125,9 @@ export class ProcessCgroup {
     // Kernels before 5.14 have no cgroup.kill: kill what is listed until nothing is (a
     // process forking meanwhile is listed on the next round).
     for (let round = 0; round < 200; round++) {
-      const pids = (await readFile(`${unified}/cgroup.procs`, "utf8").catch(() => "")).split("\n").filter((l) => l !== "");
+      const pids = await this.pids();
       if (pids.length === 0) return;
-      if (!killed) for (const pid of pids) killQuietly(Number(pid));
+      if (!killed) for (const pid of pids) killQuietly(pid);
       await sleep(5);
     }
   }
