@@ -52,17 +52,19 @@ export interface NativeRunnerOptions {
 }
 
 /**
- * Holds the process until it is in its cgroup, then becomes the workflow (each exec keeps the
- * pid and start time). Node cannot spawn into a cgroup, and moving the child after spawn would
- * race its first fork. The environment travels as `env -i NAME=value...` arguments: a shell
- * would add PWD and drop names that are not shell identifiers.
+ * Holds the process until it is in its cgroup, then sets RLIMIT_FSIZE (soft and hard; Node
+ * cannot set an rlimit for a child) and becomes the workflow: each exec keeps the pid and start
+ * time. Node cannot spawn into a cgroup, and moving the child after spawn would race its first
+ * fork. The shell's own `ulimit` saves an exec of util-linux prlimit on every start (about 2 ms
+ * to the workflow's Register here). The environment travels as `env -i NAME=value...`
+ * arguments: a shell would add PWD and drop names that are not shell identifiers.
  */
-const GATE = 'read -r _ && exec "$@" </dev/null';
+const GATE = 'read -r _ && ulimit -f "$1" && shift && exec "$@" </dev/null';
 
-/**
- * util-linux prlimit sets RLIMIT_FSIZE and execs the workflow (same pid and start time): Node
- * cannot set an rlimit for a child.
- */
+/** `ulimit -f` counts 512-byte blocks: the file-size limit is fileBytes rounded down to whole blocks. */
+const ULIMIT_BLOCK_BYTES = 512;
+
+/** Without a cgroup there is no gate: util-linux prlimit sets RLIMIT_FSIZE and execs the workflow. */
 const PRLIMIT = "/usr/bin/prlimit";
 
 /** Names of native processes' cgroups start with this (OCI containers' with "runtara-"). */
@@ -140,12 +142,12 @@ export class NativeRunner implements Runner {
     const t0 = performance.now();
     let child: SpawnedChild;
     try {
-      const limited = [`--fsize=${spec.limits.fileBytes}`, "--"];
       const env = Object.entries(spec.env).map(([k, v]) => `${k}=${v}`);
-      const gated = ["-c", GATE, "runtara-gate", PRLIMIT, ...limited, "/usr/bin/env", "-i", ...env, spec.binaryPath];
+      const blocks = Math.floor(spec.limits.fileBytes / ULIMIT_BLOCK_BYTES);
+      const gated = ["-c", GATE, "runtara-gate", String(blocks), "/usr/bin/env", "-i", ...env, spec.binaryPath];
       child = await this.spawner.spawn({
         file: cgroup ? "/bin/sh" : PRLIMIT,
-        args: cgroup ? gated : [...limited, spec.binaryPath],
+        args: cgroup ? gated : [`--fsize=${blocks * ULIMIT_BLOCK_BYTES}`, "--", spec.binaryPath],
         cwd: spec.runDir,
         env: cgroup ? {} : { ...spec.env },
         detached: true,
