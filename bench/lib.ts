@@ -1,6 +1,6 @@
 /** Small helpers shared by the benchmarks: percentiles, rates and ratio lines. */
 
-import { writeFileSync } from "node:fs";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createRequire, syncBuiltinESMExports } from "node:module";
 import path from "node:path";
 
@@ -191,3 +191,65 @@ export function ratioLine(label: string, numerator: number, denominator: number,
 
 /** A count or duration a benchmark takes from the environment (`BENCH_*`), or its default. */
 export const envNumber = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
+
+/** Clock ticks per second of /proc/<pid>/stat times (USER_HZ; 100 on Linux). */
+const TICKS_PER_SECOND = 100;
+
+/** CPU time, ms, of the whole host and of each process in it. */
+export interface HostCpu {
+  /** All CPUs, not idle or waiting for I/O (/proc/stat). */
+  busyMs: number;
+  /** Per pid: its group (by `classify`), its own CPU and its reaped children's. */
+  processes: Map<number, { group: string | undefined; selfMs: number; childrenMs: number }>;
+}
+
+/**
+ * Reads the CPU time of the host and of every process, each named by `classify` (pid, comm,
+ * command line; undefined for a process of no interest). A process that exited and was reaped
+ * in between counts in its parent's children's time (that is how a run's workflow processes
+ * are seen: the spawner reaps them).
+ */
+export function hostCpu(classify: (pid: number, comm: string, cmdline: string) => string | undefined): HostCpu {
+  const ticks = (v: string | undefined) => (Number(v) * 1000) / TICKS_PER_SECOND;
+  const all = readFileSync("/proc/stat", "utf8").split("\n", 1)[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const busyMs = ticks(String(all.reduce((a, b) => a + b, 0) - all[3]! - (all[4] ?? 0)));
+  const processes: HostCpu["processes"] = new Map();
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
+      const comm = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+      // Fields after "(comm) ": utime stime cutime cstime are the 12th-15th.
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      const cmdline = readFileSync(`/proc/${name}/cmdline`, "utf8").replaceAll("\0", " ");
+      const pid = Number(name);
+      processes.set(pid, { group: classify(pid, comm, cmdline), selfMs: ticks(f[11]) + ticks(f[12]), childrenMs: ticks(f[13]) + ticks(f[14]) });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return { busyMs, processes };
+}
+
+/**
+ * CPU per group between two readings, ms: each group's own time and, as "<group>'s children",
+ * its reaped children's; "everything else" is the rest of the host's busy time (other
+ * processes, the kernel's threads and interrupts).
+ */
+export function hostCpuSplit(before: HostCpu, after: HostCpu): Map<string, number> {
+  const out = new Map<string, number>();
+  const add = (k: string, ms: number) => ms > 0 && out.set(k, (out.get(k) ?? 0) + ms);
+  let grouped = 0;
+  for (const [pid, a] of after.processes) {
+    if (a.group === undefined) continue;
+    const b = before.processes.get(pid);
+    const same = b !== undefined && b.group === a.group;
+    const self = a.selfMs - (same ? b.selfMs : 0);
+    const children = a.childrenMs - (same ? b.childrenMs : 0);
+    add(a.group, self);
+    add(`${a.group}'s children`, children);
+    grouped += Math.max(0, self) + Math.max(0, children);
+  }
+  add("everything else", after.busyMs - before.busyMs - grouped);
+  return out;
+}

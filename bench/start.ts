@@ -23,7 +23,10 @@
  * its instance registered and, for StartInstance, the RPC answered) it prints, per path: the
  * p50 of each segment of a start (until core's Register statement began, from
  * instances.started_at | until the NOTIFY arrived here), the event-loop utilization and CPU of
- * this process per start, every spawn() this process made during the phase (the environment
+ * this process per start, the whole host's CPU per start by process (this process; the spawner
+ * or the baselines' launcher, and what each reaped: the workflow processes, runc and its
+ * containers; PostgreSQL; everything else, the kernel's threads and other processes on the
+ * machine included), every spawn() this process made during the phase (the environment
  * must make none: libuv fork()s the whole process, blocking its loop), and the latency of a
  * trivial RPC issued every BENCH_PROBE_INTERVAL_MS (50) during the phase.
  *
@@ -68,7 +71,7 @@ import {
   uploadMessages,
   type TestEnvironment,
 } from "../test/helpers.js";
-import { fmt, instrumentSpawn, MiB, perSec, printLatency, ratioLine, runConcurrent, summarize, targetLine, envNumber } from "./lib.js";
+import { fmt, hostCpu, hostCpuSplit, instrumentSpawn, MiB, perSec, printLatency, ratioLine, recordFigure, runConcurrent, summarize, targetLine, envNumber } from "./lib.js";
 
 const CONCURRENCY = envNumber("BENCH_CONCURRENCY", 16);
 const COUNTS = {
@@ -118,6 +121,10 @@ class MinimalLauncher {
         this.waiters.delete(m.id);
       }
     });
+  }
+
+  get pid(): number | undefined {
+    return this.proc.pid;
   }
 
   /** Resolves once the process exited 0; rejects on a spawn error or another exit. */
@@ -231,6 +238,8 @@ interface PathRun {
   elu: number;
   /** CPU time of this process (all threads) from the first start until the phase drained, ms. */
   cpuMs: number;
+  /** CPU of the whole host from the first start until the phase drained, ms by group (see cpuGroup). */
+  hostCpuMs: Map<string, number>;
   /** Trivial-RPC latencies measured during the phase (see Prober). */
   probeMs: number[];
   spawns: Map<string, number[]>;
@@ -420,6 +429,7 @@ function emptyRun(): PathRun {
     wallMs: 0,
     elu: 0,
     cpuMs: 0,
+    hostCpuMs: new Map(),
     probeMs: [],
     spawns: new Map(),
     rssBytes: 0,
@@ -430,6 +440,7 @@ function emptyRun(): PathRun {
 async function phase(t: TestEnvironment, p: StartPath, count: number, concurrency: number, into: PathRun): Promise<void> {
   const ids = await p.prepare(count);
   spawnBlocking.take();
+  const host0 = hostCpu(cpuGroup);
   const elu0 = performance.eventLoopUtilization();
   const cpu0 = process.cpuUsage();
   prober.start();
@@ -442,6 +453,7 @@ async function phase(t: TestEnvironment, p: StartPath, count: number, concurrenc
   await p.drain(ids);
   const cpu = process.cpuUsage(cpu0);
   into.cpuMs += (cpu.user + cpu.system) / 1000;
+  for (const [group, ms] of hostCpuSplit(host0, hostCpu(cpuGroup))) into.hostCpuMs.set(group, (into.hostCpuMs.get(group) ?? 0) + ms);
   for (const [tag, samples] of spawnBlocking.take()) into.spawns.set(tag, [...(into.spawns.get(tag) ?? []), ...samples]);
   // Where each start's time went, on one clock: core's Register statement
   // (instances.started_at = now(), converted from the host's wall clock) and the NOTIFY's arrival here.
@@ -458,12 +470,29 @@ async function phase(t: TestEnvironment, p: StartPath, count: number, concurrenc
   }
 }
 
-/** p50 of each segment of a start, and what the run cost this process. */
+/**
+ * Where the host's CPU goes during a phase: this process (the environment, core and this
+ * client), the spawner and the launcher (the baselines'), what they started and reaped (the
+ * workflow processes, runc and its containers), PostgreSQL, and everything else.
+ */
+function cpuGroup(pid: number, comm: string, cmdline: string): string | undefined {
+  if (pid === process.pid) return "this process";
+  if (cmdline.includes("spawner-process")) return "spawner";
+  if (pid === launcher.pid) return "launcher";
+  return comm === "postgres" ? "postgres" : undefined;
+}
+
+/** CPU of the whole host per start, ms. */
+const hostCpuPerStart = (run: PathRun) => [...run.hostCpuMs.values()].reduce((a, b) => a + b, 0) / run.registeredMs.length;
+
+/** p50 of each segment of a start, what the run cost this process, and the host's CPU per start by group. */
 function breakdown(run: PathRun): string {
   const p50 = (xs: number[]) => fmt(summarize(xs).p50);
+  const groups = [...run.hostCpuMs].sort((a, b) => b[1] - a[1]).map(([g, ms]) => `${g} ${fmt(ms / run.registeredMs.length)}`);
   return (
     `    p50 segments: start -> Register SQL ${p50(run.toRegisterSqlMs)} | -> NOTIFY seen ${p50(run.toNotifyMs)} ms; ` +
-    `loop busy ${fmt(100 * run.elu, 0)}%, CPU of this process ${fmt(run.cpuMs / run.registeredMs.length)} ms/start`
+    `loop busy ${fmt(100 * run.elu, 0)}%, CPU of this process ${fmt(run.cpuMs / run.registeredMs.length)} ms/start\n` +
+    `    host CPU per start ${fmt(hostCpuPerStart(run))} ms: ${groups.join(", ")}`
   );
 }
 
@@ -521,6 +550,9 @@ function report(r: PairResult, apiLabel: string, bareLabel: string): void {
   console.log(`  ${ratioLine(`${at}: starts/s StartInstance / bare`, apiRate, bareRate, oci ? { op: ">=", value: 0.9 } : undefined)}`);
   if (!oci && r.concurrency > 1) console.log(`  ${targetLine(`${at}: starts/s via StartInstance`, apiRate, ">=", 200)}`);
   console.log(`  ${targetLine(`${at}: CPU of this process per start`, r.api.cpuMs / r.api.registeredMs.length, "<=", oci ? 6 : 3, " ms")}`);
+  recordFigure(`${at}: host CPU per start, StartInstance`, hostCpuPerStart(r.api), "ms");
+  recordFigure(`${at}: host CPU per start, bare`, hostCpuPerStart(r.bare), "ms");
+  console.log(`  ${ratioLine(`${at}: host CPU per start StartInstance / bare`, hostCpuPerStart(r.api), hostCpuPerStart(r.bare))}`);
   printLatency(`  trivial RPC during StartInstance runs`, summarize(r.api.probeMs), "", w);
   printLatency(`  trivial RPC during bare runs`, summarize(r.bare.probeMs), "", w);
   printSpawns("StartInstance", r.api);
