@@ -14,6 +14,8 @@ import { isSameProcess, watchPid } from "./proc.js";
 import { Spawner, type SpawnedChild } from "./spawner.js";
 import { validateSpec } from "./spec.js";
 import {
+  FILE_SIZE_BLOCK_BYTES,
+  nativeFileSizeLimit,
   NO_METRICS,
   type AdoptSpec,
   type ExitInfo,
@@ -55,14 +57,12 @@ export interface NativeRunnerOptions {
  * Holds the process until it is in its cgroup, then sets RLIMIT_FSIZE (soft and hard; Node
  * cannot set an rlimit for a child) and becomes the workflow: each exec keeps the pid and start
  * time. Node cannot spawn into a cgroup, and moving the child after spawn would race its first
- * fork. The shell's own `ulimit` saves an exec of util-linux prlimit on every start (about 2 ms
- * to the workflow's Register here). The environment travels as `env -i NAME=value...`
- * arguments: a shell would add PWD and drop names that are not shell identifiers.
+ * fork. The shell's own `ulimit` (whole 512-byte blocks: nativeFileSizeLimit) saves an exec of
+ * util-linux prlimit on every start (about 2 ms to the workflow's Register here). The
+ * environment travels as `env -i NAME=value...` arguments: a shell would add PWD and drop
+ * names that are not shell identifiers.
  */
 const GATE = 'read -r _ && ulimit -f "$1" && shift && exec "$@" </dev/null';
-
-/** `ulimit -f` counts 512-byte blocks: the file-size limit is fileBytes rounded down to whole blocks. */
-const ULIMIT_BLOCK_BYTES = 512;
 
 /** Without a cgroup there is no gate: util-linux prlimit sets RLIMIT_FSIZE and execs the workflow. */
 const PRLIMIT = "/usr/bin/prlimit";
@@ -143,11 +143,11 @@ export class NativeRunner implements Runner {
     let child: SpawnedChild;
     try {
       const env = Object.entries(spec.env).map(([k, v]) => `${k}=${v}`);
-      const blocks = Math.floor(spec.limits.fileBytes / ULIMIT_BLOCK_BYTES);
-      const gated = ["-c", GATE, "runtara-gate", String(blocks), "/usr/bin/env", "-i", ...env, spec.binaryPath];
+      const fileSizeLimit = nativeFileSizeLimit(spec.limits.fileBytes);
+      const gated = ["-c", GATE, "runtara-gate", String(fileSizeLimit / FILE_SIZE_BLOCK_BYTES), "/usr/bin/env", "-i", ...env, spec.binaryPath];
       child = await this.spawner.spawn({
         file: cgroup ? "/bin/sh" : PRLIMIT,
-        args: cgroup ? gated : [`--fsize=${blocks * ULIMIT_BLOCK_BYTES}`, "--", spec.binaryPath],
+        args: cgroup ? gated : [`--fsize=${fileSizeLimit}`, "--", spec.binaryPath],
         cwd: spec.runDir,
         env: cgroup ? {} : { ...spec.env },
         detached: true,
