@@ -69,6 +69,7 @@ describe("run limits", () => {
       assert.equal(s.terminationReason, TerminationReason.CRASHED);
       // SIGXFSZ is 25: native reports the signal (no exit code), tini 128 + 25.
       assert.equal(s.exitCode, kind === "oci" ? 153 : undefined, `exit code ${s.exitCode}, error ${s.error}`);
+      assert.match(s.error, kind === "oci" ? /\(code 153\)/ : /\(killed by SIGXFSZ\)/);
       const big = await stat(path.join(t.dataDir, "runs", TENANT, instanceId, "big"));
       assert.equal(big.size, MAX_FILE_BYTES);
     });

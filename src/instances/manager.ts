@@ -201,7 +201,7 @@ export class InstanceManager {
   async recover(): Promise<{ adopted: number; gone: number }> {
     const { db, runners, supervisor, logger, replicaId } = this.deps;
     const rows = await repo.processesOf(db, os.hostname(), replicaId);
-    const crashed = { exitCode: null, stderrTail: "", memoryPeakBytes: undefined, cpuUsageUsec: undefined, verdict: "crashed" } as const;
+    const crashed = { exitCode: null, signal: null, stderrTail: "", memoryPeakBytes: undefined, cpuUsageUsec: undefined, verdict: "crashed" } as const;
     let adopted = 0;
     let gone = 0;
     for (const r of rows) {

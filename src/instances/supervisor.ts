@@ -57,10 +57,10 @@ export class Supervisor {
       if (status === undefined || !isStatus(status) || isTerminal(status)) void this.endIfTerminal(instanceId, entry);
     });
     entry.settled = process.exited.then(
-      (exit) => this.settle(instanceId, entry, { exitCode: exit.exitCode, stderrTail: exit.stderrTail, ...exit.metrics }),
+      (exit) => this.settle(instanceId, entry, { exitCode: exit.exitCode, signal: exit.signal, stderrTail: exit.stderrTail, ...exit.metrics }),
       (e: unknown) => {
         this.logger.error({ err: e, instanceId }, "could not observe process exit");
-        return this.settle(instanceId, entry, { exitCode: null, stderrTail: "", memoryPeakBytes: undefined, cpuUsageUsec: undefined });
+        return this.settle(instanceId, entry, { exitCode: null, signal: null, stderrTail: "", memoryPeakBytes: undefined, cpuUsageUsec: undefined });
       },
     );
     this.tracked.set(instanceId, entry);

@@ -427,11 +427,18 @@ export async function markLaunchFailed(db: Db, instanceId: string, error: string
 /** How a run ended, as the supervisor saw it. */
 export interface RunOutcome {
   exitCode: number | null;
+  /** The signal that ended it, when known (a native child; SIGXFSZ past the file-size limit, say). */
+  signal: string | null;
   stderrTail: string;
   memoryPeakBytes: bigint | undefined;
   cpuUsageUsec: bigint | undefined;
   /** The verdict if the instance had not settled itself: why the environment ended it. */
   verdict: "crashed" | "timeout" | "cancelled" | "heartbeat_timeout";
+}
+
+function exitDescription(o: RunOutcome): string {
+  if (o.exitCode !== null) return `code ${o.exitCode}`;
+  return o.signal !== null ? `killed by ${o.signal}` : "killed by a signal, or adopted after a restart so its status is unknown";
 }
 
 /**
@@ -447,7 +454,7 @@ export async function recordRunEnd(db: Db, instanceId: string, runId: string, o:
   const finalStatus = o.verdict === "cancelled" ? is("cancelled") : is("failed");
   const message =
     o.verdict === "crashed"
-      ? `process exited (${o.exitCode === null ? "killed by a signal, or adopted after a restart so its status is unknown" : `code ${o.exitCode}`}) without reporting a result`
+      ? `process exited (${exitDescription(o)}) without reporting a result`
       : o.verdict === "timeout"
         ? "execution timed out"
         : o.verdict === "heartbeat_timeout"
