@@ -242,7 +242,7 @@ export class NativeRunner implements Runner {
     for (const name of await readdir(`${placement.layout.unified}${this.cgroupParent}`).catch((): string[] => [])) {
       if (!name.startsWith(this.ownPrefix)) continue;
       const cgroup = ProcessCgroup.at(placement, `${this.cgroupParent}/${name}`);
-      const pids = await cgroup.pids();
+      const pids = cgroup.pids();
       if (pids.length === 0 || pids.some((pid) => known.has(pid))) continue;
       await cgroup.kill();
       await cgroup.remove();
