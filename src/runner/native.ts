@@ -293,7 +293,7 @@ export class NativeRunner implements Runner {
     let metrics: ExitMetrics = { ...NO_METRICS };
     if (cgroup !== undefined) {
       await cgroup.kill();
-      metrics = await cgroup.metrics().catch((): ExitMetrics => ({ ...NO_METRICS }));
+      metrics = cgroup.metrics();
       const leftover = await cgroup.remove();
       if (leftover.length > 0) this.options.logger?.warn({ leftover }, "could not remove a native process's cgroup");
     }

@@ -278,7 +278,7 @@ export class OciRunner implements Runner {
         const r = await this.exec(rt, ["delete", "--force", containerId]);
         if (r.failed) log?.warn({ stderr: r.stderr }, "could not delete the container");
       }
-      const metrics = await readCgroupMetrics(layout, cgroupRel).catch((): ExitMetrics => ({ ...NO_METRICS }));
+      const metrics = readCgroupMetrics(layout, cgroupRel);
       const leftover = await removeCgroup(layout.hierarchies, cgroupRel, [LEAF]);
       if (leftover.length > 0) log?.warn({ leftover }, "could not remove the container's cgroup");
       if (pasta) await removeNetns(this.spawner, pasta, containerId, netnsIno);
@@ -348,7 +348,7 @@ export class OciRunner implements Runner {
     const exited = (async (): Promise<ExitInfo> => {
       await watchPid(spec.pid, spec.startTime, { intervalMs: this.adoptPollMs, signal: abort.signal }).catch(() => neverSettles());
       if (await this.containerExists(rt, containerId)) await this.exec(rt, ["delete", "--force", containerId]);
-      const metrics = await readCgroupMetrics(layout, cgroupRel).catch((): ExitMetrics => ({ ...NO_METRICS }));
+      const metrics = readCgroupMetrics(layout, cgroupRel);
       await removeCgroup(layout.hierarchies, cgroupRel, [LEAF]);
       const outbound = await this.outbound();
       // Only the namespace this process was in: a relaunch may already have made a new one. A

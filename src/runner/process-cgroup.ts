@@ -147,7 +147,7 @@ export class ProcessCgroup {
     }
   }
 
-  metrics(): Promise<ExitMetrics> {
+  metrics(): ExitMetrics {
     return readCgroupMetrics(this.placement.layout, this.relPath);
   }
 
