@@ -266,10 +266,11 @@ describe("faults", () => {
     const outcomes = await Promise.all(
       Array.from({ length: 40 }, async (_, i) => {
         const imageId = await registerWorkflow(client, RunnerType.NATIVE, `race-${i}`);
-        // The delete goes 0-19 ms after the start, so under any load both orders happen.
+        // The delete goes 0-95 ms after the start (5 ms steps), so both orders happen at any
+        // load: at 0-19 ms, on a machine busy with other work, every delete once won (0 of 40).
         const [started, deleted] = await Promise.allSettled([
           client.startInstance({ tenantId: TENANT, imageId, env: { WORKFLOW_MODE: "hang" }, timeoutSeconds: 60n }),
-          new Promise((r) => setTimeout(r, i % 20)).then(() => client.deleteImage({ tenantId: TENANT, imageId })),
+          new Promise((r) => setTimeout(r, (i % 20) * 5)).then(() => client.deleteImage({ tenantId: TENANT, imageId })),
         ]);
         return { started, deleted };
       }),
