@@ -18,10 +18,8 @@ import { isSameProcess, readProcStat, watchPid } from "./proc.js";
 import { Spawner, type ChildExit, type SpawnedChild } from "./spawner.js";
 import { validateSpec } from "./spec.js";
 import {
-  NO_METRICS,
   type AdoptSpec,
   type ExitInfo,
-  type ExitMetrics,
   type LaunchSpec,
   type Runner,
   type RunningProcess,

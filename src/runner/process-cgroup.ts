@@ -129,12 +129,11 @@ export class ProcessCgroup {
   }
 
   /**
-   * SIGKILLs every process in the cgroup and waits until it is empty. An empty cgroup (the
-   * usual end of a run: nothing outlived its process) is left at one read: nothing can enter
-   * it again but by a fork from inside or a move by root.
+   * SIGKILLs every process in the cgroup and in cgroups under it (cgroup.kill takes the
+   * subtree; cgroup.procs lists only its own, so an empty list is no reason to skip the kill)
+   * and waits until it is empty.
    */
   async kill(): Promise<void> {
-    if (this.pids().length === 0) return;
     const unified = `${this.placement.layout.unified}${this.relPath}`;
     const killed = await writeExisting(`${unified}/cgroup.kill`, "1");
     // Kernels before 5.14 have no cgroup.kill: kill what is listed until nothing is (a
