@@ -24,11 +24,11 @@
  * p50 of each segment of a start (until core's Register statement began, from
  * instances.started_at | until the NOTIFY arrived here), the event-loop utilization and CPU of
  * this process per start, the whole host's CPU per start by process (this process; the spawner
- * or the baselines' launcher, and what each reaped: the workflow processes, runc and its
- * containers; PostgreSQL; everything else, the kernel's threads and other processes on the
- * machine included), every spawn() this process made during the phase (the environment
- * must make none: libuv fork()s the whole process, blocking its loop), and the latency of a
- * trivial RPC issued every BENCH_PROBE_INTERVAL_MS (50) during the phase.
+ * and its runtara-launcher, or the baselines' launcher, and what each reaped: the workflow
+ * processes, runc and its containers; PostgreSQL; everything else, the kernel's threads and
+ * other processes on the machine included), every spawn() this process made during the phase
+ * (the environment must make none: libuv fork()s the whole process, blocking its loop), and
+ * the latency of a trivial RPC issued every BENCH_PROBE_INTERVAL_MS (50) during the phase.
  *
  * Per runner it also starts a workflow built as `runtara workflow build` builds it (node and an
  * SDK workflow that registers, runs one step and completes: an OCI image archive, or a single
@@ -472,12 +472,14 @@ async function phase(t: TestEnvironment, p: StartPath, count: number, concurrenc
 
 /**
  * Where the host's CPU goes during a phase: this process (the environment, core and this
- * client), the spawner and the launcher (the baselines'), what they started and reaped (the
- * workflow processes, runc and its containers), PostgreSQL, and everything else.
+ * client), the spawner with its runtara-launcher, the launcher (the baselines'), what they
+ * started and reaped (the workflow processes, runc and its containers), PostgreSQL, and
+ * everything else.
  */
 function cpuGroup(pid: number, comm: string, cmdline: string): string | undefined {
   if (pid === process.pid) return "this process";
   if (cmdline.includes("spawner-process")) return "spawner";
+  if (cmdline.includes("runtara-launcher")) return "runtara-launcher";
   if (pid === launcher.pid) return "launcher";
   return comm === "postgres" ? "postgres" : undefined;
 }

@@ -4,7 +4,6 @@ import { compileCleanupOptions, readCleanupOptions, type CleanupOptions } from "
 import path from "node:path";
 import type { IdMapping } from "./runner/idmap.js";
 import { MIN_LOG_BYTES } from "./runner/log-cap.js";
-import { nativeFileSizeLimit } from "./runner/types.js";
 import { lookupUser, type SystemUser } from "./runner/users.js";
 
 /**
@@ -332,11 +331,8 @@ export function compileOptions(options: EnvironmentOptions = {}): CompiledOption
   boundedInt("totalMemoryBytes", o.totalMemoryBytes, 0, 1024 ** 5);
   // A log is cut only once it is longer than the cap: one the file-size limit stops at or below
   // the cap is never cut, and the workflow's next line of output kills it (SIGXFSZ).
-  const fileSizeLimit = nativeFileSizeLimit(o.maxFileBytes);
-  if (o.maxLogBytes >= fileSizeLimit) {
-    throw new ConfigError(
-      `maxLogBytes (RUNTARA_MAX_LOG_BYTES) must be below maxFileBytes (RUNTARA_MAX_FILE_BYTES) rounded down to whole 512-byte blocks (${fileSizeLimit}, a native run's limit), got ${o.maxLogBytes}`,
-    );
+  if (o.maxLogBytes >= o.maxFileBytes) {
+    throw new ConfigError(`maxLogBytes (RUNTARA_MAX_LOG_BYTES) must be below maxFileBytes (RUNTARA_MAX_FILE_BYTES), got ${o.maxLogBytes} >= ${o.maxFileBytes}`);
   }
   return Object.freeze({
     ...o,

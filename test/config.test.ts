@@ -97,8 +97,6 @@ describe("configuration from environment variables", () => {
     ["RUNTARA_MAX_FILE_BYTES", { RUNTARA_MAX_LOG_BYTES: "4194304", RUNTARA_MAX_FILE_BYTES: "2097152" }],
     // A log cut only once past the cap, with the limit at or below the cap, kills its workflow.
     ["RUNTARA_MAX_FILE_BYTES", { RUNTARA_MAX_LOG_BYTES: "2097152", RUNTARA_MAX_FILE_BYTES: "2097152" }],
-    // The native limit is whole 512-byte blocks: 1049276 bytes give 1049088, below this cap.
-    ["RUNTARA_MAX_FILE_BYTES", { RUNTARA_MAX_LOG_BYTES: "1049200", RUNTARA_MAX_FILE_BYTES: "1049276" }],
     ["RUNTARA_CORS_ORIGINS", { RUNTARA_CORS_ORIGINS: "example.test" }],
   ];
   for (const [name, env] of invalid) {
@@ -110,9 +108,9 @@ describe("configuration from environment variables", () => {
     });
   }
 
-  it("takes a file-size limit one 512-byte block above the log cap, and not less", () => {
-    assert.equal(load({ RUNTARA_MAX_LOG_BYTES: "1048576", RUNTARA_MAX_FILE_BYTES: "1049088" }).maxFileBytes, 1049088);
-    assert.throws(() => load({ RUNTARA_MAX_LOG_BYTES: "1048576", RUNTARA_MAX_FILE_BYTES: "1049087" }), /below maxFileBytes \(RUNTARA_MAX_FILE_BYTES\) rounded down to whole 512-byte blocks \(1048576/);
+  it("takes a file-size limit one byte above the log cap, and not less", () => {
+    assert.equal(load({ RUNTARA_MAX_LOG_BYTES: "1048576", RUNTARA_MAX_FILE_BYTES: "1048577" }).maxFileBytes, 1048577);
+    assert.throws(() => load({ RUNTARA_MAX_LOG_BYTES: "1048576", RUNTARA_MAX_FILE_BYTES: "1048576" }), /must be below maxFileBytes \(RUNTARA_MAX_FILE_BYTES\), got 1048576 >= 1048576/);
   });
 
   it("refuses invalid options passed in code, naming the option", () => {

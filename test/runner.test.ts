@@ -204,13 +204,12 @@ for (const { name, runner, skip } of kinds) {
       assert.equal(fields.get("cwd"), name === "native" ? spec.runDir : "/");
     });
 
-    it("sets RLIMIT_FSIZE, soft and hard, to limits.fileBytes (native: rounded down to whole 512-byte blocks)", async () => {
+    it("sets RLIMIT_FSIZE, soft and hard, to limits.fileBytes, to the byte", async () => {
       const fileBytes = 1024 * 1024 + 700;
       const spec = await specFor("view", {}, { limits: { ...DEFAULT_LIMITS, memoryBytes: 128 * 1024 * 1024, fileBytes } });
       const { exit, stdout } = await runToExit(runner, spec);
       assert.equal(exit.exitCode, 0);
-      const expected = name === "native" ? 1024 * 1024 + 512 : fileBytes;
-      assert.equal(parseView(stdout).fields.get("fsize"), `${expected}/${expected}`);
+      assert.equal(parseView(stdout).fields.get("fsize"), `${fileBytes}/${fileBytes}`);
     });
 
     it("stops a cooperative process with SIGTERM", async () => {

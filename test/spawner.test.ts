@@ -171,6 +171,26 @@ describe("spawner", () => {
     assert.ok(!fds.includes("77"), `fd 77 reached the process: ${fds.join(" ")}`);
   });
 
+  it("says which step of a start failed, with its errno, and runs nothing of it", async () => {
+    const spawner = new Spawner();
+    try {
+      const marker = path.join(base, `ran-${process.pid}`);
+      const touch = { file: "/bin/sh", args: ["-c", 'echo > "$0"', marker] };
+      await assert.rejects(spawner.spawn({ file: "/nonexistent/workflow", args: [] }), { code: "ENOENT", message: "exec /nonexistent/workflow: no such file or directory" });
+      await assert.rejects(spawner.spawn({ ...touch, cgroupProcs: [path.join(base, "no-cgroup", "cgroup.procs")] }), { code: "ENOENT", message: /^could not join its cgroup: / });
+      await assert.rejects(spawner.spawn({ ...touch, cwd: path.join(base, "no-dir") }), { code: "ENOENT", message: /^could not enter its working directory: / });
+      await assert.rejects(spawner.spawn({ ...touch, env: { A: "x\0y" } }), { code: "EINVAL", message: /NUL byte/ });
+      assert.equal(existsSync(marker), false, "a failed start ran its program");
+      // The launcher lives on: the next start works, and a signal's name comes back.
+      const helperPid = spawner.helperPid;
+      const killed = await spawner.spawn({ file: "/bin/sh", args: ["-c", "kill -TERM $$"] });
+      assert.deepEqual(await killed.exited, { code: null, signal: "SIGTERM" });
+      assert.equal(spawner.helperPid, helperPid);
+    } finally {
+      spawner.close();
+    }
+  });
+
   it("runs commands: output, exit code, a missing program, a timeout", async () => {
     const spawner = new Spawner();
     try {

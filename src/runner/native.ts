@@ -14,8 +14,6 @@ import { isSameProcess, watchPid } from "./proc.js";
 import { Spawner, type SpawnedChild } from "./spawner.js";
 import { validateSpec } from "./spec.js";
 import {
-  FILE_SIZE_BLOCK_BYTES,
-  nativeFileSizeLimit,
   NO_METRICS,
   type AdoptSpec,
   type ExitInfo,
@@ -52,20 +50,6 @@ export interface NativeRunnerOptions {
   spawner?: Spawner;
   logger?: Logger;
 }
-
-/**
- * Holds the process until it is in its cgroup, then sets RLIMIT_FSIZE (soft and hard; Node
- * cannot set an rlimit for a child) and becomes the workflow: each exec keeps the pid and start
- * time. Node cannot spawn into a cgroup, and moving the child after spawn would race its first
- * fork. The shell's own `ulimit` (whole 512-byte blocks: nativeFileSizeLimit) saves an exec of
- * util-linux prlimit on every start (about 2 ms to the workflow's Register here). The
- * environment travels as `env -i NAME=value...` arguments: a shell would add PWD and drop
- * names that are not shell identifiers.
- */
-const GATE = 'read -r _ && ulimit -f "$1" && shift && exec "$@" </dev/null';
-
-/** Without a cgroup there is no gate: util-linux prlimit sets RLIMIT_FSIZE and execs the workflow. */
-const PRLIMIT = "/usr/bin/prlimit";
 
 /** Names of native processes' cgroups start with this (OCI containers' with "runtara-"). */
 const NATIVE_CGROUP_PREFIX = "native-";
@@ -132,8 +116,6 @@ export class NativeRunner implements Runner {
 
   async launch(spec: LaunchSpec): Promise<RunningProcess> {
     validateSpec(spec);
-    // env(1) would take such a path for one more variable (see GATE).
-    if (spec.binaryPath.includes("=")) throw new LaunchError("invalid_spec", `binary path must not contain '=': ${spec.binaryPath}`);
     await requireExecutable(spec.binaryPath, `image ${spec.imageId ?? "?"}`);
     await this.claimRunDir(spec.runDir);
     const cgroup = await this.createCgroup(spec);
@@ -142,22 +124,23 @@ export class NativeRunner implements Runner {
     const t0 = performance.now();
     let child: SpawnedChild;
     try {
-      const env = Object.entries(spec.env).map(([k, v]) => `${k}=${v}`);
-      const fileSizeLimit = nativeFileSizeLimit(spec.limits.fileBytes);
-      const gated = ["-c", GATE, "runtara-gate", String(fileSizeLimit / FILE_SIZE_BLOCK_BYTES), "/usr/bin/env", "-i", ...env, spec.binaryPath];
+      // The launcher puts the child in its cgroup and under RLIMIT_FSIZE (soft and hard; Node
+      // cannot set an rlimit for a child) before it execs: moving it after the exec would race
+      // its first fork.
       child = await this.spawner.spawn({
-        file: cgroup ? "/bin/sh" : PRLIMIT,
-        args: cgroup ? gated : [`--fsize=${fileSizeLimit}`, "--", spec.binaryPath],
+        file: spec.binaryPath,
+        args: [],
         cwd: spec.runDir,
-        env: cgroup ? {} : { ...spec.env },
+        env: { ...spec.env },
         detached: true,
         stdoutFd: logs.stdoutFd,
         stderrFd: logs.stderrFd,
-        ...(cgroup ? { gateCgroupProcs: cgroup.procsFiles() } : {}),
+        fileSizeLimit: spec.limits.fileBytes,
+        ...(cgroup ? { cgroupProcs: cgroup.procsFiles() } : {}),
         ...this.options.runAs,
       });
     } catch (e) {
-      // The spawner killed a child that could not join its cgroup; what it left there dies with the cgroup.
+      // A child that could not join its cgroup exited before its exec; what is there dies with the cgroup.
       await cgroup?.kill();
       await cgroup?.remove();
       logs.close();

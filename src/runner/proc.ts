@@ -38,18 +38,6 @@ export async function readProcStat(pid: number): Promise<ProcStat | null> {
   }
 }
 
-/**
- * Synchronous read, for the moment right after spawn: until the event loop runs again libuv
- * cannot reap the child, so its /proc entry is guaranteed to exist (possibly as a zombie).
- */
-export function readProcStatSync(pid: number): ProcStat | null {
-  try {
-    return parseProcStat(readFileSync(`/proc/${pid}/stat`, "utf8"));
-  } catch {
-    return null;
-  }
-}
-
 /** Start time of a process in clock ticks since boot, or null when there is no such process. */
 export async function readProcessStartTime(pid: number): Promise<bigint | null> {
   return (await readProcStat(pid))?.startTime ?? null;

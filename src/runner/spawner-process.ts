@@ -2,14 +2,18 @@
  * The spawner: a small long-lived process that creates every process the environment starts
  * (workflows, `runc run`, runc/ip/umoci commands), so the environment's own event loop never
  * forks its large heap. Requests arrive as JSON lines on stdin; answers, exits and command
- * output go back as JSON lines on stdout. It exits when its stdin closes (the environment
- * stopped or died); the detached processes it started keep running and are adopted later.
+ * output go back as JSON lines on stdout. Long-lived processes are forked by its own helper,
+ * runtara-launcher (launcher.c), which is smaller still and prepares each child before exec;
+ * short commands, whose output is read here, are spawned by Node. It exits when its stdin
+ * closes (the environment stopped or died), or when the launcher died (the environment then
+ * watches the launcher's children by pid); the detached processes started live on and are
+ * adopted later.
  */
-import { spawn, type ChildProcess, type StdioOptions } from "node:child_process";
-import { closeSync, constants, openSync, readdirSync, readFileSync } from "node:fs";
-import { writeFile } from "node:fs/promises";
+import { spawn } from "node:child_process";
+import { closeSync, readdirSync, readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
-import { readProcStatSync } from "./proc.js";
+import { fileURLToPath } from "node:url";
+import { getSystemErrorMap } from "node:util";
 import type { RunRequest, SpawnerReply, SpawnerRequest, SpawnFailure, SpawnRequest } from "./spawner-protocol.js";
 
 /** Output beyond this per stream is dropped (commands here print a few lines; umoci may print more). */
@@ -49,59 +53,65 @@ const failure = (e: unknown): SpawnFailure => {
   return { message: err.message ?? String(e), ...(typeof err.code === "string" ? { code: err.code } : {}) };
 };
 
-/** The parent's descriptor `fd`, opened again for appending (closed by the caller). */
-function parentFd(fd: number | undefined): number | "ignore" {
-  if (fd === undefined) return "ignore";
-  return openSync(`/proc/${PARENT}/fd/${fd}`, constants.O_WRONLY | constants.O_APPEND | constants.O_NONBLOCK);
+/** Built by `npm run build` into dist/launcher (beside dist/src; under tsx, in the checkout's dist/). */
+const LAUNCHER = fileURLToPath(new URL(import.meta.url.endsWith(".ts") ? "../../dist/launcher/runtara-launcher" : "../../launcher/runtara-launcher", import.meta.url));
+
+/** What the launcher's failure steps were doing, for the message. */
+const STEPS: Record<string, string> = {
+  fork: "fork",
+  setsid: "start a session",
+  cgroup: "join its cgroup",
+  rlimit: "set its RLIMIT_FSIZE",
+  stdio: "open its stdout and stderr",
+  cwd: "enter its working directory",
+  user: "switch to its user",
+};
+
+const launcher = spawn(LAUNCHER, [String(PARENT)], { stdio: ["pipe", "pipe", "inherit"] });
+/** Set when the launcher could not start (not built): every spawn fails with it. */
+let launcherMissing: SpawnFailure | undefined;
+/** Spawns sent to the launcher and not yet answered: their files, for failure messages. */
+const launching = new Map<number, string>();
+launcher.once("error", (e: NodeJS.ErrnoException) => {
+  launcherMissing = { message: `the launcher ${LAUNCHER} could not start (${e.message}); \`npm run build\` builds it with the C compiler`, ...(e.code ? { code: e.code } : {}) };
+  for (const id of launching.keys()) send({ id, failed: launcherMissing });
+  launching.clear();
+});
+launcher.stdin.on("error", () => {}); // it died: its exit ends us
+launcher.once("exit", (code, signal) => {
+  if (launcherMissing !== undefined) return;
+  process.stderr.write(`runtara spawner: the launcher exited (${signal ?? `code ${code}`})\n`);
+  process.exit(1);
+});
+createInterface({ input: launcher.stdout, crlfDelay: Infinity }).on("line", (line) => {
+  const [kind, idText, a = "-", b = "-"] = line.split(" ");
+  const id = Number(idText);
+  if (kind === "X") return void send({ id, exit: { code: a === "-" ? null : Number(a), signal: b === "-" ? null : b } });
+  const file = launching.get(id) ?? "?";
+  launching.delete(id);
+  if (kind === "P") return void send({ id, pid: Number(a), startTime: b });
+  const [code, text] = getSystemErrorMap().get(-Number(a)) ?? [`errno ${a}`, "unknown error"];
+  send({ id, failed: { message: `${b === "exec" ? `exec ${file}` : `could not ${STEPS[b] ?? b}`}: ${text}`, code } });
+});
+
+/** A request as the launcher reads it (see launcher.c): its length, then NUL-terminated fields. */
+function launchFrame(req: SpawnRequest): Buffer | undefined {
+  const opt = (v: number | undefined) => (v === undefined ? "" : String(v));
+  const list = (items: readonly string[] = []) => [String(items.length), ...items];
+  const env = req.env === undefined ? ["-"] : list(Object.entries(req.env).map(([k, v]) => `${k}=${v}`));
+  const fields = [String(req.id), req.file, req.cwd ?? "", opt(req.uid), opt(req.gid), req.detached ? "1" : "0"];
+  fields.push(opt(req.stdoutFd), opt(req.stderrFd), opt(req.fileSizeLimit), ...list(req.cgroupProcs), ...list(req.args), ...env);
+  if (fields.some((f) => f.includes("\0"))) return undefined;
+  const body = Buffer.from(`${fields.join("\0")}\0`);
+  return Buffer.concat([Buffer.from(`${body.length}\n`), body]);
 }
 
 function startChild(req: SpawnRequest): void {
-  const opened: number[] = [];
-  let child: ChildProcess;
-  try {
-    const stdout = parentFd(req.stdoutFd);
-    if (typeof stdout === "number") opened.push(stdout);
-    const stderr = parentFd(req.stderrFd);
-    if (typeof stderr === "number") opened.push(stderr);
-    const stdio: StdioOptions = [req.gateCgroupProcs ? "pipe" : "ignore", stdout, stderr];
-    child = spawn(req.file, req.args, {
-      ...(req.cwd !== undefined ? { cwd: req.cwd } : {}),
-      ...(req.env !== undefined ? { env: req.env } : {}),
-      detached: req.detached,
-      stdio,
-      ...(req.uid !== undefined ? { uid: req.uid } : {}),
-      ...(req.gid !== undefined ? { gid: req.gid } : {}),
-    });
-  } catch (e) {
-    return void send({ id: req.id, failed: failure(e) });
-  } finally {
-    for (const fd of opened) closeSync(fd);
-  }
-  const pid = child.pid;
-  if (pid === undefined) {
-    // Exec failures (ENOENT, EACCES) come as an 'error' event, not a throw.
-    child.once("error", (e) => send({ id: req.id, failed: failure(e) }));
-    return;
-  }
-  // Until this event loop turns, the child cannot be reaped: its /proc entry is there.
-  const startTime = readProcStatSync(pid)?.startTime ?? 0n;
-  child.on("error", () => {}); // after a successful spawn only stdin errors remain; exit reports the rest
-  child.once("exit", (code, signal) => send({ id: req.id, exit: { code, signal } }));
-  const reply = () => send({ id: req.id, pid, startTime: String(startTime) });
-  const procsFiles = req.gateCgroupProcs;
-  if (procsFiles === undefined) return void reply();
-  child.stdin?.on("error", () => {}); // the gate died: its exit reports it
-  // Off this loop (a cgroup migration can take milliseconds), hierarchies at once: other spawns go on meanwhile.
-  void Promise.all(procsFiles.map((procs) => writeFile(procs, String(pid)))).then(
-    () => {
-      child.stdin?.end("\n");
-      reply();
-    },
-    (e: unknown) => {
-      killGroup(pid);
-      send({ id: req.id, failed: failure(e) });
-    },
-  );
+  if (launcherMissing !== undefined) return void send({ id: req.id, failed: launcherMissing });
+  const frame = launchFrame(req);
+  if (frame === undefined) return void send({ id: req.id, failed: { message: "a path, argument or environment entry holds a NUL byte", code: "EINVAL" } });
+  launching.set(req.id, req.file);
+  launcher.stdin.write(frame);
 }
 
 function runCommand(req: RunRequest): void {
@@ -129,14 +139,6 @@ function runCommand(req: RunRequest): void {
     const text = (list: Buffer[]) => Buffer.concat(list).toString("utf8");
     send({ id: req.id, ran: { exitCode: code, signal, stdout: text(out.stdout), stderr: text(out.stderr), timedOut, ...(error ? { error } : {}) } });
   });
-}
-
-function killGroup(pid: number): void {
-  try {
-    process.kill(-pid, "SIGKILL");
-  } catch {
-    // already gone
-  }
 }
 
 const lines = createInterface({ input: process.stdin, crlfDelay: Infinity });

@@ -22,11 +22,10 @@ export interface SpawnRequest {
    */
   stdoutFd?: number;
   stderrFd?: number;
-  /**
-   * cgroup.procs files the child's pid is written to before it may go on: the child is a
-   * gate (see the native runner) that execs the workflow once a line arrives on its stdin.
-   */
-  gateCgroupProcs?: string[];
+  /** cgroup.procs files the child writes its pid to before it execs (it runs nothing outside them). */
+  cgroupProcs?: string[];
+  /** RLIMIT_FSIZE of the child, soft and hard, in bytes. */
+  fileSizeLimit?: number;
 }
 
 /** Run a short command to completion and return its output (runc state/delete, ip, umoci). */
@@ -59,7 +58,7 @@ export interface RunOutcome {
 export type SpawnerReply =
   /** The spawner is up and reading requests (its first line). */
   | { id: 0; ready: true }
-  /** The spawn of request `id` succeeded; the child runs (and is past its gate). */
+  /** The spawn of request `id` succeeded: the child exec'd (in its cgroups, under its limits). */
   | { id: number; pid: number; startTime: string }
   /** Request `id` failed. */
   | { id: number; failed: SpawnFailure }

@@ -255,7 +255,7 @@ export class Spawner {
    * Requests in flight fail; children live on, now orphans, and are watched by pid. An
    * exit's code that arrived before the spawner died was already delivered above. A spawn
    * whose pid never came back is failed by its request (its process, if one was forked, is
-   * a gate that exits when its stdin closes, or a runtime the next cleanup of containers finds).
+   * killed by the launcher when the spawner goes away before answering for it).
    */
   private onHelperExit(helper: Helper, code: number | null, signal: NodeJS.Signals | null): void {
     if (this.helper === helper) this.helper = undefined;

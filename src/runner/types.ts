@@ -26,16 +26,9 @@ export interface ResourceLimits {
   /**
    * RLIMIT_FSIZE (soft = hard), bytes: the largest file the process may write (beyond: SIGXFSZ,
    * which ends it, or EFBIG). Bounds what one run puts on the disk per file, its logs included.
-   * A native process gets nativeFileSizeLimit(fileBytes).
    */
   fileBytes: number;
 }
-
-/** Unit of the shell's `ulimit -f`, with which the native runner sets RLIMIT_FSIZE. */
-export const FILE_SIZE_BLOCK_BYTES = 512;
-
-/** A native process's RLIMIT_FSIZE for `fileBytes`: rounded down to whole 512-byte blocks. */
-export const nativeFileSizeLimit = (fileBytes: number) => Math.floor(fileBytes / FILE_SIZE_BLOCK_BYTES) * FILE_SIZE_BLOCK_BYTES;
 
 /** Defaults a caller may use when it has no configuration of its own. */
 export const DEFAULT_LIMITS: Readonly<ResourceLimits> = Object.freeze({
