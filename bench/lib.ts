@@ -1,6 +1,10 @@
 /** Small helpers shared by the benchmarks: percentiles, rates and ratio lines. */
 
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
+import http2 from "node:http2";
+import type { AddressInfo } from "node:net";
+import type { ConnectRouter } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { createRequire, syncBuiltinESMExports } from "node:module";
 import path from "node:path";
 
@@ -252,4 +256,34 @@ export function hostCpuSplit(before: HostCpu, after: HostCpu): Map<string, numbe
   }
   add("everything else", after.busyMs - before.busyMs - grouped);
   return out;
+}
+
+export interface BareConnectServer {
+  baseUrl: string;
+  close(): Promise<void>;
+}
+
+/**
+ * A baseline server: connect-node's own adapter (createConnectRouter via connectNodeAdapter)
+ * on node:http2 with default settings, h2c on loopback, serving only `routes`.
+ */
+export async function serveBareConnect(routes: (router: ConnectRouter) => void): Promise<BareConnectServer> {
+  const server = http2.createServer(connectNodeAdapter({ routes }));
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => resolve());
+  });
+  const sessions = new Set<http2.ServerHttp2Session>();
+  server.on("session", (s) => {
+    sessions.add(s);
+    s.once("close", () => sessions.delete(s));
+  });
+  return {
+    baseUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sessions) s.close();
+        server.close(() => resolve());
+      }),
+  };
 }

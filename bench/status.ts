@@ -27,13 +27,10 @@
  * BENCH_STATUS_CALLS (calls per path at concurrency 16, default 20000), BENCH_CONCURRENCY (16),
  * BENCH_STATUS_ROWS (1000), BENCH_WARMUP (calls per path and phase kind, 500).
  */
-import http2 from "node:http2";
-import type { AddressInfo } from "node:net";
 import { pino } from "pino";
 import { sql } from "slonik";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { ConnectRouter } from "@connectrpc/connect";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { InstanceStatus, TerminationReason } from "../gen/runtara/core/v1/types_pb.js";
 import { EnvironmentService } from "../gen/runtara/environment/v1/environment_pb.js";
@@ -42,7 +39,7 @@ import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { createDatabase, type Database } from "../src/db/index.js";
 import { environmentClient, startEnvironment, stopTestPostgres } from "../test/helpers.js";
-import { fmt, perSec, printLatency, ratioLine, recordFigure, runConcurrent, summarize, targetLine, envNumber } from "./lib.js";
+import { fmt, perSec, printLatency, ratioLine, recordFigure, runConcurrent, serveBareConnect, summarize, targetLine, envNumber, type BareConnectServer } from "./lib.js";
 
 const SERIAL = envNumber("BENCH_STATUS_SERIAL", 3000);
 const CALLS = envNumber("BENCH_STATUS_CALLS", 20000);
@@ -77,7 +74,7 @@ interface Row {
 const ts = (ms: number | null) => (ms === null ? undefined : timestampFromMs(ms));
 
 /** The baseline: connect-node's own adapter, one handler, one point read. */
-async function startBare(db: Database): Promise<{ baseUrl: string; close(): Promise<void> }> {
+async function startBare(db: Database): Promise<BareConnectServer> {
   const routes = (router: ConnectRouter) =>
     router.service(Health, { check: () => ({ status: HealthCheckResponse_ServingStatus.SERVING }) }).service(EnvironmentService, {
       async getInstanceStatus(req) {
@@ -113,24 +110,7 @@ async function startBare(db: Database): Promise<{ baseUrl: string; close(): Prom
         };
       },
     });
-  const server = http2.createServer(connectNodeAdapter({ routes }));
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => resolve());
-  });
-  const sessions = new Set<http2.ServerHttp2Session>();
-  server.on("session", (s) => {
-    sessions.add(s);
-    s.once("close", () => sessions.delete(s));
-  });
-  return {
-    baseUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const s of sessions) s.close();
-        server.close(() => resolve());
-      }),
-  };
+  return serveBareConnect(routes);
 }
 
 const t = await startEnvironment();
