@@ -177,7 +177,10 @@ describe("spawner", () => {
       const marker = path.join(base, `ran-${process.pid}`);
       const touch = { file: "/bin/sh", args: ["-c", 'echo > "$0"', marker] };
       await assert.rejects(spawner.spawn({ file: "/nonexistent/workflow", args: [] }), { code: "ENOENT", message: "exec /nonexistent/workflow: no such file or directory" });
-      await assert.rejects(spawner.spawn({ ...touch, cgroupProcs: [path.join(base, "no-cgroup", "cgroup.procs")] }), { code: "ENOENT", message: /^could not join its cgroup: / });
+      const noParent = path.join(base, "no-parent", "cgroup");
+      await assert.rejects(spawner.spawn({ ...touch, cgroup: { dirs: [noParent], limits: [] } }), { code: "ENOENT", message: /^could not create its cgroup: / });
+      // A directory that is not a cgroup has no cgroup.procs to join.
+      await assert.rejects(spawner.spawn({ ...touch, cgroup: { dirs: [path.join(base, "plain-dir")], limits: [] } }), { code: "ENOENT", message: /^could not join its cgroup: / });
       await assert.rejects(spawner.spawn({ ...touch, cwd: path.join(base, "no-dir") }), { code: "ENOENT", message: /^could not enter its working directory: / });
       await assert.rejects(spawner.spawn({ ...touch, env: { A: "x\0y" } }), { code: "EINVAL", message: /NUL byte/ });
       assert.equal(existsSync(marker), false, "a failed start ran its program");

@@ -4,11 +4,14 @@
  * milliseconds of CPU per start) also lets each child join its cgroups, take its RLIMIT_FSIZE,
  * session, stdio, working directory and user before it execs: the workflow's first
  * instruction already runs inside its limits, with exactly the environment it was given.
+ * The child also creates its cgroup (directories, limits): those calls can wait behind other
+ * cgroup changes host-wide, which must hold up neither this process nor the environment.
  *
  * Started by spawner-process.ts with the environment's pid as its argument. Requests on
  * stdin, each "<length>\n" and then <length> bytes of NUL-terminated fields:
  *   id, file, cwd, uid, gid, detached (0/1), stdout fd, stderr fd, file size limit,
- *   count and cgroup.procs files, count and arguments (after argv[0]),
+ *   count and cgroup directories (one per hierarchy), count and limit files with values
+ *   (file, value, file, value...), count and arguments (after argv[0]),
  *   count and environment entries, or "-" for this process's own environment.
  * An empty cwd, uid, gid, fd or limit means none. The fds are the environment's, reopened
  * through /proc/<pid>/fd. Answers on stdout, one line each:
@@ -30,6 +33,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -43,8 +47,9 @@ struct request {
   const char *id, *file, *cwd;
   long uid, gid, out_fd, err_fd, file_size; /* -1: none */
   int detached;
-  unsigned nprocs;
-  char **procs;
+  unsigned ndirs, nlimits;
+  char **dirs;
+  char **limits; /* file, value, file, value... */
   char **argv;
   char **envp; /* NULL: our own */
 };
@@ -141,8 +146,8 @@ static long optional(const char *s) {
   return v;
 }
 
-enum step { STEP_FORK, STEP_SETSID, STEP_CGROUP, STEP_RLIMIT, STEP_STDIO, STEP_CWD, STEP_USER, STEP_EXEC };
-static const char *const STEP_NAMES[] = {"fork", "setsid", "cgroup", "rlimit", "stdio", "cwd", "user", "exec"};
+enum step { STEP_FORK, STEP_SETSID, STEP_MKCGROUP, STEP_CGROUP, STEP_RLIMIT, STEP_STDIO, STEP_CWD, STEP_USER, STEP_EXEC };
+static const char *const STEP_NAMES[] = {"fork", "setsid", "mkcgroup", "cgroup", "rlimit", "stdio", "cwd", "user", "exec"};
 
 struct failure {
   int err, step;
@@ -152,6 +157,19 @@ static _Noreturn void child_failed(int status_fd, enum step step) {
   struct failure f = {errno, step};
   (void)!write(status_fd, &f, sizeof f);
   _exit(127);
+}
+
+/* Writes an existing (cgroup) file in one write, as the kernel takes its value. */
+static int write_file(const char *file, const char *value) {
+  int fd = open(file, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  size_t n = strlen(value);
+  ssize_t w = write(fd, value, n);
+  int err = errno;
+  close(fd);
+  errno = err;
+  if (w >= 0 && (size_t)w != n) errno = EIO;
+  return w >= 0 && (size_t)w == n ? 0 : -1;
 }
 
 /* One of the environment's descriptors as a new open file; O_NONBLOCK so a FIFO cannot block us. */
@@ -170,12 +188,15 @@ static _Noreturn void become(const struct request *r, int status_fd) {
   signal(SIGPIPE, SIG_DFL);
   if (r->detached && setsid() < 0) child_failed(status_fd, STEP_SETSID);
 
-  char pid[24];
-  int n = snprintf(pid, sizeof pid, "%d", (int)getpid());
-  for (unsigned i = 0; i < r->nprocs; i++) {
-    int fd = open(r->procs[i], O_WRONLY | O_CLOEXEC);
-    if (fd < 0 || write(fd, pid, (size_t)n) != n) child_failed(status_fd, STEP_CGROUP);
-    close(fd);
+  for (unsigned i = 0; i < r->ndirs; i++)
+    if (mkdir(r->dirs[i], 0755) < 0 && errno != EEXIST) child_failed(status_fd, STEP_MKCGROUP);
+  for (unsigned i = 0; i + 1 < r->nlimits; i += 2)
+    if (write_file(r->limits[i], r->limits[i + 1]) < 0) child_failed(status_fd, STEP_MKCGROUP);
+  char pid[24], procs[4096];
+  snprintf(pid, sizeof pid, "%d", (int)getpid());
+  for (unsigned i = 0; i < r->ndirs; i++) {
+    errno = ENAMETOOLONG;
+    if (snprintf(procs, sizeof procs, "%s/cgroup.procs", r->dirs[i]) >= (int)sizeof procs || write_file(procs, pid) < 0) child_failed(status_fd, STEP_CGROUP);
   }
   if (r->file_size >= 0) {
     struct rlimit rl = {(rlim_t)r->file_size, (rlim_t)r->file_size};
@@ -212,8 +233,11 @@ static void start(char *body, char *end) {
   r.out_fd = optional(field(&p, end));
   r.err_fd = optional(field(&p, end));
   r.file_size = optional(field(&p, end));
-  r.nprocs = count(field(&p, end), &p, end);
-  r.procs = strings(&p, end, r.nprocs, NULL);
+  r.ndirs = count(field(&p, end), &p, end);
+  r.dirs = strings(&p, end, r.ndirs, NULL);
+  r.nlimits = count(field(&p, end), &p, end);
+  if (r.nlimits % 2 != 0) bad_request("odd limit list");
+  r.limits = strings(&p, end, r.nlimits, NULL);
   unsigned nargs = count(field(&p, end), &p, end);
   r.argv = strings(&p, end, nargs, r.file);
   const char *env = field(&p, end);
@@ -232,7 +256,8 @@ static void start(char *body, char *end) {
   } else {
     fork_errno = errno;
   }
-  free(r.procs);
+  free(r.dirs);
+  free(r.limits);
   free(r.argv);
   free(r.envp);
   if (pid < 0) {

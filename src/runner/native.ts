@@ -118,7 +118,7 @@ export class NativeRunner implements Runner {
     validateSpec(spec);
     await requireExecutable(spec.binaryPath, `image ${spec.imageId ?? "?"}`);
     await this.claimRunDir(spec.runDir);
-    const cgroup = await this.createCgroup(spec);
+    const cgroup = await this.planCgroup(spec);
     const logs = openLogs(spec.runDir, this.maxLogBytes, spec.logHeader);
     const launchedAtMs = Date.now();
     const t0 = performance.now();
@@ -136,7 +136,7 @@ export class NativeRunner implements Runner {
         stdoutFd: logs.stdoutFd,
         stderrFd: logs.stderrFd,
         fileSizeLimit: spec.limits.fileBytes,
-        ...(cgroup ? { cgroupProcs: cgroup.procsFiles() } : {}),
+        ...(cgroup ? { cgroup: cgroup.setup(spec.limits) } : {}),
         ...this.options.runAs,
       });
     } catch (e) {
@@ -284,19 +284,14 @@ export class NativeRunner implements Runner {
     return metrics;
   }
 
-  /** The process's cgroup, or undefined (logged once) where cgroups cannot be written. */
-  private async createCgroup(spec: LaunchSpec): Promise<ProcessCgroup | undefined> {
+  /** The process's cgroup (which the process creates: ProcessCgroup.planned), or undefined (logged once) where cgroups cannot be written. */
+  private async planCgroup(spec: LaunchSpec): Promise<ProcessCgroup | undefined> {
     const placement = await this.cgroupPlacement();
     if (placement === undefined) return undefined;
     // One cgroup per launch: a relaunch may start while the previous run's cleanup (which
     // kills everything in that run's cgroup) is still going on.
     const rel = `${this.cgroupParent}/${this.ownPrefix}${randomBytes(4).toString("hex")}-${containerIdFor(spec.instanceId)}`;
-    try {
-      return await ProcessCgroup.create(placement, rel, spec.limits);
-    } catch (e) {
-      this.withoutCgroups(e);
-      return undefined;
-    }
+    return ProcessCgroup.planned(placement, rel);
   }
 
   /**

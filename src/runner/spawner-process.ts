@@ -60,6 +60,7 @@ const LAUNCHER = fileURLToPath(new URL(import.meta.url.endsWith(".ts") ? "../../
 const STEPS: Record<string, string> = {
   fork: "fork",
   setsid: "start a session",
+  mkcgroup: "create its cgroup",
   cgroup: "join its cgroup",
   rlimit: "set its RLIMIT_FSIZE",
   stdio: "open its stdout and stderr",
@@ -100,7 +101,7 @@ function launchFrame(req: SpawnRequest): Buffer | undefined {
   const list = (items: readonly string[] = []) => [String(items.length), ...items];
   const env = req.env === undefined ? ["-"] : list(Object.entries(req.env).map(([k, v]) => `${k}=${v}`));
   const fields = [String(req.id), req.file, req.cwd ?? "", opt(req.uid), opt(req.gid), req.detached ? "1" : "0"];
-  fields.push(opt(req.stdoutFd), opt(req.stderrFd), opt(req.fileSizeLimit), ...list(req.cgroupProcs), ...list(req.args), ...env);
+  fields.push(opt(req.stdoutFd), opt(req.stderrFd), opt(req.fileSizeLimit), ...list(req.cgroup?.dirs), ...list(req.cgroup?.limits.flat()), ...list(req.args), ...env);
   if (fields.some((f) => f.includes("\0"))) return undefined;
   const body = Buffer.from(`${fields.join("\0")}\0`);
   return Buffer.concat([Buffer.from(`${body.length}\n`), body]);

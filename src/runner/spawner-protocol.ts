@@ -22,10 +22,18 @@ export interface SpawnRequest {
    */
   stdoutFd?: number;
   stderrFd?: number;
-  /** cgroup.procs files the child writes its pid to before it execs (it runs nothing outside them). */
-  cgroupProcs?: string[];
+  /** The cgroup the child creates and joins before it execs (it runs nothing outside it). */
+  cgroup?: CgroupSetup;
   /** RLIMIT_FSIZE of the child, soft and hard, in bytes. */
   fileSizeLimit?: number;
+}
+
+/** A cgroup in every hierarchy it spans: created, limited, then joined, in this order. */
+export interface CgroupSetup {
+  /** Its directory in each hierarchy (the parents exist). */
+  dirs: string[];
+  /** Limit files (in those directories) and the values written to them. */
+  limits: [file: string, value: string][];
 }
 
 /** Run a short command to completion and return its output (runc state/delete, ip, umoci). */
