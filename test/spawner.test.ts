@@ -7,7 +7,7 @@ import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { createRequire, syncBuiltinESMExports } from "node:module";
 import { fileURLToPath } from "node:url";
-import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
@@ -177,12 +177,16 @@ describe("spawner", () => {
       const marker = path.join(base, `ran-${process.pid}`);
       const touch = { file: "/bin/sh", args: ["-c", 'echo > "$0"', marker] };
       await assert.rejects(spawner.spawn({ file: "/nonexistent/workflow", args: [] }), { code: "ENOENT", message: "exec /nonexistent/workflow: no such file or directory" });
-      const noParent = path.join(base, "no-parent", "cgroup");
-      await assert.rejects(spawner.spawn({ ...touch, cgroup: { dirs: [noParent], limits: [] } }), { code: "ENOENT", message: /^could not create its cgroup: / });
+      const cgroup = (parent: string) => ({ parents: [parent], prefix: "t-", limits: [], prefork: 0 });
+      await assert.rejects(spawner.spawn({ ...touch, cgroup: cgroup(path.join(base, "no-parent")) }), { code: "ENOENT", message: /^could not create its cgroup: / });
       // A directory that is not a cgroup has no cgroup.procs to join.
-      await assert.rejects(spawner.spawn({ ...touch, cgroup: { dirs: [path.join(base, "plain-dir")], limits: [] } }), { code: "ENOENT", message: /^could not join its cgroup: / });
+      await assert.rejects(spawner.spawn({ ...touch, cgroup: cgroup(base) }), { code: "ENOENT", message: /^could not join its cgroup: / });
       await assert.rejects(spawner.spawn({ ...touch, cwd: path.join(base, "no-dir") }), { code: "ENOENT", message: /^could not enter its working directory: / });
       await assert.rejects(spawner.spawn({ ...touch, env: { A: "x\0y" } }), { code: "EINVAL", message: /NUL byte/ });
+      // An errno libuv has no name for.
+      const garbage = path.join(base, "not-an-executable");
+      await writeFile(garbage, "neither ELF nor a script\n", { mode: 0o755 });
+      await assert.rejects(spawner.spawn({ file: garbage, args: [] }), { code: "ENOEXEC", message: `exec ${garbage}: exec format error` });
       assert.equal(existsSync(marker), false, "a failed start ran its program");
       // The launcher lives on: the next start works, and a signal's name comes back.
       const helperPid = spawner.helperPid;
@@ -211,18 +215,26 @@ describe("spawner", () => {
     }
   });
 
-  it("exits when this side closes; what it started keeps running", async () => {
+  it("exits when this side closes; what it started keeps running, what it forked ahead goes", async () => {
     const spawner = new Spawner();
-    const runner = new NativeRunner({ spawner });
+    const owner = `sp${process.pid}`;
+    const runner = new NativeRunner({ spawner, owner });
     const s = await spec("sleeper");
     const proc = await runner.launch(s);
     await waitFor(path.join(s.runDir, "stdout.log"), /ready \d+/);
+    // The run's cgroup, and those of the processes the launcher forked ahead for the next starts.
+    const unified = (await detectCgroupLayout()).unified!;
+    const ours = async () => (await readdir(`${unified}/runtara`)).filter((n) => n.startsWith(`native-${owner}-`));
+    for (let i = 0; i < 200 && (await ours()).length < 3; i++) await sleep(10);
+    assert.equal((await ours()).length, 3, "the run's cgroup and two forked ahead");
     const helperPid = spawner.helperPid!;
     runner.detachAll();
     spawner.close();
     for (let i = 0; i < 200 && existsPid(helperPid); i++) await sleep(10);
     assert.equal(existsPid(helperPid), false, "the spawner is gone");
     assert.ok(await isSameProcess(proc.pid, proc.startTime), "the workflow still runs");
+    for (let i = 0; i < 200 && (await ours()).length > 1; i++) await sleep(10);
+    assert.equal((await ours()).length, 1, "the processes forked ahead and their cgroups are gone");
     // Detached, its cgroup is nobody's to remove but ours once it is killed.
     const cgroup = /^0::(\/.+)$/m.exec(await readFile(`/proc/${proc.pid}/cgroup`, "utf8"))?.[1];
     process.kill(-proc.pid, "SIGKILL");

@@ -1,37 +1,48 @@
 /*
  * runtara-launcher: creates the long-lived processes the spawner is asked for (workflows,
  * `runc run`). Forking this small process instead of Node (whose fork and exec teardown cost
- * milliseconds of CPU per start) also lets each child join its cgroups, take its RLIMIT_FSIZE,
+ * milliseconds of CPU per start) also lets each child join its cgroup, take its RLIMIT_FSIZE,
  * session, stdio, working directory and user before it execs: the workflow's first
  * instruction already runs inside its limits, with exactly the environment it was given.
- * The child also creates its cgroup (directories, limits): those calls can wait behind other
- * cgroup changes host-wide, which must hold up neither this process nor the environment.
+ *
+ * Joining a cgroup waits for an RCU grace period host-wide (cgroup v1, or v2 without
+ * favordynmods): 6-14 ms when starts are not back to back. So a few processes are forked
+ * ahead of time, each already in a new cgroup of its own, and wait for a request; a start
+ * then only writes its limits and execs. Creating and joining happen in the child, so they
+ * hold up neither this process nor the environment.
  *
  * Started by spawner-process.ts with the environment's pid as its argument. Requests on
  * stdin, each "<length>\n" and then <length> bytes of NUL-terminated fields:
  *   id, file, cwd, uid, gid, detached (0/1), stdout fd, stderr fd, file size limit,
- *   count and cgroup directories (one per hierarchy), count and limit files with values
- *   (file, value, file, value...), count and arguments (after argv[0]),
+ *   count and cgroup parent directories (one per hierarchy; none: no cgroup), the prefix of
+ *   the cgroup's name, count and limits (hierarchy index, file, value; the count is of
+ *   fields), how many processes to keep forked ahead for such starts,
+ *   count and arguments (after argv[0]),
  *   count and environment entries, or "-" for this process's own environment.
  * An empty cwd, uid, gid, fd or limit means none. The fds are the environment's, reopened
  * through /proc/<pid>/fd. Answers on stdout, one line each:
- *   "P <id> <pid> <start time>"  the child exec'd (start time: /proc/<pid>/stat field 22)
- *   "F <id> <errno> <step>"      it could not; nothing runs
- *   "X <id> <code> <signal>"     a started child exited ("-" for what does not apply)
+ *   "P <id> <pid> <start time> <cgroup>"  the child exec'd (start time: /proc/<pid>/stat
+ *                                         field 22; cgroup: its name, or "-")
+ *   "F <id> <errno> <step>"               it could not; nothing runs, its cgroup is removed
+ *   "X <id> <code> <signal>"              a started child exited ("-" for what does not apply)
  * It exits when stdin closes: what it answered for lives on (detached, adopted later by pid),
- * what it did not is killed.
+ * what it did not, and what it forked ahead, is killed.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -47,27 +58,52 @@ struct request {
   const char *id, *file, *cwd;
   long uid, gid, out_fd, err_fd, file_size; /* -1: none */
   int detached;
-  unsigned ndirs, nlimits;
-  char **dirs;
-  char **limits; /* file, value, file, value... */
+  unsigned nparents, nlimits;
+  char **parents; /* the cgroup's parent directory in each hierarchy */
+  const char *prefix;
+  char **limits; /* hierarchy index, file, value, ... */
+  long prefork;
   char **argv;
   char **envp; /* NULL: our own */
 };
 
-struct child {
-  char id[24];
-  pid_t pid;
-  int status_fd; /* read end of the close-on-exec pipe, -1 once settled */
-  int failed;
+enum state {
+  JOINING,   /* forked ahead, creating and joining its cgroup */
+  READY,     /* forked ahead, in its cgroup, waiting for a request on cmd_fd */
+  LAUNCHING, /* given a request; its exec or failure comes through status_fd */
+  RUNNING,   /* exec'd and answered for */
+  FAILED,    /* did not exec; exits or has exited */
 };
 
-static pid_t environment;
+struct child {
+  char id[24]; /* of the request; "" while forked ahead */
+  pid_t pid;
+  int status_fd; /* read end of its close-on-exec status pipe, -1 once settled */
+  int cmd_fd;    /* forked ahead: write end of its request pipe, else -1 */
+  enum state state;
+  char cgroup[96]; /* its cgroup's name, "" for none */
+};
+
+/* Where cgroups go (and those of processes forked ahead): set by the first request with one. */
+static struct {
+  unsigned nparents;
+  char **parents;
+  char *prefix;
+  long size;
+  int broken; /* one could not join its cgroup: fork fresh from then on, which reports why */
+} ahead;
+
+static pid_t environment, launcher;
+/* Set in a forked child: the exits below then leave the launcher's children alone. */
+static int in_child;
 static struct child *children;
 static size_t nchildren, capchildren;
 
+static _Noreturn void quit(int code);
+
 static void *grow(void *p, size_t n) {
   void *q = realloc(p, n);
-  if (q == NULL) _exit(70);
+  if (q == NULL) quit(70);
   return q;
 }
 
@@ -81,7 +117,7 @@ static void say(const char *fmt, ...) {
   for (int off = 0; off < n;) {
     ssize_t w = write(1, line + off, (size_t)(n - off));
     if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) _exit(0);
+    if (w <= 0) quit(0);
     off += (int)w;
   }
 }
@@ -109,7 +145,7 @@ static unsigned long long start_time(pid_t pid) {
 /* Only the spawner writes requests, so a malformed one is a bug there: stop rather than guess. */
 static _Noreturn void bad_request(const char *why) {
   fprintf(stderr, "runtara-launcher: bad request: %s\n", why);
-  _exit(65);
+  quit(65);
 }
 
 static const char *field(char **p, char *end) {
@@ -155,6 +191,7 @@ struct failure {
 
 static _Noreturn void child_failed(int status_fd, enum step step) {
   struct failure f = {errno, step};
+  prctl(PR_SET_PDEATHSIG, 0);
   (void)!write(status_fd, &f, sizeof f);
   _exit(127);
 }
@@ -180,23 +217,42 @@ static int environment_fd(long fd) {
   return open(path, O_WRONLY | O_APPEND | O_NONBLOCK | O_CLOEXEC);
 }
 
-/* In the child: everything that may fail happens before exec, and is reported through status_fd. */
-static _Noreturn void become(const struct request *r, int status_fd) {
+/* "<parent>/<name>[/<file>]" into out (PATH_MAX); -1 (ENAMETOOLONG) when it does not fit. */
+static int cgroup_path(char *out, const char *parent, const char *name, const char *file) {
+  int n = file != NULL ? snprintf(out, PATH_MAX, "%s/%s/%s", parent, name, file) : snprintf(out, PATH_MAX, "%s/%s", parent, name);
+  if (n < 0 || n >= PATH_MAX) {
+    errno = ENAMETOOLONG;
+    return -1;
+  }
+  return 0;
+}
+
+/* In a child: creates its cgroup `name` under each parent and moves itself into it. */
+static void join_cgroup(char *const *parents, unsigned n, const char *name, int status_fd) {
+  char path[PATH_MAX], pid[24];
+  for (unsigned i = 0; i < n; i++)
+    if (cgroup_path(path, parents[i], name, NULL) < 0 || (mkdir(path, 0755) < 0 && errno != EEXIST)) child_failed(status_fd, STEP_MKCGROUP);
+  snprintf(pid, sizeof pid, "%d", (int)getpid());
+  for (unsigned i = 0; i < n; i++)
+    if (cgroup_path(path, parents[i], name, "cgroup.procs") < 0 || write_file(path, pid) < 0) child_failed(status_fd, STEP_CGROUP);
+}
+
+/*
+ * In the child: everything that may fail happens before exec, and is reported through
+ * status_fd. `joined`: it was forked ahead and is in its cgroup `cgroup` already.
+ */
+static _Noreturn void become(const struct request *r, int status_fd, const char *cgroup, int joined) {
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, NULL);
   signal(SIGPIPE, SIG_DFL);
   if (r->detached && setsid() < 0) child_failed(status_fd, STEP_SETSID);
-
-  for (unsigned i = 0; i < r->ndirs; i++)
-    if (mkdir(r->dirs[i], 0755) < 0 && errno != EEXIST) child_failed(status_fd, STEP_MKCGROUP);
-  for (unsigned i = 0; i + 1 < r->nlimits; i += 2)
-    if (write_file(r->limits[i], r->limits[i + 1]) < 0) child_failed(status_fd, STEP_MKCGROUP);
-  char pid[24], procs[4096];
-  snprintf(pid, sizeof pid, "%d", (int)getpid());
-  for (unsigned i = 0; i < r->ndirs; i++) {
-    errno = ENAMETOOLONG;
-    if (snprintf(procs, sizeof procs, "%s/cgroup.procs", r->dirs[i]) >= (int)sizeof procs || write_file(procs, pid) < 0) child_failed(status_fd, STEP_CGROUP);
+  if (r->nparents > 0) {
+    if (!joined) join_cgroup(r->parents, r->nparents, cgroup, status_fd);
+    char path[PATH_MAX];
+    for (unsigned i = 0; i + 2 < r->nlimits; i += 3)
+      if (cgroup_path(path, r->parents[optional(r->limits[i])], cgroup, r->limits[i + 1]) < 0 || write_file(path, r->limits[i + 2]) < 0)
+        child_failed(status_fd, STEP_MKCGROUP);
   }
   if (r->file_size >= 0) {
     struct rlimit rl = {(rlim_t)r->file_size, (rlim_t)r->file_size};
@@ -216,78 +272,259 @@ static _Noreturn void become(const struct request *r, int status_fd) {
     if (r->uid >= 0 && setuid((uid_t)r->uid) < 0) child_failed(status_fd, STEP_USER);
   }
   char **envp = r->envp != NULL ? r->envp : environ;
+  prctl(PR_SET_PDEATHSIG, 0); /* answered for from its exec on: it outlives the launcher */
   if (strchr(r->file, '/') != NULL) execve(r->file, r->argv, envp);
   else execvpe(r->file, r->argv, envp);
   child_failed(status_fd, STEP_EXEC);
 }
 
-static void start(char *body, char *end) {
-  char *p = body;
-  struct request r;
-  r.id = field(&p, end);
-  r.file = field(&p, end);
-  r.cwd = field(&p, end);
-  r.uid = optional(field(&p, end));
-  r.gid = optional(field(&p, end));
-  r.detached = strcmp(field(&p, end), "1") == 0;
-  r.out_fd = optional(field(&p, end));
-  r.err_fd = optional(field(&p, end));
-  r.file_size = optional(field(&p, end));
-  r.ndirs = count(field(&p, end), &p, end);
-  r.dirs = strings(&p, end, r.ndirs, NULL);
-  r.nlimits = count(field(&p, end), &p, end);
-  if (r.nlimits % 2 != 0) bad_request("odd limit list");
-  r.limits = strings(&p, end, r.nlimits, NULL);
-  unsigned nargs = count(field(&p, end), &p, end);
-  r.argv = strings(&p, end, nargs, r.file);
-  const char *env = field(&p, end);
-  r.envp = strcmp(env, "-") == 0 ? NULL : strings(&p, end, count(env, &p, end), NULL);
-  if (p != end || strlen(r.id) >= sizeof children->id) bad_request("trailing bytes or long id");
+/*
+ * First thing in a forked child: until its exec it dies with the launcher (nobody would
+ * answer for it), and the launcher's exits are not its own.
+ */
+static void forked(void) {
+  in_child = 1;
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != launcher) _exit(0);
+}
 
+/* Parses a request body (see the top); its strings stay in the body. */
+static void parse(char *body, char *end, struct request *r) {
+  char *p = body;
+  r->id = field(&p, end);
+  r->file = field(&p, end);
+  r->cwd = field(&p, end);
+  r->uid = optional(field(&p, end));
+  r->gid = optional(field(&p, end));
+  r->detached = strcmp(field(&p, end), "1") == 0;
+  r->out_fd = optional(field(&p, end));
+  r->err_fd = optional(field(&p, end));
+  r->file_size = optional(field(&p, end));
+  r->nparents = count(field(&p, end), &p, end);
+  r->parents = strings(&p, end, r->nparents, NULL);
+  r->prefix = field(&p, end);
+  r->nlimits = count(field(&p, end), &p, end);
+  r->limits = strings(&p, end, r->nlimits, NULL);
+  if (r->nlimits % 3 != 0) bad_request("limits are not triples");
+  for (unsigned i = 0; i < r->nlimits; i += 3)
+    if (optional(r->limits[i]) < 0 || optional(r->limits[i]) >= (long)r->nparents || strchr(r->limits[i + 1], '/') != NULL) bad_request("bad limit");
+  r->prefork = optional(field(&p, end));
+  unsigned nargs = count(field(&p, end), &p, end);
+  r->argv = strings(&p, end, nargs, r->file);
+  const char *env = field(&p, end);
+  r->envp = strcmp(env, "-") == 0 ? NULL : strings(&p, end, count(env, &p, end), NULL);
+  if (p != end || strlen(r->id) >= sizeof children->id) bad_request("trailing bytes or long id");
+  if (strlen(r->prefix) > 64 || strchr(r->prefix, '/') != NULL || (r->nparents > 0 && *r->prefix == 0)) bad_request("bad cgroup prefix");
+}
+
+static void free_request(struct request *r) {
+  free(r->parents);
+  free(r->limits);
+  free(r->argv);
+  free(r->envp);
+}
+
+/* A new cgroup name: the prefix and 16 random hex digits. */
+static void cgroup_name(char out[96], const char *prefix) {
+  unsigned char b[8] = {0};
+  (void)!getrandom(b, sizeof b, 0);
+  snprintf(out, 96, "%s%02x%02x%02x%02x%02x%02x%02x%02x", prefix, b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]);
+}
+
+static struct child *add_child(pid_t pid, int status_fd, int cmd_fd, enum state state, const char *id, const char *cgroup) {
+  if (nchildren == capchildren) children = grow(children, (capchildren = capchildren * 2 + 16) * sizeof *children);
+  struct child *c = &children[nchildren++];
+  snprintf(c->id, sizeof c->id, "%s", id);
+  c->pid = pid;
+  c->status_fd = status_fd;
+  c->cmd_fd = cmd_fd;
+  c->state = state;
+  snprintf(c->cgroup, sizeof c->cgroup, "%s", cgroup);
+  return c;
+}
+
+/* Reads a whole request from fd (blocking): "<length>\n<body>". NULL at EOF. */
+static char *read_request(int fd, char **end) {
+  char head[24];
+  size_t n = 0;
+  for (;;) {
+    if (n == sizeof head - 1 || read(fd, head + n, 1) != 1) return NULL;
+    if (head[n] == '\n') break;
+    n++;
+  }
+  head[n] = 0;
+  size_t len = strtoul(head, NULL, 10);
+  if (len > MAX_REQUEST) return NULL;
+  char *body = grow(NULL, len + 1);
+  for (size_t got = 0; got < len;) {
+    ssize_t r = read(fd, body + got, len - got);
+    if (r <= 0) return NULL;
+    got += (size_t)r;
+  }
+  *end = body + len;
+  return body;
+}
+
+/*
+ * A process forked ahead: keeps only its own pipes (3: requests, 4: status) and stdio on
+ * /dev/null, joins its cgroup, says 'R' and waits. Its request's end (EOF) means it is not
+ * needed: the launcher is gone.
+ */
+static _Noreturn void ahead_main(int cmd_fd, int status_fd, const char *cgroup) {
+  int cmd = fcntl(cmd_fd, F_DUPFD, 10), status = fcntl(status_fd, F_DUPFD, 10);
+  if (cmd < 0 || status < 0 || dup2(cmd, 3) < 0 || dup2(status, 4) < 0) _exit(71);
+  /* The status pipe must close at the exec: that is how the launcher learns of it. */
+  if (fcntl(3, F_SETFD, FD_CLOEXEC) < 0 || fcntl(4, F_SETFD, FD_CLOEXEC) < 0) _exit(71);
+  int null = open("/dev/null", O_RDWR);
+  if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0) _exit(71);
+  if (syscall(SYS_close_range, 5U, ~0U, 0U) < 0)
+    for (int fd = 5; fd < 4096; fd++) close(fd);
+  join_cgroup(ahead.parents, ahead.nparents, cgroup, 4);
+  if (write(4, "R", 1) != 1) _exit(71);
+  char *end;
+  char *body = read_request(3, &end);
+  if (body == NULL) _exit(0);
+  struct request r;
+  parse(body, end, &r);
+  become(&r, 4, cgroup, 1);
+}
+
+/* Keeps `ahead.size` processes forked ahead (joining or ready). */
+static void fork_ahead(void) {
+  if (ahead.size <= 0 || ahead.broken) return;
+  long have = 0;
+  for (size_t i = 0; i < nchildren; i++) have += children[i].state == JOINING || children[i].state == READY;
+  for (; have < ahead.size; have++) {
+    int cmd[2], status[2];
+    if (pipe2(cmd, O_CLOEXEC) < 0) return;
+    if (pipe2(status, O_CLOEXEC) < 0) {
+      close(cmd[0]);
+      close(cmd[1]);
+      return;
+    }
+    char name[96];
+    cgroup_name(name, ahead.prefix);
+    pid_t pid = fork();
+    if (pid == 0) {
+      forked();
+      ahead_main(cmd[0], status[1], name);
+    }
+    close(cmd[0]);
+    close(status[1]);
+    if (pid < 0) {
+      close(cmd[1]);
+      close(status[0]);
+      return;
+    }
+    add_child(pid, status[0], cmd[1], JOINING, "", name);
+  }
+}
+
+/* Whether a request's cgroup goes where processes forked ahead are (the same parents and prefix). */
+static int fits_ahead(const struct request *r) {
+  if (ahead.prefix == NULL || r->nparents != ahead.nparents || strcmp(r->prefix, ahead.prefix) != 0) return 0;
+  for (unsigned i = 0; i < r->nparents; i++)
+    if (strcmp(r->parents[i], ahead.parents[i]) != 0) return 0;
+  return 1;
+}
+
+static void start(char *frame, size_t frame_len, char *body, char *end) {
+  struct request r;
+  parse(body, end, &r);
+  /* The first request with a cgroup says where they go (one environment, one native runner). */
+  if (r.nparents > 0 && ahead.prefix == NULL) {
+    ahead.nparents = r.nparents;
+    ahead.parents = grow(NULL, r.nparents * sizeof *ahead.parents);
+    for (unsigned i = 0; i < r.nparents; i++) ahead.parents[i] = strdup(r.parents[i]);
+    ahead.prefix = strdup(r.prefix);
+    ahead.size = r.prefork < 0 ? 0 : r.prefork > 16 ? 16 : r.prefork;
+  }
+
+  struct child *ready = NULL;
+  if (r.nparents > 0 && fits_ahead(&r))
+    for (size_t i = 0; i < nchildren && ready == NULL; i++)
+      if (children[i].state == READY) ready = &children[i];
+  if (ready != NULL) {
+    /* It reads the same request and becomes it; a failure or its exec comes through its status pipe. */
+    int ok = 1;
+    for (size_t off = 0; off < frame_len && ok;) {
+      ssize_t w = write(ready->cmd_fd, frame + off, frame_len - off);
+      if (w < 0 && errno == EINTR) continue;
+      ok = w > 0;
+      off += w > 0 ? (size_t)w : 0;
+    }
+    close(ready->cmd_fd);
+    ready->cmd_fd = -1;
+    if (ok) {
+      snprintf(ready->id, sizeof ready->id, "%s", r.id);
+      ready->state = LAUNCHING;
+      free_request(&r);
+      fork_ahead();
+      return;
+    }
+    /* It died meanwhile (its reaping removes it): start this one fresh. */
+    kill(ready->pid, SIGKILL);
+    ready->state = FAILED;
+  }
+
+  char name[96] = "";
+  if (r.nparents > 0) cgroup_name(name, r.prefix);
   int pipe_fds[2];
   pid_t pid = -1;
   int fork_errno = 0;
   if (pipe2(pipe_fds, O_CLOEXEC) == 0) {
     pid = fork();
-    if (pid == 0) become(&r, pipe_fds[1]);
+    if (pid == 0) {
+      forked();
+      become(&r, pipe_fds[1], name, 0);
+    }
     fork_errno = errno;
     close(pipe_fds[1]);
     if (pid < 0) close(pipe_fds[0]);
   } else {
     fork_errno = errno;
   }
-  free(r.dirs);
-  free(r.limits);
-  free(r.argv);
-  free(r.envp);
-  if (pid < 0) {
-    say("F %s %d %s\n", r.id, fork_errno, STEP_NAMES[STEP_FORK]);
-    return;
-  }
-
-  if (nchildren == capchildren) children = grow(children, (capchildren = capchildren * 2 + 16) * sizeof *children);
-  struct child *c = &children[nchildren++];
-  snprintf(c->id, sizeof c->id, "%s", r.id);
-  c->pid = pid;
-  c->status_fd = pipe_fds[0];
-  c->failed = 0;
+  if (pid < 0) say("F %s %d %s %s\n", r.id, fork_errno, STEP_NAMES[STEP_FORK], strerror(fork_errno));
+  else add_child(pid, pipe_fds[0], -1, LAUNCHING, r.id, name);
+  free_request(&r);
+  fork_ahead();
 }
 
-/* The pipe says whether the child exec'd: closed empty by the exec, or a failure written before _exit. */
+/* Removes a cgroup a child made and left (it failed, or was forked ahead and never used). */
+static void remove_cgroup(const struct child *c) {
+  char path[PATH_MAX];
+  for (unsigned i = 0; *c->cgroup != 0 && i < ahead.nparents; i++)
+    if (cgroup_path(path, ahead.parents[i], c->cgroup, NULL) == 0) rmdir(path);
+}
+
+/*
+ * Reads a child's status pipe. Forked ahead: 'R' (ready) or a failure (forking ahead stops:
+ * fresh forks report the cause). Launching: closed empty by the exec, or a failure written
+ * before _exit.
+ */
 static void settle(struct child *c) {
   struct failure f;
   ssize_t n;
   do n = read(c->status_fd, &f, sizeof f);
   while (n < 0 && errno == EINTR);
-  close(c->status_fd);
-  c->status_fd = -1;
-  if (n == (ssize_t)sizeof f) {
-    c->failed = 1;
-    say("F %s %d %s\n", c->id, f.err, STEP_NAMES[f.step]);
+  if (c->state == JOINING) {
+    if (n == 1) {
+      c->state = READY;
+      return; /* the pipe stays open: a failure after its request comes through it */
+    }
+    if (!ahead.broken) fprintf(stderr, "runtara-launcher: a process forked ahead could not join its cgroup (errno %d); forking on demand from now on\n", n == (ssize_t)sizeof f ? f.err : 0);
+    ahead.broken = 1;
+    c->state = FAILED;
+  } else if (n == (ssize_t)sizeof f) {
+    c->state = FAILED;
+    say("F %s %d %s %s\n", c->id, f.err, STEP_NAMES[f.step], strerror(f.err));
   } else {
     /* Not reaped before we say so: /proc/<pid> still names this child. */
-    say("P %s %d %llu\n", c->id, (int)c->pid, start_time(c->pid));
+    c->state = RUNNING;
+    say("P %s %d %llu %s\n", c->id, (int)c->pid, start_time(c->pid), *c->cgroup != 0 ? c->cgroup : "-");
   }
+  close(c->status_fd);
+  c->status_fd = -1;
 }
 
 static void reap(void) {
@@ -297,8 +534,8 @@ static void reap(void) {
     for (size_t i = 0; i < nchildren; i++) {
       struct child *c = &children[i];
       if (c->pid != pid) continue;
-      if (c->status_fd >= 0) settle(c); /* it exited before we read its pipe: the answer is there */
-      if (!c->failed) {
+      if (c->status_fd >= 0 && c->state != READY) settle(c); /* it exited before we read its pipe: the answer is there */
+      if (c->state == RUNNING) {
         if (WIFSIGNALED(status)) {
           const char *name = sigabbrev_np(WTERMSIG(status));
           if (name != NULL) say("X %s - SIG%s\n", c->id, name);
@@ -306,14 +543,39 @@ static void reap(void) {
         } else {
           say("X %s %d -\n", c->id, WEXITSTATUS(status));
         }
+      } else {
+        remove_cgroup(c); /* it never ran a workflow: its cgroup is empty now */
       }
+      if (c->status_fd >= 0) close(c->status_fd);
+      if (c->cmd_fd >= 0) close(c->cmd_fd);
       children[i] = children[--nchildren];
       break;
     }
   }
+  fork_ahead();
+}
+
+/*
+ * Every way out of the launcher: a child not answered for is recorded nowhere, so it must
+ * not run (with what it forked, if it exec'd); those forked ahead go too, and the cgroups of
+ * all of them. What was answered for lives on. In a forked child: just exits.
+ */
+static _Noreturn void quit(int code) {
+  if (in_child) _exit(code);
+  for (size_t i = 0; i < nchildren; i++) {
+    struct child *c = &children[i];
+    if (c->state == RUNNING || c->state == FAILED) continue;
+    kill(-c->pid, SIGKILL); /* its group, once it made its own session */
+    kill(c->pid, SIGKILL);
+    while (waitpid(c->pid, NULL, 0) < 0 && errno == EINTR) {
+    }
+    remove_cgroup(c);
+  }
+  _exit(code);
 }
 
 int main(int argc, char **argv) {
+  launcher = getpid();
   if (argc != 2 || (environment = (pid_t)atoi(argv[1])) <= 1) {
     fprintf(stderr, "usage: runtara-launcher <pid of the environment>\n");
     return 64;
@@ -339,7 +601,7 @@ int main(int argc, char **argv) {
     fds[1] = (struct pollfd){.fd = sfd, .events = POLLIN};
     size_t nfds = 2;
     for (size_t i = 0; i < nchildren; i++)
-      if (children[i].status_fd >= 0) fds[nfds++] = (struct pollfd){.fd = children[i].status_fd, .events = POLLIN};
+      if (children[i].status_fd >= 0 && children[i].state != READY) fds[nfds++] = (struct pollfd){.fd = children[i].status_fd, .events = POLLIN};
     if (poll(fds, nfds, -1) < 0) {
       if (errno == EINTR) continue;
       return 71;
@@ -363,26 +625,17 @@ int main(int argc, char **argv) {
     if (cap - len < 65536) buf = grow(buf, cap = cap * 2 + 65536);
     ssize_t n = read(0, buf + len, cap - len);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      /* The spawner is gone. A child not yet answered for is recorded nowhere: it must not run. */
-      for (size_t i = 0; i < nchildren; i++)
-        if (children[i].status_fd >= 0) kill(children[i].pid, SIGKILL);
-      return 0;
-    }
+    if (n <= 0) quit(0); /* the spawner is gone */
     len += (size_t)n;
     for (;;) {
       char *nl = memchr(buf, '\n', len);
       if (nl == NULL) break;
-      *nl = 0;
       char *rest;
       unsigned long body = strtoul(buf, &rest, 10);
       if (rest != nl || body > MAX_REQUEST) bad_request("bad length");
       size_t head = (size_t)(nl - buf) + 1;
-      if (len < head + body) {
-        *nl = '\n';
-        break;
-      }
-      start(buf + head, buf + head + body);
+      if (len < head + body) break;
+      start(buf, head + body, buf + head, buf + head + body);
       memmove(buf, buf + head + body, len - head - body);
       len -= head + body;
     }

@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from "node:crypto";
+import { createHash } from "node:crypto";
 import { realpathSync } from "node:fs";
 import { chmod, chown, readdir, stat } from "node:fs/promises";
 import type { Logger } from "pino";
@@ -8,7 +8,6 @@ import { adoptLogs, openLogs } from "./logs.js";
 import { DEFAULT_MAX_LOG_BYTES } from "./log-cap.js";
 import { limitParentCgroup, type AggregateLimits } from "./parent-cgroup.js";
 import { neverSettles, requireExecutable, type Holder } from "./common.js";
-import { containerIdFor } from "./oci-spec.js";
 import { CgroupPlacement, ProcessCgroup } from "./process-cgroup.js";
 import { isSameProcess, watchPid } from "./proc.js";
 import { Spawner, type SpawnedChild } from "./spawner.js";
@@ -32,7 +31,7 @@ export interface NativeRunnerOptions {
    * for the run and back to us (0700) afterwards. @default the environment's own user
    */
   runAs?: { uid: number; gid: number };
-  /** cgroup under which each process gets `native-<owner>-<random>-<containerIdFor(instanceId)>`. @default "/runtara" */
+  /** cgroup under which each process gets `native-<owner>-<16 random hex digits>` (named by the launcher). @default "/runtara" */
   cgroupParent?: string;
   /**
    * Whose processes these are (see cgroupOwner): in every cgroup's name, so that recovery
@@ -53,6 +52,13 @@ export interface NativeRunnerOptions {
 
 /** Names of native processes' cgroups start with this (OCI containers' with "runtara-"). */
 const NATIVE_CGROUP_PREFIX = "native-";
+
+/**
+ * Processes the launcher keeps forked ahead, each already in a new cgroup of its own: a start
+ * then skips the wait for its cgroup join (an RCU grace period, 6-14 ms here, when starts
+ * are not back to back). Each costs a process (a small copy of the launcher) and an empty cgroup.
+ */
+const PREFORKED = 2;
 
 /** Age after which another environment's empty native cgroup is removed (see cgroupPlacement). */
 const FOREIGN_EMPTY_CGROUP_AGE_MS = 3_600_000;
@@ -118,7 +124,7 @@ export class NativeRunner implements Runner {
     validateSpec(spec);
     await requireExecutable(spec.binaryPath, `image ${spec.imageId ?? "?"}`);
     await this.claimRunDir(spec.runDir);
-    const cgroup = await this.planCgroup(spec);
+    const placement = await this.cgroupPlacement();
     const logs = openLogs(spec.runDir, this.maxLogBytes, spec.logHeader);
     const launchedAtMs = Date.now();
     const t0 = performance.now();
@@ -136,18 +142,17 @@ export class NativeRunner implements Runner {
         stdoutFd: logs.stdoutFd,
         stderrFd: logs.stderrFd,
         fileSizeLimit: spec.limits.fileBytes,
-        ...(cgroup ? { cgroup: cgroup.setup(spec.limits) } : {}),
+        ...(placement ? { cgroup: placement.setup(this.ownPrefix, spec.limits, PREFORKED) } : {}),
         ...this.options.runAs,
       });
     } catch (e) {
-      // A child that could not join its cgroup exited before its exec; what is there dies with the cgroup.
-      await cgroup?.kill();
-      await cgroup?.remove();
+      // A child that failed before its exec is gone, and the launcher removed its cgroup.
       logs.close();
       await this.releaseRunDir(spec.runDir);
       throw new LaunchError("spawn_failed", `could not start ${spec.binaryPath}: ${(e as Error).message}`, "", { cause: e });
     }
     const { pid, startTime } = child;
+    const cgroup = placement && child.cgroup !== undefined ? ProcessCgroup.at(placement, `${this.cgroupParent}/${child.cgroup}`) : undefined;
 
     let exitedNow = false;
     const exited = child.exited.then(async ({ code, signal }): Promise<ExitInfo> => {
@@ -282,16 +287,6 @@ export class NativeRunner implements Runner {
     }
     await this.releaseRunDir(runDir);
     return metrics;
-  }
-
-  /** The process's cgroup (which the process creates: ProcessCgroup.planned), or undefined (logged once) where cgroups cannot be written. */
-  private async planCgroup(spec: LaunchSpec): Promise<ProcessCgroup | undefined> {
-    const placement = await this.cgroupPlacement();
-    if (placement === undefined) return undefined;
-    // One cgroup per launch: a relaunch may start while the previous run's cleanup (which
-    // kills everything in that run's cgroup) is still going on.
-    const rel = `${this.cgroupParent}/${this.ownPrefix}${randomBytes(4).toString("hex")}-${containerIdFor(spec.instanceId)}`;
-    return ProcessCgroup.planned(placement, rel);
   }
 
   /**

@@ -19,6 +19,7 @@ export class CgroupPlacement {
   private constructor(
     readonly layout: CgroupLayout,
     readonly mounts: readonly string[],
+    private readonly parent: string,
     private readonly v2Controllers: ReadonlySet<string>,
   ) {}
 
@@ -31,35 +32,37 @@ export class CgroupPlacement {
       const m = layout.v1.get(c);
       if (m !== undefined) mounts.add(m);
     }
-    // Each process creates only its own directory (ProcessCgroup.planned): the parent must be there.
+    // Each process creates only its own directory (see setup): the parent must be there.
     await Promise.all([...mounts].map((m) => mkdir(`${m}${parent}`, { recursive: true })));
-    return new CgroupPlacement(layout, [...mounts], new Set(v2));
+    return new CgroupPlacement(layout, [...mounts], parent, new Set(v2));
   }
 
-  /** The limit files of the cgroup at `relPath` with their values, one list per hierarchy. */
-  limitFiles(relPath: string, limits: Readonly<ResourceLimits>): [string, string][][] {
-    const unified = `${this.layout.unified}${relPath}`;
+  /**
+   * What the launcher needs to give a process a new cgroup named `<prefix>…` under the
+   * parent, with these limits (see CgroupSetup). The process creates and joins it, so that
+   * none of it blocks this process's event loop, whose fs/promises calls cost a thread-pool
+   * round trip each (about 30 per start: 2-3 ms of CPU here).
+   */
+  setup(prefix: string, limits: Readonly<ResourceLimits>, prefork: number): CgroupSetup {
+    const index = (mount: string) => this.mounts.indexOf(mount);
     const v1 = (controller: string) => {
       const m = this.layout.v1.get(controller);
-      return m === undefined ? undefined : `${m}${relPath}`;
+      return m === undefined ? undefined : index(m);
     };
-    const lists: [string, string][][] = [];
+    const files: CgroupSetup["limits"] = [];
     const memory = v1("memory");
-    if (memory !== undefined) lists.push([[`${memory}/memory.limit_in_bytes`, String(limits.memoryBytes)]]);
-    else if (this.v2Controllers.has("memory")) lists.push([[`${unified}/memory.max`, String(limits.memoryBytes)]]);
+    if (memory !== undefined) files.push([memory, "memory.limit_in_bytes", String(limits.memoryBytes)]);
+    else if (this.v2Controllers.has("memory")) files.push([0, "memory.max", String(limits.memoryBytes)]);
     const pids = v1("pids");
-    if (pids !== undefined) lists.push([[`${pids}/pids.max`, String(limits.pidsLimit)]]);
-    else if (this.v2Controllers.has("pids")) lists.push([[`${unified}/pids.max`, String(limits.pidsLimit)]]);
+    if (pids !== undefined) files.push([pids, "pids.max", String(limits.pidsLimit)]);
+    else if (this.v2Controllers.has("pids")) files.push([0, "pids.max", String(limits.pidsLimit)]);
     const cpu = v1("cpu");
     if (cpu !== undefined) {
-      lists.push([
-        [`${cpu}/cpu.cfs_period_us`, String(limits.cpuPeriodUs)],
-        [`${cpu}/cpu.cfs_quota_us`, String(limits.cpuQuotaUs)],
-      ]);
+      files.push([cpu, "cpu.cfs_period_us", String(limits.cpuPeriodUs)], [cpu, "cpu.cfs_quota_us", String(limits.cpuQuotaUs)]);
     } else if (this.v2Controllers.has("cpu")) {
-      lists.push([[`${unified}/cpu.max`, `${limits.cpuQuotaUs} ${limits.cpuPeriodUs}`]]);
+      files.push([0, "cpu.max", `${limits.cpuQuotaUs} ${limits.cpuPeriodUs}`]);
     }
-    return lists;
+    return { parents: this.mounts.map((m) => `${m}${this.parent}`), prefix, limits: files, prefork };
   }
 }
 
@@ -75,16 +78,6 @@ export class ProcessCgroup {
     private readonly placement: CgroupPlacement,
     readonly relPath: string,
   ) {}
-
-  /**
-   * A new cgroup at `relPath`, not created yet: the process it is for creates it (its
-   * directories, then its limits) and joins it before it execs (see `setup`), so that none
-   * of that blocks this process's event loop, whose fs/promises calls cost a thread-pool
-   * round trip each (about 30 per start: 2-3 ms of CPU here).
-   */
-  static planned(placement: CgroupPlacement, relPath: string): ProcessCgroup {
-    return new ProcessCgroup(placement, relPath);
-  }
 
   /**
    * The cgroup `pid` is in (a process launched by an earlier run of the environment), if it
@@ -117,11 +110,6 @@ export class ProcessCgroup {
       .split("\n")
       .filter((l) => l !== "")
       .map(Number);
-  }
-
-  /** What a process does to create this cgroup and join it: see SpawnRequest.cgroup. */
-  setup(limits: Readonly<ResourceLimits>): CgroupSetup {
-    return { dirs: this.dirs(), limits: this.placement.limitFiles(this.relPath, limits).flat() };
   }
 
   /**

@@ -14,6 +14,7 @@ import { closeSync, readdirSync, readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { getSystemErrorMap } from "node:util";
+import { constants as osConstants } from "node:os";
 import type { RunRequest, SpawnerReply, SpawnerRequest, SpawnFailure, SpawnRequest } from "./spawner-protocol.js";
 
 /** Output beyond this per stream is dropped (commands here print a few lines; umoci may print more). */
@@ -69,29 +70,36 @@ const STEPS: Record<string, string> = {
 };
 
 const launcher = spawn(LAUNCHER, [String(PARENT)], { stdio: ["pipe", "pipe", "inherit"] });
-/** Set when the launcher could not start (not built): every spawn fails with it. */
-let launcherMissing: SpawnFailure | undefined;
 /** Spawns sent to the launcher and not yet answered: their files, for failure messages. */
 const launching = new Map<number, string>();
+// Not started (not built, not executable, no fds or processes left): the starts sent fail
+// with the reason, and this process exits, so the next start tries a new launcher.
 launcher.once("error", (e: NodeJS.ErrnoException) => {
-  launcherMissing = { message: `the launcher ${LAUNCHER} could not start (${e.message}); \`npm run build\` builds it with the C compiler`, ...(e.code ? { code: e.code } : {}) };
-  for (const id of launching.keys()) send({ id, failed: launcherMissing });
-  launching.clear();
+  const hint = e.code === "ENOENT" || e.code === "EACCES" ? "; `npm run build` builds it with the C compiler" : "";
+  const failed = { message: `the launcher ${LAUNCHER} could not start (${e.message})${hint}`, ...(e.code ? { code: e.code } : {}) };
+  for (const id of launching.keys()) send({ id, failed });
+  process.stderr.write(`runtara spawner: ${failed.message}\n`);
+  process.exit(1);
 });
 launcher.stdin.on("error", () => {}); // it died: its exit ends us
 launcher.once("exit", (code, signal) => {
-  if (launcherMissing !== undefined) return;
   process.stderr.write(`runtara spawner: the launcher exited (${signal ?? `code ${code}`})\n`);
   process.exit(1);
 });
+
+/** errno names libuv's map lacks (ENOEXEC: a file that is not an executable for this machine). */
+const ERRNO_NAMES = new Map(Object.entries(osConstants.errno).map(([name, n]) => [n, name]));
+
 createInterface({ input: launcher.stdout, crlfDelay: Infinity }).on("line", (line) => {
-  const [kind, idText, a = "-", b = "-"] = line.split(" ");
+  const [kind, idText, a = "-", b = "-", c = "-"] = line.split(" ");
   const id = Number(idText);
   if (kind === "X") return void send({ id, exit: { code: a === "-" ? null : Number(a), signal: b === "-" ? null : b } });
   const file = launching.get(id) ?? "?";
   launching.delete(id);
-  if (kind === "P") return void send({ id, pid: Number(a), startTime: b });
-  const [code, text] = getSystemErrorMap().get(-Number(a)) ?? [`errno ${a}`, "unknown error"];
+  if (kind === "P") return void send({ id, pid: Number(a), startTime: b, ...(c !== "-" ? { cgroup: c } : {}) });
+  // "F <id> <errno> <step> <strerror text>"
+  const errno = Number(a);
+  const [code = ERRNO_NAMES.get(errno) ?? `errno ${a}`, text = line.split(" ").slice(4).join(" ").toLowerCase()] = getSystemErrorMap().get(-errno) ?? [];
   send({ id, failed: { message: `${b === "exec" ? `exec ${file}` : `could not ${STEPS[b] ?? b}`}: ${text}`, code } });
 });
 
@@ -101,14 +109,15 @@ function launchFrame(req: SpawnRequest): Buffer | undefined {
   const list = (items: readonly string[] = []) => [String(items.length), ...items];
   const env = req.env === undefined ? ["-"] : list(Object.entries(req.env).map(([k, v]) => `${k}=${v}`));
   const fields = [String(req.id), req.file, req.cwd ?? "", opt(req.uid), opt(req.gid), req.detached ? "1" : "0"];
-  fields.push(opt(req.stdoutFd), opt(req.stderrFd), opt(req.fileSizeLimit), ...list(req.cgroup?.dirs), ...list(req.cgroup?.limits.flat()), ...list(req.args), ...env);
+  const cgroup = req.cgroup;
+  fields.push(opt(req.stdoutFd), opt(req.stderrFd), opt(req.fileSizeLimit), ...list(cgroup?.parents), cgroup?.prefix ?? "");
+  fields.push(...list(cgroup?.limits.flat().map(String)), opt(cgroup?.prefork), ...list(req.args), ...env);
   if (fields.some((f) => f.includes("\0"))) return undefined;
   const body = Buffer.from(`${fields.join("\0")}\0`);
   return Buffer.concat([Buffer.from(`${body.length}\n`), body]);
 }
 
 function startChild(req: SpawnRequest): void {
-  if (launcherMissing !== undefined) return void send({ id: req.id, failed: launcherMissing });
   const frame = launchFrame(req);
   if (frame === undefined) return void send({ id: req.id, failed: { message: "a path, argument or environment entry holds a NUL byte", code: "EINVAL" } });
   launching.set(req.id, req.file);

@@ -28,12 +28,18 @@ export interface SpawnRequest {
   fileSizeLimit?: number;
 }
 
-/** A cgroup in every hierarchy it spans: created, limited, then joined, in this order. */
+/**
+ * A new cgroup in every hierarchy it spans, named `<prefix><16 hex digits>` by the launcher,
+ * which the child creates and joins (or was forked ahead into), then limits.
+ */
 export interface CgroupSetup {
-  /** Its directory in each hierarchy (the parents exist). */
-  dirs: string[];
-  /** Limit files (in those directories) and the values written to them. */
-  limits: [file: string, value: string][];
+  /** Its parent directory in each hierarchy (they exist). */
+  parents: string[];
+  prefix: string;
+  /** Limit files: the hierarchy (index into parents), the file in the cgroup, its value. */
+  limits: [hierarchy: number, file: string, value: string][];
+  /** Processes the launcher keeps forked ahead, each in a cgroup of its own (see launcher.c). */
+  prefork: number;
 }
 
 /** Run a short command to completion and return its output (runc state/delete, ip, umoci). */
@@ -66,8 +72,8 @@ export interface RunOutcome {
 export type SpawnerReply =
   /** The spawner is up and reading requests (its first line). */
   | { id: 0; ready: true }
-  /** The spawn of request `id` succeeded: the child exec'd (in its cgroups, under its limits). */
-  | { id: number; pid: number; startTime: string }
+  /** The spawn of request `id` succeeded: the child exec'd (in its cgroup, named here, under its limits). */
+  | { id: number; pid: number; startTime: string; cgroup?: string }
   /** Request `id` failed. */
   | { id: number; failed: SpawnFailure }
   /** The child of spawn request `id` exited. */

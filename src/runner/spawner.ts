@@ -18,6 +18,8 @@ export interface SpawnedChild {
   readonly pid: number;
   /** Start time of `pid` (clock ticks since boot), read before the child could be reaped. */
   readonly startTime: bigint;
+  /** The name of the cgroup it was started in, when it asked for one (SpawnRequest.cgroup). */
+  readonly cgroup?: string;
   /** Settles once the child exited. Never rejects. */
   readonly exited: Promise<ChildExit>;
   /** Stops observing it and holding this process open (environment shutdown); `exited` may then never settle. */
@@ -60,6 +62,7 @@ interface Pending {
 interface Child {
   pid: number;
   startTime: bigint;
+  cgroup?: string;
   resolveExit(exit: ChildExit): void;
   held: boolean;
   abort: AbortController;
@@ -126,6 +129,7 @@ export class Spawner {
     return {
       pid: child.pid,
       startTime: child.startTime,
+      ...(child.cgroup !== undefined ? { cgroup: child.cgroup } : {}),
       exited,
       detach: () => {
         if (!child.held) return;
@@ -227,6 +231,7 @@ export class Spawner {
       if (child) {
         child.pid = reply.pid;
         child.startTime = BigInt(reply.startTime);
+        if (reply.cgroup !== undefined) child.cgroup = reply.cgroup;
       }
     }
     const pending = helper.pending.get(reply.id);
