@@ -215,6 +215,40 @@ describe("spawner", () => {
     }
   });
 
+  it("when its launcher dies, removes what that generation left and no run accounts for, keeping its runs", async () => {
+    const spawner = new Spawner();
+    const owner = `gen${process.pid}`;
+    const runner = new NativeRunner({ spawner, owner });
+    const unified = (await detectCgroupLayout()).unified!;
+    const ours = async () => (await readdir(`${unified}/runtara`)).filter((n) => n.startsWith(`native-${owner}-`));
+    const s = await spec("sleeper");
+    const proc = await runner.launch(s);
+    try {
+      await waitFor(path.join(s.runDir, "stdout.log"), /ready \d+/);
+      for (let i = 0; i < 200 && (await ours()).length < 3; i++) await sleep(10);
+      const own = /^0::\/runtara\/(.+)$/m.exec(await readFile(`/proc/${proc.pid}/cgroup`, "utf8"))![1]!;
+      const generation = own.slice(`native-${owner}-`.length).split("-")[0]!;
+      // A start of that generation whose answer never arrived: a process in a cgroup no run accounts for.
+      const stray = spawn("/bin/sleep", ["300"], { detached: true, stdio: "ignore" });
+      const strayDir = `${unified}/runtara/native-${owner}-${generation}-0000000000000000`;
+      await mkdir(strayDir);
+      await writeFile(`${strayDir}/cgroup.procs`, String(stray.pid));
+      const launcherPid = Number((await readFile(`/proc/${spawner.helperPid}/task/${spawner.helperPid}/children`, "utf8")).trim().split(" ")[0]);
+      process.kill(launcherPid, "SIGKILL"); // no clean-up of its own: what it forked ahead dies with it
+      for (let i = 0; i < 300 && ((await ours()).length > 1 || existsPid(stray.pid!)); i++) await sleep(10);
+      assert.deepEqual(await ours(), [own], "only the tracked run's cgroup is left");
+      assert.equal(stray.exitCode !== null || stray.signalCode !== null || !existsPid(stray.pid!), true, "the unaccounted process was killed");
+      assert.ok(await isSameProcess(proc.pid, proc.startTime), "the tracked run goes on");
+      // The next start gets a new spawner and launcher.
+      const next = await runner.launch(await spec("exit-with", { EXIT_CODE: "0" }));
+      await next.exited;
+    } finally {
+      await proc.stop("SIGKILL");
+      await proc.exited;
+      spawner.close();
+    }
+  });
+
   it("exits when this side closes; what it started keeps running, what it forked ahead goes", async () => {
     const spawner = new Spawner();
     const owner = `sp${process.pid}`;

@@ -90,7 +90,7 @@ static struct {
   char **parents;
   char *prefix;
   long size;
-  int broken; /* one could not join its cgroup: fork fresh from then on, which reports why */
+  int broken; /* one could not join its cgroup: fork fresh (which reports why) until a fresh one could */
 } ahead;
 
 static pid_t environment, launcher;
@@ -182,8 +182,8 @@ static long optional(const char *s) {
   return v;
 }
 
-enum step { STEP_FORK, STEP_SETSID, STEP_MKCGROUP, STEP_CGROUP, STEP_RLIMIT, STEP_STDIO, STEP_CWD, STEP_USER, STEP_EXEC };
-static const char *const STEP_NAMES[] = {"fork", "setsid", "mkcgroup", "cgroup", "rlimit", "stdio", "cwd", "user", "exec"};
+enum step { STEP_FORK, STEP_SETSID, STEP_MKCGROUP, STEP_CGROUP, STEP_LIMITS, STEP_RLIMIT, STEP_STDIO, STEP_CWD, STEP_USER, STEP_EXEC };
+static const char *const STEP_NAMES[] = {"fork", "setsid", "mkcgroup", "cgroup", "limits", "rlimit", "stdio", "cwd", "user", "exec"};
 
 struct failure {
   int err, step;
@@ -252,7 +252,7 @@ static _Noreturn void become(const struct request *r, int status_fd, const char 
     char path[PATH_MAX];
     for (unsigned i = 0; i + 2 < r->nlimits; i += 3)
       if (cgroup_path(path, r->parents[optional(r->limits[i])], cgroup, r->limits[i + 1]) < 0 || write_file(path, r->limits[i + 2]) < 0)
-        child_failed(status_fd, STEP_MKCGROUP);
+        child_failed(status_fd, STEP_LIMITS);
   }
   if (r->file_size >= 0) {
     struct rlimit rl = {(rlim_t)r->file_size, (rlim_t)r->file_size};
@@ -280,7 +280,8 @@ static _Noreturn void become(const struct request *r, int status_fd, const char 
 
 /*
  * First thing in a forked child: until its exec it dies with the launcher (nobody would
- * answer for it), and the launcher's exits are not its own.
+ * answer for it; the kernel drops this at setuid, microseconds before the exec), and the
+ * launcher's exits are not its own.
  */
 static void forked(void) {
   in_child = 1;
@@ -512,7 +513,7 @@ static void settle(struct child *c) {
       c->state = READY;
       return; /* the pipe stays open: a failure after its request comes through it */
     }
-    if (!ahead.broken) fprintf(stderr, "runtara-launcher: a process forked ahead could not join its cgroup (errno %d); forking on demand from now on\n", n == (ssize_t)sizeof f ? f.err : 0);
+    if (!ahead.broken) fprintf(stderr, "runtara-launcher: a process forked ahead could not join its cgroup (errno %d); forking on demand until a start can\n", n == (ssize_t)sizeof f ? f.err : 0);
     ahead.broken = 1;
     c->state = FAILED;
   } else if (n == (ssize_t)sizeof f) {
@@ -521,6 +522,7 @@ static void settle(struct child *c) {
   } else {
     /* Not reaped before we say so: /proc/<pid> still names this child. */
     c->state = RUNNING;
+    if (*c->cgroup != 0) ahead.broken = 0; /* cgroups can be joined (again) */
     say("P %s %d %llu %s\n", c->id, (int)c->pid, start_time(c->pid), *c->cgroup != 0 ? c->cgroup : "-");
   }
   close(c->status_fd);
@@ -583,10 +585,16 @@ int main(int argc, char **argv) {
   /* A child's stdio is dup2'd onto 0-2: they must be ours, not a descriptor we opened for it. */
   for (int fd = 0; fd <= 2; fd++)
     if (fcntl(fd, F_GETFD) < 0 && open("/dev/null", O_RDWR) != fd) return 71;
+  /* Its own group: a Ctrl-C or group signal aimed at the environment ends it through the
+     spawner (stdin's end), and a signal of its own through quit(), never without cleaning up. */
+  setpgid(0, 0);
   signal(SIGPIPE, SIG_IGN);
   sigset_t chld;
   sigemptyset(&chld);
   sigaddset(&chld, SIGCHLD);
+  sigaddset(&chld, SIGTERM);
+  sigaddset(&chld, SIGINT);
+  sigaddset(&chld, SIGHUP);
   sigprocmask(SIG_BLOCK, &chld, NULL);
   int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
   if (sfd < 0) return 71;
@@ -617,8 +625,8 @@ int main(int argc, char **argv) {
     }
     if (fds[1].revents != 0) {
       struct signalfd_siginfo info;
-      while (read(sfd, &info, sizeof info) > 0) {
-      }
+      while (read(sfd, &info, sizeof info) > 0)
+        if (info.ssi_signo != SIGCHLD) quit(0);
       reap();
     }
     if (fds[0].revents == 0) continue;

@@ -31,7 +31,7 @@ export interface NativeRunnerOptions {
    * for the run and back to us (0700) afterwards. @default the environment's own user
    */
   runAs?: { uid: number; gid: number };
-  /** cgroup under which each process gets `native-<owner>-<16 random hex digits>` (named by the launcher). @default "/runtara" */
+  /** cgroup under which each process gets `native-<owner>-<spawner generation>-<16 random hex digits>` (named by the launcher). @default "/runtara" */
   cgroupParent?: string;
   /**
    * Whose processes these are (see cgroupOwner): in every cgroup's name, so that recovery
@@ -114,6 +114,7 @@ export class NativeRunner implements Runner {
     this.cgroupParent = (options.cgroupParent ?? "/runtara").replace(/\/+$/, "");
     this.ownPrefix = `${NATIVE_CGROUP_PREFIX}${options.owner ?? "local"}-`;
     this.spawner = options.spawner ?? new Spawner({ logger: options.logger });
+    this.spawner.onSpawnerGone((generation) => void this.removeGeneration(generation).catch((e: unknown) => this.options.logger?.warn({ err: e }, "could not look for what a dead spawner left")));
   }
 
   activeCount(): number {
@@ -225,13 +226,30 @@ export class NativeRunner implements Runner {
    */
   async removeUnknownProcesses(known: ReadonlySet<number>): Promise<number[]> {
     const placement = await this.cgroupPlacement();
-    if (placement === undefined) return [];
+    return placement === undefined ? [] : this.removeCgroupsNotKnown(placement, this.ownPrefix, known, false);
+  }
+
+  /**
+   * After a spawner died (see Spawner.onSpawnerGone): kills and removes its generation's
+   * cgroups whose pids this runner does not track, empty ones too. Those are starts it
+   * answered for whose answer was lost (their instances failed to launch), or were about to,
+   * and processes it forked ahead.
+   */
+  private async removeGeneration(generation: string): Promise<void> {
+    const placement = await this.cgroups;
+    if (placement === undefined) return;
+    const tracked = new Set([...this.active.keys()].map((p) => p.pid));
+    const removed = await this.removeCgroupsNotKnown(placement, `${this.ownPrefix}${generation}-`, tracked, true);
+    if (removed.length > 0) this.options.logger?.warn({ pids: removed }, "killed native processes a dead spawner started that no run accounts for");
+  }
+
+  private async removeCgroupsNotKnown(placement: CgroupPlacement, prefix: string, known: ReadonlySet<number>, empty: boolean): Promise<number[]> {
     const removed: number[] = [];
     for (const name of await readdir(`${placement.layout.unified}${this.cgroupParent}`).catch((): string[] => [])) {
-      if (!name.startsWith(this.ownPrefix)) continue;
+      if (!name.startsWith(prefix)) continue;
       const cgroup = ProcessCgroup.at(placement, `${this.cgroupParent}/${name}`);
       const pids = cgroup.pids();
-      if (pids.length === 0 || pids.some((pid) => known.has(pid))) continue;
+      if ((pids.length === 0 && !empty) || pids.some((pid) => known.has(pid))) continue;
       await cgroup.kill();
       await cgroup.remove();
       removed.push(...pids);

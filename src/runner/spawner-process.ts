@@ -63,6 +63,7 @@ const STEPS: Record<string, string> = {
   setsid: "start a session",
   mkcgroup: "create its cgroup",
   cgroup: "join its cgroup",
+  limits: "set its cgroup limits",
   rlimit: "set its RLIMIT_FSIZE",
   stdio: "open its stdout and stderr",
   cwd: "enter its working directory",

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
@@ -80,6 +81,8 @@ interface Helper {
   /** Settles when it said it is ready: request deadlines count from then, not from its start. */
   ready: Promise<void>;
   markReady(): void;
+  /** In the names of the cgroups its launches get, so that what it leaves when it dies can be found. */
+  generation: string;
 }
 
 type Refable = { ref?(): void; unref?(): void };
@@ -100,6 +103,7 @@ const helperEntry = () => {
  */
 export class Spawner {
   private helper: Helper | undefined;
+  private readonly goneListeners: ((generation: string) => void)[] = [];
   private nextId = 1;
   private closed = false;
 
@@ -117,7 +121,7 @@ export class Spawner {
     const exited = new Promise<ChildExit>((r) => (resolveExit = r));
     // Known before any reply is read: the exit can arrive in the same read as the pid.
     const child: Child = { pid: 0, startTime: 0n, resolveExit, held: true, abort: new AbortController() };
-    const { helper, id, reply } = this.request((id) => ({ op: "spawn", id, detached, ...rest }), this.spawnDeadlineMs, (id, h) => {
+    const { helper, id, reply } = this.request((id, h) => ({ op: "spawn", id, detached, ...rest, ...(rest.cgroup ? { cgroup: { ...rest.cgroup, prefix: `${rest.cgroup.prefix}${h.generation}-` } } : {}) }), this.spawnDeadlineMs, (id, h) => {
       h.children.set(id, child);
       h.held++;
     });
@@ -139,6 +143,15 @@ export class Spawner {
         this.updateHold(helper);
       },
     };
+  }
+
+  /**
+   * Calls `fn` when a spawner dies while the environment runs, with the generation that its
+   * launches' cgroup names carry (`<prefix><generation>-…`): a start it answered for whose
+   * answer never arrived, or that it forked ahead, is in one of those and recorded nowhere.
+   */
+  onSpawnerGone(fn: (generation: string) => void): void {
+    this.goneListeners.push(fn);
   }
 
   /** Runs a command to completion (stdin closed), killing it after `timeoutMs`. Never rejects. */
@@ -181,7 +194,7 @@ export class Spawner {
    * starved): it is killed, which fails every request in flight and starts a new one next time.
    */
   private request(
-    make: (id: number) => SpawnerRequest,
+    make: (id: number, helper: Helper) => SpawnerRequest,
     deadlineMs: number | undefined,
     before?: (id: number, helper: Helper) => void,
   ): { helper: Helper; id: number; reply: Promise<SpawnerReply> } {
@@ -198,7 +211,7 @@ export class Spawner {
       });
     }
     this.updateHold(helper);
-    helper.proc.stdin!.write(`${JSON.stringify(make(id))}\n`);
+    helper.proc.stdin!.write(`${JSON.stringify(make(id, helper))}\n`);
     return { helper, id, reply };
   }
 
@@ -206,7 +219,8 @@ export class Spawner {
     const proc = spawn(process.execPath, helperEntry(), { stdio: ["pipe", "pipe", "inherit"] });
     let markReady!: () => void;
     const ready = new Promise<void>((resolve) => (markReady = resolve));
-    const helper: Helper = { proc, pending: new Map(), children: new Map(), held: 0, holding: true, ready, markReady };
+    const generation = randomBytes(3).toString("hex");
+    const helper: Helper = { proc, pending: new Map(), children: new Map(), held: 0, holding: true, ready, markReady, generation };
     const startup = setTimeout(() => this.kill(helper, "did not start in time", STARTUP_DEADLINE_MS), STARTUP_DEADLINE_MS);
     void ready.then(() => clearTimeout(startup));
     proc.once("exit", () => clearTimeout(startup));
@@ -264,6 +278,7 @@ export class Spawner {
    */
   private onHelperExit(helper: Helper, code: number | null, signal: NodeJS.Signals | null): void {
     if (this.helper === helper) this.helper = undefined;
+    if (!this.closed) for (const fn of this.goneListeners) fn(helper.generation);
     if (!this.closed) this.logger?.warn({ code, signal, children: helper.children.size }, "the spawner process exited; a new one starts with the next launch");
     for (const child of helper.children.values()) if (child.held && child.pid !== 0) this.watchOrphan(child);
     helper.children.clear();
