@@ -175,6 +175,9 @@ export class Environment {
     // Workflows keep running: a restart of the environment must not kill them.
     s.onStop("detach from the workflows", () => instances.detachAll());
     await instances.recover();
+    // Only now: a process of the previous run that nobody recorded is killed by recover(), and
+    // must not have registered meanwhile (its instance would run twice: it, and its relaunch).
+    core?.openToInstances();
     s.checkNotStopped();
 
     const uploads = new ResumableUploads(images, this.logger.child({ component: "uploads" }), {
@@ -207,7 +210,7 @@ export class Environment {
   private async startCore(db: Database, listener: Listener, tokens: Tokens): Promise<CoreRuntime> {
     const o = this.options;
     const core = new CoreRuntime(db, listener, tokens, this.logger, o, this.metrics);
-    await core.start();
+    await core.start({ holdInstances: true });
     return this.startup.own("stop core", core, (c) => c.stop());
   }
 

@@ -12,7 +12,7 @@ import { instanceHandlers } from "../server/instance-handlers.js";
 import { observeCalls } from "../server/interceptors.js";
 import { openMethodsGates, registerOpenServices } from "../server/open-services.js";
 import { serve } from "../server/serve.js";
-import { clientCertGate } from "../server/gates.js";
+import { clientCertGate, holdGate } from "../server/gates.js";
 import { loadTlsMaterial } from "../server/tls.js";
 import type { CompiledOptions } from "../config.js";
 import type { Metrics } from "../metrics/index.js";
@@ -58,12 +58,27 @@ export class CoreRuntime {
     private readonly metrics: Metrics,
   ) {}
 
+  /** Lets instances call (see start's holdInstances). */
+  openToInstances(): void {
+    this.openInstances();
+  }
+
+  private openInstances: () => void = () => {};
+
   get address(): AddressInfo {
     if (!this.server) throw new Error("core is not started");
     return this.server.address;
   }
 
-  async start(): Promise<void> {
+  /**
+   * With `holdInstances`, InstanceService answers UNAVAILABLE (the SDK retries) until
+   * openToInstances(): an embedded core must not let a process of the environment's previous
+   * run that was never recorded register before recovery has killed it.
+   */
+  async start(options: { holdInstances?: boolean } = {}): Promise<void> {
+    const hold = holdGate(InstanceService.typeName, "core is recovering the processes of the previous run; retry");
+    if (!options.holdInstances) hold.open();
+    this.openInstances = hold.open;
     const signals = new ChannelHub(this.listener, "runtara_signal");
     const instances = new InstanceCalls(this.db, signals, this.logger.child({ component: "core" }), this.options);
     const management = new ManagementCalls(this.db, this.logger.child({ component: "core" }), this.options);
@@ -86,7 +101,7 @@ export class CoreRuntime {
       ...(tls ? { tls } : {}),
       // With a client CA, CoreService (the management token's side) also needs a client
       // certificate; instances keep proving themselves with their tokens alone.
-      gates: [...(tls?.clientCa ? [clientCertGate(CoreService.typeName)] : []), ...openMethodsGates()],
+      gates: [hold.gate, ...(tls?.clientCa ? [clientCertGate(CoreService.typeName)] : []), ...openMethodsGates()],
       logger: this.logger.child({ component: "core-rpc" }),
       // Payload limits are checked by the handlers with a clear message; this only caps
       // what a single message may make the server buffer.

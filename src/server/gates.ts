@@ -111,6 +111,19 @@ function hostOf(authority: string): string | undefined {
 }
 
 /** Calls of `service` need a client certificate the TLS listener verified (mutual TLS). */
+/**
+ * Refuses `service` with UNAVAILABLE (clients retry) until `open()` says it may be served:
+ * an embedded core's instance API, until the environment has dealt with the processes of its
+ * previous run (see Environment.start).
+ */
+export function holdGate(service: string, message: string): { gate: Gate; open(): void } {
+  let open = false;
+  return {
+    gate: (req) => (open || rpcOf(req)?.service !== service ? undefined : { code: Code.Unavailable, message }),
+    open: () => void (open = true),
+  };
+}
+
 export function clientCertGate(service: string): Gate {
   return (req) => {
     if (rpcOf(req)?.service !== service) return undefined;
