@@ -1,5 +1,5 @@
 /**
- * `npm run bench` runs every benchmark, one child process each (so one's memory and processes
+ * `npm run bench` builds the checkout, then runs every benchmark, one child process each (so one's memory and processes
  * cannot weigh on the next), writes bench/results.json (figures, targets, the machine) and
  * regenerates the README's performance table from it. `npm run bench -- <name>...` runs only
  * those and replaces their entries in results.json; `--list` names them; `--render` only
@@ -50,6 +50,14 @@ const results: Results = {
   ranAt: new Date().toISOString(),
   benches: args.length > 0 && previous ? { ...previous.benches } : {},
 };
+
+// Some benches start the server as users do (dist/, and the launcher in dist/launcher): build
+// them from this checkout first, or they measure whatever was built last.
+const build = spawnSync("npm", ["run", "--silent", "build"], { stdio: "inherit", cwd: path.join(here, "..") });
+if (build.status !== 0) {
+  process.stderr.write("npm run build failed: the benches would run an old build\n");
+  process.exit(1);
+}
 
 const scratch = mkdtempSync(path.join(tmpdir(), "runtara-bench-"));
 let failed = 0;
