@@ -89,8 +89,11 @@ async function killUnderLoad() {
         .n === all.length;
     await waitUntil(settled, 240_000).catch(() => undefined);
     const byStatus = (await pool.query(`SELECT status, count(*)::int AS n FROM instances WHERE instance_id = ANY($1) GROUP BY status`, [all])).rows;
+    // Launches that ran, as the moves into RUNNING (a process's Register from PENDING): a Register
+    // retried after its answer was lost (running -> running) is no second launch; a process of
+    // the previous run registering beside its relaunch is (pending -> running twice).
     const registered = (
-      await pool.query(`SELECT instance_id, count(*)::int AS n FROM instance_events WHERE event_type = 'registered' AND instance_id = ANY($1) GROUP BY instance_id`, [all])
+      await pool.query(`SELECT instance_id, count(*)::int AS n FROM instance_transitions WHERE status = 'running' AND instance_id = ANY($1) GROUP BY instance_id`, [all])
     ).rows as { instance_id: string; n: number }[];
     const runs = new Map(registered.map((r) => [r.instance_id, r.n]));
     const twice = running.filter((id) => (runs.get(id) ?? 0) > 1).length + sleeping.filter((id) => (runs.get(id) ?? 0) > 2).length;
