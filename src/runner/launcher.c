@@ -82,6 +82,8 @@ struct child {
   int cmd_fd;    /* forked ahead: write end of its request pipe, else -1 */
   enum state state;
   char cgroup[96]; /* its cgroup's name, "" for none */
+  char **parents;  /* where that cgroup is: ahead.parents, or its own copy for other parents */
+  unsigned nparents;
 };
 
 /* Where cgroups go (and those of processes forked ahead): set by the first request with one. */
@@ -332,7 +334,21 @@ static void cgroup_name(char out[96], const char *prefix) {
   snprintf(out, 96, "%s%02x%02x%02x%02x%02x%02x%02x%02x", prefix, b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]);
 }
 
-static struct child *add_child(pid_t pid, int status_fd, int cmd_fd, enum state state, const char *id, const char *cgroup) {
+static char **copy_strings(char *const *list, unsigned n) {
+  char **copy = grow(NULL, (n + 1) * sizeof *copy);
+  for (unsigned i = 0; i < n; i++) copy[i] = strdup(list[i]);
+  return copy;
+}
+
+static void free_strings(char **list, unsigned n) {
+  for (unsigned i = 0; i < n; i++) free(list[i]);
+  free(list);
+}
+
+static int fits_ahead(const struct request *r);
+
+/* `r`: the request whose cgroup the child gets (NULL: one forked ahead, under ahead.parents). */
+static struct child *add_child(pid_t pid, int status_fd, int cmd_fd, enum state state, const char *id, const char *cgroup, const struct request *r) {
   if (nchildren == capchildren) children = grow(children, (capchildren = capchildren * 2 + 16) * sizeof *children);
   struct child *c = &children[nchildren++];
   snprintf(c->id, sizeof c->id, "%s", id);
@@ -341,6 +357,9 @@ static struct child *add_child(pid_t pid, int status_fd, int cmd_fd, enum state 
   c->cmd_fd = cmd_fd;
   c->state = state;
   snprintf(c->cgroup, sizeof c->cgroup, "%s", cgroup);
+  int own = r != NULL && r->nparents > 0 && !fits_ahead(r);
+  c->parents = own ? copy_strings(r->parents, r->nparents) : ahead.parents;
+  c->nparents = own ? r->nparents : ahead.nparents;
   return c;
 }
 
@@ -417,7 +436,7 @@ static void fork_ahead(void) {
       close(status[0]);
       return;
     }
-    add_child(pid, status[0], cmd[1], JOINING, "", name);
+    add_child(pid, status[0], cmd[1], JOINING, "", name, NULL);
   }
 }
 
@@ -486,7 +505,7 @@ static void start(char *frame, size_t frame_len, char *body, char *end) {
     fork_errno = errno;
   }
   if (pid < 0) say("F %s %d %s %s\n", r.id, fork_errno, STEP_NAMES[STEP_FORK], strerror(fork_errno));
-  else add_child(pid, pipe_fds[0], -1, LAUNCHING, r.id, name);
+  else add_child(pid, pipe_fds[0], -1, LAUNCHING, r.id, name, &r);
   free_request(&r);
   fork_ahead();
 }
@@ -494,8 +513,8 @@ static void start(char *frame, size_t frame_len, char *body, char *end) {
 /* Removes a cgroup a child made and left (it failed, or was forked ahead and never used). */
 static void remove_cgroup(const struct child *c) {
   char path[PATH_MAX];
-  for (unsigned i = 0; *c->cgroup != 0 && i < ahead.nparents; i++)
-    if (cgroup_path(path, ahead.parents[i], c->cgroup, NULL) == 0) rmdir(path);
+  for (unsigned i = 0; *c->cgroup != 0 && i < c->nparents; i++)
+    if (cgroup_path(path, c->parents[i], c->cgroup, NULL) == 0) rmdir(path);
 }
 
 /*
@@ -550,6 +569,7 @@ static void reap(void) {
       }
       if (c->status_fd >= 0) close(c->status_fd);
       if (c->cmd_fd >= 0) close(c->cmd_fd);
+      if (c->parents != ahead.parents) free_strings(c->parents, c->nparents);
       children[i] = children[--nchildren];
       break;
     }

@@ -1,8 +1,8 @@
 import { readFileSync } from "node:fs";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
-import type { CgroupSetup } from "./spawner-protocol.js";
 import { setTimeout as sleep } from "node:timers/promises";
 import { readCgroupMetrics, removeCgroup, type CgroupLayout } from "./cgroup.js";
+import type { CgroupSetup } from "./spawner-protocol.js";
 import type { ExitMetrics, ResourceLimits } from "./types.js";
 
 /** v1 controllers a native process is placed under (limits and metrics); v2 needs none listed. */
