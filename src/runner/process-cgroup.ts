@@ -168,13 +168,17 @@ async function enableV2Controllers(unified: string, parent: string): Promise<str
   return wanted.filter((c) => enabled.includes(c));
 }
 
-/** Writes an existing (cgroup) file; false when it does not exist. */
+/**
+ * Writes an existing (cgroup) file; false when it does not exist, or its cgroup is being
+ * removed meanwhile (ENODEV: the file opened, the directory went before the write).
+ */
 async function writeExisting(file: string, value: string): Promise<boolean> {
   try {
     await writeFile(file, value, { flag: "r+" });
     return true;
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ENOENT") return false;
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ENOENT" || code === "ENODEV") return false;
     throw e;
   }
 }
