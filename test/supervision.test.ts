@@ -1,15 +1,22 @@
 import assert from "node:assert/strict";
-import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { InstanceStatus, TerminationReason } from "../gen/runtara/core/v1/types_pb.js";
 import { RunnerType } from "../gen/runtara/environment/v1/environment_pb.js";
 import { buildFixtures } from "./fixtures/build.js";
+import { pino } from "pino";
+import { randomUUID } from "node:crypto";
+import { ChannelHub, createDatabase, Listener } from "../src/db/index.js";
+import { Supervisor } from "../src/instances/supervisor.js";
+import { DEFAULT_LIMITS, NativeRunner } from "../src/runner/index.js";
+import { Spawner } from "../src/runner/spawner.js";
 import {
   endPool,
   environmentClient,
   freePort,
   freshDatabase,
+  insertInstance,
   isAlive as alive,
   ociSkip,
   startCli,
@@ -161,5 +168,79 @@ describe("supervision", () => {
         await endPool(pool);
       }
     });
+  });
+
+  it("a terminal status reaching a launch between listening and tracking, in the record or after, ends the run", async (t) => {
+    const te = await startEnvironment();
+    const logger = pino({ level: "silent" });
+    const db = await createDatabase({ url: te.database.url, poolSize: 2, logger });
+    const listener = new Listener(te.database.url, logger);
+    const hub = new ChannelHub(listener, "runtara_instance");
+    await listener.start();
+    const supervisor = new Supervisor(db, hub, logger);
+    const spawner = new Spawner();
+    const runner = new NativeRunner({ spawner, owner: "suptest" });
+    t.after(async () => {
+      spawner.close();
+      await listener.stop();
+      await db.end();
+      await te.close();
+    });
+    const sleeper = (await buildFixtures()).sleeper;
+    const far = Date.now() + 3_600_000;
+    /** A running sleeper, recorded as the environment records a launch. */
+    const launch = async (instanceId: string) => {
+      const runDir = path.join(te.dataDir, "runs", TENANT, instanceId);
+      await mkdir(runDir, { recursive: true });
+      const proc = await runner.launch({ instanceId, tenantId: TENANT, binaryPath: sleeper, bundlePath: "", runDir, env: {}, limits: DEFAULT_LIMITS, networkMode: "host" });
+      const runId = randomUUID();
+      await te.query(
+        `INSERT INTO running_processes (instance_id, run_id, runner, container_id, pid, process_start_time, replica_id, host, run_dir, deadline, boot_id)
+         VALUES ($1, $2, 'native', '', $3, $4, 'r', 'h', $5, now() + interval '1 hour', 'b')`,
+        [instanceId, runId, proc.pid, proc.startTime.toString(), runDir],
+      );
+      return { proc, runId };
+    };
+    /** Resolves once the hub has delivered a hint naming `status` for the instance. */
+    const heard = (instanceId: string, status: string) =>
+      new Promise<void>((resolve) => {
+        const off = hub.subscribe(instanceId, (payload) => payload.endsWith(` ${status}`) && (off(), resolve()));
+      });
+    const cancel = (instanceId: string) => te.query("UPDATE instances SET status = 'cancelled', termination_reason = 'cancelled', finished_at = now() WHERE instance_id = $1", [instanceId]);
+
+    // Cancelled after listening, before tracking: the hint waits for the hand-over.
+    const early = await insertInstance(te, { tenantId: TENANT });
+    const earlyRun = await launch(early);
+    const earlyListener = supervisor.listen(early);
+    const earlyHeard = heard(early, "cancelled");
+    await cancel(early);
+    await earlyHeard;
+    supervisor.track(early, earlyRun.runId, earlyRun.proc, far, { listener: earlyListener, status: "pending" });
+
+    // Cancelled before the record, which read it: no hint comes after listening.
+    const inRecord = await insertInstance(te, { tenantId: TENANT, status: "cancelled" });
+    const inRecordRun = await launch(inRecord);
+    supervisor.track(inRecord, inRecordRun.runId, inRecordRun.proc, far, { listener: supervisor.listen(inRecord), status: "cancelled" });
+
+    // Cancelled after tracking; and a run whose instance only moved on (running), which goes on.
+    const late = await insertInstance(te, { tenantId: TENANT });
+    const lateRun = await launch(late);
+    const staying = await insertInstance(te, { tenantId: TENANT });
+    const stayingRun = await launch(staying);
+    const stayingListener = supervisor.listen(staying);
+    const stayingHeard = heard(staying, "running");
+    await te.query("UPDATE instances SET status = 'running' WHERE instance_id = $1", [staying]);
+    await stayingHeard;
+    supervisor.track(late, lateRun.runId, lateRun.proc, far, { listener: supervisor.listen(late), status: "pending" });
+    supervisor.track(staying, stayingRun.runId, stayingRun.proc, far, { listener: stayingListener, status: "pending" });
+    await cancel(late);
+
+    const ended = [early, inRecord, late];
+    await waitFor(async () => (await te.query("SELECT 1 FROM running_processes WHERE instance_id = ANY($1)", [ended])).length === 0, 10_000);
+    for (const { proc } of [earlyRun, inRecordRun, lateRun]) assert.ok(!alive(proc.pid), `the run of ${proc.instanceId} was ended`);
+    assert.ok(alive(stayingRun.proc.pid), "a run whose instance is running goes on");
+    assert.equal(await supervisor.stop(staying, 0), true);
+    const rows = await te.query<{ instance_id: string; status: string }>("SELECT instance_id, status FROM instances WHERE instance_id = ANY($1)", [[...ended, staying]]);
+    assert.deepEqual(new Map(rows.map((r) => [r.instance_id, r.status])), new Map([...ended.map((id) => [id, "cancelled"] as const), [staying, "cancelled"]]));
   });
 });

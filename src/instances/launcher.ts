@@ -107,7 +107,9 @@ export class Launcher {
       coreSocketDir: options.coreSocketDir,
       limits: options.limits,
     });
-    let status: Status;
+    // Listening before the record: a change committed after it is heard, one before is in its status.
+    const listener = supervisor.listen(target.instanceId);
+    let status: Status | null;
     try {
       // Recorded before tracking: a process that exits at once must find its row to settle.
       const record = await repo.insertRunningProcess(db, {
@@ -124,15 +126,16 @@ export class Launcher {
         deadlineMs,
       });
       if (!record.recorded) throw new Unavailable(`another run of instance ${target.instanceId} is still recorded; retry`);
-      status = record.status ?? "pending";
+      status = record.status;
     } catch (e) {
+      listener.close();
       // A process nobody records would never be timed out, adopted or stopped.
       await stopWithGrace(process, 0).catch((err: unknown) => logger.error({ err, instanceId: target.instanceId }, "could not stop an unrecorded process"));
       throw e;
     }
-    supervisor.track(target.instanceId, runId, process, deadlineMs);
+    supervisor.track(target.instanceId, runId, process, deadlineMs, { listener, status });
     logger.info({ instanceId: target.instanceId, pid: process.pid, runner: runner.kind, launchMs: process.launchMs }, "instance launched");
-    return status;
+    return status ?? "pending";
   }
 
   /** The process of an unpacked OCI archive image; a missing or unreadable one is damage, as below. */

@@ -1,7 +1,7 @@
 import type { DatabasePool } from "slonik";
 import type { Logger } from "pino";
 import type { ChannelHub } from "../db/index.js";
-import { isStatus, isTerminal, transitions, type RunOutcome } from "../lifecycle/index.js";
+import { isStatus, isTerminal, transitions, type RunOutcome, type Status } from "../lifecycle/index.js";
 import { stopWithGrace, type RunningProcess } from "../runner/index.js";
 
 /** After SIGTERM, how long a process gets before SIGKILL. */
@@ -13,6 +13,33 @@ const TERM_GRACE_MS = 2_000;
 const CANCELLED_EXIT_MS = 500;
 /** A process whose instance completed or failed gets this long to exit before it is stopped. */
 const FINISHED_EXIT_MS = 10_000;
+
+/** What a status hint ("<id> <status>") says: the new status, or "unknown" (a reconnect: read the row). */
+type Hint = Status | "unknown";
+
+function hintOf(payload: string): Hint {
+  const status = payload.split(" ")[1];
+  return status !== undefined && isStatus(status) ? status : "unknown";
+}
+
+/** See Supervisor.listen. */
+export interface StatusListener {
+  close(): void;
+}
+
+/** Until track takes it over, keeps the first hint that matters: a terminal status, else "unknown". */
+class HintListener implements StatusListener {
+  heard: Hint | undefined;
+  unsubscribe = () => {};
+  onHint = (hint: Hint) => {
+    if (hint === "unknown") this.heard ??= hint;
+    else if (isTerminal(hint) && (this.heard === undefined || this.heard === "unknown")) this.heard = hint;
+  };
+
+  close(): void {
+    this.unsubscribe();
+  }
+}
 
 interface Tracked {
   runId: string;
@@ -44,18 +71,43 @@ export class Supervisor {
     private readonly logger: Logger,
   ) {}
 
-  track(instanceId: string, runId: string, process: RunningProcess, deadlineMs: number): void {
+  /**
+   * Subscribes to the instance's status hints before its run is recorded: handed to track
+   * with the status the record read, it replaces track's read of the row (a change committed
+   * after the record is heard here, one before it is in that status). close() it if the run
+   * is not tracked after all.
+   */
+  listen(instanceId: string): StatusListener {
+    const listener = new HintListener();
+    listener.unsubscribe = this.statusChanges.subscribe(instanceId, (payload) => listener.onHint(hintOf(payload)));
+    return listener;
+  }
+
+  /**
+   * `recorded`: the listener opened before the run was recorded and the status the record
+   * read (null: the row was gone). Without it (adoption), the row is read once now: a change
+   * before the subscription (a row settled while an adopted process was unwatched) sent its
+   * notification to nobody.
+   */
+  track(instanceId: string, runId: string, process: RunningProcess, deadlineMs: number, recorded?: { listener: StatusListener; status: Status | null }): void {
     const previous = this.tracked.get(instanceId);
     if (previous) this.forget(instanceId, previous);
     const timer = setTimeout(() => void this.expire(instanceId), Math.max(0, deadlineMs - Date.now()));
     timer.unref();
     const entry: Tracked = { runId, process, timer, verdict: "crashed", settled: Promise.resolve(), unsubscribe: () => {}, ending: false };
-    entry.unsubscribe = this.statusChanges.subscribe(instanceId, (payload) => {
-      // The hint names the new status ("<id> <status>"); only a terminal one, or none (a
-      // reconnect, an older trigger), needs the row read.
-      const status = payload.split(" ")[1];
-      if (status === undefined || !isStatus(status) || isTerminal(status)) void this.endIfTerminal(instanceId, entry);
-    });
+    // Only a terminal status matters; a hint without one (a reconnect) needs the row read.
+    // Terminal statuses are final, so a hint naming one needs no read.
+    const onHint = (hint: Hint) => void (hint === "unknown" ? this.endIfTerminal(instanceId, entry) : this.endOnTerminal(instanceId, entry, hint));
+    let first: Hint;
+    if (recorded) {
+      const listener = recorded.listener as HintListener;
+      first = listener.heard ?? recorded.status ?? "unknown";
+      listener.onHint = onHint;
+      entry.unsubscribe = () => listener.close();
+    } else {
+      first = "unknown";
+      entry.unsubscribe = this.statusChanges.subscribe(instanceId, (payload) => onHint(hintOf(payload)));
+    }
     entry.settled = process.exited.then(
       (exit) => this.settle(instanceId, entry, { exitCode: exit.exitCode, signal: exit.signal, stderrTail: exit.stderrTail, ...exit.metrics }),
       (e: unknown) => {
@@ -64,9 +116,7 @@ export class Supervisor {
       },
     );
     this.tracked.set(instanceId, entry);
-    // A change before the subscription (a CANCEL while the launch was under way, a row settled
-    // while an adopted process was unwatched) sent its notification to nobody: look once now.
-    void this.endIfTerminal(instanceId, entry);
+    onHint(first);
   }
 
   isTracked(instanceId: string): boolean {
@@ -121,7 +171,11 @@ export class Supervisor {
       this.logger.warn({ err: e, instanceId }, "could not read the status of a supervised instance");
       return;
     }
-    if (status === null || !isTerminal(status) || entry.ending || this.tracked.get(instanceId) !== entry) return;
+    if (status !== null) await this.endOnTerminal(instanceId, entry, status);
+  }
+
+  private async endOnTerminal(instanceId: string, entry: Tracked, status: Status) {
+    if (!isTerminal(status) || entry.ending || this.tracked.get(instanceId) !== entry) return;
     entry.ending = true;
     const cancelled = status === "cancelled";
     if (cancelled) entry.verdict = "cancelled";
