@@ -14,6 +14,7 @@ import { after, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { DEFAULT_LIMITS, NativeRunner, Spawner, createRunners, isSameProcess, type LaunchSpec } from "../src/runner/index.js";
 import { detectCgroupLayout, removeCgroup } from "../src/runner/cgroup.js";
+import { CgroupPlacement } from "../src/runner/process-cgroup.js";
 import { buildFixtures } from "./fixtures/build.js";
 
 const fx = await buildFixtures();
@@ -177,7 +178,7 @@ describe("spawner", () => {
       const marker = path.join(base, `ran-${process.pid}`);
       const touch = { file: "/bin/sh", args: ["-c", 'echo > "$0"', marker] };
       await assert.rejects(spawner.spawn({ file: "/nonexistent/workflow", args: [] }), { code: "ENOENT", message: "exec /nonexistent/workflow: no such file or directory" });
-      const cgroup = (parent: string) => ({ parents: [parent], prefix: "t-", limits: [], prefork: 0 });
+      const cgroup = (parent: string) => ({ parents: [parent], prefix: "t-", limits: [], reads: [], prefork: 0 });
       await assert.rejects(spawner.spawn({ ...touch, cgroup: cgroup(path.join(base, "no-parent")) }), { code: "ENOENT", message: /^could not create its cgroup: / });
       // A directory that is not a cgroup has no cgroup.procs to join.
       await assert.rejects(spawner.spawn({ ...touch, cgroup: cgroup(base) }), { code: "ENOENT", message: /^could not join its cgroup: / });
@@ -245,6 +246,31 @@ describe("spawner", () => {
     } finally {
       await proc.stop("SIGKILL");
       await proc.exited;
+      spawner.close();
+    }
+  });
+
+  it("ends a run's cgroup itself: what the run left is killed, the metric files read, the cgroup gone when the exit is told", async () => {
+    const spawner = new Spawner();
+    const layout = await detectCgroupLayout();
+    const placement = await CgroupPlacement.prepare(layout, "/runtara");
+    const owner = `end${process.pid}`;
+    try {
+      const leftover = path.join(base, `leftover-${process.pid}`);
+      // The run leaves a process in a session of its own (no group kill reaches it), and uses memory and CPU.
+      const script = `/usr/bin/setsid /bin/sleep 300 & echo $! > "$0"; i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; exit 3`;
+      const child = await spawner.spawn({ file: "/bin/sh", args: ["-c", script, leftover], detached: true, cgroup: placement.setup(`native-${owner}-`, DEFAULT_LIMITS, 0) });
+      assert.ok(child.cgroup, "it got a cgroup");
+      const exit = await child.exited;
+      assert.equal(exit.code, 3);
+      assert.equal(exit.cgroupReads?.length, 2, "memory and CPU were read");
+      const metrics = placement.metricsFrom(exit.cgroupReads!);
+      assert.ok((metrics.memoryPeakBytes ?? 0n) > 0n && (metrics.cpuUsageUsec ?? 0n) > 0n, `metrics ${JSON.stringify(metrics, (_, v: unknown) => (typeof v === "bigint" ? String(v) : v))}`);
+      const pid = Number((await readFile(leftover, "utf8")).trim());
+      const state = await readFile(`/proc/${pid}/stat`, "utf8").then((t) => t.slice(t.lastIndexOf(")") + 2, t.lastIndexOf(")") + 3), () => "gone");
+      assert.ok(state === "gone" || state === "Z", `the process the run left in its cgroup was killed (state ${state})`);
+      for (const mount of placement.mounts) assert.equal(existsSync(`${mount}/runtara/${child.cgroup}`), false, `the cgroup is gone from ${mount}`);
+    } finally {
       spawner.close();
     }
   });

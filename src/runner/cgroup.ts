@@ -61,6 +61,37 @@ export async function detectCgroupLayout(): Promise<CgroupLayout> {
   return { hierarchies, unified, v1, memory, cpu, favorDynmods };
 }
 
+/** A file an exit metric is read from: its first number, and what that number means. */
+export interface MetricFile {
+  /** The hierarchy's mount point. */
+  dir: string;
+  file: string;
+  /** Sets the metric from the file's first number. */
+  set(metrics: ExitMetrics, value: bigint): void;
+}
+
+/**
+ * Where peak memory and total CPU time of a cgroup are read: each file's first number (v2's
+ * cpu.stat starts with usage_usec).
+ */
+export function metricFiles(layout: CgroupLayout): MetricFile[] {
+  const files: MetricFile[] = [];
+  const { memory, cpu } = layout;
+  if (memory) files.push({ dir: memory.dir, file: memory.v2 ? "memory.peak" : "memory.max_usage_in_bytes", set: (m, v) => void (m.memoryPeakBytes = v) });
+  if (cpu) files.push({ dir: cpu.dir, file: cpu.v2 ? "cpu.stat" : "cpuacct.usage", set: (m, v) => void (m.cpuUsageUsec = cpu.v2 ? v : v / 1000n) });
+  return files;
+}
+
+/** The metrics from the first numbers of `files` (null or undefined: none there). */
+export function metricsFrom(files: readonly MetricFile[], values: readonly (string | null | undefined)[]): ExitMetrics {
+  const metrics: ExitMetrics = { memoryPeakBytes: undefined, cpuUsageUsec: undefined };
+  files.forEach((f, i) => {
+    const v = values[i];
+    if (v != null && /^\d+$/.test(v)) f.set(metrics, BigInt(v));
+  });
+  return metrics;
+}
+
 /**
  * Reads peak memory and total CPU time of the cgroup at `relPath` (absolute within each
  * hierarchy, e.g. "/runtara/runtara-abc"). Missing or unreadable files leave the field
@@ -68,22 +99,8 @@ export async function detectCgroupLayout(): Promise<CgroupLayout> {
  * changes hold, and take microseconds, where fs/promises took over half a millisecond of CPU.
  */
 export function readCgroupMetrics(layout: CgroupLayout, relPath: string): ExitMetrics {
-  const metrics: ExitMetrics = { memoryPeakBytes: undefined, cpuUsageUsec: undefined };
-  if (layout.memory) {
-    const file = layout.memory.v2 ? "memory.peak" : "memory.max_usage_in_bytes";
-    const v = readBigInt(`${layout.memory.dir}${relPath}/${file}`);
-    if (v !== undefined) metrics.memoryPeakBytes = v;
-  }
-  if (layout.cpu) {
-    if (layout.cpu.v2) {
-      const m = /^usage_usec (\d+)$/m.exec(readText(`${layout.cpu.dir}${relPath}/cpu.stat`) ?? "");
-      if (m) metrics.cpuUsageUsec = BigInt(m[1]!);
-    } else {
-      const ns = readBigInt(`${layout.cpu.dir}${relPath}/cpuacct.usage`);
-      if (ns !== undefined) metrics.cpuUsageUsec = ns / 1000n;
-    }
-  }
-  return metrics;
+  const files = metricFiles(layout);
+  return metricsFrom(files, files.map((f) => /\d+/.exec(readText(`${f.dir}${relPath}/${f.file}`) ?? "")?.[0]));
 }
 
 /**
@@ -125,9 +142,4 @@ function readText(file: string): string | undefined {
   } catch {
     return undefined;
   }
-}
-
-function readBigInt(file: string): bigint | undefined {
-  const text = readText(file)?.trim();
-  return text !== undefined && /^\d+$/.test(text) ? BigInt(text) : undefined;
 }

@@ -14,9 +14,10 @@
  * Started by spawner-process.ts with the environment's pid as its argument. Requests on
  * stdin, each "<length>\n" and then <length> bytes of NUL-terminated fields:
  *   id, file, cwd, uid, gid, detached (0/1), stdout fd, stderr fd, file size limit,
- *   count and cgroup parent directories (one per hierarchy; none: no cgroup), the prefix of
- *   the cgroup's name, count and limits (hierarchy index, file, value; the count is of
- *   fields), how many processes to keep forked ahead for such starts,
+ *   count and cgroup parent directories (one per hierarchy, the v2 one first; none: no
+ *   cgroup), the prefix of the cgroup's name, count and limits (hierarchy index, file, value;
+ *   the count is of fields), count and files read at the end (hierarchy index, file; the
+ *   count is of fields), how many processes to keep forked ahead for such starts,
  *   count and arguments (after argv[0]),
  *   count and environment entries, or "-" for this process's own environment.
  * An empty cwd, uid, gid, fd or limit means none. The fds are the environment's, reopened
@@ -25,6 +26,10 @@
  *                                         field 22; cgroup: its name, or "-")
  *   "F <id> <errno> <step>"               it could not; nothing runs, its cgroup is removed
  *   "X <id> <code> <signal>"              a started child exited ("-" for what does not apply)
+ *   "X <id> <code> <signal> = <value>..." one with a cgroup exited, and then everything left in
+ *                                         its cgroup was killed, the files to read at the end
+ *                                         read (each its first number, "-" if none) and the
+ *                                         cgroup removed: the run's end, off the environment
  * It exits when stdin closes: what it answered for lives on (detached, adopted later by pid),
  * what it did not, and what it forked ahead, is killed.
  */
@@ -47,6 +52,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -62,6 +68,8 @@ struct request {
   char **parents; /* the cgroup's parent directory in each hierarchy */
   const char *prefix;
   char **limits; /* hierarchy index, file, value, ... */
+  unsigned nreads;
+  char **reads; /* hierarchy index, file, ... */
   long prefork;
   char **argv;
   char **envp; /* NULL: our own */
@@ -73,7 +81,11 @@ enum state {
   LAUNCHING, /* given a request; its exec or failure comes through status_fd */
   RUNNING,   /* exec'd and answered for */
   FAILED,    /* did not exec; exits or has exited */
+  ENDING,    /* exited (reaped) with a cgroup: emptying, reading and removing it (see end_run) */
 };
+
+/* At most this many files are read at a run's end (memory and CPU). */
+#define MAX_READS 4
 
 struct child {
   char id[24]; /* of the request; "" while forked ahead */
@@ -84,6 +96,18 @@ struct child {
   char cgroup[96]; /* its cgroup's name, "" for none */
   char **parents;  /* where that cgroup is: ahead.parents, or its own copy for other parents */
   unsigned nparents;
+  int detached;
+  unsigned nreads;
+  struct {
+    unsigned hierarchy;
+    char file[32];
+    char value[24];
+  } reads[MAX_READS];
+  /* ENDING: its wait status, and until when the cgroup may take to empty and to go. */
+  int status;
+  long long empty_by, removed_by;
+  int killed; /* cgroup.kill was written (kernel 5.14+); otherwise the listed pids are killed each round */
+  int emptied;
 };
 
 /* Where cgroups go (and those of processes forked ahead): set by the first request with one. */
@@ -111,7 +135,7 @@ static void *grow(void *p, size_t n) {
 
 /* The spawner reads every line; if it is gone, so is our reason to run. */
 static void say(const char *fmt, ...) {
-  char line[160];
+  char line[256];
   va_list ap;
   va_start(ap, fmt);
   int n = vsnprintf(line, sizeof line, fmt, ap);
@@ -124,16 +148,21 @@ static void say(const char *fmt, ...) {
   }
 }
 
+/* The start of a small (proc, cgroup) file, NUL-terminated; its length, or -1. */
+static ssize_t read_start(const char *file, char *buf, size_t size) {
+  int fd = open(file, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  ssize_t n = read(fd, buf, size - 1);
+  close(fd);
+  buf[n > 0 ? n : 0] = 0;
+  return n;
+}
+
 /* Field 22 of /proc/<pid>/stat: clock ticks since boot, what adoption compares a pid with. */
 static unsigned long long start_time(pid_t pid) {
   char path[40], buf[1024];
   snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0) return 0;
-  buf[n] = 0;
+  if (read_start(path, buf, sizeof buf) <= 0) return 0;
   char *p = strrchr(buf, ')'); /* the command name may hold spaces and parentheses */
   if (p == NULL) return 0;
   p += 2; /* field 3 */
@@ -311,6 +340,11 @@ static void parse(char *body, char *end, struct request *r) {
   if (r->nlimits % 3 != 0) bad_request("limits are not triples");
   for (unsigned i = 0; i < r->nlimits; i += 3)
     if (optional(r->limits[i]) < 0 || optional(r->limits[i]) >= (long)r->nparents || strchr(r->limits[i + 1], '/') != NULL) bad_request("bad limit");
+  r->nreads = count(field(&p, end), &p, end);
+  r->reads = strings(&p, end, r->nreads, NULL);
+  if (r->nreads % 2 != 0 || r->nreads / 2 > MAX_READS) bad_request("reads are not pairs");
+  for (unsigned i = 0; i < r->nreads; i += 2)
+    if (optional(r->reads[i]) < 0 || optional(r->reads[i]) >= (long)r->nparents || strchr(r->reads[i + 1], '/') != NULL || strlen(r->reads[i + 1]) >= 32) bad_request("bad read");
   r->prefork = optional(field(&p, end));
   unsigned nargs = count(field(&p, end), &p, end);
   r->argv = strings(&p, end, nargs, r->file);
@@ -323,6 +357,7 @@ static void parse(char *body, char *end, struct request *r) {
 static void free_request(struct request *r) {
   free(r->parents);
   free(r->limits);
+  free(r->reads);
   free(r->argv);
   free(r->envp);
 }
@@ -347,6 +382,16 @@ static void free_strings(char **list, unsigned n) {
 
 static int fits_ahead(const struct request *r);
 
+/* What the request of a child says of its run's end: whose group to kill, what to read (see end_run). */
+static void take(struct child *c, const struct request *r) {
+  c->detached = r->detached;
+  c->nreads = r->nparents > 0 ? r->nreads / 2 : 0;
+  for (unsigned i = 0; i < c->nreads; i++) {
+    c->reads[i].hierarchy = (unsigned)optional(r->reads[2 * i]);
+    snprintf(c->reads[i].file, sizeof c->reads[i].file, "%s", r->reads[2 * i + 1]);
+  }
+}
+
 /* `r`: the request whose cgroup the child gets (NULL: one forked ahead, under ahead.parents). */
 static struct child *add_child(pid_t pid, int status_fd, int cmd_fd, enum state state, const char *id, const char *cgroup, const struct request *r) {
   if (nchildren == capchildren) children = grow(children, (capchildren = capchildren * 2 + 16) * sizeof *children);
@@ -360,7 +405,17 @@ static struct child *add_child(pid_t pid, int status_fd, int cmd_fd, enum state 
   int own = r != NULL && r->nparents > 0 && !fits_ahead(r);
   c->parents = own ? copy_strings(r->parents, r->nparents) : ahead.parents;
   c->nparents = own ? r->nparents : ahead.nparents;
+  c->detached = 0;
+  c->nreads = 0;
+  c->killed = c->emptied = 0;
+  if (r != NULL) take(c, r);
   return c;
+}
+
+static void forget(size_t i) {
+  struct child *c = &children[i];
+  if (c->parents != ahead.parents) free_strings(c->parents, c->nparents);
+  children[i] = children[--nchildren];
 }
 
 /* Reads a whole request from fd (blocking): "<length>\n<body>". NULL at EOF. */
@@ -477,6 +532,7 @@ static void start(char *frame, size_t frame_len, char *body, char *end) {
     ready->cmd_fd = -1;
     if (ok) {
       snprintf(ready->id, sizeof ready->id, "%s", r.id);
+      take(ready, &r);
       ready->state = LAUNCHING;
       free_request(&r);
       fork_ahead();
@@ -548,29 +604,114 @@ static void settle(struct child *c) {
   c->status_fd = -1;
 }
 
+static long long now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+}
+
+/* The first decimal number in a (cgroup) file; "-" when there is none. */
+static void read_number(const char *file, char out[24]) {
+  char buf[256];
+  strcpy(out, "-");
+  if (read_start(file, buf, sizeof buf) <= 0) return;
+  size_t at = strcspn(buf, "0123456789"), len = strspn(buf + at, "0123456789");
+  if (len > 0 && len < 24) snprintf(out, 24, "%.*s", (int)len, buf + at);
+}
+
+/* Whether nothing is left in the child's cgroup; without cgroup.kill, kills what is listed. */
+static int cgroup_empty(const struct child *c) {
+  char path[PATH_MAX], buf[4096];
+  if (cgroup_path(path, c->parents[0], c->cgroup, "cgroup.procs") < 0 || read_start(path, buf, sizeof buf) <= 0) return 1;
+  if (!c->killed)
+    for (char *p = buf, *next;; p = next) {
+      long pid = strtol(p, &next, 10);
+      if (next == p) break;
+      if (pid > 1) kill((pid_t)pid, SIGKILL);
+    }
+  return 0;
+}
+
+static void say_exit(const struct child *c, const char *more) {
+  if (WIFSIGNALED(c->status)) {
+    const char *name = sigabbrev_np(WTERMSIG(c->status));
+    if (name != NULL) say("X %s - SIG%s%s\n", c->id, name, more);
+    else say("X %s - SIG%d%s\n", c->id, WTERMSIG(c->status), more);
+  } else {
+    say("X %s %d -%s\n", c->id, WEXITSTATUS(c->status), more);
+  }
+}
+
+/*
+ * The end of a run with a cgroup, after its process was reaped: kills what it left (its
+ * group; through the cgroup what left the group), reads the files asked for, removes the
+ * cgroup and says so. Called again from the main loop every few ms (ENDING) while the cgroup
+ * is not empty yet or refuses removal (EBUSY while its last process exits); after a while it
+ * goes on with what it has. Returns whether it is done.
+ */
+static int end_run(struct child *c) {
+  char path[PATH_MAX];
+  long long now = now_ms();
+  if (c->state != ENDING) {
+    c->state = ENDING;
+    if (c->detached) kill(-c->pid, SIGKILL); /* reaped just now: the group id is still the run's, if anyone is in it */
+    c->killed = cgroup_path(path, c->parents[0], c->cgroup, "cgroup.kill") == 0 && write_file(path, "1") == 0;
+    c->empty_by = now + 1000;
+  }
+  if (!c->emptied) {
+    if (!cgroup_empty(c) && now < c->empty_by) return 0;
+    c->emptied = 1;
+    for (unsigned i = 0; i < c->nreads; i++) {
+      strcpy(c->reads[i].value, "-");
+      if (cgroup_path(path, c->parents[c->reads[i].hierarchy], c->cgroup, c->reads[i].file) == 0) read_number(path, c->reads[i].value);
+    }
+    c->removed_by = now + 2000;
+  }
+  int busy = 0;
+  for (unsigned i = 0; i < c->nparents; i++)
+    if (cgroup_path(path, c->parents[i], c->cgroup, NULL) == 0 && rmdir(path) < 0 && errno != ENOENT) busy = errno == EBUSY ? 1 : busy;
+  if (busy && now < c->removed_by) return 0;
+  if (busy) fprintf(stderr, "runtara-launcher: cgroup %s is still busy; left for the environment's sweep\n", c->cgroup);
+  char more[2 + MAX_READS * 25] = " =";
+  for (unsigned i = 0; i < c->nreads; i++) {
+    strcat(more, " ");
+    strcat(more, c->reads[i].value);
+  }
+  say_exit(c, more);
+  return 1;
+}
+
+/* Moves the ends of runs along (see end_run); returns whether some are still under way. */
+static int end_runs(void) {
+  int ending = 0;
+  for (size_t i = nchildren; i-- > 0;) {
+    if (children[i].state != ENDING) continue;
+    if (end_run(&children[i])) forget(i);
+    else ending = 1;
+  }
+  return ending;
+}
+
 static void reap(void) {
   int status;
   pid_t pid;
   while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
     for (size_t i = 0; i < nchildren; i++) {
       struct child *c = &children[i];
-      if (c->pid != pid) continue;
+      if (c->pid != pid || c->state == ENDING) continue; /* an ENDING one's pid is free for reuse */
       if (c->status_fd >= 0 && c->state != READY) settle(c); /* it exited before we read its pipe: the answer is there */
-      if (c->state == RUNNING) {
-        if (WIFSIGNALED(status)) {
-          const char *name = sigabbrev_np(WTERMSIG(status));
-          if (name != NULL) say("X %s - SIG%s\n", c->id, name);
-          else say("X %s - SIG%d\n", c->id, WTERMSIG(status));
-        } else {
-          say("X %s %d -\n", c->id, WEXITSTATUS(status));
-        }
+      if (c->status_fd >= 0) close(c->status_fd);
+      if (c->cmd_fd >= 0) close(c->cmd_fd);
+      c->status_fd = c->cmd_fd = -1;
+      c->status = status;
+      if (c->state == RUNNING && *c->cgroup != 0) {
+        if (!end_run(c)) break;
+      } else if (c->state == RUNNING) {
+        say_exit(c, "");
       } else {
         remove_cgroup(c); /* it never ran a workflow: its cgroup is empty now */
       }
-      if (c->status_fd >= 0) close(c->status_fd);
-      if (c->cmd_fd >= 0) close(c->cmd_fd);
-      if (c->parents != ahead.parents) free_strings(c->parents, c->nparents);
-      children[i] = children[--nchildren];
+      forget(i);
       break;
     }
   }
@@ -586,7 +727,7 @@ static _Noreturn void quit(int code) {
   if (in_child) _exit(code);
   for (size_t i = 0; i < nchildren; i++) {
     struct child *c = &children[i];
-    if (c->state == RUNNING || c->state == FAILED) continue;
+    if (c->state == RUNNING || c->state == FAILED || c->state == ENDING) continue;
     kill(-c->pid, SIGKILL); /* its group, once it made its own session */
     kill(c->pid, SIGKILL);
     while (waitpid(c->pid, NULL, 0) < 0 && errno == EINTR) {
@@ -630,10 +771,13 @@ int main(int argc, char **argv) {
     size_t nfds = 2;
     for (size_t i = 0; i < nchildren; i++)
       if (children[i].status_fd >= 0 && children[i].state != READY) fds[nfds++] = (struct pollfd){.fd = children[i].status_fd, .events = POLLIN};
-    if (poll(fds, nfds, -1) < 0) {
-      if (errno == EINTR) continue;
-      return 71;
-    }
+    /* Runs whose cgroup is still emptying or busy are looked at again in 5 ms. */
+    int ending = 0;
+    for (size_t i = 0; i < nchildren && !ending; i++) ending = children[i].state == ENDING;
+    int ready = poll(fds, nfds, ending ? 5 : -1);
+    if (ready < 0 && errno != EINTR) return 71;
+    if (ending) end_runs();
+    if (ready <= 0) continue;
     /* Pipes first: a child that exec'd is answered before its exit, which reap() reports. */
     for (size_t k = 2; k < nfds; k++) {
       if (fds[k].revents == 0) continue;

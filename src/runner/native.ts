@@ -156,9 +156,11 @@ export class NativeRunner implements Runner {
     const cgroup = placement && child.cgroup !== undefined ? ProcessCgroup.at(placement, `${this.cgroupParent}/${child.cgroup}`) : undefined;
 
     let exitedNow = false;
-    const exited = child.exited.then(async ({ code, signal }): Promise<ExitInfo> => {
+    const exited = child.exited.then(async ({ code, signal, cgroupReads }): Promise<ExitInfo> => {
       exitedNow = true;
-      const metrics = await this.cleanUp(pid, cgroup, spec.runDir);
+      // The launcher ended the cgroup itself, unless it was gone before the exit (then it is done here).
+      const metrics = placement !== undefined && cgroupReads !== undefined ? placement.metricsFrom(cgroupReads) : await this.endRun(pid, cgroup);
+      await this.releaseRunDir(spec.runDir);
       const stderrTail = logs.stderrTail();
       logs.close();
       return { exitCode: code, signal, stderrTail, metrics };
@@ -190,7 +192,8 @@ export class NativeRunner implements Runner {
     this.claimCount(spec.runDir);
     const exited = (async (): Promise<ExitInfo> => {
       await watchPid(spec.pid, spec.startTime, { intervalMs: this.adoptPollMs, signal: abort.signal }).catch(() => neverSettles());
-      const metrics = await this.cleanUp(spec.pid, cgroup, spec.runDir);
+      const metrics = await this.endRun(spec.pid, cgroup);
+      await this.releaseRunDir(spec.runDir);
       const stderrTail = logs?.stderrTail() ?? "";
       logs?.close();
       return { exitCode: null, signal: null, stderrTail, metrics };
@@ -288,22 +291,20 @@ export class NativeRunner implements Runner {
   }
 
   /**
-   * After the main process exited: kill everything else it started (its group, and through
-   * the cgroup anything that left the group), read the metrics, remove the cgroup. Without
-   * a cgroup, the group kill has a window we accept: the group id stays allocated while any
+   * After the main process exited (when the launcher did not see to it: an adopted process,
+   * or its spawner was gone): kill everything else it started (its group, and through the
+   * cgroup anything that left the group), read the metrics, remove the cgroup. Without a
+   * cgroup, the group kill has a window we accept: the group id stays allocated while any
    * member lives; with none left the kill is ESRCH, unless within the microseconds since the
    * reap (same tick) the pid was reused by a new group leader.
    */
-  private async cleanUp(pid: number, cgroup: ProcessCgroup | undefined, runDir: string): Promise<ExitMetrics> {
+  private async endRun(pid: number, cgroup: ProcessCgroup | undefined): Promise<ExitMetrics> {
     signalGroup(pid, "SIGKILL");
-    let metrics: ExitMetrics = { ...NO_METRICS };
-    if (cgroup !== undefined) {
-      await cgroup.kill();
-      metrics = cgroup.metrics();
-      const leftover = await cgroup.remove();
-      if (leftover.length > 0) this.options.logger?.warn({ leftover }, "could not remove a native process's cgroup");
-    }
-    await this.releaseRunDir(runDir);
+    if (cgroup === undefined) return { ...NO_METRICS };
+    await cgroup.kill();
+    const metrics = cgroup.metrics();
+    const leftover = await cgroup.remove();
+    if (leftover.length > 0) this.options.logger?.warn({ leftover }, "could not remove a native process's cgroup");
     return metrics;
   }
 

@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
-import { readCgroupMetrics, removeCgroup, type CgroupLayout } from "./cgroup.js";
+import { metricFiles, metricsFrom, readCgroupMetrics, removeCgroup, type CgroupLayout, type MetricFile } from "./cgroup.js";
 import type { CgroupSetup } from "./spawner-protocol.js";
 import type { ExitMetrics, ResourceLimits } from "./types.js";
 
@@ -16,12 +16,17 @@ const V1_CONTROLLERS = ["memory", "pids", "cpu", "cpuacct"];
  * after another, took 5-7 ms per launch).
  */
 export class CgroupPlacement {
+  /** What the launcher reads at a run's end (the metric files in a hierarchy a process is placed in). */
+  private readonly endReads: MetricFile[];
+
   private constructor(
     readonly layout: CgroupLayout,
     readonly mounts: readonly string[],
     private readonly parent: string,
     private readonly v2Controllers: ReadonlySet<string>,
-  ) {}
+  ) {
+    this.endReads = metricFiles(layout).filter((f) => mounts.includes(f.dir));
+  }
 
   /** Throws where there is no v2 hierarchy (cgroup.kill needs one). */
   static async prepare(layout: CgroupLayout, parent: string): Promise<CgroupPlacement> {
@@ -32,7 +37,8 @@ export class CgroupPlacement {
       const m = layout.v1.get(c);
       if (m !== undefined) mounts.add(m);
     }
-    // Each process creates only its own directory (see setup): the parent must be there.
+    // Each process creates only its own directory (see setup): the parent must be there. The
+    // unified hierarchy comes first (CgroupSetup.parents).
     await Promise.all([...mounts].map((m) => mkdir(`${m}${parent}`, { recursive: true })));
     return new CgroupPlacement(layout, [...mounts], parent, new Set(v2));
   }
@@ -62,7 +68,13 @@ export class CgroupPlacement {
     } else if (this.v2Controllers.has("cpu")) {
       files.push([0, "cpu.max", `${limits.cpuQuotaUs} ${limits.cpuPeriodUs}`]);
     }
-    return { parents: this.mounts.map((m) => `${m}${this.parent}`), prefix, limits: files, prefork };
+    const reads = this.endReads.map((f): [number, string] => [index(f.dir), f.file]);
+    return { parents: this.mounts.map((m) => `${m}${this.parent}`), prefix, limits: files, reads, prefork };
+  }
+
+  /** A run's exit metrics from what the launcher read at its end (ChildExit.cgroupReads). */
+  metricsFrom(reads: readonly (string | null)[]): ExitMetrics {
+    return metricsFrom(this.endReads, reads);
   }
 }
 

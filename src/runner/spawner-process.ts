@@ -94,7 +94,12 @@ const ERRNO_NAMES = new Map(Object.entries(osConstants.errno).map(([name, n]) =>
 createInterface({ input: launcher.stdout, crlfDelay: Infinity }).on("line", (line) => {
   const [kind, idText, a = "-", b = "-", c = "-"] = line.split(" ");
   const id = Number(idText);
-  if (kind === "X") return void send({ id, exit: { code: a === "-" ? null : Number(a), signal: b === "-" ? null : b } });
+  if (kind === "X") {
+    // "X <id> <code> <signal> [= <read>...]": "=" when the launcher ended the run's cgroup.
+    const [marker, ...reads] = line.split(" ").slice(4);
+    const ended = marker === "=" ? { cgroupReads: reads.map((v) => (v === "-" ? null : v)) } : {};
+    return void send({ id, exit: { code: a === "-" ? null : Number(a), signal: b === "-" ? null : b, ...ended } });
+  }
   const file = launching.get(id) ?? "?";
   launching.delete(id);
   if (kind === "P") return void send({ id, pid: Number(a), startTime: b, ...(c !== "-" ? { cgroup: c } : {}) });
@@ -112,7 +117,7 @@ function launchFrame(req: SpawnRequest): Buffer | undefined {
   const fields = [String(req.id), req.file, req.cwd ?? "", opt(req.uid), opt(req.gid), req.detached ? "1" : "0"];
   const cgroup = req.cgroup;
   fields.push(opt(req.stdoutFd), opt(req.stderrFd), opt(req.fileSizeLimit), ...list(cgroup?.parents), cgroup?.prefix ?? "");
-  fields.push(...list(cgroup?.limits.flat().map(String)), opt(cgroup?.prefork), ...list(req.args), ...env);
+  fields.push(...list(cgroup?.limits.flat().map(String)), ...list(cgroup?.reads.flat().map(String)), opt(cgroup?.prefork), ...list(req.args), ...env);
   if (fields.some((f) => f.includes("\0"))) return undefined;
   const body = Buffer.from(`${fields.join("\0")}\0`);
   return Buffer.concat([Buffer.from(`${body.length}\n`), body]);

@@ -33,11 +33,16 @@ export interface SpawnRequest {
  * which the child creates and joins (or was forked ahead into), then limits.
  */
 export interface CgroupSetup {
-  /** Its parent directory in each hierarchy (they exist). */
+  /** Its parent directory in each hierarchy (they exist), the v2 hierarchy's first (cgroup.kill, cgroup.procs). */
   parents: string[];
   prefix: string;
   /** Limit files: the hierarchy (index into parents), the file in the cgroup, its value. */
   limits: [hierarchy: number, file: string, value: string][];
+  /**
+   * Files read at the run's end (at most 4), once the launcher emptied the cgroup and before it
+   * removes it: the hierarchy (index into parents), the file. Each gives its first number.
+   */
+  reads: [hierarchy: number, file: string][];
   /** Processes the launcher keeps forked ahead, each in a cgroup of its own (see launcher.c). */
   prefork: number;
 }
@@ -76,7 +81,7 @@ export type SpawnerReply =
   | { id: number; pid: number; startTime: string; cgroup?: string }
   /** Request `id` failed. */
   | { id: number; failed: SpawnFailure }
-  /** The child of spawn request `id` exited. */
-  | { id: number; exit: { code: number | null; signal: string | null } }
+  /** The child of spawn request `id` exited (see ChildExit). */
+  | { id: number; exit: { code: number | null; signal: string | null; cgroupReads?: (string | null)[] } }
   /** Run request `id` finished. */
   | { id: number; ran: RunOutcome };

@@ -13,6 +13,11 @@ export interface ChildExit {
   /** null when a signal ended it, or when the spawner died first and the exit was only seen as the pid going away. */
   code: number | null;
   signal: string | null;
+  /**
+   * Present when the launcher ended the child's cgroup (SpawnRequest.cgroup): killed what was
+   * left in it, read CgroupSetup.reads (null: no number there) and removed it.
+   */
+  cgroupReads?: (string | null)[];
 }
 
 export interface SpawnedChild {
