@@ -90,8 +90,7 @@ export class Launcher {
     const runner = await this.checkRunnable(target.runnerType);
     const imageProcess = target.imageFormat === "oci_archive" ? await this.archiveProcess(target) : undefined;
     if (imageProcess === undefined) await this.checkImageIntact(target);
-    if (firstRun) await removeDirViaTombstone(tenantRuns, target.instanceId);
-    await mkdir(runDir, { recursive: true, mode: 0o711 }); // runs/<tenant>: see secureDataDir
+    await makeRunDir(tenantRuns, target.instanceId, firstRun);
     const deadlineMs = Date.now() + target.timeoutSeconds * 1000;
     const runId = randomUUID();
     const process = await runner.launch({
@@ -179,4 +178,21 @@ export class Launcher {
     if (options.skipCertVerification) env.RUNTARA_SKIP_CERT_VERIFICATION = "true";
     return env;
   }
+}
+
+/**
+ * Creates the run directory `tenantRuns/id` (one mkdir for a fresh id of a tenant that ran
+ * before). `firstRun`: one already there belongs to an earlier, deleted instance with the
+ * same id and is removed first; a relaunch keeps its own.
+ */
+async function makeRunDir(tenantRuns: string, id: string, firstRun: boolean): Promise<void> {
+  try {
+    await mkdir(path.join(tenantRuns, id), { mode: 0o711 });
+    return;
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== "EEXIST" && code !== "ENOENT") throw e;
+    if (code === "EEXIST" && firstRun) await removeDirViaTombstone(tenantRuns, id);
+  }
+  await mkdir(path.join(tenantRuns, id), { recursive: true, mode: 0o711 }); // runs/<tenant>: see secureDataDir
 }

@@ -13,7 +13,9 @@
  *
  * Started by spawner-process.ts with the environment's pid as its argument. Requests on
  * stdin, each "<length>\n" and then <length> bytes of NUL-terminated fields:
- *   id, file, cwd, uid, gid, detached (0/1), stdout fd, stderr fd, file size limit,
+ *   id, file, cwd, uid, gid, detached (0/1), own cwd (0/1: the child makes its working
+ *   directory its own, 0700 and owned by uid/gid, before it enters it), stdout fd, stderr fd,
+ *   file size limit,
  *   count and cgroup parent directories (one per hierarchy, the v2 one first; none: no
  *   cgroup), the prefix of the cgroup's name, count and limits (hierarchy index, file, value;
  *   the count is of fields), count and files read at the end (hierarchy index, file; the
@@ -63,7 +65,7 @@ extern char **environ;
 struct request {
   const char *id, *file, *cwd;
   long uid, gid, out_fd, err_fd, file_size; /* -1: none */
-  int detached;
+  int detached, own_cwd;
   unsigned nparents, nlimits;
   char **parents; /* the cgroup's parent directory in each hierarchy */
   const char *prefix;
@@ -213,8 +215,8 @@ static long optional(const char *s) {
   return v;
 }
 
-enum step { STEP_FORK, STEP_SETSID, STEP_MKCGROUP, STEP_CGROUP, STEP_LIMITS, STEP_RLIMIT, STEP_STDIO, STEP_CWD, STEP_USER, STEP_EXEC };
-static const char *const STEP_NAMES[] = {"fork", "setsid", "mkcgroup", "cgroup", "limits", "rlimit", "stdio", "cwd", "user", "exec"};
+enum step { STEP_FORK, STEP_SETSID, STEP_MKCGROUP, STEP_CGROUP, STEP_LIMITS, STEP_RLIMIT, STEP_STDIO, STEP_OWN_CWD, STEP_CWD, STEP_USER, STEP_EXEC };
+static const char *const STEP_NAMES[] = {"fork", "setsid", "mkcgroup", "cgroup", "limits", "rlimit", "stdio", "owncwd", "cwd", "user", "exec"};
 
 struct failure {
   int err, step;
@@ -296,6 +298,10 @@ static _Noreturn void become(const struct request *r, int status_fd, const char 
   if (in < 0 || out < 0 || err < 0 || dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0) child_failed(status_fd, STEP_STDIO);
   for (int fd = 0; fd <= 2; fd++) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
 
+  if (r->own_cwd && *r->cwd != 0) {
+    if ((r->uid >= 0 || r->gid >= 0) && chown(r->cwd, r->uid >= 0 ? (uid_t)r->uid : (uid_t)-1, r->gid >= 0 ? (gid_t)r->gid : (gid_t)-1) < 0) child_failed(status_fd, STEP_OWN_CWD);
+    if (chmod(r->cwd, 0700) < 0) child_failed(status_fd, STEP_OWN_CWD);
+  }
   if (*r->cwd != 0 && chdir(r->cwd) < 0) child_failed(status_fd, STEP_CWD);
   if (r->uid >= 0 || r->gid >= 0) {
     (void)!setgroups(0, NULL); /* fails unprivileged, where there are no groups to drop */
@@ -329,6 +335,7 @@ static void parse(char *body, char *end, struct request *r) {
   r->uid = optional(field(&p, end));
   r->gid = optional(field(&p, end));
   r->detached = strcmp(field(&p, end), "1") == 0;
+  r->own_cwd = strcmp(field(&p, end), "1") == 0;
   r->out_fd = optional(field(&p, end));
   r->err_fd = optional(field(&p, end));
   r->file_size = optional(field(&p, end));

@@ -1,16 +1,16 @@
 import { createHash } from "node:crypto";
 import { realpathSync } from "node:fs";
-import { chmod, chown, readdir, stat } from "node:fs/promises";
+import { chown, readdir, stat } from "node:fs/promises";
 import type { Logger } from "pino";
 import { detectCgroupLayout, removeCgroup, type CgroupLayout } from "./cgroup.js";
 import { LaunchError } from "./errors.js";
 import { adoptLogs, openLogs } from "./logs.js";
 import { DEFAULT_MAX_LOG_BYTES } from "./log-cap.js";
 import { limitParentCgroup, type AggregateLimits } from "./parent-cgroup.js";
-import { neverSettles, requireExecutable, type Holder } from "./common.js";
+import { neverSettles, type Holder } from "./common.js";
 import { CgroupPlacement, ProcessCgroup } from "./process-cgroup.js";
 import { isSameProcess, watchPid } from "./proc.js";
-import { Spawner, type SpawnedChild } from "./spawner.js";
+import { SpawnError, Spawner, type SpawnedChild } from "./spawner.js";
 import { validateSpec } from "./spec.js";
 import {
   NO_METRICS,
@@ -123,8 +123,7 @@ export class NativeRunner implements Runner {
 
   async launch(spec: LaunchSpec): Promise<RunningProcess> {
     validateSpec(spec);
-    await requireExecutable(spec.binaryPath, `image ${spec.imageId ?? "?"}`);
-    await this.claimRunDir(spec.runDir);
+    this.claimCount(spec.runDir); // the launched child takes the directory (see ownCwd)
     const placement = await this.cgroupPlacement();
     const logs = openLogs(spec.runDir, this.maxLogBytes, spec.logHeader);
     const launchedAtMs = Date.now();
@@ -138,6 +137,10 @@ export class NativeRunner implements Runner {
         file: spec.binaryPath,
         args: [],
         cwd: spec.runDir,
+        // The run directory becomes the process's own: 0700, owned by `runAs` for the run. Its
+        // parents (DATA_DIR, runs/, runs/<tenant>) are 0711 root: the exact path is traversable,
+        // nothing can be listed, and every other run directory is 0700 and not this user's.
+        ownCwd: true,
         env: { ...spec.env },
         detached: true,
         stdoutFd: logs.stdoutFd,
@@ -150,7 +153,7 @@ export class NativeRunner implements Runner {
       // A child that failed before its exec is gone, and the launcher removed its cgroup.
       logs.close();
       await this.releaseRunDir(spec.runDir);
-      throw new LaunchError("spawn_failed", `could not start ${spec.binaryPath}: ${(e as Error).message}`, "", { cause: e });
+      throw launchFailure(spec, e);
     }
     const { pid, startTime } = child;
     const cgroup = placement && child.cgroup !== undefined ? ProcessCgroup.at(placement, `${this.cgroupParent}/${child.cgroup}`) : undefined;
@@ -260,17 +263,6 @@ export class NativeRunner implements Runner {
     return removed;
   }
 
-  /**
-   * The run directory becomes the process's own: 0700, owned by `runAs` for the run. Its
-   * parents (DATA_DIR, runs/, runs/<tenant>) are 0711 root: the exact path is traversable,
-   * nothing can be listed, and every other run directory is 0700 and not this user's.
-   */
-  private async claimRunDir(runDir: string): Promise<void> {
-    if (this.options.runAs) await chown(runDir, this.options.runAs.uid, this.options.runAs.gid);
-    await chmod(runDir, 0o700);
-    this.claimCount(runDir);
-  }
-
   private claimCount(runDir: string): void {
     this.runDirClaims.set(runDir, (this.runDirClaims.get(runDir) ?? 0) + 1);
   }
@@ -350,6 +342,15 @@ export class NativeRunner implements Runner {
     this.active.set(proc, holder);
     void proc.exited.then(() => this.active.delete(proc));
   }
+}
+
+/** Why the launcher could not start the image's binary: a missing or non-executable one is the image's fault. */
+function launchFailure(spec: LaunchSpec, e: unknown): LaunchError {
+  if (e instanceof SpawnError && e.step === "exec" && (e.code === "ENOENT" || e.code === "EACCES")) {
+    const what = e.code === "ENOENT" ? "does not exist (or its interpreter does not)" : "is not an executable file";
+    return new LaunchError("binary_not_found", `image ${spec.imageId ?? "?"}: ${spec.binaryPath} ${what}`, "", { cause: e });
+  }
+  return new LaunchError("spawn_failed", `could not start ${spec.binaryPath}: ${(e as Error).message}`, "", { cause: e });
 }
 
 function signalGroup(pgid: number, signal: StopSignal) {

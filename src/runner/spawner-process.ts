@@ -66,6 +66,7 @@ const STEPS: Record<string, string> = {
   limits: "set its cgroup limits",
   rlimit: "set its RLIMIT_FSIZE",
   stdio: "open its stdout and stderr",
+  owncwd: "take its working directory",
   cwd: "enter its working directory",
   user: "switch to its user",
 };
@@ -106,7 +107,7 @@ createInterface({ input: launcher.stdout, crlfDelay: Infinity }).on("line", (lin
   // "F <id> <errno> <step> <strerror text>"
   const errno = Number(a);
   const [code = ERRNO_NAMES.get(errno) ?? `errno ${a}`, text = line.split(" ").slice(4).join(" ").toLowerCase()] = getSystemErrorMap().get(-errno) ?? [];
-  send({ id, failed: { message: `${b === "exec" ? `exec ${file}` : `could not ${STEPS[b] ?? b}`}: ${text}`, code } });
+  send({ id, failed: { message: `${b === "exec" ? `exec ${file}` : `could not ${STEPS[b] ?? b}`}: ${text}`, code, step: b } });
 });
 
 /** A request as the launcher reads it (see launcher.c): its length, then NUL-terminated fields. */
@@ -114,7 +115,7 @@ function launchFrame(req: SpawnRequest): Buffer | undefined {
   const opt = (v: number | undefined) => (v === undefined ? "" : String(v));
   const list = (items: readonly string[] = []) => [String(items.length), ...items];
   const env = req.env === undefined ? ["-"] : list(Object.entries(req.env).map(([k, v]) => `${k}=${v}`));
-  const fields = [String(req.id), req.file, req.cwd ?? "", opt(req.uid), opt(req.gid), req.detached ? "1" : "0"];
+  const fields = [String(req.id), req.file, req.cwd ?? "", opt(req.uid), opt(req.gid), req.detached ? "1" : "0", req.ownCwd ? "1" : "0"];
   const cgroup = req.cgroup;
   fields.push(opt(req.stdoutFd), opt(req.stderrFd), opt(req.fileSizeLimit), ...list(cgroup?.parents), cgroup?.prefix ?? "");
   fields.push(...list(cgroup?.limits.flat().map(String)), ...list(cgroup?.reads.flat().map(String)), opt(cgroup?.prefork), ...list(req.args), ...env);

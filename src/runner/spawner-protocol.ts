@@ -10,6 +10,8 @@ export interface SpawnRequest {
   file: string;
   args: string[];
   cwd?: string;
+  /** The child makes `cwd` its own before it enters it: 0700, and owned by uid/gid when given. */
+  ownCwd?: boolean;
   /** Exactly the child's environment; absent: the spawner's own (the environment's). */
   env?: Record<string, string>;
   /** Own session and process group. */
@@ -62,6 +64,8 @@ export interface SpawnFailure {
   message: string;
   /** errno name (ENOENT, EACCES, ...) when the failure had one. */
   code?: string;
+  /** The step of a start that failed (launcher.c's STEP_NAMES: "exec", "cwd", ...). */
+  step?: string;
 }
 
 export interface RunOutcome {

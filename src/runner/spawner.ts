@@ -45,6 +45,8 @@ export class SpawnError extends Error {
   constructor(
     message: string,
     readonly code?: string,
+    /** The step of the start that failed (SpawnFailure.step). */
+    readonly step?: string,
   ) {
     super(message);
     this.name = "SpawnError";
@@ -133,7 +135,8 @@ export class Spawner {
     const answer = await reply.catch((e: unknown): SpawnerReply => ({ id, failed: { message: (e as Error).message } }));
     if (!("pid" in answer)) {
       this.forget(helper, id);
-      throw new SpawnError("failed" in answer ? answer.failed.message : `unexpected answer from the spawner: ${JSON.stringify(answer)}`, "failed" in answer ? answer.failed.code : undefined);
+      if (!("failed" in answer)) throw new SpawnError(`unexpected answer from the spawner: ${JSON.stringify(answer)}`);
+      throw new SpawnError(answer.failed.message, answer.failed.code, answer.failed.step);
     }
     return {
       pid: child.pid,
