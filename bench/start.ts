@@ -16,8 +16,11 @@
  *
  * Each pair of paths runs A B B A in halves, so drift over the run falls on both alike; between
  * phases every process of the previous one is drained (exited, recorded, container deleted), so
- * one phase's exits do not load the next. All processes, core, the environment and this client
- * share one Node process (one event loop), as in a deployment with the core embedded.
+ * one phase's exits do not load the next. Core and the environment share this Node process (one
+ * event loop), as in a deployment with the core embedded; StartInstance is called from a client
+ * process of its own (bench/start-client.ts, "client" in the host CPU split), as a user's client
+ * would, so that this process's CPU per start is the server's. Each start crosses a pipe to
+ * that process, as each bare start crosses one to the minimal launcher.
  *
  * Besides p50/p99/max and starts/s (starts / wall time of the phase, a worker being busy until
  * its instance registered and, for StartInstance, the RPC answered) it prints, per path: the
@@ -47,7 +50,9 @@ import { randomBytes } from "node:crypto";
 import { chmod, copyFile, mkdir, mkdtemp, open, readFile, rm, writeFile } from "node:fs/promises";
 import { cpus, loadavg, tmpdir } from "node:os";
 import path from "node:path";
+import { createInterface } from "node:readline";
 import { setTimeout as sleep } from "node:timers/promises";
+import { fileURLToPath } from "node:url";
 import { execa } from "execa";
 import pg from "pg";
 import { createClient } from "@connectrpc/connect";
@@ -134,6 +139,42 @@ class MinimalLauncher {
       this.waiters.set(id, (m) => (m.code === 0 ? resolve() : reject(new Error(`${what} exited ${m.error ?? m.code ?? m.signal}`)))),
     );
     this.proc.stdin!.write(`${JSON.stringify({ id, file, args, env })}\n`);
+    return done;
+  }
+
+  close(): void {
+    this.proc.stdin!.end();
+  }
+}
+
+/**
+ * The API path's client (bench/start-client.ts): StartInstance is called from a process of its
+ * own, as a user's client would, so that "this process" is the environment (and core) alone;
+ * each start crosses a pipe to it, as each bare start crosses one to the minimal launcher.
+ */
+class ApiClient {
+  private readonly proc: ChildProcess;
+  private readonly waiters = new Map<number, (error?: string) => void>();
+  private nextId = 1;
+
+  constructor(baseUrl: string) {
+    const script = fileURLToPath(new URL("./start-client.ts", import.meta.url));
+    this.proc = spawn(process.execPath, ["--import", "tsx", script, baseUrl], { stdio: ["pipe", "pipe", "inherit"] });
+    createInterface({ input: this.proc.stdout! }).on("line", (line) => {
+      const m = JSON.parse(line) as { id: number; error?: string };
+      this.waiters.get(m.id)?.(m.error);
+      this.waiters.delete(m.id);
+    });
+  }
+
+  get pid(): number | undefined {
+    return this.proc.pid;
+  }
+
+  startInstance(request: { tenantId: string; imageId: string; instanceId: string; env: Record<string, string> }): Promise<void> {
+    const id = this.nextId++;
+    const done = new Promise<void>((resolve, reject) => this.waiters.set(id, (error) => (error === undefined ? resolve() : reject(new Error(error)))));
+    this.proc.stdin!.write(`${JSON.stringify({ id, request })}\n`);
     return done;
   }
 
@@ -269,7 +310,6 @@ async function checkCompleted(t: TestEnvironment, ids: string[]): Promise<void> 
 
 /** StartInstance through the environment's API. */
 function apiPath(t: TestEnvironment, watch: RegisterWatch, imageId: string, label: string, startEnv: Record<string, string> = MODE): StartPath {
-  const env = environmentClient(t.baseUrl);
   return {
     label,
     prepare: async (n) => Array.from({ length: n }, () => newId("api")),
@@ -278,7 +318,7 @@ function apiPath(t: TestEnvironment, watch: RegisterWatch, imageId: string, labe
       const t0 = performance.now();
       const rec: { launchedAt: number; registeredAt?: number } = { launchedAt: t0 };
       run.times.set(instanceId, rec);
-      const rpc = env.startInstance({ tenantId: TENANT, imageId, instanceId, env: startEnv }).then(() => run.rpcMs.push(performance.now() - t0));
+      const rpc = apiClient.startInstance({ tenantId: TENANT, imageId, instanceId, env: startEnv }).then(() => run.rpcMs.push(performance.now() - t0));
       const [at] = await Promise.all([registered, rpc]);
       rec.registeredAt = at;
       run.registeredMs.push(at - t0);
@@ -481,6 +521,7 @@ function cpuGroup(pid: number, comm: string, cmdline: string): string | undefine
   if (cmdline.includes("spawner-process")) return "spawner";
   if (cmdline.includes("runtara-launcher")) return "runtara-launcher";
   if (pid === launcher.pid) return "launcher";
+  if (pid === apiClient.pid) return "client";
   return comm === "postgres" ? "postgres" : undefined;
 }
 
@@ -630,6 +671,7 @@ const rt = RUNNERS.includes("oci") ? await new OciRunner().runtime() : undefined
 const NETWORK = process.env.BENCH_NETWORK as "isolated" | "none" | "host" | undefined;
 const t = await startEnvironment({ ...(rt ? { ociRuntime: rt.command } : {}), ...(NETWORK ? { networkMode: NETWORK } : {}) });
 const launcher = new MinimalLauncher();
+const apiClient = new ApiClient(t.baseUrl);
 const prober = new Prober(t.baseUrl);
 let oci: BareOci | undefined;
 let watch: RegisterWatch | undefined;
@@ -683,6 +725,7 @@ try {
 } finally {
   await watch?.close();
   launcher.close();
+  apiClient.close();
   const problems = await cleanupBareOci(oci);
   await t.close();
   await stopTestPostgres();
