@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { readFile, rmdir } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { ExitMetrics } from "./types.js";
@@ -113,7 +113,10 @@ export async function removeCgroup(hierarchies: readonly string[], relPath: stri
   const failed: string[] = [];
   await Promise.all(
     hierarchies.map(async (h) => {
-      for (const dir of [...children.map((c) => `${h}${relPath}/${c}`), `${h}${relPath}`]) {
+      // Looked up synchronously first (a lookup takes no cgroup lock, unlike rmdir): most of
+      // these are gone already (the runtime removed its container's), and each rmdir is a
+      // thread-pool round trip.
+      for (const dir of [...children.map((c) => `${h}${relPath}/${c}`), `${h}${relPath}`].filter((d) => existsSync(d))) {
         const err = await rmdirRetrying(dir, busyRetries);
         if (err) failed.push(`${dir}: ${err}`);
       }

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { constants, watch, type FSWatcher } from "node:fs";
+import { closeSync, constants, openSync, readSync, watch, type FSWatcher } from "node:fs";
 import { access, chmod, chown, lstat, mkdir, mkdtemp, open, rename, rm, stat, unlink, writeFile } from "node:fs/promises";
 import { tmpdir, userInfo } from "node:os";
 import path from "node:path";
@@ -14,7 +14,7 @@ import { DEFAULT_MAX_LOG_BYTES } from "./log-cap.js";
 import { limitParentCgroup, type AggregateLimits } from "./parent-cgroup.js";
 import { buildOciConfig, containerIdFor, INIT_IN_CONTAINER, instanceIdOfContainer } from "./oci-spec.js";
 import { unpackOciImage, type ImageProcess } from "./oci-image.js";
-import { isSameProcess, readProcStat, watchPid } from "./proc.js";
+import { isSameProcess, procStat, watchPid } from "./proc.js";
 import { Spawner, type ChildExit, type SpawnedChild } from "./spawner.js";
 import { validateSpec } from "./spec.js";
 import {
@@ -286,7 +286,7 @@ export class OciRunner implements Runner {
     };
 
     // A pid file can still have appeared between the last check and the exit event.
-    if (outcome === "exited") outcome = (await readInitPid(pidFile, child.pid)) ?? "exited";
+    if (outcome === "exited") outcome = readInitPid(pidFile, child.pid) ?? "exited";
     if (outcome === "exited" || outcome === "timeout") {
       if (outcome === "timeout") {
         log?.warn({ timeoutMs: this.startTimeoutMs }, "container did not start in time; killing the runtime");
@@ -606,7 +606,10 @@ async function waitForStart(
   let timer: NodeJS.Timeout | undefined;
   try {
     return await new Promise<InitPid | "exited" | "timeout">((resolve) => {
-      const check = () => void readInitPid(pidFile, runtimePid).then((found) => found && resolve(found));
+      const check = () => {
+        const found = readInitPid(pidFile, runtimePid);
+        if (found) resolve(found);
+      };
       try {
         watcher = watch(runDir, (_event, name) => {
           if (name === PID_FILE) check();
@@ -631,22 +634,25 @@ async function waitForStart(
  * runtime's child (the container's init); otherwise (forged, or init already exited and the
  * pid reused) the caller falls back to the runtime's own pid.
  */
-async function readInitPid(pidFile: string, runtimePid: number | undefined): Promise<InitPid | null> {
+function readInitPid(pidFile: string, runtimePid: number | undefined): InitPid | null {
   let text: string;
   try {
-    // O_NOFOLLOW: never follow a link planted in the run directory.
-    const h = await open(pidFile, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    // O_NOFOLLOW: never follow a link planted in the run directory; O_NONBLOCK: nor hang on a
+    // FIFO. Read synchronously: a few bytes of a local file, where fs/promises costs a
+    // thread-pool round trip for each of open, fstat, read and close.
+    const fd = openSync(pidFile, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
     try {
-      text = await h.readFile("utf8");
+      const buf = Buffer.alloc(32);
+      text = buf.toString("utf8", 0, readSync(fd, buf, 0, buf.length, 0));
     } finally {
-      await h.close();
+      closeSync(fd);
     }
   } catch {
     return null;
   }
   if (!/^\d+\s*$/.test(text)) return null; // not (fully) written yet
   const pid = Number(text.trim());
-  const st = await readProcStat(pid);
+  const st = procStat(pid);
   return st !== null && st.ppid === runtimePid && runtimePid !== undefined ? { pid, startTime: st.startTime } : { pid: undefined };
 }
 

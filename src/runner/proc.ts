@@ -1,5 +1,4 @@
 import { readFileSync } from "node:fs";
-import { readFile } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 
 /** The fields of /proc/<pid>/stat this module needs. */
@@ -29,10 +28,15 @@ export function parseProcStat(text: string): ProcStat | null {
   return { state, ppid, pgid, startTime: BigInt(start) };
 }
 
-export async function readProcStat(pid: number): Promise<ProcStat | null> {
+/**
+ * Read synchronously: /proc/<pid>/stat is generated in memory and read in microseconds, where
+ * fs/promises costs a thread-pool round trip (several per OCI start, one per adopted process
+ * per poll).
+ */
+export function procStat(pid: number): ProcStat | null {
   if (!Number.isSafeInteger(pid) || pid <= 0) return null;
   try {
-    return parseProcStat(await readFile(`/proc/${pid}/stat`, "utf8"));
+    return parseProcStat(readFileSync(`/proc/${pid}/stat`, "utf8"));
   } catch {
     return null; // ENOENT/ESRCH: no such process (any other error means the same to callers)
   }
@@ -40,12 +44,12 @@ export async function readProcStat(pid: number): Promise<ProcStat | null> {
 
 /** Start time of a process in clock ticks since boot, or null when there is no such process. */
 export async function readProcessStartTime(pid: number): Promise<bigint | null> {
-  return (await readProcStat(pid))?.startTime ?? null;
+  return procStat(pid)?.startTime ?? null;
 }
 
 /** True while `pid` is the live (not zombie) process that started at `startTime`. */
 export async function isSameProcess(pid: number, startTime: bigint): Promise<boolean> {
-  const stat = await readProcStat(pid);
+  const stat = procStat(pid);
   return stat !== null && stat.startTime === startTime && stat.state !== "Z" && stat.state !== "X";
 }
 
