@@ -259,6 +259,19 @@ describe("faults", () => {
     });
   });
 
+  it("a start of an image found for an earlier start and deleted since is NOT_FOUND; another tenant's is NOT_FOUND", async (t) => {
+    const env = await startEnvironment();
+    t.after(() => env.close());
+    const client = environmentClient(env.baseUrl);
+    const imageId = await registerWorkflow(client, RunnerType.NATIVE, "found-then-deleted");
+    const { instanceId } = await client.startInstance({ tenantId: TENANT, imageId, env: { WORKFLOW_MODE: "complete" } });
+    await waitForStatus(client, instanceId, InstanceStatus.COMPLETED);
+    await rejectsWithCode(client.startInstance({ tenantId: "another-tenant", imageId }), Code.NotFound, imageId);
+    await client.deleteImage({ tenantId: TENANT, imageId });
+    await rejectsWithCode(client.startInstance({ tenantId: TENANT, imageId }), Code.NotFound, imageId);
+    assert.deepEqual(await env.query("SELECT instance_id FROM instances WHERE instance_id <> $1", [instanceId]), []);
+  });
+
   it("StartInstance racing DeleteImage, 40 pairs: a started instance never loses its image", async (t) => {
     const env = await startEnvironment();
     t.after(() => env.close());

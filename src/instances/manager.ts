@@ -3,7 +3,8 @@ import os from "node:os";
 import type { DatabasePool } from "slonik";
 import type { Logger } from "pino";
 import { FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable } from "../errors.js";
-import { findImage, findImageByName } from "../images/repository.js";
+import { ImageLookup } from "../images/image-lookup.js";
+import { findImageByName } from "../images/repository.js";
 import type { ImageRef } from "../images/types.js";
 import { isTerminal, transitions, type LaunchTarget, type Status } from "../lifecycle/index.js";
 import { bootId, isSameProcess, RuntimeUnavailable, type Runners } from "../runner/index.js";
@@ -59,7 +60,11 @@ const PREVIOUS_RUN_WAIT_MS = 10_000;
 export class InstanceManager {
   private readonly outcomes = new Map<string, Promise<Instance | null>>();
 
-  constructor(private readonly deps: InstanceManagerDeps) {}
+  private readonly images: ImageLookup;
+
+  constructor(private readonly deps: InstanceManagerDeps) {
+    this.images = new ImageLookup(deps.db);
+  }
 
   async start(req: StartRequest): Promise<{ instanceId: string; status: Status }> {
     const { db, launcher } = this.deps;
@@ -100,7 +105,7 @@ export class InstanceManager {
   private async findImage(tenantId: string, ref: ImageRef) {
     const { db } = this.deps;
     if ("imageId" in ref) {
-      const image = await findImage(db, tenantId, ref.imageId);
+      const image = await this.images.byId(tenantId, ref.imageId);
       if (image === null) throw new NotFound(`image ${ref.imageId} not found`);
       return image;
     }
