@@ -4,7 +4,7 @@ import net from "node:net";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
-import { procStat } from "../runner/proc.js";
+import { readProcStat } from "../runner/proc.js";
 
 export interface EmbeddedDatabase {
   url: string;
@@ -117,7 +117,7 @@ async function stopOrphanedPostmaster(databaseDir: string, log: Logger): Promise
   const [pidLine = "", dirLine = ""] = (await readFile(path.join(databaseDir, "postmaster.pid"), "utf8").catch(() => "")).split("\n");
   const pid = Number(pidLine);
   if (!Number.isSafeInteger(pid) || pid <= 1 || path.resolve(dirLine) !== path.resolve(databaseDir)) return;
-  const proc = procStat(pid);
+  const proc = await readProcStat(pid);
   // Gone, or the pid is another program's now: PostgreSQL replaces a stale pid file itself.
   const cmdline = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "");
   if (proc === null || !cmdline.includes(databaseDir)) return;
@@ -126,8 +126,8 @@ async function stopOrphanedPostmaster(databaseDir: string, log: Logger): Promise
   }
   log.warn({ pid, databaseDir }, "stopping the embedded PostgreSQL an environment that died left running");
   process.kill(pid, "SIGINT");
-  for (let i = 0; i < 600 && procStat(pid) !== null; i++) await sleep(50);
-  if (procStat(pid) !== null) throw new Error(`embedded PostgreSQL in ${databaseDir} (pid ${pid}) did not stop within 30 s`);
+  for (let i = 0; i < 600 && (await readProcStat(pid)) !== null; i++) await sleep(50);
+  if ((await readProcStat(pid)) !== null) throw new Error(`embedded PostgreSQL in ${databaseDir} (pid ${pid}) did not stop within 30 s`);
 }
 
 async function exists(p: string): Promise<boolean> {

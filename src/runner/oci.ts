@@ -14,7 +14,7 @@ import { DEFAULT_MAX_LOG_BYTES } from "./log-cap.js";
 import { limitParentCgroup, type AggregateLimits } from "./parent-cgroup.js";
 import { buildOciConfig, containerIdFor, INIT_IN_CONTAINER, instanceIdOfContainer } from "./oci-spec.js";
 import { unpackOciImage, type ImageProcess } from "./oci-image.js";
-import { isSameProcess, procStat, watchPid } from "./proc.js";
+import { isSameProcess, readProcStat, watchPid } from "./proc.js";
 import { Spawner, type ChildExit, type SpawnedChild } from "./spawner.js";
 import { validateSpec } from "./spec.js";
 import {
@@ -286,7 +286,7 @@ export class OciRunner implements Runner {
     };
 
     // A pid file can still have appeared between the last check and the exit event.
-    if (outcome === "exited") outcome = readInitPid(pidFile, child.pid) ?? "exited";
+    if (outcome === "exited") outcome = (await readInitPid(pidFile, child.pid)) ?? "exited";
     if (outcome === "exited" || outcome === "timeout") {
       if (outcome === "timeout") {
         log?.warn({ timeoutMs: this.startTimeoutMs }, "container did not start in time; killing the runtime");
@@ -606,10 +606,7 @@ async function waitForStart(
   let timer: NodeJS.Timeout | undefined;
   try {
     return await new Promise<InitPid | "exited" | "timeout">((resolve) => {
-      const check = () => {
-        const found = readInitPid(pidFile, runtimePid);
-        if (found) resolve(found);
-      };
+      const check = () => void readInitPid(pidFile, runtimePid).then((found) => found && resolve(found));
       try {
         watcher = watch(runDir, (_event, name) => {
           if (name === PID_FILE) check();
@@ -634,7 +631,7 @@ async function waitForStart(
  * runtime's child (the container's init); otherwise (forged, or init already exited and the
  * pid reused) the caller falls back to the runtime's own pid.
  */
-function readInitPid(pidFile: string, runtimePid: number | undefined): InitPid | null {
+async function readInitPid(pidFile: string, runtimePid: number | undefined): Promise<InitPid | null> {
   let text: string;
   try {
     // O_NOFOLLOW: never follow a link planted in the run directory; O_NONBLOCK: nor hang on a
@@ -652,7 +649,9 @@ function readInitPid(pidFile: string, runtimePid: number | undefined): InitPid |
   }
   if (!/^\d+\s*$/.test(text)) return null; // not (fully) written yet
   const pid = Number(text.trim());
-  const st = procStat(pid);
+  // Through the thread pool: a read of /proc/<pid>/stat of a process in the middle of its
+  // exec (the container's init becoming the workflow) waits, 3-4 ms per start measured here.
+  const st = await readProcStat(pid);
   return st !== null && st.ppid === runtimePid && runtimePid !== undefined ? { pid, startTime: st.startTime } : { pid: undefined };
 }
 

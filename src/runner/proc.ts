@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 
 /** The fields of /proc/<pid>/stat this module needs. */
@@ -28,15 +29,10 @@ export function parseProcStat(text: string): ProcStat | null {
   return { state, ppid, pgid, startTime: BigInt(start) };
 }
 
-/**
- * Read synchronously: /proc/<pid>/stat is generated in memory and read in microseconds, where
- * fs/promises costs a thread-pool round trip (several per OCI start, one per adopted process
- * per poll).
- */
-export function procStat(pid: number): ProcStat | null {
+export async function readProcStat(pid: number): Promise<ProcStat | null> {
   if (!Number.isSafeInteger(pid) || pid <= 0) return null;
   try {
-    return parseProcStat(readFileSync(`/proc/${pid}/stat`, "utf8"));
+    return parseProcStat(await readFile(`/proc/${pid}/stat`, "utf8"));
   } catch {
     return null; // ENOENT/ESRCH: no such process (any other error means the same to callers)
   }
@@ -44,12 +40,12 @@ export function procStat(pid: number): ProcStat | null {
 
 /** Start time of a process in clock ticks since boot, or null when there is no such process. */
 export async function readProcessStartTime(pid: number): Promise<bigint | null> {
-  return procStat(pid)?.startTime ?? null;
+  return (await readProcStat(pid))?.startTime ?? null;
 }
 
 /** True while `pid` is the live (not zombie) process that started at `startTime`. */
 export async function isSameProcess(pid: number, startTime: bigint): Promise<boolean> {
-  const stat = procStat(pid);
+  const stat = await readProcStat(pid);
   return stat !== null && stat.startTime === startTime && stat.state !== "Z" && stat.state !== "X";
 }
 
