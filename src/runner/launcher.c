@@ -32,6 +32,8 @@
  *                                         its cgroup was killed, the files to read at the end
  *                                         read (each its first number, "-" if none) and the
  *                                         cgroup removed: the run's end, off the environment
+ *                                         ("~" instead of "=": something in it would not die,
+ *                                         and the cgroup is left)
  * It exits when stdin closes: what it answered for lives on (detached, adopted later by pid),
  * what it did not, and what it forked ahead, is killed.
  */
@@ -678,8 +680,8 @@ static int end_run(struct child *c) {
   for (unsigned i = 0; i < c->nparents; i++)
     if (cgroup_path(path, c->parents[i], c->cgroup, NULL) == 0 && rmdir(path) < 0 && errno != ENOENT) busy = errno == EBUSY ? 1 : busy;
   if (busy && now < c->removed_by) return 0;
-  if (busy) fprintf(stderr, "runtara-launcher: cgroup %s is still busy; left for the environment's sweep\n", c->cgroup);
-  char more[2 + MAX_READS * 25] = " =";
+  char more[2 + MAX_READS * 25];
+  strcpy(more, busy ? " ~" : " =");
   for (unsigned i = 0; i < c->nreads; i++) {
     strcat(more, " ");
     strcat(more, c->reads[i].value);

@@ -159,8 +159,9 @@ export class NativeRunner implements Runner {
     const cgroup = placement && child.cgroup !== undefined ? ProcessCgroup.at(placement, `${this.cgroupParent}/${child.cgroup}`) : undefined;
 
     let exitedNow = false;
-    const exited = child.exited.then(async ({ code, signal, cgroupReads }): Promise<ExitInfo> => {
+    const exited = child.exited.then(async ({ code, signal, cgroupReads, cgroupLeft }): Promise<ExitInfo> => {
       exitedNow = true;
+      if (cgroupLeft) this.options.logger?.warn({ cgroup: child.cgroup, pid }, "could not remove a native process's cgroup: something in it would not die (stuck in the kernel)");
       // The launcher ended the cgroup itself, unless it was gone before the exit (then it is done here).
       const metrics = placement !== undefined && cgroupReads !== undefined ? placement.metricsFrom(cgroupReads) : await this.endRun(pid, cgroup);
       await this.releaseRunDir(spec.runDir);
@@ -178,9 +179,7 @@ export class NativeRunner implements Runner {
       launchMs: performance.now() - t0,
       exited,
       stop: async (signal: StopSignal) => {
-        if (exitedNow) return;
-        signalGroup(pid, signal);
-        if (signal === "SIGKILL") await cgroup?.kill();
+        if (!exitedNow) await stopRun(pid, startTime, cgroup, signal);
       },
     };
     this.track(proc, child);
@@ -209,12 +208,7 @@ export class NativeRunner implements Runner {
       launchedAtMs: Date.now(),
       launchMs: 0,
       exited,
-      stop: async (signal: StopSignal) => {
-        // Not our child: make sure the pid still names the process we launched.
-        if (!(await isSameProcess(spec.pid, spec.startTime))) return;
-        signalGroup(spec.pid, signal);
-        if (signal === "SIGKILL") await cgroup?.kill();
-      },
+      stop: (signal: StopSignal) => stopRun(spec.pid, spec.startTime, cgroup, signal),
     };
     this.track(proc, { detach: () => abort.abort() });
     return proc;
@@ -342,6 +336,18 @@ export class NativeRunner implements Runner {
     this.active.set(proc, holder);
     void proc.exited.then(() => this.active.delete(proc));
   }
+}
+
+/**
+ * Signals a run's process group, and with SIGKILL everything in its cgroup, while its pid still
+ * names the process launched. A launched run's exit is told only once the launcher has ended
+ * its cgroup (up to 3 s when something in it will not die) and an adopted one's is polled:
+ * meanwhile the pid may have been reused, and root must not signal another process's group.
+ */
+async function stopRun(pid: number, startTime: bigint, cgroup: ProcessCgroup | undefined, signal: StopSignal): Promise<void> {
+  if (!(await isSameProcess(pid, startTime))) return;
+  signalGroup(pid, signal);
+  if (signal === "SIGKILL") await cgroup?.kill();
 }
 
 /** Why the launcher could not start the image's binary: a missing or non-executable one is the image's fault. */

@@ -96,9 +96,9 @@ createInterface({ input: launcher.stdout, crlfDelay: Infinity }).on("line", (lin
   const [kind, idText, a = "-", b = "-", c = "-"] = line.split(" ");
   const id = Number(idText);
   if (kind === "X") {
-    // "X <id> <code> <signal> [= <read>...]": "=" when the launcher ended the run's cgroup.
+    // "X <id> <code> <signal> [= <read>...]": "=" when the launcher ended the run's cgroup, "~" when it had to leave it.
     const [marker, ...reads] = line.split(" ").slice(4);
-    const ended = marker === "=" ? { cgroupReads: reads.map((v) => (v === "-" ? null : v)) } : {};
+    const ended = marker === "=" || marker === "~" ? { cgroupReads: reads.map((v) => (v === "-" ? null : v)), ...(marker === "~" ? { cgroupLeft: true } : {}) } : {};
     return void send({ id, exit: { code: a === "-" ? null : Number(a), signal: b === "-" ? null : b, ...ended } });
   }
   const file = launching.get(id) ?? "?";

@@ -86,6 +86,6 @@ export type SpawnerReply =
   /** Request `id` failed. */
   | { id: number; failed: SpawnFailure }
   /** The child of spawn request `id` exited (see ChildExit). */
-  | { id: number; exit: { code: number | null; signal: string | null; cgroupReads?: (string | null)[] } }
+  | { id: number; exit: { code: number | null; signal: string | null; cgroupReads?: (string | null)[]; cgroupLeft?: true } }
   /** Run request `id` finished. */
   | { id: number; ran: RunOutcome };

@@ -18,6 +18,8 @@ export interface ChildExit {
    * left in it, read CgroupSetup.reads (null: no number there) and removed it.
    */
   cgroupReads?: (string | null)[];
+  /** Something in the cgroup would not die (a process stuck in the kernel): the launcher left the cgroup. */
+  cgroupLeft?: true;
 }
 
 export interface SpawnedChild {
