@@ -4,9 +4,9 @@
  * need a usable runtime and, like the other runner tests, fail rather than skip in CI.
  */
 import assert from "node:assert/strict";
-import { mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from "node:fs/promises";
 import net from "node:net";
-import { networkInterfaces } from "node:os";
+import { networkInterfaces, tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Code, type Interceptor } from "@connectrpc/connect";
@@ -16,7 +16,7 @@ import { execa } from "execa";
 import { EnvironmentService, RunnerType } from "../gen/runtara/environment/v1/environment_pb.js";
 import { InstanceStatus } from "../gen/runtara/core/v1/types_pb.js";
 import { compileOptions, nativeRunnerAllowed, readEnvironmentOptions } from "../src/config.js";
-import { createRunners, Spawner } from "../src/runner/index.js";
+import { createRunners, DEFAULT_LIMITS, Spawner } from "../src/runner/index.js";
 import { createPastaNetns, detectOutbound, removeNetns, stopOrphanedPastas } from "../src/runner/netns.js";
 import { createInstanceClient, createInstanceTransport } from "../src/sdk/client.js";
 import { compileSettings, readInstanceEnv } from "../src/sdk/settings.js";
@@ -205,6 +205,29 @@ describe("native runner under root (C2)", { skip: rootSkip }, () => {
     const status = (await client.getInstanceStatus({ tenantId: TENANT, instanceId })).instance!;
     assert.equal(status.status, InstanceStatus.CANCELLED);
     assert.ok((status.memoryPeakBytes ?? 0n) > 0n, "memory peak from the cgroup");
+  });
+});
+
+describe("native run directory ownership (runAs)", { skip: rootSkip }, () => {
+  it("a launch refused for a planted log leaves the directory root's, and later runs hand it back too", async (t) => {
+    const base = await mkdtemp(path.join(tmpdir(), "runtara-runas-"));
+    const runners = createRunners({ native: { runAs: { uid: 65534, gid: 65534 }, owner: "runastest" } });
+    const { native } = runners;
+    t.after(async () => {
+      runners.close();
+      await rm(base, { recursive: true, force: true });
+    });
+    const runDir = path.join(base, "run");
+    await mkdir(runDir, { recursive: true, mode: 0o700 });
+    const fx = await buildFixtures();
+    const spec = { instanceId: "runas", tenantId: "t", binaryPath: fx["exit-with"], runDir, env: { EXIT_CODE: "0" }, limits: DEFAULT_LIMITS, networkMode: "host" as const };
+    // A previous run of the instance left a symlink as its log: the launch is refused.
+    await symlink("/etc/hostname", path.join(runDir, "stdout.log"));
+    await assert.rejects(native.launch(spec), /log files/);
+    await rm(path.join(runDir, "stdout.log"));
+    for (let i = 0; i < 2; i++) await (await native.launch(spec)).exited;
+    const st = await stat(runDir);
+    assert.deepEqual([st.uid, st.mode & 0o777], [0, 0o700], "the run directory is root's again between runs");
   });
 });
 

@@ -123,9 +123,9 @@ export class NativeRunner implements Runner {
 
   async launch(spec: LaunchSpec): Promise<RunningProcess> {
     validateSpec(spec);
-    this.claimCount(spec.runDir); // the launched child takes the directory (see ownCwd)
     const placement = await this.cgroupPlacement();
     const logs = openLogs(spec.runDir, this.maxLogBytes, spec.logHeader);
+    this.claimCount(spec.runDir); // the launched child takes the directory (see ownCwd)
     const launchedAtMs = Date.now();
     const t0 = performance.now();
     let child: SpawnedChild;
@@ -161,7 +161,7 @@ export class NativeRunner implements Runner {
     let exitedNow = false;
     const exited = child.exited.then(async ({ code, signal, cgroupReads, cgroupLeft }): Promise<ExitInfo> => {
       exitedNow = true;
-      if (cgroupLeft) this.options.logger?.warn({ cgroup: child.cgroup, pid }, "could not remove a native process's cgroup: something in it would not die (stuck in the kernel)");
+      if (cgroupLeft) this.options.logger?.warn({ instanceId: spec.instanceId, cgroup: child.cgroup, pid }, "could not remove a native process's cgroup: something in it would not die (stuck in the kernel)");
       // The launcher ended the cgroup itself, unless it was gone before the exit (then it is done here).
       const metrics = placement !== undefined && cgroupReads !== undefined ? placement.metricsFrom(cgroupReads) : await this.endRun(pid, cgroup);
       await this.releaseRunDir(spec.runDir);
