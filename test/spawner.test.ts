@@ -7,7 +7,7 @@ import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { createRequire, syncBuiltinESMExports } from "node:module";
 import { fileURLToPath } from "node:url";
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, rmdir, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
@@ -270,6 +270,30 @@ describe("spawner", () => {
       const state = await readFile(`/proc/${pid}/stat`, "utf8").then((t) => t.slice(t.lastIndexOf(")") + 2, t.lastIndexOf(")") + 3), () => "gone");
       assert.ok(state === "gone" || state === "Z", `the process the run left in its cgroup was killed (state ${state})`);
       for (const mount of placement.mounts) assert.equal(existsSync(`${mount}/runtara/${child.cgroup}`), false, `the cgroup is gone from ${mount}`);
+    } finally {
+      spawner.close();
+    }
+  });
+
+  it("a cgroup the launcher had to leave is removed once it can be", async () => {
+    const spawner = new Spawner();
+    const owner = `left${process.pid}`;
+    const runner = new NativeRunner({ spawner, owner, leftCgroupRetryMs: 100 });
+    const unified = (await detectCgroupLayout()).unified!;
+    try {
+      const s = await spec("sleeper");
+      const proc = await runner.launch(s);
+      await waitFor(path.join(s.runDir, "stdout.log"), /ready \d+/);
+      const own = /^0::(\/runtara\/.+)$/m.exec(await readFile(`/proc/${proc.pid}/cgroup`, "utf8"))![1]!;
+      // A child cgroup keeps it from being removed (as a process stuck in the kernel would).
+      const blocker = `${unified}${own}/blocker`;
+      await mkdir(blocker);
+      await proc.stop("SIGKILL");
+      await proc.exited; // the launcher tried for 2 s and left it
+      assert.ok(existsSync(`${unified}${own}`), "the cgroup was left");
+      await rmdir(blocker);
+      for (let i = 0; i < 300 && existsSync(`${unified}${own}`); i++) await sleep(20);
+      assert.equal(existsSync(`${unified}${own}`), false, "removed once it could be");
     } finally {
       spawner.close();
     }

@@ -45,6 +45,11 @@ export interface NativeRunnerOptions {
   aggregateLimits?: AggregateLimits;
   /** Cap of each of a run's stdout.log and stderr.log: the head and the tail are kept (see capLogFile). @default 16 MiB */
   maxLogBytes?: number;
+  /**
+   * How often a cgroup the launcher had to leave (something in it would not die: a process
+   * stuck in the kernel) is tried again, until it can be removed. @default 60000
+   */
+  leftCgroupRetryMs?: number;
   /** Where processes are forked (shared with the OCI runner by createRunners). @default its own */
   spawner?: Spawner;
   logger?: Logger;
@@ -100,6 +105,7 @@ export class NativeRunner implements Runner {
   private readonly active = new Map<RunningProcess, Holder>();
   private readonly adoptPollMs: number;
   private readonly maxLogBytes: number;
+  private readonly leftCgroupRetryMs: number;
   private readonly cgroupParent: string;
   /** Names of this runner's cgroups (see NativeRunnerOptions.owner) start with this. */
   private readonly ownPrefix: string;
@@ -111,6 +117,7 @@ export class NativeRunner implements Runner {
   constructor(private readonly options: NativeRunnerOptions = {}) {
     this.adoptPollMs = options.adoptPollMs ?? 1_000;
     this.maxLogBytes = options.maxLogBytes ?? DEFAULT_MAX_LOG_BYTES;
+    this.leftCgroupRetryMs = options.leftCgroupRetryMs ?? 60_000;
     this.cgroupParent = (options.cgroupParent ?? "/runtara").replace(/\/+$/, "");
     this.ownPrefix = `${NATIVE_CGROUP_PREFIX}${options.owner ?? "local"}-`;
     this.spawner = options.spawner ?? new Spawner({ logger: options.logger });
@@ -161,7 +168,10 @@ export class NativeRunner implements Runner {
     let exitedNow = false;
     const exited = child.exited.then(async ({ code, signal, cgroupReads, cgroupLeft }): Promise<ExitInfo> => {
       exitedNow = true;
-      if (cgroupLeft) this.options.logger?.warn({ instanceId: spec.instanceId, cgroup: child.cgroup, pid }, "could not remove a native process's cgroup: something in it would not die (stuck in the kernel)");
+      if (cgroupLeft && cgroup !== undefined) {
+        this.options.logger?.warn({ instanceId: spec.instanceId, cgroup: child.cgroup, pid }, "could not remove a native process's cgroup: something in it would not die (stuck in the kernel); trying again later");
+        this.removeLater(cgroup);
+      }
       // The launcher ended the cgroup itself, unless it was gone before the exit (then it is done here).
       const metrics = placement !== undefined && cgroupReads !== undefined ? placement.metricsFrom(cgroupReads) : await this.endRun(pid, cgroup);
       await this.releaseRunDir(spec.runDir);
@@ -292,6 +302,19 @@ export class NativeRunner implements Runner {
     const leftover = await cgroup.remove();
     if (leftover.length > 0) this.options.logger?.warn({ leftover }, "could not remove a native process's cgroup");
     return metrics;
+  }
+
+  /** Removes a cgroup the launcher had to leave once it can, trying every leftCgroupRetryMs (a process stuck in the kernel may never leave). */
+  private removeLater(cgroup: ProcessCgroup): void {
+    setTimeout(() => {
+      void cgroup.remove().then(
+        (left) => {
+          if (left.length > 0) this.removeLater(cgroup);
+          else this.options.logger?.info({ cgroup: cgroup.relPath }, "removed a native process's cgroup that had been left");
+        },
+        () => this.removeLater(cgroup),
+      );
+    }, this.leftCgroupRetryMs).unref();
   }
 
   /**
