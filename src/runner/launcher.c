@@ -575,11 +575,13 @@ static void start(char *frame, size_t frame_len, char *body, char *end) {
   fork_ahead();
 }
 
-/* Removes a cgroup a child made and left (it failed, or was forked ahead and never used). */
-static void remove_cgroup(const struct child *c) {
+/* Removes a child's cgroup in every hierarchy; returns whether one is still busy (EBUSY: something in it). */
+static int remove_cgroup(const struct child *c) {
   char path[PATH_MAX];
+  int busy = 0;
   for (unsigned i = 0; *c->cgroup != 0 && i < c->nparents; i++)
-    if (cgroup_path(path, c->parents[i], c->cgroup, NULL) == 0) rmdir(path);
+    if (cgroup_path(path, c->parents[i], c->cgroup, NULL) == 0 && rmdir(path) < 0 && errno == EBUSY) busy = 1;
+  return busy;
 }
 
 /*
@@ -676,9 +678,7 @@ static int end_run(struct child *c) {
     }
     c->removed_by = now + 2000;
   }
-  int busy = 0;
-  for (unsigned i = 0; i < c->nparents; i++)
-    if (cgroup_path(path, c->parents[i], c->cgroup, NULL) == 0 && rmdir(path) < 0 && errno != ENOENT) busy = errno == EBUSY ? 1 : busy;
+  int busy = remove_cgroup(c);
   if (busy && now < c->removed_by) return 0;
   char more[2 + MAX_READS * 25];
   strcpy(more, busy ? " ~" : " =");
@@ -690,15 +690,10 @@ static int end_run(struct child *c) {
   return 1;
 }
 
-/* Moves the ends of runs along (see end_run); returns whether some are still under way. */
-static int end_runs(void) {
-  int ending = 0;
-  for (size_t i = nchildren; i-- > 0;) {
-    if (children[i].state != ENDING) continue;
-    if (end_run(&children[i])) forget(i);
-    else ending = 1;
-  }
-  return ending;
+/* Moves the ends of runs along (see end_run). */
+static void end_runs(void) {
+  for (size_t i = nchildren; i-- > 0;)
+    if (children[i].state == ENDING && end_run(&children[i])) forget(i);
 }
 
 static void reap(void) {
@@ -778,11 +773,11 @@ int main(int argc, char **argv) {
     fds[0] = (struct pollfd){.fd = 0, .events = POLLIN};
     fds[1] = (struct pollfd){.fd = sfd, .events = POLLIN};
     size_t nfds = 2;
-    for (size_t i = 0; i < nchildren; i++)
+    int ending = 0; /* runs whose cgroup is still emptying or busy are looked at again in 5 ms */
+    for (size_t i = 0; i < nchildren; i++) {
       if (children[i].status_fd >= 0 && children[i].state != READY) fds[nfds++] = (struct pollfd){.fd = children[i].status_fd, .events = POLLIN};
-    /* Runs whose cgroup is still emptying or busy are looked at again in 5 ms. */
-    int ending = 0;
-    for (size_t i = 0; i < nchildren && !ending; i++) ending = children[i].state == ENDING;
+      ending |= children[i].state == ENDING;
+    }
     int ready = poll(fds, nfds, ending ? 5 : -1);
     if (ready < 0 && errno != EINTR) return 71;
     if (ending) end_runs();
