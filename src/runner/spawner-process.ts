@@ -93,11 +93,12 @@ launcher.once("exit", (code, signal) => {
 const ERRNO_NAMES = new Map(Object.entries(osConstants.errno).map(([name, n]) => [n, name]));
 
 createInterface({ input: launcher.stdout, crlfDelay: Infinity }).on("line", (line) => {
-  const [kind, idText, a = "-", b = "-", c = "-"] = line.split(" ");
+  const words = line.split(" ");
+  const [kind, idText, a = "-", b = "-", c = "-"] = words;
   const id = Number(idText);
   if (kind === "X") {
     // "X <id> <code> <signal> [= <read>...]": "=" when the launcher ended the run's cgroup, "~" when it had to leave it.
-    const [marker, ...reads] = line.split(" ").slice(4);
+    const [marker, ...reads] = words.slice(4);
     const ended = marker === "=" || marker === "~" ? { cgroupReads: reads.map((v) => (v === "-" ? null : v)), ...(marker === "~" ? { cgroupLeft: true } : {}) } : {};
     return void send({ id, exit: { code: a === "-" ? null : Number(a), signal: b === "-" ? null : b, ...ended } });
   }
@@ -106,7 +107,7 @@ createInterface({ input: launcher.stdout, crlfDelay: Infinity }).on("line", (lin
   if (kind === "P") return void send({ id, pid: Number(a), startTime: b, ...(c !== "-" ? { cgroup: c } : {}) });
   // "F <id> <errno> <step> <strerror text>"
   const errno = Number(a);
-  const [code = ERRNO_NAMES.get(errno) ?? `errno ${a}`, text = line.split(" ").slice(4).join(" ").toLowerCase()] = getSystemErrorMap().get(-errno) ?? [];
+  const [code = ERRNO_NAMES.get(errno) ?? `errno ${a}`, text = words.slice(4).join(" ").toLowerCase()] = getSystemErrorMap().get(-errno) ?? [];
   send({ id, failed: { message: `${b === "exec" ? `exec ${file}` : `could not ${STEPS[b] ?? b}`}: ${text}`, code, step: b } });
 });
 
