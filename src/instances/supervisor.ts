@@ -98,16 +98,10 @@ export class Supervisor {
     // Only a terminal status matters; a hint without one (a reconnect) needs the row read.
     // Terminal statuses are final, so a hint naming one needs no read.
     const onHint = (hint: Hint) => void (hint === "unknown" ? this.endIfTerminal(instanceId, entry) : this.endOnTerminal(instanceId, entry, hint));
-    let first: Hint;
-    if (recorded) {
-      const listener = recorded.listener as HintListener;
-      first = listener.heard ?? recorded.status ?? "unknown";
-      listener.onHint = onHint;
-      entry.unsubscribe = () => listener.close();
-    } else {
-      first = "unknown";
-      entry.unsubscribe = this.statusChanges.subscribe(instanceId, (payload) => onHint(hintOf(payload)));
-    }
+    const listener = (recorded?.listener ?? this.listen(instanceId)) as HintListener;
+    const first = listener.heard ?? recorded?.status ?? "unknown";
+    listener.onHint = onHint;
+    entry.unsubscribe = () => listener.close();
     entry.settled = process.exited.then(
       (exit) => this.settle(instanceId, entry, { exitCode: exit.exitCode, signal: exit.signal, stderrTail: exit.stderrTail, ...exit.metrics }),
       (e: unknown) => {
