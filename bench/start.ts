@@ -94,11 +94,42 @@ const PROBE_MS = envNumber("BENCH_PROBE_INTERVAL_MS", 50);
 // Before anything spawns: every spawn() in this process (the environment must make none) is timed.
 const spawnBlocking = instrumentSpawn();
 
+/** A Node process of this bench's asked for things by id, one JSON line each way. */
+class LineProcess<Reply extends { id: number }> {
+  private readonly proc: ChildProcess;
+  private readonly waiters = new Map<number, (reply: Reply) => void>();
+  private nextId = 1;
+
+  constructor(nodeArgs: string[]) {
+    this.proc = spawn(process.execPath, nodeArgs, { stdio: ["pipe", "pipe", "inherit"] });
+    createInterface({ input: this.proc.stdout! }).on("line", (line) => {
+      const reply = JSON.parse(line) as Reply;
+      this.waiters.get(reply.id)?.(reply);
+      this.waiters.delete(reply.id);
+    });
+  }
+
+  get pid(): number | undefined {
+    return this.proc.pid;
+  }
+
+  ask(request: object): Promise<Reply> {
+    const id = this.nextId++;
+    const reply = new Promise<Reply>((resolve) => this.waiters.set(id, resolve));
+    this.proc.stdin!.write(`${JSON.stringify({ id, ...request })}\n`);
+    return reply;
+  }
+
+  close(): void {
+    this.proc.stdin!.end();
+  }
+}
+
 /**
  * The baselines' launcher: a separate minimal Node process that spawns what it is asked to
- * (detached, no stdio) and reports each exit, one JSON line each way.
+ * (detached, no stdio) and reports each exit.
  */
-class MinimalLauncher {
+class MinimalLauncher extends LineProcess<{ id: number; code?: number | null; signal?: string | null; error?: string }> {
   private static readonly SCRIPT = `
     const { spawn } = require("node:child_process");
     const out = (m) => process.stdout.write(JSON.stringify(m) + "\\n");
@@ -110,40 +141,15 @@ class MinimalLauncher {
       c.once("exit", (code, signal) => out({ id: r.id, code, signal }));
     });
     rl.on("close", () => process.exit(0));`;
-  private readonly proc: ChildProcess;
-  private readonly waiters = new Map<number, (m: { code?: number | null; signal?: string | null; error?: string }) => void>();
-  private nextId = 1;
 
   constructor() {
-    this.proc = spawn(process.execPath, ["-e", MinimalLauncher.SCRIPT], { stdio: ["pipe", "pipe", "inherit"] });
-    let buf = "";
-    this.proc.stdout!.on("data", (d: Buffer) => {
-      buf += d.toString();
-      for (let i = buf.indexOf("\n"); i >= 0; i = buf.indexOf("\n")) {
-        const m = JSON.parse(buf.slice(0, i)) as { id: number; code?: number | null; signal?: string | null; error?: string };
-        buf = buf.slice(i + 1);
-        this.waiters.get(m.id)?.(m);
-        this.waiters.delete(m.id);
-      }
-    });
-  }
-
-  get pid(): number | undefined {
-    return this.proc.pid;
+    super(["-e", MinimalLauncher.SCRIPT]);
   }
 
   /** Resolves once the process exited 0; rejects on a spawn error or another exit. */
-  run(file: string, args: string[], env: Record<string, string>, what: string): Promise<void> {
-    const id = this.nextId++;
-    const done = new Promise<void>((resolve, reject) =>
-      this.waiters.set(id, (m) => (m.code === 0 ? resolve() : reject(new Error(`${what} exited ${m.error ?? m.code ?? m.signal}`)))),
-    );
-    this.proc.stdin!.write(`${JSON.stringify({ id, file, args, env })}\n`);
-    return done;
-  }
-
-  close(): void {
-    this.proc.stdin!.end();
+  async run(file: string, args: string[], env: Record<string, string>, what: string): Promise<void> {
+    const m = await this.ask({ file, args, env });
+    if (m.code !== 0) throw new Error(`${what} exited ${m.error ?? m.code ?? m.signal}`);
   }
 }
 
@@ -152,34 +158,14 @@ class MinimalLauncher {
  * own, as a user's client would, so that "this process" is the environment (and core) alone;
  * each start crosses a pipe to it, as each bare start crosses one to the minimal launcher.
  */
-class ApiClient {
-  private readonly proc: ChildProcess;
-  private readonly waiters = new Map<number, (error?: string) => void>();
-  private nextId = 1;
-
+class ApiClient extends LineProcess<{ id: number; error?: string }> {
   constructor(baseUrl: string) {
-    const script = fileURLToPath(new URL("./start-client.ts", import.meta.url));
-    this.proc = spawn(process.execPath, ["--import", "tsx", script, baseUrl], { stdio: ["pipe", "pipe", "inherit"] });
-    createInterface({ input: this.proc.stdout! }).on("line", (line) => {
-      const m = JSON.parse(line) as { id: number; error?: string };
-      this.waiters.get(m.id)?.(m.error);
-      this.waiters.delete(m.id);
-    });
+    super(["--import", "tsx", fileURLToPath(new URL("./start-client.ts", import.meta.url)), baseUrl]);
   }
 
-  get pid(): number | undefined {
-    return this.proc.pid;
-  }
-
-  startInstance(request: { tenantId: string; imageId: string; instanceId: string; env: Record<string, string> }): Promise<void> {
-    const id = this.nextId++;
-    const done = new Promise<void>((resolve, reject) => this.waiters.set(id, (error) => (error === undefined ? resolve() : reject(new Error(error)))));
-    this.proc.stdin!.write(`${JSON.stringify({ id, request })}\n`);
-    return done;
-  }
-
-  close(): void {
-    this.proc.stdin!.end();
+  async startInstance(request: { tenantId: string; imageId: string; instanceId: string; env: Record<string, string> }): Promise<void> {
+    const { error } = await this.ask({ request });
+    if (error !== undefined) throw new Error(error);
   }
 }
 
