@@ -211,7 +211,7 @@ export interface HostCpu {
  * Reads the CPU time of the host and of every process, each named by `classify` (pid, comm,
  * command line; undefined for a process of no interest). A process that exited and was reaped
  * in between counts in its parent's children's time (that is how a run's workflow processes
- * are seen: the spawner reaps them).
+ * are seen: a launcher reaps them).
  */
 export function hostCpu(classify: (pid: number, comm: string, cmdline: string) => string | undefined): HostCpu {
   const ticks = (v: string | undefined) => (Number(v) * 1000) / TICKS_PER_SECOND;

@@ -5,8 +5,9 @@
  * The environment runs as a user runs it (`node dist/src/cli/environment.js`, started by
  * startCli of test/helpers.ts with the variables below) on its own fresh database, data
  * directory and ports, so its memory is its own: VmRSS of that node process, read from
- * /proc/<pid>/status every RSS_SAMPLE_MS (100) ms. Its spawner helper (a child node process
- * that forks the workflows) is sampled too and reported beside it, not in the target.
+ * /proc/<pid>/status every RSS_SAMPLE_MS (100) ms. Its helpers (runtara-launcher, which forks
+ * the workflows, and the spawner process for commands, once started) are sampled too and
+ * reported beside it (their sum), not in the target.
  *
  *   1. idle (baseline): after a health check, RSS_IDLE_SETTLE_MS (3000) of quiet, then
  *      RSS_IDLE_WINDOW_MS (5000) of samples: median and max;
@@ -26,7 +27,7 @@
  * does not heartbeat; the monitor still checks every 15 s); LOG_LEVEL info. Afterwards every
  * running instance is stopped (StopInstance, grace 0), the sleepers cancelled (SendSignal
  * CANCEL), RSS_STOP_CONCURRENCY at a time, and the environment sent SIGTERM; a process of the run
- * still alive then (the environment, its spawner, a workflow run from this data directory) is
+ * still alive then (the environment, its helpers, a workflow run from this data directory) is
  * killed, and the database and data directory removed, also on failure.
  *
  * Counts (env): RSS_RUNNING (200), RSS_SLEEPING (10000), RSS_SETTLE_MS, RSS_WINDOW_MS,
@@ -95,11 +96,15 @@ interface Sample {
   env: number;
   /** The environment's anonymous memory (heap, malloc), the part of VmRSS that reclaim cannot drop. */
   anon: number;
-  spawner: number | undefined;
+  /** The helpers' VmRSS, summed; undefined when none was found. */
+  helpers: number | undefined;
 }
 
-/** Samples the environment's and its spawner's VmRSS until stop(). */
-function sampler(envPid: number, spawnerPid: () => number | undefined) {
+/** The environment's helpers, by their command line (they are its children). */
+const isHelper = (command: string) => command.includes("spawner-process") || command.includes("runtara-launcher");
+
+/** Samples the environment's and its helpers' VmRSS until stop(). */
+function sampler(envPid: number, helperPids: () => number[]) {
   const samples: Sample[] = [];
   let busy = false;
   const timer = setInterval(() => {
@@ -108,9 +113,10 @@ function sampler(envPid: number, spawnerPid: () => number | undefined) {
     void (async () => {
       const env = await procStatus(envPid, "VmRSS");
       const anon = await procStatus(envPid, "RssAnon");
-      const sp = spawnerPid();
-      const spawner = sp === undefined ? undefined : await procStatus(sp, "VmRSS");
-      if (env !== undefined && anon !== undefined) samples.push({ at: performance.now(), env, anon, spawner });
+      const each = await Promise.all(helperPids().map((pid) => procStatus(pid, "VmRSS")));
+      const found = each.filter((v): v is number => v !== undefined);
+      const helpers = found.length === 0 ? undefined : found.reduce((a, b) => a + b, 0);
+      if (env !== undefined && anon !== undefined) samples.push({ at: performance.now(), env, anon, helpers });
     })().finally(() => (busy = false));
   }, SAMPLE_MS);
   return {
@@ -140,7 +146,7 @@ const db = await freshDatabase();
 const dataDir = await mkdtemp(path.join(tmpdir(), "runtara-bench-rss-"));
 const pool = new pg.Pool({ connectionString: db.url, max: 2 });
 let cli: Cli | undefined;
-let spawnerPid: number | undefined;
+let helperPids: number[] = [];
 let rss: ReturnType<typeof sampler> | undefined;
 try {
   const [port, corePort] = [await freePort(), await freePort()];
@@ -163,12 +169,13 @@ try {
   if (!command.includes("dist/src/cli/environment.js")) throw new Error(`pid ${envPid} is not the environment: ${command}`);
   const client = environmentClient(baseUrl);
   await waitUntil(async () => (await client.healthCheck({}).catch(() => undefined))?.healthy === true, 60_000);
-  const findSpawner = async () => {
-    for (const pid of await childrenOf(envPid)) if ((await cmdline(pid)).includes("spawner-process")) return pid;
-    return undefined;
+  const findHelpers = async () => {
+    const found: number[] = [];
+    for (const pid of await childrenOf(envPid)) if (isHelper(await cmdline(pid))) found.push(pid);
+    return found;
   };
-  spawnerPid = await findSpawner();
-  rss = sampler(envPid, () => spawnerPid);
+  helperPids = await findHelpers();
+  rss = sampler(envPid, () => helperPids);
 
   // 1. Idle.
   await delay(IDLE_SETTLE_MS);
@@ -186,7 +193,7 @@ try {
   const countRunning = async () =>
     (await pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM instances WHERE tenant_id = $1 AND status = 'running'`, [TENANT])).rows[0]!.n;
   await waitUntil(async () => (await countRunning()) >= RUNNING, 120_000);
-  spawnerPid ??= await findSpawner();
+  helperPids = await findHelpers();
   const startsDone = performance.now();
   // The running instances alone, before the sleepers arrive.
   await delay(PHASE_WINDOW_MS);
@@ -240,9 +247,9 @@ try {
   const runningEnv = stats(runningOnly.map((s) => mib(s.env)));
   const idleAnon = stats(idle.map((s) => mib(s.anon)));
   const loadAnon = stats(loaded.map((s) => mib(s.anon)));
-  const spawnerOf = (list: Sample[]) => stats(list.flatMap((s) => (s.spawner === undefined ? [] : [mib(s.spawner)])));
-  const idleSpawner = spawnerOf(idle);
-  const loadSpawner = spawnerOf(loaded);
+  const helpersOf = (list: Sample[]) => stats(list.flatMap((s) => (s.helpers === undefined ? [] : [mib(s.helpers)])));
+  const idleHelpers = helpersOf(idle);
+  const loadHelpers = helpersOf(loaded);
   console.log(`environment RSS (pid ${envPid}, node dist/src/cli/environment.js; VmRSS every ${SAMPLE_MS} ms)`);
   console.log(`load held in the window: ${running} running (${processes} processes recorded), ${sleeping} sleeping; ${RUNNING} started in ${fmt(started.wallMs / 1000, 1)} s`);
   const row = (label: string, s: { median: number; max: number; n: number }) =>
@@ -253,11 +260,11 @@ try {
   row(`${RUNNING} running + ${SLEEPING} sleeping, environment`, loadEnv);
   row("idle, environment RssAnon", idleAnon);
   row(`${RUNNING} running + ${SLEEPING} sleeping, RssAnon`, loadAnon);
-  if (spawnerPid !== undefined) {
-    row("idle, spawner helper", idleSpawner);
-    row(`${RUNNING} running + ${SLEEPING} sleeping, spawner`, loadSpawner);
+  if (loadHelpers.n > 0) {
+    if (idleHelpers.n > 0) row("idle, helpers", idleHelpers);
+    row(`${RUNNING} running + ${SLEEPING} sleeping, helpers`, loadHelpers);
   } else {
-    console.log("spawner helper: not found among the environment's children");
+    console.log("helpers: none found among the environment's children");
   }
   console.log(`environment VmHWM (peak RSS of its life)        ${fmt(mib(hwm ?? NaN), 1)} MiB`);
   const heapLine = (h: Record<string, number>) => Object.entries(h).map(([k, v]) => `${k} ${fmt(v, 1)}`).join(", ");
@@ -274,7 +281,7 @@ try {
   recordFigure("loaded RssAnon max", loadAnon.max, "MiB");
   recordFigure("VmHWM at the end", mib(hwm ?? NaN), "MiB");
   recordFigure("loaded heap used", loadedHeap["heap used"]!, "MiB");
-  if (spawnerPid !== undefined) recordFigure("loaded spawner RSS max", loadSpawner.max, "MiB");
+  if (loadHelpers.n > 0) recordFigure("loaded helpers RSS max", loadHelpers.max, "MiB");
   console.log(targetLine(`RSS max, ${RUNNING} running + ${SLEEPING} sleeping`, loadEnv.max, "<=", TARGET_MIB, " MiB"));
   if (running < RUNNING || sleeping < SLEEPING) throw new Error(`the load was not held: ${running} running, ${sleeping} sleeping`);
 
@@ -313,8 +320,10 @@ try {
       await cli.exited;
     }
   }
-  // Whatever of this run is still alive: its spawner, a workflow run from this data directory.
-  const leftovers = [...(spawnerPid !== undefined && isAlive(spawnerPid) && (await cmdline(spawnerPid)).includes("spawner-process") ? [spawnerPid] : []), ...(await processesRunningFrom(dataDir))];
+  // Whatever of this run is still alive: its helpers, a workflow run from this data directory.
+  const liveHelpers: number[] = [];
+  for (const pid of helperPids) if (isAlive(pid) && isHelper(await cmdline(pid))) liveHelpers.push(pid);
+  const leftovers = [...liveHelpers, ...(await processesRunningFrom(dataDir))];
   for (const pid of leftovers) {
     console.log(`killing leftover process ${pid}: ${await cmdline(pid)}`);
     try {

@@ -5,7 +5,7 @@
  * the same binary with the same RUNTARA_* environment for an instance row inserted beforehand,
  * so it makes the same Register call against the same core, from a minimal launcher process
  * (a few lines of Node that spawn on request and report the exit, as the issue's baseline
- * asks: the environment forks in its own small spawner process too):
+ * asks: the environment forks in its own small launcher process too):
  *   - native: a bare spawn of the fixture binary,
  *   - OCI: a bare `runc run` of a bundle whose config.json comes from the runner's own
  *     buildOciConfig (same namespaces, seccomp, limits, mounts), written per launch.
@@ -26,8 +26,8 @@
  * its instance registered and, for StartInstance, the RPC answered) it prints, per path: the
  * p50 of each segment of a start (until core's Register statement began, from
  * instances.started_at | until the NOTIFY arrived here), the event-loop utilization and CPU of
- * this process per start, the whole host's CPU per start by process (this process; the spawner
- * and its runtara-launcher, or the baselines' launcher, and what each reaped: the workflow
+ * this process per start, the whole host's CPU per start by process (this process; its runtara-launcher
+ * and spawner process, or the baselines' launcher, and what each reaped: the workflow
  * processes, runc and its containers; PostgreSQL; everything else, the kernel's threads and
  * other processes on the machine included), every spawn() this process made during the phase
  * (the environment must make none: libuv fork()s the whole process, blocking its loop), and
@@ -498,7 +498,7 @@ async function phase(t: TestEnvironment, p: StartPath, count: number, concurrenc
 
 /**
  * Where the host's CPU goes during a phase: this process (the environment, core and this
- * client), the spawner with its runtara-launcher, the launcher (the baselines'), what they
+ * client), its runtara-launcher and spawner process, the launcher (the baselines'), what they
  * started and reaped (the workflow processes, runc and its containers), PostgreSQL, and
  * everything else.
  */

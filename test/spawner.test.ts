@@ -1,10 +1,13 @@
 /**
- * The spawner process: every fork of the runners happens there, not in this process; it can be
- * killed -9 without losing a running process's end or the next launch; it goes away with us.
+ * The helpers that fork for the runners (runtara-launcher for workflows and `runc run`, the
+ * spawner process for short commands), so this process never does: the launcher can be killed
+ * -9 without losing a running process's end or the next launch; both go away with us.
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
+import { once } from "node:events";
+import { createInterface } from "node:readline";
 import { createRequire, syncBuiltinESMExports } from "node:module";
 import { fileURLToPath } from "node:url";
 import { mkdir, mkdtemp, readdir, readFile, rm, rmdir, writeFile } from "node:fs/promises";
@@ -15,9 +18,11 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { DEFAULT_LIMITS, NativeRunner, Spawner, createRunners, isSameProcess, type LaunchSpec } from "../src/runner/index.js";
 import { detectCgroupLayout, removeCgroup } from "../src/runner/cgroup.js";
 import { CgroupPlacement } from "../src/runner/process-cgroup.js";
+import { launchFrame } from "../src/runner/launcher-protocol.js";
 import { buildFixtures } from "./fixtures/build.js";
 
 const fx = await buildFixtures();
+const LAUNCHER = fileURLToPath(new URL("../dist/launcher/runtara-launcher", import.meta.url));
 const base = await mkdtemp(path.join(tmpdir(), "runtara-spawner-test-"));
 after(() => rm(base, { recursive: true, force: true }));
 let counter = 0;
@@ -58,7 +63,7 @@ async function spawnsDuring(body: () => Promise<void>): Promise<string[]> {
 }
 
 describe("spawner", () => {
-  it("launches and runner commands fork nothing in this process but the spawner itself", async () => {
+  it("launches and runner commands fork nothing in this process but its two helpers", async () => {
     const runners = createRunners();
     try {
       const calls = await spawnsDuring(async () => {
@@ -68,27 +73,27 @@ describe("spawner", () => {
         }
         await runners.oci.runtime().catch(() => undefined); // `<runtime> --version` and the probe run
       });
-      assert.deepEqual(calls, [process.execPath], "one spawn: the spawner process");
+      assert.deepEqual(calls, [LAUNCHER, process.execPath], "two spawns: the launcher, then the spawner process");
     } finally {
       runners.close();
     }
   });
 
-  it("a kill -9 of the spawner loses neither a running process's end nor the next launch", async () => {
+  it("a kill -9 of the launcher loses neither a running process's end nor the next launch", async () => {
     const spawner = new Spawner();
     const runner = new NativeRunner({ spawner });
     try {
       const s = await spec("sleeper");
       const proc = await runner.launch(s);
       await waitFor(path.join(s.runDir, "stdout.log"), /ready \d+/);
-      const helperPid = spawner.helperPid!;
-      process.kill(helperPid, "SIGKILL");
-      while (spawner.helperPid === helperPid) await sleep(10);
-      assert.ok(await isSameProcess(proc.pid, proc.startTime), "the workflow outlives its spawner");
+      const launcherPid = spawner.launcherPid!;
+      process.kill(launcherPid, "SIGKILL");
+      while (spawner.launcherPid === launcherPid) await sleep(10);
+      assert.ok(await isSameProcess(proc.pid, proc.startTime), "the workflow outlives its launcher");
 
-      // A new spawner starts with the next launch, and its exit codes arrive as before.
+      // A new launcher starts with the next launch, and its exit codes arrive as before.
       const next = await runner.launch(await spec("exit-with", { EXIT_CODE: "7" }));
-      assert.notEqual(spawner.helperPid, helperPid);
+      assert.notEqual(spawner.launcherPid, launcherPid);
       assert.equal((await next.exited).exitCode, 7);
 
       // The orphan's end is still seen (by pid: its code is unknown), and its cleanup runs.
@@ -105,7 +110,7 @@ describe("spawner", () => {
   it("an exit read together with its pid (this loop was busy) is not lost", async () => {
     const spawner = new Spawner();
     try {
-      await (await spawner.spawn({ file: "/bin/true", args: [] })).exited; // the spawner is up
+      await (await spawner.spawn({ file: "/bin/true", args: [] })).exited; // the launcher is up
       for (let i = 0; i < 5; i++) {
         const pending = spawner.spawn({ file: "/bin/true", args: [], detached: true });
         const until = Date.now() + 200;
@@ -118,21 +123,21 @@ describe("spawner", () => {
     }
   });
 
-  it("a hung spawner is killed at the deadline and replaced; a closed one that hangs is killed", async () => {
+  it("a hung launcher is killed at the deadline and replaced; a closed one that hangs is killed", async () => {
     const spawner = new Spawner({ spawnDeadlineMs: 300 });
     try {
       await (await spawner.spawn({ file: "/bin/true", args: [] })).exited;
-      const hung = spawner.helperPid!;
+      const hung = spawner.launcherPid!;
       process.kill(hung, "SIGSTOP");
-      await assert.rejects(spawner.spawn({ file: "/bin/true", args: [] }), /spawner process exited/);
+      await assert.rejects(spawner.spawn({ file: "/bin/true", args: [] }), /launcher process exited/);
       const next = await spawner.spawn({ file: "/bin/sh", args: ["-c", "exit 4"] });
-      assert.notEqual(spawner.helperPid, hung);
+      assert.notEqual(spawner.launcherPid, hung);
       assert.equal((await next.exited).code, 4);
-      process.kill(spawner.helperPid!, "SIGSTOP");
-      const closing = spawner.helperPid!;
+      process.kill(spawner.launcherPid!, "SIGSTOP");
+      const closing = spawner.launcherPid!;
       spawner.close();
       for (let i = 0; i < 300 && existsPid(closing); i++) await sleep(10);
-      assert.equal(existsPid(closing), false, "a stopped spawner does not outlive close()");
+      assert.equal(existsPid(closing), false, "a stopped launcher does not outlive close()");
     } finally {
       spawner.close();
     }
@@ -140,30 +145,48 @@ describe("spawner", () => {
 
   it("starts nothing its environment asked for once the environment is dead", async () => {
     const marker = path.join(base, `started-${process.pid}`);
-    const entry = fileURLToPath(new URL("../src/runner/spawner-process.ts", import.meta.url));
-    // A stand-in environment: starts the spawner, asks for a spawn and dies at once (kill -9).
+    // A stand-in environment: starts the launcher and, once we froze it (cgroup freezer: no
+    // job-control stop, which would end it by the orphaned group's SIGHUP instead), asks for a
+    // spawn and dies (kill -9). The launcher reads the request once thawed, its environment gone.
+    const frame = launchFrame({ id: 1, file: "/usr/bin/touch", args: [marker], detached: true })!;
     const script = `
       const { spawn } = require("node:child_process");
-      const helper = spawn(process.execPath, ["--import", "tsx", ${JSON.stringify(entry)}, String(process.pid)], { stdio: ["pipe", "ignore", "inherit"], detached: true });
-      helper.stdin.write(JSON.stringify({ op: "spawn", id: 1, file: "/bin/sh", args: ["-c", "touch ${marker}"], detached: true }) + "\\n");
-      process.kill(process.pid, "SIGKILL");`;
-    const standIn = spawn(process.execPath, ["-e", script], { stdio: "ignore", cwd: path.dirname(entry) });
-    await new Promise((resolve) => standIn.once("exit", resolve));
-    await sleep(3_000); // the spawner boots (tsx), reads the request, sees its environment gone
-    assert.equal(existsSync(marker), false, "nothing started for a dead environment");
+      const launcher = spawn(${JSON.stringify(LAUNCHER)}, [String(process.pid)], { stdio: ["pipe", "ignore", "inherit"] });
+      launcher.on("spawn", () => process.stdout.write(launcher.pid + "\\n"));
+      process.stdin.once("data", () => launcher.stdin.write(Buffer.from(${JSON.stringify(frame.toString("base64"))}, "base64"), () => process.kill(process.pid, "SIGKILL")));`;
+    const standIn = spawn(process.execPath, ["-e", script], { stdio: ["pipe", "pipe", "inherit"] });
+    const [line] = (await once(createInterface({ input: standIn.stdout }), "line")) as [string];
+    const launcherPid = Number(line);
+    const freezer = path.join((await detectCgroupLayout()).unified!, `runtara-test-freeze-${process.pid}`);
+    await mkdir(freezer);
+    try {
+      await writeFile(path.join(freezer, "cgroup.procs"), String(launcherPid));
+      await writeFile(path.join(freezer, "cgroup.freeze"), "1");
+      standIn.stdin.write("go\n");
+      await once(standIn, "exit");
+      await writeFile(path.join(freezer, "cgroup.freeze"), "0");
+      for (let i = 0; i < 300 && existsPid(launcherPid); i++) await sleep(10);
+      assert.equal(existsPid(launcherPid), false, "the launcher left with its environment");
+      await sleep(200);
+      assert.equal(existsSync(marker), false, "nothing started for a dead environment");
+    } finally {
+      if (existsPid(launcherPid)) process.kill(launcherPid, "SIGKILL");
+      await writeFile(path.join(freezer, "cgroup.freeze"), "0").catch(() => {});
+      for (let i = 0; i < 100 && !(await rmdir(freezer).then(() => true, () => false)); i++) await sleep(20);
+    }
   });
 
   it("what it starts inherits no descriptor the environment got from its own parent", async () => {
     const listing = path.join(base, `fds-${process.pid}`);
-    const entry = fileURLToPath(new URL("../src/runner/spawner-process.ts", import.meta.url));
     // A stand-in environment that inherited fd 77 without close-on-exec (bash's `exec 77>file`,
-    // a supervisor's or CI runner's pipes); it starts the spawner and asks it for one process.
+    // a supervisor's or CI runner's pipes); it starts the launcher and asks it for one process.
+    const frame = launchFrame({ id: 1, file: "/bin/sh", args: ["-c", 'exec >"$0"; for f in /proc/$$/fd/*; do echo "${f##*/}"; done', listing], detached: false })!;
     const script = `
       const { spawn } = require("node:child_process");
-      const helper = spawn(process.execPath, ["--import", "tsx", ${JSON.stringify(entry)}, String(process.pid)], { stdio: ["pipe", "pipe", "inherit"] });
-      helper.stdout.on("data", (d) => { if (String(d).includes('"exit"')) process.exit(0); });
-      helper.stdin.write(JSON.stringify({ op: "spawn", id: 1, file: "/bin/sh", args: ["-c", 'exec >"$0"; for f in /proc/$$/fd/*; do echo "\${f##*/}"; done', ${JSON.stringify(listing)}] }) + "\\n");`;
-    const standIn = spawn("/bin/bash", ["-c", 'exec 77>/dev/null; exec "$0" -e "$1"', process.execPath, script], { stdio: ["ignore", "ignore", "inherit"], cwd: path.dirname(entry) });
+      const launcher = spawn(${JSON.stringify(LAUNCHER)}, [String(process.pid)], { stdio: ["pipe", "pipe", "inherit"] });
+      launcher.stdout.on("data", (d) => { if (String(d).includes("X 1 ")) process.exit(0); });
+      launcher.stdin.write(Buffer.from(${JSON.stringify(frame.toString("base64"))}, "base64"));`;
+    const standIn = spawn("/bin/bash", ["-c", 'exec 77>/dev/null; exec "$0" -e "$1"', process.execPath, script], { stdio: ["ignore", "ignore", "inherit"] });
     const code = await new Promise((resolve) => standIn.once("exit", resolve));
     assert.equal(code, 0);
     const fds = (await readFile(listing, "utf8")).split("\n").filter((l) => l !== "");
@@ -190,10 +213,10 @@ describe("spawner", () => {
       await assert.rejects(spawner.spawn({ file: garbage, args: [] }), { code: "ENOEXEC", message: `exec ${garbage}: exec format error` });
       assert.equal(existsSync(marker), false, "a failed start ran its program");
       // The launcher lives on: the next start works, and a signal's name comes back.
-      const helperPid = spawner.helperPid;
+      const launcherPid = spawner.launcherPid;
       const killed = await spawner.spawn({ file: "/bin/sh", args: ["-c", "kill -TERM $$"] });
       assert.deepEqual(await killed.exited, { code: null, signal: "SIGTERM" });
-      assert.equal(spawner.helperPid, helperPid);
+      assert.equal(spawner.launcherPid, launcherPid);
     } finally {
       spawner.close();
     }
@@ -234,13 +257,12 @@ describe("spawner", () => {
       const strayDir = `${unified}/runtara/native-${owner}-${generation}-0000000000000000`;
       await mkdir(strayDir);
       await writeFile(`${strayDir}/cgroup.procs`, String(stray.pid));
-      const launcherPid = Number((await readFile(`/proc/${spawner.helperPid}/task/${spawner.helperPid}/children`, "utf8")).trim().split(" ")[0]);
-      process.kill(launcherPid, "SIGKILL"); // no clean-up of its own: what it forked ahead dies with it
+      process.kill(spawner.launcherPid!, "SIGKILL"); // no clean-up of its own: what it forked ahead dies with it
       for (let i = 0; i < 300 && ((await ours()).length > 1 || existsPid(stray.pid!)); i++) await sleep(10);
       assert.deepEqual(await ours(), [own], "only the tracked run's cgroup is left");
       assert.equal(stray.exitCode !== null || stray.signalCode !== null || !existsPid(stray.pid!), true, "the unaccounted process was killed");
       assert.ok(await isSameProcess(proc.pid, proc.startTime), "the tracked run goes on");
-      // The next start gets a new spawner and launcher.
+      // The next start gets a new launcher.
       const next = await runner.launch(await spec("exit-with", { EXIT_CODE: "0" }));
       await next.exited;
     } finally {
@@ -311,11 +333,11 @@ describe("spawner", () => {
     const ours = async () => (await readdir(`${unified}/runtara`)).filter((n) => n.startsWith(`native-${owner}-`));
     for (let i = 0; i < 200 && (await ours()).length < 3; i++) await sleep(10);
     assert.equal((await ours()).length, 3, "the run's cgroup and two forked ahead");
-    const helperPid = spawner.helperPid!;
+    const launcherPid = spawner.launcherPid!;
     runner.detachAll();
     spawner.close();
-    for (let i = 0; i < 200 && existsPid(helperPid); i++) await sleep(10);
-    assert.equal(existsPid(helperPid), false, "the spawner is gone");
+    for (let i = 0; i < 200 && existsPid(launcherPid); i++) await sleep(10);
+    assert.equal(existsPid(launcherPid), false, "the launcher is gone");
     assert.ok(await isSameProcess(proc.pid, proc.startTime), "the workflow still runs");
     for (let i = 0; i < 200 && (await ours()).length > 1; i++) await sleep(10);
     assert.equal((await ours()).length, 1, "the processes forked ahead and their cgroups are gone");

@@ -45,17 +45,17 @@ export interface Runners {
   oci: OciRunner;
   native: NativeRunner;
   runnerFor(kind: RunnerKindName): Runner;
-  /** Ends the spawner process both share (after detachAll: running processes are not touched). */
+  /** Ends the helper processes both share (after detachAll: running processes are not touched). */
   close(): void;
 }
 
 /**
- * Both runners, sharing one spawner process (started on first use). Nothing is probed here (no work in constructors): the OCI runtime is found on
+ * Both runners, sharing one Spawner (its helper processes start on first use). Nothing is probed here (no work in constructors): the OCI runtime is found on
  * the first launch, or earlier with `await runners.oci.runtime()`, which rejects with
  * `RuntimeUnavailable` on a host without a usable runc/crun — launches then reject the same way.
  */
 export function createRunners(options: RunnersOptions = {}): Runners {
-  // One spawner for both: every fork happens in that small process, off this event loop.
+  // One spawner for both: every fork happens in its small helpers, off this event loop.
   const spawner = new Spawner({ logger: options.logger });
   const oci = new OciRunner({ ...options.oci, spawner });
   const native = new NativeRunner({ ...options.native, spawner });

@@ -1,5 +1,5 @@
 /*
- * runtara-launcher: creates the long-lived processes the spawner is asked for (workflows,
+ * runtara-launcher: creates the long-lived processes the environment starts (workflows,
  * `runc run`). Forking this small process instead of Node (whose fork and exec teardown cost
  * milliseconds of CPU per start) also lets each child join its cgroup, take its RLIMIT_FSIZE,
  * session, stdio, working directory and user before it execs: the workflow's first
@@ -11,7 +11,7 @@
  * then only writes its limits and execs. Creating and joining happen in the child, so they
  * hold up neither this process nor the environment.
  *
- * Started by spawner-process.ts with the environment's pid as its argument. Requests on
+ * Started by the environment itself (spawner.ts) with its pid as the argument. Requests on
  * stdin, each "<length>\n" and then <length> bytes of NUL-terminated fields:
  *   id, file, cwd, uid, gid, detached (0/1), own cwd (0/1: the child makes its working
  *   directory its own, 0700 and owned by uid/gid, before it enters it), stdout fd, stderr fd,
@@ -34,8 +34,8 @@
  *                                         cgroup removed: the run's end, off the environment
  *                                         ("~" instead of "=": something in it would not die,
  *                                         and the cgroup is left)
- * It exits when stdin closes: what it answered for lives on (detached, adopted later by pid),
- * what it did not, and what it forked ahead, is killed.
+ * It exits when stdin closes or the environment is gone: what it answered for lives on
+ * (detached, adopted later by pid), what it did not, and what it forked ahead, is killed.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -137,7 +137,7 @@ static void *grow(void *p, size_t n) {
   return q;
 }
 
-/* The spawner reads every line; if it is gone, so is our reason to run. */
+/* The environment reads every line; if it is gone, so is our reason to run. */
 static void say(const char *fmt, ...) {
   char line[256];
   va_list ap;
@@ -177,7 +177,7 @@ static unsigned long long start_time(pid_t pid) {
   return p == NULL ? 0 : strtoull(p, NULL, 10);
 }
 
-/* Only the spawner writes requests, so a malformed one is a bug there: stop rather than guess. */
+/* Only the environment writes requests, so a malformed one is a bug there: stop rather than guess. */
 static _Noreturn void bad_request(const char *why) {
   fprintf(stderr, "runtara-launcher: bad request: %s\n", why);
   quit(65);
@@ -747,11 +747,14 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: runtara-launcher <pid of the environment>\n");
     return 64;
   }
+  /* What the environment inherited from its own parent without close-on-exec (a shell's or
+     supervisor's extra descriptors, a CI runner's pipes) would reach every workflow. */
+  close_range(3, ~0u, 0);
   /* A child's stdio is dup2'd onto 0-2: they must be ours, not a descriptor we opened for it. */
   for (int fd = 0; fd <= 2; fd++)
     if (fcntl(fd, F_GETFD) < 0 && open("/dev/null", O_RDWR) != fd) return 71;
-  /* Its own group: a Ctrl-C or group signal aimed at the environment ends it through the
-     spawner (stdin's end), and a signal of its own through quit(), never without cleaning up. */
+  /* Its own group: a Ctrl-C or group signal aimed at the environment ends it through stdin's
+     end, and a signal of its own through quit(), never without cleaning up. */
   setpgid(0, 0);
   signal(SIGPIPE, SIG_IGN);
   sigset_t chld;
@@ -801,7 +804,11 @@ int main(int argc, char **argv) {
     if (cap - len < 65536) buf = grow(buf, cap = cap * 2 + 65536);
     ssize_t n = read(0, buf + len, cap - len);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) quit(0); /* the spawner is gone */
+    if (n <= 0) quit(0); /* the environment is gone */
+    /* Requests still buffered when it died are not started: nobody would record what they
+       start (its instance stays PENDING and is relaunched), and its /proc/<pid>/fd may be
+       another process's by now. */
+    if (getppid() != environment) quit(0);
     len += (size_t)n;
     for (;;) {
       char *nl = memchr(buf, '\n', len);

@@ -1,26 +1,26 @@
 /**
- * Messages between the environment and its spawner process (one JSON object per line: requests
- * on the spawner's stdin, answers and exits on its stdout).
+ * Messages between the environment and its helpers: spawn requests to runtara-launcher (in its
+ * own framing, launcher-protocol.ts), commands to the spawner process (one JSON object per line
+ * on its stdin), and the replies of both.
  */
 
 /** Start a long-lived process (a workflow, or `runc run`) and report its exit later. */
 export interface SpawnRequest {
-  op: "spawn";
   id: number;
   file: string;
   args: string[];
   cwd?: string;
   /** The child makes `cwd` its own before it enters it: 0700, and owned by uid/gid when given. */
   ownCwd?: boolean;
-  /** Exactly the child's environment; absent: the spawner's own (the environment's). */
+  /** Exactly the child's environment; absent: the launcher's own (the environment's). */
   env?: Record<string, string>;
   /** Own session and process group. */
   detached: boolean;
   uid?: number;
   gid?: number;
   /**
-   * Descriptors of the requesting process the child writes to, reopened by the spawner
-   * through /proc/<parent>/fd/<n>: the same open file, whatever its path has become since.
+   * Descriptors of the environment the child writes to, reopened by the launcher through
+   * /proc/<environment>/fd/<n>: the same open file, whatever its path has become since.
    */
   stdoutFd?: number;
   stderrFd?: number;
@@ -51,14 +51,11 @@ export interface CgroupSetup {
 
 /** Run a short command to completion and return its output (runc state/delete, ip, umoci). */
 export interface RunRequest {
-  op: "run";
   id: number;
   file: string;
   args: string[];
   timeoutMs?: number;
 }
-
-export type SpawnerRequest = SpawnRequest | RunRequest;
 
 export interface SpawnFailure {
   message: string;
@@ -78,8 +75,9 @@ export interface RunOutcome {
   error?: SpawnFailure;
 }
 
+/** A reply of either helper (spawns are answered by the launcher, commands by the spawner process). */
 export type SpawnerReply =
-  /** The spawner is up and reading requests (its first line). */
+  /** The spawner process is up and reading requests (its first line). */
   | { id: 0; ready: true }
   /** The spawn of request `id` succeeded: the child exec'd (in its cgroup, named here, under its limits). */
   | { id: number; pid: number; startTime: string; cgroup?: string }

@@ -4,10 +4,11 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
 import { watchPid } from "./proc.js";
-import type { RunOutcome, SpawnerReply, SpawnerRequest, SpawnFailure, SpawnRequest } from "./spawner-protocol.js";
+import { launcherReply, launchFrame } from "./launcher-protocol.js";
+import type { RunOutcome, SpawnerReply, SpawnFailure, SpawnRequest } from "./spawner-protocol.js";
 
 /** What a spawned process may be given; see SpawnRequest. */
-export type SpawnOptions = Omit<SpawnRequest, "op" | "id" | "detached"> & { detached?: boolean };
+export type SpawnOptions = Omit<SpawnRequest, "id" | "detached"> & { detached?: boolean };
 
 export interface ChildExit {
   /** null when a signal ended it, or when the spawner died first and the exit was only seen as the pid going away. */
@@ -55,18 +56,23 @@ export class SpawnError extends Error {
   }
 }
 
-/** An adopted child's exit is polled this often once its spawner is gone. */
+/** An adopted child's exit is polled this often once its launcher is gone. */
 const ORPHAN_POLL_MS = 1_000;
-/** A spawn is answered in milliseconds; a spawner silent this long is hung and replaced (default). */
+/** A spawn is answered in milliseconds; a launcher silent this long is hung and replaced (default). */
 const SPAWN_DEADLINE_MS = 10_000;
-/** Starting the spawner (a Node process) takes well under a second; this long means it is stuck. */
+/** Starting a helper (the spawner is a Node process) takes well under a second; this long means it is stuck. */
 const STARTUP_DEADLINE_MS = 30_000;
-/** How long a closed spawner may take to exit before it is killed. */
+/** How long a closed helper may take to exit before it is killed. */
 const CLOSE_GRACE_MS = 1_000;
+
+/** Built by `npm run build` into dist/launcher (beside dist/src; under tsx, in the checkout's dist/). */
+const LAUNCHER = fileURLToPath(new URL(import.meta.url.endsWith(".ts") ? "../../dist/launcher/runtara-launcher" : "../../launcher/runtara-launcher", import.meta.url));
 
 interface Pending {
   resolve(reply: SpawnerReply): void;
   reject(e: Error): void;
+  /** The file a spawn executes (it names an exec failure). */
+  file?: string;
 }
 
 interface Child {
@@ -78,40 +84,49 @@ interface Child {
   abort: AbortController;
 }
 
-/** One spawner process and what it is doing for us. */
+/**
+ * One helper process and what it is doing for us: runtara-launcher (spawns, answered in its
+ * own lines) or the spawner process (commands, answered in JSON lines).
+ */
 interface Helper {
+  kind: "launcher" | "spawner";
   proc: ChildProcess;
   pending: Map<number, Pending>;
+  /** The launcher's children, by request id. */
   children: Map<number, Child>;
   /** Children still observed (not detached). */
   held: number;
   /** Whether its handles currently hold this process open. */
   holding: boolean;
-  /** Settles when it said it is ready: request deadlines count from then, not from its start. */
+  /** Settles when it is ready: request deadlines count from then, not from its start. */
   ready: Promise<void>;
   markReady(): void;
   /** In the names of the cgroups its launches get, so that what it leaves when it dies can be found. */
   generation: string;
+  gone: boolean;
 }
 
 type Refable = { ref?(): void; unref?(): void };
 
-const helperEntry = () => {
+const spawnerEntry = () => {
   const ts = import.meta.url.endsWith(".ts");
   const file = fileURLToPath(new URL(ts ? "./spawner-process.ts" : "./spawner-process.js", import.meta.url));
   // Under tsx (tests, development) the helper needs the same loader; nothing else of our flags (no inspector, no profiler).
-  return ts ? ["--import", "tsx", file, String(process.pid)] : [file, String(process.pid)];
+  return ts ? ["--import", "tsx", file] : [file];
 };
 
 /**
- * The environment's side of the spawner process (spawner-process.ts): every process the
- * runners start is forked there, off this event loop, and its pid, start time and exit come
- * back over a pipe. The spawner starts on first use and again after it died; the children of
- * a spawner that died keep running and are then watched by pid (exit code unknown), as an
+ * The environment's side of its two helper processes, so that this event loop never forks per
+ * launch: every long-lived process (workflow, `runc run`) is forked by runtara-launcher
+ * (launcher.c), to which spawns are written directly and whose pid, start time and exit come
+ * back over its pipe; the short commands of the runners run in the spawner process
+ * (spawner-process.ts). Each starts on first use and again after it died; the children of a
+ * launcher that died keep running and are then watched by pid (exit code unknown), as an
  * adopted process is. Holds this process open only while something is pending or running.
  */
 export class Spawner {
-  private helper: Helper | undefined;
+  private launcher: Helper | undefined;
+  private spawner: Helper | undefined;
   private readonly goneListeners: ((generation: string) => void)[] = [];
   private nextId = 1;
   private closed = false;
@@ -126,18 +141,22 @@ export class Spawner {
 
   async spawn(options: SpawnOptions): Promise<SpawnedChild> {
     const { detached = false, ...rest } = options;
+    if (this.closed) throw new SpawnError("the spawner is closed (the environment is stopping)");
+    const helper = (this.launcher ??= this.startHelper("launcher"));
+    const id = this.nextId++;
+    const cgroup = rest.cgroup ? { cgroup: { ...rest.cgroup, prefix: `${rest.cgroup.prefix}${helper.generation}-` } } : {};
+    const frame = launchFrame({ id, detached, ...rest, ...cgroup });
+    if (frame === undefined) throw new SpawnError("a path, argument or environment entry holds a NUL byte", "EINVAL");
     let resolveExit!: (exit: ChildExit) => void;
     const exited = new Promise<ChildExit>((r) => (resolveExit = r));
     // Known before any reply is read: the exit can arrive in the same read as the pid.
     const child: Child = { pid: 0, startTime: 0n, resolveExit, held: true, abort: new AbortController() };
-    const { helper, id, reply } = this.request((id, h) => ({ op: "spawn", id, detached, ...rest, ...(rest.cgroup ? { cgroup: { ...rest.cgroup, prefix: `${rest.cgroup.prefix}${h.generation}-` } } : {}) }), this.spawnDeadlineMs, (id, h) => {
-      h.children.set(id, child);
-      h.held++;
-    });
-    const answer = await reply.catch((e: unknown): SpawnerReply => ({ id, failed: { message: (e as Error).message } }));
+    helper.children.set(id, child);
+    helper.held++;
+    const answer = await this.send(helper, id, frame, this.spawnDeadlineMs, rest.file).catch((e: unknown): SpawnerReply => ({ id, failed: { message: (e as Error).message, ...((e as SpawnError).code ? { code: (e as SpawnError).code! } : {}) } }));
     if (!("pid" in answer)) {
       this.forget(helper, id);
-      if (!("failed" in answer)) throw new SpawnError(`unexpected answer from the spawner: ${JSON.stringify(answer)}`);
+      if (!("failed" in answer)) throw new SpawnError(`unexpected answer from the launcher: ${JSON.stringify(answer)}`);
       throw new SpawnError(answer.failed.message, answer.failed.code, answer.failed.step);
     }
     return {
@@ -156,7 +175,7 @@ export class Spawner {
   }
 
   /**
-   * Calls `fn` when a spawner dies while the environment runs, with the generation that its
+   * Calls `fn` when a launcher dies while the environment runs, with the generation that its
    * launches' cgroup names carry (`<prefix><generation>-…`): a start it answered for whose
    * answer never arrived, or that it forked ahead, is in one of those and recorded nowhere.
    */
@@ -168,11 +187,10 @@ export class Spawner {
   async run(file: string, args: readonly string[], options: { timeoutMs?: number } = {}): Promise<CommandResult> {
     const { timeoutMs } = options;
     if (this.closed) return failedRun(file, "the environment is stopping");
-    const { reply } = this.request(
-      (id) => ({ op: "run", id, file, args: [...args], ...(timeoutMs !== undefined ? { timeoutMs } : {}) }),
-      timeoutMs === undefined ? undefined : timeoutMs + this.spawnDeadlineMs,
-    );
-    const answer = await reply.catch((e: Error): SpawnerReply => ({ id: 0, failed: { message: e.message } }));
+    const helper = (this.spawner ??= this.startHelper("spawner"));
+    const id = this.nextId++;
+    const line = `${JSON.stringify({ id, file, args: [...args], ...(timeoutMs !== undefined ? { timeoutMs } : {}) })}\n`;
+    const answer = await this.send(helper, id, line, timeoutMs === undefined ? undefined : timeoutMs + this.spawnDeadlineMs).catch((e: Error): SpawnerReply => ({ id: 0, failed: { message: e.message } }));
     const ran: RunOutcome =
       "ran" in answer ? answer.ran : { exitCode: null, signal: null, stdout: "", stderr: "", timedOut: false, error: "failed" in answer ? answer.failed : { message: "unexpected answer" } };
     const failed = ran.error !== undefined || ran.timedOut || ran.exitCode !== 0;
@@ -180,39 +198,32 @@ export class Spawner {
   }
 
   /**
-   * Ends the spawner: it exits when its stdin closes, and is killed if it has not within
+   * Ends both helpers: each exits when its stdin closes, and is killed if it has not within
    * CLOSE_GRACE_MS (a stopped or hung one must not keep this process alive, nor outlive it).
    * Running children are not touched.
    */
   close(): void {
     this.closed = true;
-    const helper = this.helper;
-    this.helper = undefined;
-    if (helper === undefined) return;
-    helper.proc.stdin?.end();
-    const kill = setTimeout(() => helper.proc.kill("SIGKILL"), CLOSE_GRACE_MS);
-    helper.proc.once("exit", () => clearTimeout(kill));
+    for (const helper of [this.launcher, this.spawner]) {
+      if (helper === undefined) continue;
+      helper.proc.stdin?.end();
+      const kill = setTimeout(() => helper.proc.kill("SIGKILL"), CLOSE_GRACE_MS);
+      helper.proc.once("exit", () => clearTimeout(kill));
+    }
+    this.launcher = this.spawner = undefined;
   }
 
-  /** The spawner's pid while one runs. */
-  get helperPid(): number | undefined {
-    return this.helper?.proc.pid;
+  /** The launcher's pid while one runs. */
+  get launcherPid(): number | undefined {
+    return this.launcher?.proc.pid;
   }
 
   /**
-   * Sends one request. `deadlineMs`: a spawner that has not answered by then is hung (stopped,
+   * Writes one request. `deadlineMs`: a helper that has not answered by then is hung (stopped,
    * starved): it is killed, which fails every request in flight and starts a new one next time.
    */
-  private request(
-    make: (id: number, helper: Helper) => SpawnerRequest,
-    deadlineMs: number | undefined,
-    before?: (id: number, helper: Helper) => void,
-  ): { helper: Helper; id: number; reply: Promise<SpawnerReply> } {
-    if (this.closed) throw new SpawnError("the spawner is closed (the environment is stopping)");
-    const helper = (this.helper ??= this.startHelper());
-    const id = this.nextId++;
-    before?.(id, helper);
-    const reply = new Promise<SpawnerReply>((resolve, reject) => helper.pending.set(id, { resolve, reject }));
+  private send(helper: Helper, id: number, data: string | Buffer, deadlineMs: number | undefined, file?: string): Promise<SpawnerReply> {
+    const reply = new Promise<SpawnerReply>((resolve, reject) => helper.pending.set(id, { resolve, reject, ...(file !== undefined ? { file } : {}) }));
     if (deadlineMs !== undefined) {
       void helper.ready.then(() => {
         if (!helper.pending.has(id)) return;
@@ -221,28 +232,40 @@ export class Spawner {
       });
     }
     this.updateHold(helper);
-    helper.proc.stdin!.write(`${JSON.stringify(make(id, helper))}\n`);
-    return { helper, id, reply };
+    helper.proc.stdin!.write(data);
+    return reply;
   }
 
-  private startHelper(): Helper {
-    const proc = spawn(process.execPath, helperEntry(), { stdio: ["pipe", "pipe", "inherit"] });
+  private startHelper(kind: Helper["kind"]): Helper {
+    const proc =
+      kind === "launcher"
+        ? spawn(LAUNCHER, [String(process.pid)], { stdio: ["pipe", "pipe", "inherit"] })
+        : spawn(process.execPath, spawnerEntry(), { stdio: ["pipe", "pipe", "inherit"] });
     let markReady!: () => void;
     const ready = new Promise<void>((resolve) => (markReady = resolve));
     const generation = randomBytes(3).toString("hex");
-    const helper: Helper = { proc, pending: new Map(), children: new Map(), held: 0, holding: true, ready, markReady, generation };
+    const helper: Helper = { kind, proc, pending: new Map(), children: new Map(), held: 0, holding: true, ready, markReady, generation, gone: false };
     const startup = setTimeout(() => this.kill(helper, "did not start in time", STARTUP_DEADLINE_MS), STARTUP_DEADLINE_MS);
     void ready.then(() => clearTimeout(startup));
     proc.once("exit", () => clearTimeout(startup));
+    // The launcher reads requests as soon as it runs; the spawner says when it does.
+    if (kind === "launcher") proc.once("spawn", markReady);
     proc.stdin!.on("error", () => {}); // it died: 'exit' handles that
     createInterface({ input: proc.stdout!, crlfDelay: Infinity }).on("line", (line) => this.onReply(helper, line));
-    proc.once("exit", (code, signal) => this.onHelperExit(helper, code, signal));
-    proc.once("error", (e) => this.logger?.error({ err: e }, "could not start the spawner process"));
+    proc.once("exit", (code, signal) => this.onHelperExit(helper, `${signal ?? `code ${code}`}`));
+    proc.once("error", (e: NodeJS.ErrnoException) => {
+      clearTimeout(startup);
+      if (proc.pid !== undefined) return void this.logger?.error({ err: e, pid: proc.pid }, `the ${kind} process failed`);
+      // Not started (not built, not executable, no fds or processes left): there is no 'exit'.
+      const hint = kind === "launcher" && (e.code === "ENOENT" || e.code === "EACCES") ? "; `npm run build` builds it with the C compiler" : "";
+      this.logger?.error({ err: e }, `could not start the ${kind} process`);
+      this.onHelperExit(helper, e.message, `the ${kind} ${kind === "launcher" ? LAUNCHER : "process"} could not start (${e.message})${hint}`, e.code);
+    });
     return helper;
   }
 
   private onReply(helper: Helper, line: string): void {
-    const reply = JSON.parse(line) as SpawnerReply;
+    const reply = helper.kind === "launcher" ? launcherReply(line, (id) => helper.pending.get(id)?.file ?? "?") : (JSON.parse(line) as SpawnerReply);
     if ("ready" in reply) return helper.markReady();
     if ("exit" in reply) {
       const child = helper.children.get(reply.id);
@@ -264,10 +287,10 @@ export class Spawner {
     this.updateHold(helper);
   }
 
-  /** A hung spawner: killing it fails what is in flight (onHelperExit), and the next request starts a new one. */
+  /** A hung helper: killing it fails what is in flight (onHelperExit), and the next request starts a new one. */
   private kill(helper: Helper, why: string, deadlineMs: number): void {
     if (helper.proc.exitCode !== null || helper.proc.signalCode !== null) return;
-    this.logger?.error({ pid: helper.proc.pid, deadlineMs }, `the spawner ${why}; killing it`);
+    this.logger?.error({ pid: helper.proc.pid, deadlineMs }, `the ${helper.kind} ${why}; killing it`);
     helper.proc.kill("SIGKILL");
   }
 
@@ -282,18 +305,21 @@ export class Spawner {
 
   /**
    * Requests in flight fail; children live on, now orphans, and are watched by pid. An
-   * exit's code that arrived before the spawner died was already delivered above. A spawn
+   * exit's code that arrived before the launcher died was already delivered above. A spawn
    * whose pid never came back is failed by its request (its process, if one was forked, is
-   * killed by the launcher when the spawner goes away before answering for it).
+   * killed by the launcher, or dies with it: until its exec it has a parent-death signal).
    */
-  private onHelperExit(helper: Helper, code: number | null, signal: NodeJS.Signals | null): void {
-    if (this.helper === helper) this.helper = undefined;
-    if (!this.closed) for (const fn of this.goneListeners) fn(helper.generation);
-    if (!this.closed) this.logger?.warn({ code, signal, children: helper.children.size }, "the spawner process exited; a new one starts with the next launch");
+  private onHelperExit(helper: Helper, why: string, message = `the ${helper.kind} process exited (${why})`, code?: string): void {
+    if (helper.gone) return;
+    helper.gone = true;
+    if (this.launcher === helper) this.launcher = undefined;
+    if (this.spawner === helper) this.spawner = undefined;
+    if (!this.closed && helper.kind === "launcher") for (const fn of this.goneListeners) fn(helper.generation);
+    if (!this.closed) this.logger?.warn({ why, children: helper.children.size }, `the ${helper.kind} process exited; a new one starts when next needed`);
     for (const child of helper.children.values()) if (child.held && child.pid !== 0) this.watchOrphan(child);
     helper.children.clear();
     helper.held = 0;
-    for (const p of helper.pending.values()) p.reject(new SpawnError(`the spawner process exited (${signal ?? `code ${code}`})`));
+    for (const p of helper.pending.values()) p.reject(new SpawnError(message, code));
     helper.pending.clear();
   }
 
@@ -304,7 +330,7 @@ export class Spawner {
     );
   }
 
-  /** The spawner holds this process open while we wait for it (a request, a child we observe). */
+  /** A helper holds this process open while we wait for it (a request, a child we observe). */
   private updateHold(helper: Helper): void {
     const busy = helper.pending.size > 0 || helper.held > 0;
     if (busy === helper.holding) return;
