@@ -239,6 +239,25 @@ describe("spawner", () => {
     }
   });
 
+  it("a spawner process that hangs while a command without a timeout runs is killed, and the command fails", async () => {
+    const spawner = new Spawner({ spawnDeadlineMs: 300 });
+    try {
+      assert.equal((await spawner.run("/bin/true", [])).exitCode, 0); // it is up
+      const hung = spawner.spawnerPid!;
+      const running = spawner.run("/bin/sleep", ["5"]);
+      await sleep(100);
+      process.kill(hung, "SIGSTOP");
+      const t0 = performance.now();
+      const result = await running;
+      assert.ok(result.failed && /spawner process exited/.test(result.message), result.message);
+      assert.ok(performance.now() - t0 < 4_000, "failed by the pings' deadline, not at the command's end");
+      assert.equal((await spawner.run("/bin/true", [])).exitCode, 0);
+      assert.notEqual(spawner.spawnerPid, hung);
+    } finally {
+      spawner.close();
+    }
+  });
+
   it("when its launcher dies, removes what that generation left and no run accounts for, keeping its runs", async () => {
     const spawner = new Spawner();
     const owner = `gen${process.pid}`;

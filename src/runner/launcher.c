@@ -454,6 +454,12 @@ static char *read_request(int fd, char **end) {
  * /dev/null, joins its cgroup, says 'R' and waits. Its request's end (EOF) means it is not
  * needed: the launcher is gone.
  */
+/* Closes every descriptor from `first` on (kernels before 5.9, or a seccomp filter, lack close_range). */
+static void close_from(unsigned first) {
+  if (syscall(SYS_close_range, first, ~0U, 0U) < 0)
+    for (int fd = (int)first; fd < 4096; fd++) close(fd);
+}
+
 static _Noreturn void ahead_main(int cmd_fd, int status_fd, const char *cgroup) {
   int cmd = fcntl(cmd_fd, F_DUPFD, 10), status = fcntl(status_fd, F_DUPFD, 10);
   if (cmd < 0 || status < 0 || dup2(cmd, 3) < 0 || dup2(status, 4) < 0) _exit(71);
@@ -461,8 +467,7 @@ static _Noreturn void ahead_main(int cmd_fd, int status_fd, const char *cgroup) 
   if (fcntl(3, F_SETFD, FD_CLOEXEC) < 0 || fcntl(4, F_SETFD, FD_CLOEXEC) < 0) _exit(71);
   int null = open("/dev/null", O_RDWR);
   if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0) _exit(71);
-  if (syscall(SYS_close_range, 5U, ~0U, 0U) < 0)
-    for (int fd = 5; fd < 4096; fd++) close(fd);
+  close_from(5);
   join_cgroup(ahead.parents, ahead.nparents, cgroup, 4);
   if (write(4, "R", 1) != 1) _exit(71);
   char *end;
@@ -743,13 +748,14 @@ static _Noreturn void quit(int code) {
 
 int main(int argc, char **argv) {
   launcher = getpid();
-  if (argc != 2 || (environment = (pid_t)atoi(argv[1])) <= 1) {
+  /* 1 too: the environment may be a container's first process (no init before it). */
+  if (argc != 2 || (environment = (pid_t)atoi(argv[1])) < 1) {
     fprintf(stderr, "usage: runtara-launcher <pid of the environment>\n");
     return 64;
   }
   /* What the environment inherited from its own parent without close-on-exec (a shell's or
      supervisor's extra descriptors, a CI runner's pipes) would reach every workflow. */
-  close_range(3, ~0u, 0);
+  close_from(3);
   /* A child's stdio is dup2'd onto 0-2: they must be ours, not a descriptor we opened for it. */
   for (int fd = 0; fd <= 2; fd++)
     if (fcntl(fd, F_GETFD) < 0 && open("/dev/null", O_RDWR) != fd) return 71;

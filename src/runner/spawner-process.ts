@@ -9,7 +9,7 @@
 import { spawn } from "node:child_process";
 import { closeSync, readdirSync, readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
-import type { RunRequest, SpawnerReply, SpawnFailure } from "./spawner-protocol.js";
+import type { PingRequest, RunRequest, SpawnerReply, SpawnFailure } from "./spawner-protocol.js";
 
 /** Output beyond this per stream is dropped (commands here print a few lines; umoci may print more). */
 const MAX_OUTPUT_BYTES = 4 * 1024 * 1024;
@@ -74,13 +74,14 @@ function runCommand(req: RunRequest): void {
 const lines = createInterface({ input: process.stdin, crlfDelay: Infinity });
 send({ id: 0, ready: true });
 lines.on("line", (line) => {
-  let req: RunRequest;
+  let req: RunRequest | PingRequest;
   try {
-    req = JSON.parse(line) as RunRequest;
+    req = JSON.parse(line) as RunRequest | PingRequest;
   } catch {
     return; // only the environment writes here; a torn line cannot be answered
   }
-  runCommand(req);
+  if ("ping" in req) send({ id: req.id, pong: true });
+  else runCommand(req);
 });
 // The environment's end of our stdout closed (it died): stop.
 process.stdout.on("error", () => process.exit(0));

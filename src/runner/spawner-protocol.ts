@@ -57,6 +57,12 @@ export interface RunRequest {
   timeoutMs?: number;
 }
 
+/** Answered at once: the spawner's loop is alive (asked while a command without a timeout runs). */
+export interface PingRequest {
+  id: number;
+  ping: true;
+}
+
 export interface SpawnFailure {
   message: string;
   /** errno name (ENOENT, EACCES, ...) when the failure had one. */
@@ -86,4 +92,6 @@ export type SpawnerReply =
   /** The child of spawn request `id` exited (see ChildExit). */
   | { id: number; exit: { code: number | null; signal: string | null; cgroupReads?: (string | null)[]; cgroupLeft?: true } }
   /** Run request `id` finished. */
-  | { id: number; ran: RunOutcome };
+  | { id: number; ran: RunOutcome }
+  /** Ping `id` answered. */
+  | { id: number; pong: true };

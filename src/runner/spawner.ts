@@ -190,7 +190,9 @@ export class Spawner {
     const helper = (this.spawner ??= this.startHelper("spawner"));
     const id = this.nextId++;
     const line = `${JSON.stringify({ id, file, args: [...args], ...(timeoutMs !== undefined ? { timeoutMs } : {}) })}\n`;
-    const answer = await this.send(helper, id, line, timeoutMs === undefined ? undefined : timeoutMs + this.spawnDeadlineMs).catch((e: Error): SpawnerReply => ({ id: 0, failed: { message: e.message } }));
+    const reply = this.send(helper, id, line, timeoutMs === undefined ? undefined : timeoutMs + this.spawnDeadlineMs);
+    if (timeoutMs === undefined) this.keepAsking(helper, reply);
+    const answer = await reply.catch((e: Error): SpawnerReply => ({ id: 0, failed: { message: e.message } }));
     const ran: RunOutcome =
       "ran" in answer ? answer.ran : { exitCode: null, signal: null, stdout: "", stderr: "", timedOut: false, error: "failed" in answer ? answer.failed : { message: "unexpected answer" } };
     const failed = ran.error !== undefined || ran.timedOut || ran.exitCode !== 0;
@@ -218,6 +220,11 @@ export class Spawner {
     return this.launcher?.proc.pid;
   }
 
+  /** The spawner process's pid while one runs. */
+  get spawnerPid(): number | undefined {
+    return this.spawner?.proc.pid;
+  }
+
   /**
    * Writes one request. `deadlineMs`: a helper that has not answered by then is hung (stopped,
    * starved): it is killed, which fails every request in flight and starts a new one next time.
@@ -234,6 +241,19 @@ export class Spawner {
     this.updateHold(helper);
     helper.proc.stdin!.write(data);
     return reply;
+  }
+
+  /**
+   * A command without a timeout (umoci unpacking a large image) has no deadline of its own:
+   * while it runs, the spawner is pinged every spawnDeadlineMs, each ping under that deadline,
+   * so that a hung spawner is still found and killed (which fails the command).
+   */
+  private keepAsking(helper: Helper, reply: Promise<SpawnerReply>): void {
+    const timer = setInterval(() => {
+      const id = this.nextId++;
+      void this.send(helper, id, `${JSON.stringify({ id, ping: true })}\n`, this.spawnDeadlineMs).catch(() => {});
+    }, this.spawnDeadlineMs);
+    void reply.finally(() => clearInterval(timer)).catch(() => {});
   }
 
   private startHelper(kind: Helper["kind"]): Helper {
