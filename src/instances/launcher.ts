@@ -182,8 +182,8 @@ export class Launcher {
 
 /**
  * Creates the run directory `tenantRuns/id` (one mkdir for a fresh id of a tenant that ran
- * before). `firstRun`: one already there belongs to an earlier, deleted instance with the
- * same id and is removed first; a relaunch keeps its own.
+ * before, or for a relaunch). `firstRun`: one already there belongs to an earlier, deleted
+ * instance with the same id and is removed first; a relaunch keeps its own.
  */
 async function makeRunDir(tenantRuns: string, id: string, firstRun: boolean): Promise<void> {
   try {
@@ -192,7 +192,8 @@ async function makeRunDir(tenantRuns: string, id: string, firstRun: boolean): Pr
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code !== "EEXIST" && code !== "ENOENT") throw e;
-    if (code === "EEXIST" && firstRun) await removeDirViaTombstone(tenantRuns, id);
+    if (code === "EEXIST" && !firstRun) return; // a relaunch keeps its own
+    if (code === "EEXIST") await removeDirViaTombstone(tenantRuns, id);
   }
   await mkdir(path.join(tenantRuns, id), { recursive: true, mode: 0o711 }); // runs/<tenant>: see secureDataDir
 }
