@@ -152,7 +152,7 @@ export class Environment {
     const store = new ImageStore(o.dataDir, o.replicaId);
     await store.clearStaging();
     const checkRunner = nativeRunnerCheck(nativeRunnerAllowed(o));
-    const runners = s.own("stop the spawner process", createRunners({
+    const runners = s.own("stop the launcher and spawner processes", createRunners({
       oci: {
         runtime: o.ociRuntime,
         idMapping: o.ociIdMapping,

@@ -147,11 +147,13 @@ describe("spawner", () => {
     const marker = path.join(base, `started-${process.pid}`);
     // A stand-in environment: starts the launcher and, once we froze it (cgroup freezer: no
     // job-control stop, which would end it by the orphaned group's SIGHUP instead), asks for a
-    // spawn and dies (kill -9). The launcher reads the request once thawed, its environment gone.
-    const frame = launchFrame({ id: 1, file: "/usr/bin/touch", args: [marker], detached: true })!;
+    // spawn and dies (kill -9). A process of its own keeps the launcher's stdin open, so the
+    // launcher reads the request, not its end, once thawed: only the dead parent can stop it.
+    const frame = launchFrame({ id: 1, file: "/bin/sh", args: ["-c", 'echo > "$0"', marker], detached: true })!;
     const script = `
       const { spawn } = require("node:child_process");
       const launcher = spawn(${JSON.stringify(LAUNCHER)}, [String(process.pid)], { stdio: ["pipe", "ignore", "inherit"] });
+      spawn("/bin/sleep", ["10"], { stdio: ["ignore", "ignore", "ignore", launcher.stdin], detached: true }).unref();
       launcher.on("spawn", () => process.stdout.write(launcher.pid + "\\n"));
       process.stdin.once("data", () => launcher.stdin.write(Buffer.from(${JSON.stringify(frame.toString("base64"))}, "base64"), () => process.kill(process.pid, "SIGKILL")));`;
     const standIn = spawn(process.execPath, ["-e", script], { stdio: ["pipe", "pipe", "inherit"] });
@@ -193,6 +195,23 @@ describe("spawner", () => {
     // 0-2 and the listing's own directory; the inherited descriptor (77) must not be there.
     assert.deepEqual(fds.slice(0, 3), ["0", "1", "2"]);
     assert.ok(!fds.includes("77"), `fd 77 reached the process: ${fds.join(" ")}`);
+  });
+
+  it("nor does a command the spawner process runs", async () => {
+    const listing = path.join(base, `cmd-fds-${process.pid}`);
+    const entry = fileURLToPath(new URL("../src/runner/spawner-process.ts", import.meta.url));
+    // The same stand-in, asking the spawner process for a command (pasta, which daemonizes, is one).
+    const request = { id: 1, file: "/bin/sh", args: ["-c", 'exec >"$0"; for f in /proc/$$/fd/*; do echo "${f##*/}"; done', listing] };
+    const script = `
+      const { spawn } = require("node:child_process");
+      const helper = spawn(process.execPath, ["--import", "tsx", ${JSON.stringify(entry)}], { stdio: ["pipe", "pipe", "inherit"] });
+      helper.stdout.on("data", (d) => { if (String(d).includes('"ran"')) process.exit(0); });
+      helper.stdin.write(${JSON.stringify(JSON.stringify(request))} + "\\n");`;
+    const standIn = spawn("/bin/bash", ["-c", 'exec 77>/dev/null; exec "$0" -e "$1"', process.execPath, script], { stdio: ["ignore", "ignore", "inherit"], cwd: path.dirname(entry) });
+    assert.equal(await new Promise((resolve) => standIn.once("exit", resolve)), 0);
+    const fds = (await readFile(listing, "utf8")).split("\n").filter((l) => l !== "");
+    assert.deepEqual(fds.slice(0, 3), ["0", "1", "2"]);
+    assert.ok(!fds.includes("77"), `fd 77 reached the command: ${fds.join(" ")}`);
   });
 
   it("says which step of a start failed, with its errno, and runs nothing of it", async () => {
@@ -248,7 +267,7 @@ describe("spawner", () => {
       await sleep(100);
       process.kill(hung, "SIGSTOP");
       const t0 = performance.now();
-      const result = await running;
+      const result = await Promise.race([running, sleep(8_000).then(() => assert.fail("the command hung with its spawner"))]);
       assert.ok(result.failed && /spawner process exited/.test(result.message), result.message);
       assert.ok(performance.now() - t0 < 4_000, "failed by the pings' deadline, not at the command's end");
       assert.equal((await spawner.run("/bin/true", [])).exitCode, 0);

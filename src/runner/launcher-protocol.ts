@@ -4,7 +4,7 @@
  */
 import { constants as osConstants } from "node:os";
 import { getSystemErrorMap } from "node:util";
-import type { SpawnerReply, SpawnRequest } from "./spawner-protocol.js";
+import type { LauncherReply, SpawnRequest } from "./spawner-protocol.js";
 
 /** What the launcher's failure steps were doing, for the message. */
 const STEPS: Record<string, string> = {
@@ -41,7 +41,7 @@ export function launchFrame(req: SpawnRequest): Buffer | undefined {
  * One answer line of the launcher as a reply. `fileOf(id)`: the file request `id` executes,
  * which names an exec failure.
  */
-export function launcherReply(line: string, fileOf: (id: number) => string): SpawnerReply {
+export function launcherReply(line: string, fileOf: (id: number) => string): LauncherReply {
   const words = line.split(" ");
   const [kind, idText, a = "-", b = "-", c = "-"] = words;
   const id = Number(idText);

@@ -449,16 +449,17 @@ static char *read_request(int fd, char **end) {
   return body;
 }
 
-/*
- * A process forked ahead: keeps only its own pipes (3: requests, 4: status) and stdio on
- * /dev/null, joins its cgroup, says 'R' and waits. Its request's end (EOF) means it is not
- * needed: the launcher is gone.
- */
 /* Closes every descriptor from `first` on (kernels before 5.9, or a seccomp filter, lack close_range). */
 static void close_from(unsigned first) {
   if (syscall(SYS_close_range, first, ~0U, 0U) < 0)
     for (int fd = (int)first; fd < 4096; fd++) close(fd);
 }
+
+/*
+ * A process forked ahead: keeps only its own pipes (3: requests, 4: status) and stdio on
+ * /dev/null, joins its cgroup, says 'R' and waits. Its request's end (EOF) means it is not
+ * needed: the launcher is gone.
+ */
 
 static _Noreturn void ahead_main(int cmd_fd, int status_fd, const char *cgroup) {
   int cmd = fcntl(cmd_fd, F_DUPFD, 10), status = fcntl(status_fd, F_DUPFD, 10);

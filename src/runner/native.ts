@@ -31,7 +31,7 @@ export interface NativeRunnerOptions {
    * for the run and back to us (0700) afterwards. @default the environment's own user
    */
   runAs?: { uid: number; gid: number };
-  /** cgroup under which each process gets `native-<owner>-<spawner generation>-<16 random hex digits>` (named by the launcher). @default "/runtara" */
+  /** cgroup under which each process gets `native-<owner>-<launcher generation>-<16 random hex digits>` (named by the launcher). @default "/runtara" */
   cgroupParent?: string;
   /**
    * Whose processes these are (see cgroupOwner): in every cgroup's name, so that recovery
@@ -121,7 +121,7 @@ export class NativeRunner implements Runner {
     this.cgroupParent = (options.cgroupParent ?? "/runtara").replace(/\/+$/, "");
     this.ownPrefix = `${NATIVE_CGROUP_PREFIX}${options.owner ?? "local"}-`;
     this.spawner = options.spawner ?? new Spawner({ logger: options.logger });
-    this.spawner.onSpawnerGone((generation) => void this.removeGeneration(generation).catch((e: unknown) => this.options.logger?.warn({ err: e }, "could not look for what a dead spawner left")));
+    this.spawner.onLauncherGone((generation) => void this.removeGeneration(generation).catch((e: unknown) => this.options.logger?.warn({ err: e }, "could not look for what a dead launcher left")));
   }
 
   activeCount(): number {
@@ -240,7 +240,7 @@ export class NativeRunner implements Runner {
   }
 
   /**
-   * After a spawner died (see Spawner.onSpawnerGone): kills and removes its generation's
+   * After a launcher died (see Spawner.onLauncherGone): kills and removes its generation's
    * cgroups whose pids this runner does not track, empty ones too. Those are starts it
    * answered for whose answer was lost (their instances failed to launch), or were about to,
    * and processes it forked ahead.
@@ -250,7 +250,7 @@ export class NativeRunner implements Runner {
     if (placement === undefined) return;
     const tracked = new Set([...this.active.keys()].map((p) => p.pid));
     const removed = await this.removeCgroupsNotKnown(placement, `${this.ownPrefix}${generation}-`, tracked, true);
-    if (removed.length > 0) this.options.logger?.warn({ pids: removed }, "killed native processes a dead spawner started that no run accounts for");
+    if (removed.length > 0) this.options.logger?.warn({ pids: removed }, "killed native processes a dead launcher started that no run accounts for");
   }
 
   private async removeCgroupsNotKnown(placement: CgroupPlacement, prefix: string, known: ReadonlySet<number>, empty: boolean): Promise<number[]> {
@@ -288,7 +288,7 @@ export class NativeRunner implements Runner {
 
   /**
    * After the main process exited (when the launcher did not see to it: an adopted process,
-   * or its spawner was gone): kill everything else it started (its group, and through the
+   * or its launcher was gone): kill everything else it started (its group, and through the
    * cgroup anything that left the group), read the metrics, remove the cgroup. Without a
    * cgroup, the group kill has a window we accept: the group id stays allocated while any
    * member lives; with none left the kill is ESRCH, unless within the microseconds since the

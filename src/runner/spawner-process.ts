@@ -1,6 +1,6 @@
 /**
  * The spawner: a small long-lived process that runs the short commands of the runners (runc
- * state/delete, ip, umoci) and returns their output, so the environment's own event loop never
+ * state/delete, ip, pasta, umoci) and returns their output, so the environment's own event loop never
  * forks its large heap for them. Requests arrive as JSON lines on stdin; outcomes go back as
  * JSON lines on stdout. (Long-lived processes are forked by runtara-launcher, which the
  * environment talks to directly.) It exits when its stdin closes: the environment stopped or
@@ -10,6 +10,9 @@ import { spawn } from "node:child_process";
 import { closeSync, readdirSync, readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 import type { PingRequest, RunRequest, SpawnerReply, SpawnFailure } from "./spawner-protocol.js";
+
+/** The environment that started us: requests still buffered once it is gone are not run. */
+const PARENT = process.ppid;
 
 /** Output beyond this per stream is dropped (commands here print a few lines; umoci may print more). */
 const MAX_OUTPUT_BYTES = 4 * 1024 * 1024;
@@ -80,6 +83,8 @@ lines.on("line", (line) => {
   } catch {
     return; // only the environment writes here; a torn line cannot be answered
   }
+  // Nobody waits for what a dead environment asked (a pasta started now would serve nothing).
+  if (process.ppid !== PARENT) return;
   if ("ping" in req) send({ id: req.id, pong: true });
   else runCommand(req);
 });

@@ -49,7 +49,7 @@ export interface CgroupSetup {
   prefork: number;
 }
 
-/** Run a short command to completion and return its output (runc state/delete, ip, umoci). */
+/** Run a short command to completion and return its output (runc state/delete, ip, pasta, umoci). */
 export interface RunRequest {
   id: number;
   file: string;
@@ -81,16 +81,19 @@ export interface RunOutcome {
   error?: SpawnFailure;
 }
 
-/** A reply of either helper (spawns are answered by the launcher, commands by the spawner process). */
-export type SpawnerReply =
-  /** The spawner process is up and reading requests (its first line). */
-  | { id: 0; ready: true }
+/** A line of runtara-launcher (launcher-protocol.ts) as a reply. */
+export type LauncherReply =
   /** The spawn of request `id` succeeded: the child exec'd (in its cgroup, named here, under its limits). */
   | { id: number; pid: number; startTime: string; cgroup?: string }
-  /** Request `id` failed. */
+  /** Spawn request `id` failed. */
   | { id: number; failed: SpawnFailure }
   /** The child of spawn request `id` exited (see ChildExit). */
-  | { id: number; exit: { code: number | null; signal: string | null; cgroupReads?: (string | null)[]; cgroupLeft?: true } }
+  | { id: number; exit: { code: number | null; signal: string | null; cgroupReads?: (string | null)[]; cgroupLeft?: true } };
+
+/** A line of the spawner process. */
+export type SpawnerReply =
+  /** It is up and reading requests (its first line). */
+  | { id: 0; ready: true }
   /** Run request `id` finished. */
   | { id: number; ran: RunOutcome }
   /** Ping `id` answered. */

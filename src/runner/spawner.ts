@@ -5,13 +5,13 @@ import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
 import { watchPid } from "./proc.js";
 import { launcherReply, launchFrame } from "./launcher-protocol.js";
-import type { RunOutcome, SpawnerReply, SpawnFailure, SpawnRequest } from "./spawner-protocol.js";
+import type { LauncherReply, PingRequest, RunOutcome, RunRequest, SpawnerReply, SpawnRequest } from "./spawner-protocol.js";
 
 /** What a spawned process may be given; see SpawnRequest. */
 export type SpawnOptions = Omit<SpawnRequest, "id" | "detached"> & { detached?: boolean };
 
 export interface ChildExit {
-  /** null when a signal ended it, or when the spawner died first and the exit was only seen as the pid going away. */
+  /** null when a signal ended it, or when the launcher died first and the exit was only seen as the pid going away. */
   code: number | null;
   signal: string | null;
   /**
@@ -58,7 +58,7 @@ export class SpawnError extends Error {
 
 /** An adopted child's exit is polled this often once its launcher is gone. */
 const ORPHAN_POLL_MS = 1_000;
-/** A spawn is answered in milliseconds; a launcher silent this long is hung and replaced (default). */
+/** A spawn or ping is answered in milliseconds; a helper silent this long is hung and replaced (default). */
 const SPAWN_DEADLINE_MS = 10_000;
 /** Starting a helper (the spawner is a Node process) takes well under a second; this long means it is stuck. */
 const STARTUP_DEADLINE_MS = 30_000;
@@ -69,7 +69,7 @@ const CLOSE_GRACE_MS = 1_000;
 const LAUNCHER = fileURLToPath(new URL(import.meta.url.endsWith(".ts") ? "../../dist/launcher/runtara-launcher" : "../../launcher/runtara-launcher", import.meta.url));
 
 interface Pending {
-  resolve(reply: SpawnerReply): void;
+  resolve(reply: LauncherReply | SpawnerReply): void;
   reject(e: Error): void;
   /** The file a spawn executes (it names an exec failure). */
   file?: string;
@@ -146,14 +146,23 @@ export class Spawner {
     const id = this.nextId++;
     const cgroup = rest.cgroup ? { cgroup: { ...rest.cgroup, prefix: `${rest.cgroup.prefix}${helper.generation}-` } } : {};
     const frame = launchFrame({ id, detached, ...rest, ...cgroup });
-    if (frame === undefined) throw new SpawnError("a path, argument or environment entry holds a NUL byte", "EINVAL");
+    if (frame === undefined) {
+      this.updateHold(helper); // a launcher started for this request must not hold this process open
+      throw new SpawnError("a path, argument or environment entry holds a NUL byte", "EINVAL");
+    }
     let resolveExit!: (exit: ChildExit) => void;
     const exited = new Promise<ChildExit>((r) => (resolveExit = r));
     // Known before any reply is read: the exit can arrive in the same read as the pid.
     const child: Child = { pid: 0, startTime: 0n, resolveExit, held: true, abort: new AbortController() };
     helper.children.set(id, child);
     helper.held++;
-    const answer = await this.send(helper, id, frame, this.spawnDeadlineMs, rest.file).catch((e: unknown): SpawnerReply => ({ id, failed: { message: (e as Error).message, ...((e as SpawnError).code ? { code: (e as SpawnError).code! } : {}) } }));
+    let answer: LauncherReply | SpawnerReply;
+    try {
+      answer = await this.send(helper, id, frame, this.spawnDeadlineMs, rest.file);
+    } catch (e) {
+      this.forget(helper, id);
+      throw e;
+    }
     if (!("pid" in answer)) {
       this.forget(helper, id);
       if (!("failed" in answer)) throw new SpawnError(`unexpected answer from the launcher: ${JSON.stringify(answer)}`);
@@ -179,7 +188,7 @@ export class Spawner {
    * launches' cgroup names carry (`<prefix><generation>-…`): a start it answered for whose
    * answer never arrived, or that it forked ahead, is in one of those and recorded nowhere.
    */
-  onSpawnerGone(fn: (generation: string) => void): void {
+  onLauncherGone(fn: (generation: string) => void): void {
     this.goneListeners.push(fn);
   }
 
@@ -189,12 +198,17 @@ export class Spawner {
     if (this.closed) return failedRun(file, "the environment is stopping");
     const helper = (this.spawner ??= this.startHelper("spawner"));
     const id = this.nextId++;
-    const line = `${JSON.stringify({ id, file, args: [...args], ...(timeoutMs !== undefined ? { timeoutMs } : {}) })}\n`;
-    const reply = this.send(helper, id, line, timeoutMs === undefined ? undefined : timeoutMs + this.spawnDeadlineMs);
+    const request = { id, file, args: [...args], ...(timeoutMs !== undefined ? { timeoutMs } : {}) } satisfies RunRequest;
+    const reply = this.send(helper, id, `${JSON.stringify(request)}\n`, timeoutMs === undefined ? undefined : timeoutMs + this.spawnDeadlineMs);
     if (timeoutMs === undefined) this.keepAsking(helper, reply);
-    const answer = await reply.catch((e: Error): SpawnerReply => ({ id: 0, failed: { message: e.message } }));
-    const ran: RunOutcome =
-      "ran" in answer ? answer.ran : { exitCode: null, signal: null, stdout: "", stderr: "", timedOut: false, error: "failed" in answer ? answer.failed : { message: "unexpected answer" } };
+    let answer: LauncherReply | SpawnerReply;
+    try {
+      answer = await reply;
+    } catch (e) {
+      return failedRun(file, (e as Error).message);
+    }
+    if (!("ran" in answer)) return failedRun(file, `unexpected answer from the spawner process: ${JSON.stringify(answer)}`);
+    const ran = answer.ran;
     const failed = ran.error !== undefined || ran.timedOut || ran.exitCode !== 0;
     return { ...ran, failed, message: failed ? describe(file, ran) : "", ...(ran.error?.code ? { code: ran.error.code } : {}) };
   }
@@ -229,8 +243,8 @@ export class Spawner {
    * Writes one request. `deadlineMs`: a helper that has not answered by then is hung (stopped,
    * starved): it is killed, which fails every request in flight and starts a new one next time.
    */
-  private send(helper: Helper, id: number, data: string | Buffer, deadlineMs: number | undefined, file?: string): Promise<SpawnerReply> {
-    const reply = new Promise<SpawnerReply>((resolve, reject) => helper.pending.set(id, { resolve, reject, ...(file !== undefined ? { file } : {}) }));
+  private send(helper: Helper, id: number, data: string | Buffer, deadlineMs: number | undefined, file?: string): Promise<LauncherReply | SpawnerReply> {
+    const reply = new Promise<LauncherReply | SpawnerReply>((resolve, reject) => helper.pending.set(id, { resolve, reject, ...(file !== undefined ? { file } : {}) }));
     if (deadlineMs !== undefined) {
       void helper.ready.then(() => {
         if (!helper.pending.has(id)) return;
@@ -248,10 +262,10 @@ export class Spawner {
    * while it runs, the spawner is pinged every spawnDeadlineMs, each ping under that deadline,
    * so that a hung spawner is still found and killed (which fails the command).
    */
-  private keepAsking(helper: Helper, reply: Promise<SpawnerReply>): void {
+  private keepAsking(helper: Helper, reply: Promise<unknown>): void {
     const timer = setInterval(() => {
       const id = this.nextId++;
-      void this.send(helper, id, `${JSON.stringify({ id, ping: true })}\n`, this.spawnDeadlineMs).catch(() => {});
+      void this.send(helper, id, `${JSON.stringify({ id, ping: true } satisfies PingRequest)}\n`, this.spawnDeadlineMs).catch(() => {});
     }, this.spawnDeadlineMs);
     void reply.finally(() => clearInterval(timer)).catch(() => {});
   }
@@ -270,9 +284,10 @@ export class Spawner {
     proc.once("exit", () => clearTimeout(startup));
     // The launcher reads requests as soon as it runs; the spawner says when it does.
     if (kind === "launcher") proc.once("spawn", markReady);
-    proc.stdin!.on("error", () => {}); // it died: 'exit' handles that
+    proc.stdin!.on("error", () => {}); // it died: 'close' handles that
     createInterface({ input: proc.stdout!, crlfDelay: Infinity }).on("line", (line) => this.onReply(helper, line));
-    proc.once("exit", (code, signal) => this.onHelperExit(helper, `${signal ?? `code ${code}`}`));
+    // 'close', not 'exit': its last lines (a pid, an exit) are read before its death is handled.
+    proc.once("close", (code, signal) => this.onHelperExit(helper, `${signal ?? `code ${code}`}`));
     proc.once("error", (e: NodeJS.ErrnoException) => {
       clearTimeout(startup);
       if (proc.pid !== undefined) return void this.logger?.error({ err: e, pid: proc.pid }, `the ${kind} process failed`);
@@ -285,7 +300,7 @@ export class Spawner {
   }
 
   private onReply(helper: Helper, line: string): void {
-    const reply = helper.kind === "launcher" ? launcherReply(line, (id) => helper.pending.get(id)?.file ?? "?") : (JSON.parse(line) as SpawnerReply);
+    const reply: LauncherReply | SpawnerReply = helper.kind === "launcher" ? launcherReply(line, (id) => helper.pending.get(id)?.file ?? "?") : (JSON.parse(line) as SpawnerReply);
     if ("ready" in reply) return helper.markReady();
     if ("exit" in reply) {
       const child = helper.children.get(reply.id);
@@ -334,8 +349,10 @@ export class Spawner {
     helper.gone = true;
     if (this.launcher === helper) this.launcher = undefined;
     if (this.spawner === helper) this.spawner = undefined;
-    if (!this.closed && helper.kind === "launcher") for (const fn of this.goneListeners) fn(helper.generation);
-    if (!this.closed) this.logger?.warn({ why, children: helper.children.size }, `the ${helper.kind} process exited; a new one starts when next needed`);
+    // One that never started (logged where it failed) left nothing behind.
+    const ran = helper.proc.pid !== undefined && !this.closed;
+    if (ran && helper.kind === "launcher") for (const fn of this.goneListeners) fn(helper.generation);
+    if (ran) this.logger?.warn({ why, children: helper.children.size }, `the ${helper.kind} process exited; a new one starts when next needed`);
     for (const child of helper.children.values()) if (child.held && child.pid !== 0) this.watchOrphan(child);
     helper.children.clear();
     helper.held = 0;
