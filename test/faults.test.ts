@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { chmod, mkdtemp, readFile, rm } from "node:fs/promises";
+import { chmod, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import os, { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
@@ -149,6 +149,31 @@ describe("faults", () => {
       const final = await statusOf(again, instanceId);
       assert.equal(final.status, InstanceStatus.COMPLETED, final.error);
       assert.deepEqual(dec(final.output), { resumed: true });
+    });
+
+    it("a launch that fails after its process registered settles the instance FAILED at once, its process gone", async (t) => {
+      await setUp();
+      t.after(tearDown);
+      const env = await startReplica("replica-r");
+      const client = environmentClient(env.baseUrl);
+      const imageId = await registerWorkflow(client, RunnerType.NATIVE);
+      // The run's record fails, and only after its process had time to register (RUNNING).
+      await env.query(`CREATE FUNCTION fail_record() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN PERFORM pg_sleep(1); RAISE EXCEPTION 'injected: the run could not be recorded'; END $$`);
+      await env.query("CREATE TRIGGER fail_record BEFORE INSERT ON running_processes FOR EACH ROW EXECUTE FUNCTION fail_record()");
+      const instanceId = "registered-then-failed";
+      await assert.rejects(client.startInstance({ tenantId: TENANT, imageId, instanceId, env: { WORKFLOW_MODE: "slow", SLOW_MS: "600000" } }));
+      const events = await env.query("SELECT 1 FROM instance_events WHERE instance_id = $1 AND event_type = 'registered'", [instanceId]);
+      assert.equal(events.length, 1, "the process registered before its launch failed");
+      const final = await statusOf(client, instanceId);
+      assert.equal(final.status, InstanceStatus.FAILED, `status ${InstanceStatus[final.status]}`);
+      assert.equal(final.terminationReason, TerminationReason.LAUNCH_FAILED);
+      const left: string[] = [];
+      for (const pid of await readdir("/proc")) {
+        const environ = await readFile(`/proc/${pid}/environ`, "utf8").catch(() => "");
+        if (environ.split("\0").includes(`RUNTARA_INSTANCE_ID=${instanceId}`)) left.push(pid);
+      }
+      assert.deepEqual(left, [], "no process of the instance is left");
     });
 
     it("a PENDING instance whose replica is gone is relaunched by another after the pending timeout", async (t) => {

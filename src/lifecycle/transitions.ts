@@ -48,6 +48,15 @@ const noRecordedProcess = (instanceId: ReturnType<typeof sql.fragment>) =>
   sql.fragment`NOT EXISTS (SELECT 1 FROM running_processes p WHERE p.instance_id = ${instanceId})`;
 
 /**
+ * An instance whose launch failed, as it can be then: PENDING, or RUNNING when the launch's
+ * process registered before the launch failed (its launcher died before answering, or its run
+ * could not be recorded). That process was killed with the launch, and with no run recorded
+ * nothing else runs the instance (a launch starts only from PENDING, with a fresh token).
+ */
+const launchedNowhere = (instanceId: string) =>
+  sql.fragment`instance_id = ${instanceId} AND status IN (${is("pending")}, ${is("running")}) AND ${noRecordedProcess(sql.fragment`${instanceId}`)}`;
+
+/**
  * One instance row as an instance's own calls name it: its id and the nonce its token was
  * minted for. Every statement of those calls is guarded by both, so a token of a deleted
  * instance never acts on a new row with the same id.
@@ -396,32 +405,32 @@ export async function claimStalePending(
 }
 
 /**
- * PENDING -> SUSPENDED(paused) after a relaunch (resume, RESUME) could not start: the
- * instance stays durable and resumable, with the launch error recorded.
+ * PENDING (see launchedNowhere) -> SUSPENDED(paused) after a relaunch (resume, RESUME) could
+ * not start: the instance stays durable and resumable, with the launch error recorded.
  */
 export async function returnToSuspended(db: Db, instanceId: string, error: string): Promise<boolean> {
   const row = await db.maybeOne(sql.unsafe`
     UPDATE instances SET status = ${is("suspended")}, termination_reason = 'paused', error = ${error}, pending_since = NULL
-    WHERE instance_id = ${instanceId} AND status = ${is("pending")} AND ${noRecordedProcess(sql.fragment`${instanceId}`)}
+    WHERE ${launchedNowhere(instanceId)}
     RETURNING 1`);
   return row !== null;
 }
 
-/** PENDING (a failed wake launch) -> SUSPENDED(sleeping) again, due after `delayMs`. */
+/** PENDING (a failed wake launch; see launchedNowhere) -> SUSPENDED(sleeping) again, due after `delayMs`. */
 export async function rescheduleWake(db: Db, instanceId: string, delayMs: number): Promise<void> {
   await db.query(sql.unsafe`
     UPDATE instances
     SET status = ${is("suspended")}, termination_reason = 'sleeping', sleep_until = now() + ${delayMs} * interval '1 millisecond',
         pending_since = NULL
-    WHERE instance_id = ${instanceId} AND status = ${is("pending")} AND ${noRecordedProcess(sql.fragment`${instanceId}`)}`);
+    WHERE ${launchedNowhere(instanceId)}`);
 }
 
-/** PENDING -> FAILED(launch_failed) when the process could not be started. */
+/** PENDING (see launchedNowhere) -> FAILED(launch_failed) when the process could not be started. */
 export async function markLaunchFailed(db: Db, instanceId: string, error: string): Promise<void> {
   await db.query(sql.unsafe`
     UPDATE instances SET status = ${is("failed")}, termination_reason = 'launch_failed', error = ${error}, finished_at = now(),
       pending_since = NULL
-    WHERE instance_id = ${instanceId} AND status = ${is("pending")}`);
+    WHERE ${launchedNowhere(instanceId)}`);
 }
 
 /** How a run ended, as the supervisor saw it. */
