@@ -123,6 +123,25 @@ describe("spawner", () => {
     }
   });
 
+  it("a launcher that answered while this loop was held up past the deadline is not taken for hung", async () => {
+    const spawner = new Spawner({ spawnDeadlineMs: 200 });
+    try {
+      await (await spawner.spawn({ file: "/bin/true", args: [] })).exited; // the launcher is up
+      const launcherPid = spawner.launcherPid;
+      const pending = spawner.spawn({ file: "/bin/sh", args: ["-c", "exit 5"] });
+      for (let i = 0; i < 3; i++) await Promise.resolve(); // its deadline is armed (a microtask), its answer not yet read
+      const until = Date.now() + 600;
+      while (Date.now() < until); // the answer arrives meanwhile; the deadline passes
+      const child = await pending;
+      assert.equal((await child.exited).code, 5, "its exit code came from the launcher");
+      await sleep(300); // a kill's end would be seen by now
+      assert.equal(spawner.launcherPid, launcherPid, "the launcher was not killed");
+      assert.ok(existsPid(launcherPid!), "the launcher lives");
+    } finally {
+      spawner.close();
+    }
+  });
+
   it("a hung launcher is killed at the deadline and replaced; a closed one that hangs is killed", async () => {
     const spawner = new Spawner({ spawnDeadlineMs: 300 });
     try {

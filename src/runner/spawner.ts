@@ -248,7 +248,9 @@ export class Spawner {
     if (deadlineMs !== undefined) {
       void helper.ready.then(() => {
         if (!helper.pending.has(id)) return;
-        const timer = setTimeout(() => this.kill(helper, "did not answer in time", deadlineMs), deadlineMs);
+        // Checked after the next poll phase: when this loop was held up past the deadline (a
+        // stall, a paused VM), an answer that arrived meanwhile is read before the verdict.
+        const timer = setTimeout(() => setImmediate(() => helper.pending.has(id) && this.kill(helper, "did not answer in time", deadlineMs)), deadlineMs);
         void reply.finally(() => clearTimeout(timer)).catch(() => {});
       });
     }
