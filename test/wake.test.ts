@@ -53,6 +53,34 @@ describe("wake scheduler", () => {
     );
   }
 
+  it("a sleeper due while its process is still recorded does not make the scheduler spin, and wakes once that run's record goes", async () => {
+    // Reconcile far away: only the run's end can wake it within the test.
+    const e = await startEnvironment({ wakeReconcileIntervalMs: 600_000 });
+    try {
+      const binary = await readFile((await buildFixtures()).workflow);
+      const image = (await environmentClient(e.baseUrl).registerImage({ tenantId: TENANT, name: "recorded", binary, runnerType: RunnerType.NATIVE })).imageId;
+      await e.query(
+        `INSERT INTO instances (instance_id, tenant_id, image_id, image_name, status, input, env) VALUES ('recorded-1', $1, $2, 'recorded', 'running', '\\x7b7d', '{"WORKFLOW_MODE":"complete"}')`,
+        [TENANT, image],
+      );
+      // Its process, on another host (never adopted here), has called Sleep and not exited yet.
+      await e.query(`INSERT INTO running_processes (instance_id, run_id, boot_id, runner, container_id, pid, process_start_time, replica_id, host, run_dir, deadline)
+        VALUES ('recorded-1', gen_random_uuid(), 'another-boot', 'native', '', 999999, 1, 'elsewhere', 'elsewhere', '/nonexistent', now() + interval '1 hour')`);
+      await e.query(`UPDATE instances SET status = 'suspended', termination_reason = 'sleeping', sleep_until = now(), checkpoint_id = 'sleep:0' WHERE instance_id = 'recorded-1'`);
+      const transactions = async () => Number((await e.query(`SELECT xact_commit + xact_rollback AS n FROM pg_stat_database WHERE datname = current_database()`))[0]!.n);
+      const before = await transactions();
+      await new Promise((r) => setTimeout(r, 3_000));
+      const during = (await transactions()) - before;
+      assert.ok(during < 500, `${during} transactions in 3 s with one due, unclaimable sleeper (a spinning scheduler makes hundreds a second)`);
+      await e.query("DELETE FROM running_processes WHERE instance_id = 'recorded-1'"); // as its run's end does
+      const status = async () => (await e.query<{ status: string }>("SELECT status FROM instances WHERE instance_id = 'recorded-1'"))[0]!.status;
+      await eventually(async () => (await status()) === "completed", 20_000);
+      assert.equal(await status(), "completed", "woken by its run's end, long before the next reconcile");
+    } finally {
+      await e.close();
+    }
+  });
+
   it("a workflow sleeping 2 s is woken and completes", async () => {
     const env = environmentClient(t.baseUrl);
     const { instanceId } = await env.startInstance({ tenantId: TENANT, imageId, env: { WORKFLOW_MODE: "sleep", SLEEP_MS: "2000" } });

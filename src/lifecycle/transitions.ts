@@ -92,10 +92,17 @@ export async function tenantStatus(db: Db, tenantId: string, instanceId: string)
     SELECT status FROM instances WHERE instance_id = ${instanceId} AND tenant_id = ${tenantId}`);
 }
 
-/** The earliest wake time of any sleeper, or null. Served by the partial index on sleepers. */
+/**
+ * The earliest wake time of a sleeper claimDueWakes could claim, or null. Served by the partial
+ * index on sleepers. One whose process is still recorded (it slept and has not exited yet, here
+ * or on another replica) is left out: counted, it would be due and unclaimable, and the
+ * scheduler would spin on it. Its run's end sends the `runtara_sleep` hint again (migration
+ * 1764300000013), which re-arms the timer.
+ */
 export async function nextWakeAt(db: Db): Promise<number | null> {
   return db.oneFirst(sql.type(z.object({ next: z.number().nullable() }))`
-    SELECT min(sleep_until) AS next FROM instances WHERE status = ${is("suspended")} AND sleep_until IS NOT NULL`);
+    SELECT min(sleep_until) AS next FROM instances i
+    WHERE status = ${is("suspended")} AND sleep_until IS NOT NULL AND image_id IS NOT NULL AND ${noRecordedProcess(sql.fragment`i.instance_id`)}`);
 }
 
 // ---- creation ----
