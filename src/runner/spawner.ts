@@ -293,7 +293,8 @@ export class Spawner {
     proc.once("error", (e: NodeJS.ErrnoException) => {
       clearTimeout(startup);
       if (proc.pid !== undefined) return void this.logger?.error({ err: e, pid: proc.pid }, `the ${kind} process failed`);
-      // Not started (not built, not executable, no fds or processes left): there is no 'exit'.
+      // Not started (not built, not executable, no fds or processes left): handled here, with
+      // the reason; the 'close' that follows finds it handled.
       const hint = kind === "launcher" && (e.code === "ENOENT" || e.code === "EACCES") ? "; `npm run build` builds it with the C compiler" : "";
       this.logger?.error({ err: e }, `could not start the ${kind} process`);
       this.onHelperExit(helper, e.message, `the ${kind} ${kind === "launcher" ? LAUNCHER : "process"} could not start (${e.message})${hint}`, e.code);
