@@ -9,7 +9,7 @@ import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import type { Compression } from "@connectrpc/connect/protocol";
-import { Slots, takingTurns } from "../src/server/compression.js";
+import { serverCompressions, Slots, takingTurns } from "../src/server/compression.js";
 import { patternBytes, sha256Hex, startEnvironment, stopTestPostgres, type TestEnvironment } from "./helpers.js";
 
 const run = promisify(execFile);
@@ -271,6 +271,19 @@ describe("Connect JSON over HTTP/1.1", () => {
     await all;
     assert.equal(most, 2);
     assert.deepEqual(order, [0, 1, 2, 3, 4, 5]);
+  });
+
+  it("compresses answers on either side of the on-loop size limit so that they decode to the same bytes", async () => {
+    const decoders: Record<string, (b: Uint8Array) => Buffer> = { gzip: zlib.gunzipSync, br: zlib.brotliDecompressSync };
+    assert.deepEqual(serverCompressions.map((c) => c.name), ["gzip", "br"]);
+    for (const c of serverCompressions) {
+      for (const size of [2048, 64 * 1024, 64 * 1024 + 1, 1024 * 1024]) {
+        const plain = Buffer.from("instance ".repeat(size / 9 + 1).slice(0, size));
+        const packed = await c.compress(plain);
+        assert.ok(packed.byteLength < plain.byteLength / 10, `${c.name} ${size}: ${packed.byteLength} bytes`);
+        assert.ok(decoders[c.name]!(packed).equals(plain), `${c.name} ${size} round trip`);
+      }
+    }
   });
 
   it("sets x-request-id on answers and on errors, echoing a sane client-supplied one", async () => {
